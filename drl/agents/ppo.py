@@ -1,0 +1,326 @@
+"""Proximal Policy Optimisation (Schulman et al. 2017), on torch-batched rollouts.
+
+Everything PPO does is in this file: the actor-critic, the clipped surrogate, the (optionally
+clipped) value loss, the entropy bonus, advantage normalisation, gradient clipping, learning-rate
+annealing, target-KL early stop, observation normalisation and reward scaling.
+
+Two choices differ from most peers and are deliberate:
+
+* values are computed after the rollout in one batched pass: ``V(obs_t)`` and ``V(final_obs_t)``
+  for every step, so the per-step path runs only the actor;
+* a truncated episode bootstraps from ``V(final_obs)`` (see :func:`drl.returns.gae`).
+
+The critic may read another obs group than the actor (``critic_obs: critic``): a privileged
+critic is a config switch, not a new agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from drl.config import TrainConfig, check
+from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
+from drl.nn.mlp import flat_dim
+from drl.returns import gae
+from drl.storage import Field, MinibatchSampler, RolloutBuffer
+
+__all__ = ["PPOConfig", "PPO", "ActorCritic"]
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults: Stable-Baselines3's PPO)."""
+
+    num_steps: int = 2048  # rollout length per env
+    minibatch_size: int = 64
+    num_epochs: int = 10
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_value: float | None = None  # clip the value update to +-this around the old value; null: off
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None  # stop the update's epochs once approx KL exceeds this
+    normalize_advantages: bool = True
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    actor_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    critic_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    log_std_init: float = 0.0
+    state_dependent_std: bool = False
+    squash_actions: bool = False  # tanh-squash Gaussian actions into the bounds
+    actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
+    critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
+
+    def validate(self, prefix: str, train: TrainConfig) -> None:
+        def key(name: str) -> str:
+            return f"{prefix}.{name}"
+
+        check(self.num_steps >= 1, key("num_steps"), f"must be >= 1, got {self.num_steps}")
+        batch = self.num_steps * train.env.num_envs
+        check(
+            self.minibatch_size >= 1 and batch % self.minibatch_size == 0,
+            key("minibatch_size"),
+            f"must divide the rollout batch algo.num_steps x env.num_envs = {self.num_steps} x "
+            f"{train.env.num_envs} = {batch}; got {self.minibatch_size}",
+        )
+        check(self.num_epochs >= 1, key("num_epochs"), f"must be >= 1, got {self.num_epochs}")
+        check(self.learning_rate > 0, key("learning_rate"), f"must be > 0, got {self.learning_rate}")
+        check(0 <= self.gamma <= 1, key("gamma"), f"must be in [0, 1], got {self.gamma}")
+        check(0 <= self.gae_lambda <= 1, key("gae_lambda"), f"must be in [0, 1], got {self.gae_lambda}")
+        check(self.clip_coef > 0, key("clip_coef"), f"must be > 0, got {self.clip_coef}")
+        check(self.clip_value is None or self.clip_value > 0, key("clip_value"), "must be > 0 or null")
+        check(self.ent_coef >= 0, key("ent_coef"), f"must be >= 0, got {self.ent_coef}")
+        check(self.vf_coef >= 0, key("vf_coef"), f"must be >= 0, got {self.vf_coef}")
+        check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
+        check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
+        check(all(w >= 1 for w in self.actor_hidden), key("actor_hidden"), "widths must be >= 1")
+        check(all(w >= 1 for w in self.critic_hidden), key("critic_hidden"), "widths must be >= 1")
+
+
+def _group_space(space: gym.Space, group: str, role: str) -> gym.spaces.Box:
+    """The Box an obs group names; a plain Box env serves every group."""
+    if isinstance(space, gym.spaces.Dict):
+        if group not in space.spaces:
+            raise ValueError(
+                f"{role} reads obs group '{group}', but the env's groups are {list(space.spaces)}; "
+                f"set algo.{role}_obs to one of them"
+            )
+        space = space.spaces[group]
+    if not isinstance(space, gym.spaces.Box):
+        raise TypeError(f"PPO needs Box observations (or a Dict of Box groups), got {space}")
+    return space
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs over (possibly different) flat observation groups."""
+
+    def __init__(self, actor_dim: int, critic_dim: int, action_space: gym.Space, cfg: PPOConfig):
+        super().__init__()
+        self.actor_body = make_mlp(actor_dim, cfg.actor_hidden, None, cfg.activation)
+        width = cfg.actor_hidden[-1] if cfg.actor_hidden else actor_dim
+        self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
+                                     cfg.squash_actions)
+        self.critic = make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
+
+    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        """``[B, critic_dim] -> [B]``."""
+        return self.critic(critic_obs).squeeze(-1)
+
+    def act(self, actor_obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, actor_dim] -> (action[B, ...], log_prob[B])``."""
+        return self.head.sample(self.actor_body(actor_obs), deterministic)
+
+    def evaluate(self, actor_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob[B], entropy[B])`` of stored actions."""
+        return self.head.evaluate(self.actor_body(actor_obs), action)
+
+
+class PPO:
+    """PPO agent: ``act`` during rollouts, ``update`` on a filled :class:`RolloutBuffer`.
+
+    Args:
+        observation_space: the env's single observation space (Box or Dict of groups).
+        action_space: the env's single action space (Discrete or Box).
+        cfg: hyperparameters.
+        num_envs: envs per rollout (sizes the reward scaler's running returns).
+        device: where networks and rollouts live.
+        generator: torch generator for minibatch shuffling (seeded by the runner).
+    """
+
+    config_class = PPOConfig
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: PPOConfig, num_envs: int,
+                 device: torch.device, generator: torch.Generator | None = None):
+        self.cfg = cfg
+        self.device = device
+        self.num_envs = num_envs
+        self.action_space = action_space
+        self.generator = generator
+        self.grouped_obs = isinstance(observation_space, gym.spaces.Dict)
+        actor_space = _group_space(observation_space, cfg.actor_obs, "actor")
+        critic_space = _group_space(observation_space, cfg.critic_obs, "critic")
+        self.groups = sorted({cfg.actor_obs, cfg.critic_obs})
+        self.group_shapes = {cfg.actor_obs: actor_space.shape, cfg.critic_obs: critic_space.shape}
+        self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)
+        self.model.to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.obs_normalizers = nn.ModuleDict(
+            {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
+        ).to(device)
+        self.reward_scaler = RewardScaler(num_envs, cfg.gamma).to(device)
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.action_field = Field((), torch.int64)
+        else:
+            self.action_field = Field((flat_dim(action_space.shape),), torch.float32)
+
+    # --- rollout side ---------------------------------------------------------------------
+    def storage_fields(self) -> dict[str, Field]:
+        """What the runner stores each step (obs groups already normalised)."""
+        fields = {f"obs/{g}": Field((flat_dim(self.group_shapes[g]),)) for g in self.groups}
+        fields[f"final_obs/{self.cfg.critic_obs}"] = Field((flat_dim(self.group_shapes[self.cfg.critic_obs]),))
+        fields |= {
+            "actions": self.action_field,
+            "log_probs": Field(()),
+            "rewards": Field(()),
+            "terminated": Field((), torch.bool),
+            "truncated": Field((), torch.bool),
+        }
+        return fields
+
+    def _groups_of(self, obs: torch.Tensor | dict[str, torch.Tensor], groups: list[str]) -> dict[str, torch.Tensor]:
+        """Pick obs groups and flatten each to ``[N, dim]``."""
+        if not self.grouped_obs:
+            flat = obs.reshape(obs.shape[0], -1)
+            return {g: flat for g in groups}
+        return {g: obs[g].reshape(obs[g].shape[0], -1) for g in groups}
+
+    def _normalize(self, groups: dict[str, torch.Tensor], update: bool) -> dict[str, torch.Tensor]:
+        if not self.cfg.normalize_obs:
+            return groups
+        out = {}
+        for g, x in groups.items():
+            if update:
+                self.obs_normalizers[g].update(x)
+            out[g] = self.obs_normalizers[g].normalize(x)
+        return out
+
+    @torch.inference_mode()
+    def act(self, obs: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = False,
+            update_stats: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Choose actions for ``obs`` ``[N, ...]``.
+
+        Returns ``(env_action, record)``: the action to send to the env (clipped or squashed into
+        the bounds) and what to store for this step (normalised obs groups, raw action, log-prob).
+        """
+        groups = self._normalize(self._groups_of(obs, self.groups), update=update_stats)
+        action, log_prob = self.model.act(groups[self.cfg.actor_obs], deterministic)
+        record = {f"obs/{g}": x for g, x in groups.items()}
+        record["actions"] = action
+        record["log_probs"] = log_prob
+        return self.model.head.env_action(action), record
+
+    @torch.inference_mode()
+    def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
+                       truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
+        """Complete a step's record with its reward (scaled if configured) and true next obs."""
+        if self.cfg.normalize_reward:
+            reward = self.reward_scaler.scale(reward, terminated | truncated)
+        critic_group = self._groups_of(final_obs, [self.cfg.critic_obs])
+        record[f"final_obs/{self.cfg.critic_obs}"] = self._normalize(critic_group, update=False)[self.cfg.critic_obs]
+        record["rewards"] = reward
+        record["terminated"] = terminated
+        record["truncated"] = truncated
+        return record
+
+    # --- learning side --------------------------------------------------------------------
+    @torch.no_grad()
+    def compute_returns(self, storage: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, advantages, returns)``, each ``[T, N]``, with two batched critic passes."""
+        critic_key = self.cfg.critic_obs
+        steps, n = storage.capacity, storage.num_envs
+        values = self.model.value(storage[f"obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
+        next_values = self.model.value(storage[f"final_obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
+        advantages, returns = gae(storage["rewards"], values, next_values, storage["terminated"],
+                                  storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
+        return values, advantages, returns
+
+    def update(self, storage: RolloutBuffer, progress: float = 0.0) -> dict[str, float]:
+        """Run the PPO epochs on a full rollout. ``progress`` in [0, 1] drives LR annealing."""
+        cfg = self.cfg
+        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        values, advantages, returns = self.compute_returns(storage)
+        batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
+        batch["values"] = values.reshape(-1)
+        batch["advantages"] = advantages.reshape(-1)
+        batch["returns"] = returns.reshape(-1)
+        sampler = MinibatchSampler(batch["values"].shape[0], cfg.minibatch_size, self.generator, self.device)
+
+        stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": []}
+        epochs_run = 0
+        stop = False
+        for _ in range(cfg.num_epochs):
+            for index in sampler.epoch():
+                losses = self._minibatch_loss({k: v[index] for k, v in batch.items()})
+                self.optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                for k in stats:
+                    stats[k].append(losses[k].detach())
+                if cfg.target_kl is not None and losses["approx_kl"] > cfg.target_kl:
+                    stop = True
+                    break
+            epochs_run += 1
+            if stop:
+                break
+
+        var_returns = batch["returns"].var()
+        explained_var = 1.0 - (batch["returns"] - batch["values"]).var() / var_returns
+        metrics = {k: torch.stack(v).mean().item() for k, v in stats.items()}
+        metrics |= {
+            "explained_variance": explained_var.item() if var_returns > 0 else float("nan"),
+            "learning_rate": lr,
+            "epochs": float(epochs_run),
+        }
+        if hasattr(self.model.head, "log_std") and not cfg.state_dependent_std:
+            metrics["action_std"] = self.model.head.log_std.exp().mean().item()
+        return metrics
+
+    def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Clipped surrogate + value loss - entropy bonus on one minibatch."""
+        cfg = self.cfg
+        log_prob, entropy = self.model.evaluate(mb[f"obs/{cfg.actor_obs}"], mb["actions"])
+        log_ratio = log_prob - mb["log_probs"]
+        ratio = log_ratio.exp()
+        advantages = mb["advantages"]
+        if cfg.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -torch.min(
+            advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
+        ).mean()
+
+        new_values = self.model.value(mb[f"obs/{cfg.critic_obs}"])
+        if cfg.clip_value is not None:
+            clipped = mb["values"] + (new_values - mb["values"]).clamp(-cfg.clip_value, cfg.clip_value)
+            value_loss = torch.max((new_values - mb["returns"]).square(), (clipped - mb["returns"]).square()).mean()
+        else:
+            value_loss = (new_values - mb["returns"]).square().mean()
+        entropy_mean = entropy.mean()
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # unbiased, non-negative estimator
+            clip_fraction = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+        return {"loss": loss, "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
+                "entropy": entropy_mean.detach(), "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+
+    # --- persistence ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_normalizers": self.obs_normalizers.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_normalizers.load_state_dict(state["obs_normalizers"])
+        self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+    @property
+    def policy(self) -> nn.Module:
+        """The actor (with its obs normalisers) for evaluation and export."""
+        return self.model

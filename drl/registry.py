@@ -1,0 +1,55 @@
+"""Agent name -> (agent class, config class, runner class): the one place that knows them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from drl.agents.ppo import PPO, PPOConfig
+from drl.config import ConfigError, TrainConfig, build, merge, to_dict
+from drl.runners.on_policy import OnPolicyRunner
+
+__all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    agent_class: type
+    config_class: type
+    runner_class: type
+    description: str
+
+
+AGENTS: dict[str, AgentSpec] = {
+    "ppo": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Proximal Policy Optimisation (discrete and continuous)"),
+}
+
+
+def _spec(agent: Any) -> AgentSpec:
+    if agent not in AGENTS:
+        raise ConfigError(f"config key 'agent': unknown agent {agent!r}; valid agents: {sorted(AGENTS)}")
+    return AGENTS[agent]
+
+
+def default_config_dict(agent: str) -> dict[str, Any]:
+    """Every key of a run config for ``agent``, at its default."""
+    spec = _spec(agent)
+    data = to_dict(TrainConfig(agent=agent))
+    data["algo"] = to_dict(spec.config_class())
+    return data
+
+
+def resolve_config(raw: dict[str, Any]) -> TrainConfig:
+    """Defaults <- ``raw``; type-check and validate everything; return the typed config."""
+    agent = raw.get("agent", "ppo")
+    spec = _spec(agent)
+    merged = merge(default_config_dict(agent), raw)
+    algo_raw = merged.pop("algo")
+    if not isinstance(algo_raw, dict):
+        raise ConfigError(f"config key 'algo': must be a mapping of {spec.config_class.__name__} fields")
+    cfg = build(TrainConfig, merged)
+    cfg.algo = build(spec.config_class, algo_raw, prefix="algo")
+    cfg.validate()
+    cfg.env.validate("env")
+    cfg.algo.validate("algo", cfg)
+    return cfg

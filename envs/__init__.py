@@ -1,0 +1,116 @@
+"""drl environments: every id registered with gymnasium under the ``drl/`` namespace.
+
+``gymnasium.make_vec("drl/CartPole-v0", num_envs=4096, device="cuda")`` gives the batched torch env;
+``gymnasium.make("drl/CartPole-v0")`` gives a single numpy env (the batched env with one copy).
+:func:`make_vec_env` is what drl itself calls: it accepts these ids and any plain gymnasium id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from envs.core import GymnasiumVecEnv, MissingDependencyError, TorchVecEnv, resolve_device
+
+__all__ = ["EnvInfo", "ENVS", "make_vec_env", "register_env", "TorchVecEnv", "GymnasiumVecEnv"]
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What ``drl list`` shows about a registered env."""
+
+    id: str
+    backend: str
+    devices: str
+    extra: str | None  # the pip extra the backend needs, if any
+    description: str
+
+
+ENVS: dict[str, EnvInfo] = {}
+
+
+def register_env(
+    env_id: str,
+    vector_entry_point: str,
+    backend: str,
+    devices: str,
+    description: str,
+    extra: str | None = None,
+) -> None:
+    """Register a batched torch env with gymnasium (vector and single-env entry points)."""
+    gym.register(
+        id=env_id,
+        entry_point=_single_env_factory(vector_entry_point),
+        vector_entry_point=vector_entry_point,
+        disable_env_checker=True,
+    )
+    ENVS[env_id] = EnvInfo(env_id, backend, devices, extra, description)
+
+
+def _single_env_factory(vector_entry_point: str):
+    def make_single(**kwargs: Any) -> gym.Env:
+        from envs.single import TorchSingleEnv
+
+        return TorchSingleEnv(vector_entry_point, **kwargs)
+
+    return make_single
+
+
+_CLASSIC = "torch (batched)"
+register_env("drl/CartPole-v0", "envs.torch_classic.cartpole:CartPole", _CLASSIC, "cpu, cuda",
+             "CartPole-v1 dynamics, batched in torch")
+register_env("drl/Pendulum-v0", "envs.torch_classic.pendulum:Pendulum", _CLASSIC, "cpu, cuda",
+             "Pendulum-v1 dynamics, batched in torch")
+register_env("drl/MountainCarContinuous-v0", "envs.torch_classic.mountain_car:MountainCarContinuous", _CLASSIC,
+             "cpu, cuda", "MountainCarContinuous-v0 dynamics, batched in torch")
+register_env("drl/Acrobot-v0", "envs.torch_classic.acrobot:Acrobot", _CLASSIC, "cpu, cuda",
+             "Acrobot-v1 dynamics, batched in torch")
+for _name in ("HalfCheetah", "Hopper", "Walker2d", "Ant"):
+    register_env(f"drl/{_name}-v0", f"envs.mjwarp.locomotion:{_name}", "mujoco-warp", "cuda, cpu (warp)",
+                 f"{_name}-v5 (gymnasium MJCF and task definition) on MuJoCo Warp", extra="mjwarp")
+for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goal"),
+                     ("PickPlace", "pick a cube and place it at a goal")):
+    register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",
+                 f"Franka Panda: {_what}; 'policy'/'critic' obs groups", extra="pybullet")
+
+
+def make_vec_env(
+    env_id: str,
+    num_envs: int,
+    device: str | torch.device = "cpu",
+    vectorization: str = "sync",
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.vector.VectorEnv:
+    """Build a vector env that speaks the torch contract of :mod:`envs.core`.
+
+    ``drl/...`` ids build the batched backend on ``device``; any other gymnasium id goes through
+    :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``).
+    """
+    device = resolve_device(device)
+    if env_id in ENVS:
+        return gym.make_vec(env_id, num_envs=num_envs, device=device, **(env_kwargs or {}))
+    if env_id.startswith("drl/"):
+        raise gym.error.NameNotFound(
+            f"unknown drl env '{env_id}'; registered drl envs: {', '.join(sorted(ENVS))}"
+        )
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise gym.error.NameNotFound(
+            f"unknown env id '{env_id}': not a drl env ({', '.join(sorted(ENVS))}) and gymnasium says: {err}"
+        ) from err
+    try:
+        return GymnasiumVecEnv(env_id, num_envs, device=device, vectorization=vectorization, env_kwargs=env_kwargs)
+    except gym.error.DependencyNotInstalled as err:
+        raise MissingDependencyError(f"gymnasium env '{env_id}'", _extra_for(env_id)) from err
+
+
+def _extra_for(env_id: str) -> str:
+    entry = str(gym.spec(env_id).entry_point)
+    for key, extra in (("mujoco", "mujoco"), ("minigrid", "minigrid"), ("bullet", "pybullet")):
+        if key in entry.lower():
+            return extra
+    return "dev"

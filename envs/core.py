@@ -1,0 +1,298 @@
+"""The environment contract shared by every drl backend.
+
+Every backend is a :class:`gymnasium.vector.VectorEnv` whose ``reset``/``step`` take and return
+torch tensors on ``env.device``::
+
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(actions)   # reward etc. are [N]
+
+Autoreset follows gymnasium's SAME_STEP mode: the obs returned for a finished env is already the
+first obs of its next episode. The true last obs of every env is ``info["final_obs"]`` (a full
+``[N, ...]`` tensor, equal to ``obs`` where the env did not finish) and ``info["_final_obs"]`` is
+the bool mask ``[N]`` of finished envs. Bootstrapping a truncated episode therefore reads
+``V(info["final_obs"])`` on the masked rows.
+
+Observations are a tensor ``[N, *obs_shape]`` or a dict of groups (``"policy"`` for the actor,
+``"critic"`` for privileged state), following Isaac Lab's naming.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+Obs = torch.Tensor | dict[str, torch.Tensor]
+
+__all__ = [
+    "Obs",
+    "TorchVecEnv",
+    "GymnasiumVecEnv",
+    "MissingDependencyError",
+    "obs_to",
+    "obs_index",
+    "obs_where",
+    "resolve_device",
+]
+
+
+class MissingDependencyError(ImportError):
+    """An optional backend is not installed; the message names the pip command that installs it."""
+
+    def __init__(self, what: str, extra: str, package: str | None = None):
+        pkg = package or extra
+        super().__init__(
+            f"{what} needs the optional dependency '{pkg}', which is not installed. "
+            f"Install it with: pip install 'drl[{extra}]'  (or: pip install {pkg})"
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else is checked and returned."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device '{device}' was requested but CUDA is not available on this machine; "
+            "use --device cpu (or auto)"
+        )
+    return device
+
+
+def obs_to(obs: Obs, device: torch.device) -> Obs:
+    """Move an obs tensor or dict of groups to ``device``."""
+    if isinstance(obs, dict):
+        return {k: v.to(device) for k, v in obs.items()}
+    return obs.to(device)
+
+
+def obs_index(obs: Obs, index: Any) -> Obs:
+    """Index the env axis of an obs tensor or of every group of a dict."""
+    if isinstance(obs, dict):
+        return {k: v[index] for k, v in obs.items()}
+    return obs[index]
+
+
+def obs_where(mask: torch.Tensor, a: Obs, b: Obs) -> Obs:
+    """Row-wise select: ``a`` where ``mask[N]`` is true, else ``b`` (tensor or dict of groups)."""
+
+    def _where(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x, y)
+
+    if isinstance(a, dict):
+        return {k: _where(a[k], b[k]) for k in a}
+    return _where(a, b)
+
+
+class TorchVecEnv(VectorEnv):
+    """Base class of batched torch environments (all envs stepped by one set of tensor ops).
+
+    A subclass describes one env's physics on a batch and implements four hooks:
+
+    * ``_reset_envs(mask)``: draw fresh initial states for the envs where ``mask[N]`` is true
+      (use ``self.generator``; write with ``torch.where`` so no host sync is needed);
+    * ``_observe() -> Obs``: the observation of every env;
+    * ``_physics_step(actions) -> (reward[N], terminated[N])``: advance every env one step;
+    * ``_set_state(state)``: set the physical state of every env (``reset(options={"state": s})``).
+
+    The base class owns step counting, truncation at ``max_episode_steps``, SAME_STEP autoreset
+    and ``info["final_obs"]``. It never synchronises with the device on the hot path.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int,
+        single_observation_space: gym.Space,
+        single_action_space: gym.Space,
+        max_episode_steps: int | None,
+        device: str | torch.device = "cpu",
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.device = resolve_device(device)
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = batch_space(single_observation_space, num_envs)
+        self.action_space = batch_space(single_action_space, num_envs)
+        self.max_episode_steps = max_episode_steps
+        self.episode_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
+        self._all_envs = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+
+    # --- hooks for subclasses -------------------------------------------------------------
+    def _reset_envs(self, mask: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _observe(self) -> Obs:
+        raise NotImplementedError
+
+    def _physics_step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _set_state(self, state: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support reset(options={{'state': ...}})")
+
+    # --- gymnasium API --------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
+        """Reset every env. ``seed`` reseeds the env's generator; ``options["state"]`` sets the state."""
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+        self._reset_envs(self._all_envs)
+        self.episode_steps.zero_()
+        if options and "state" in options:
+            self._set_state(torch.as_tensor(options["state"], device=self.device))
+        return self._observe(), {}
+
+    def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Step every env; finished envs are reset in the same call (SAME_STEP autoreset)."""
+        actions = torch.as_tensor(actions, device=self.device)
+        reward, terminated = self._physics_step(actions)
+        self.episode_steps += 1
+        if self.max_episode_steps is not None:
+            truncated = self.episode_steps >= self.max_episode_steps
+        else:
+            truncated = torch.zeros_like(terminated)
+        done = terminated | truncated
+        final_obs = self._observe()
+        self._reset_envs(done)
+        self.episode_steps.masked_fill_(done, 0)
+        obs = self._observe()
+        info = {"final_obs": final_obs, "_final_obs": done}
+        return obs, reward, terminated, truncated, info
+
+    def _uniform(self, low: float | torch.Tensor, high: float | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform samples in ``[low, high)`` drawn from the env's generator."""
+        u = torch.rand(shape, generator=self.generator, device=self.device)
+        return low + (high - low) * u
+
+
+def _flatten_obs_space(space: gym.Space) -> tuple[gym.Space, bool]:
+    """Return the space the adapter exposes and whether gymnasium must flatten observations."""
+    if isinstance(space, gym.spaces.Box):
+        return space, False
+    if isinstance(space, gym.spaces.Dict) and set(space.spaces) <= {"policy", "critic"}:
+        for name, sub in space.spaces.items():
+            if not isinstance(sub, gym.spaces.Box):
+                raise TypeError(f"observation group '{name}' must be a Box space, got {sub}")
+        return space, False
+    try:
+        return gym.spaces.flatten_space(space), True
+    except NotImplementedError as err:
+        raise TypeError(
+            f"observation space {space} cannot be flattened into a tensor; wrap the env so it "
+            "returns a Box (e.g. minigrid.wrappers.ImgObsWrapper for MiniGrid) or a Dict of "
+            "'policy'/'critic' Box groups"
+        ) from err
+
+
+class GymnasiumVecEnv(VectorEnv):
+    """Adapter: any CPU gymnasium env id -> the torch contract, through gymnasium's vector envs.
+
+    Args:
+        env_id: a gymnasium id (``"CartPole-v1"``, ``"HalfCheetah-v5"``, ...).
+        num_envs: number of copies.
+        device: where returned tensors live.
+        vectorization: ``"sync"`` (one process) or ``"async"`` (one subprocess per env).
+        wrappers: gymnasium wrappers applied to each single env (e.g. MiniGrid's ImgObsWrapper).
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        vectorization: str = "sync",
+        wrappers: list | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ):
+        if vectorization not in ("sync", "async"):
+            raise ValueError(f"vectorization must be 'sync' or 'async', got '{vectorization}'")
+        self.device = resolve_device(device)
+        probe = gym.make(env_id, **(env_kwargs or {}))
+        for wrapper in wrappers or []:
+            probe = wrapper(probe)
+        exposed_space, self._flatten = _flatten_obs_space(probe.observation_space)
+        self._raw_obs_space = probe.observation_space
+        self.spec = probe.spec
+        self.render_mode = probe.render_mode
+        probe.close()
+        all_wrappers = list(wrappers or [])
+        if self._flatten:
+            all_wrappers.append(gym.wrappers.FlattenObservation)
+        self.env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=vectorization,
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            wrappers=all_wrappers or None,
+            **(env_kwargs or {}),
+        )
+        self.num_envs = num_envs
+        self.single_observation_space = exposed_space
+        self.single_action_space = self.env.single_action_space
+        self.observation_space = batch_space(exposed_space, num_envs)
+        self.action_space = self.env.action_space
+        self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
+
+    def _to_torch(self, obs: Any) -> Obs:
+        if isinstance(obs, dict):
+            return {k: torch.as_tensor(v, dtype=torch.float32).to(self.device) for k, v in obs.items()}
+        return torch.as_tensor(np.asarray(obs), dtype=torch.float32).to(self.device)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._to_torch(obs), info
+
+    def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        actions_np = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
+        if self._discrete:
+            actions_np = actions_np.astype(np.int64).reshape(self.num_envs)
+        obs_np, reward, terminated, truncated, info = self.env.step(actions_np)
+        obs = self._to_torch(obs_np)
+        done_np = np.logical_or(terminated, truncated)
+        final_obs = obs
+        if done_np.any():
+            final_obs = self._final_obs(obs_np, info, done_np)
+        info = dict(info)
+        info["final_obs"] = final_obs
+        info["_final_obs"] = torch.as_tensor(done_np, device=self.device)
+        return (
+            obs,
+            torch.as_tensor(reward, dtype=torch.float32).to(self.device),
+            torch.as_tensor(terminated, dtype=torch.bool).to(self.device),
+            torch.as_tensor(truncated, dtype=torch.bool).to(self.device),
+            info,
+        )
+
+    def _final_obs(self, obs_np: Any, info: dict, done_np: np.ndarray) -> Obs:
+        """A full ``[N, ...]`` final-obs tensor: the episode's last obs on finished rows."""
+        raw = info["final_obs"]
+        if isinstance(obs_np, dict):
+            merged = {k: np.array(v, copy=True) for k, v in obs_np.items()}
+            for i in np.flatnonzero(done_np):
+                for k in merged:
+                    merged[k][i] = raw[i][k]
+            return self._to_torch(merged)
+        merged = np.array(obs_np, copy=True)
+        for i in np.flatnonzero(done_np):
+            last = raw[i]
+            merged[i] = last
+        return self._to_torch(merged)
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.env.close()

@@ -1,0 +1,124 @@
+"""The CPU adapter: any gymnasium env id -> the torch vector-env contract."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from envs import make_vec_env
+from envs.core import GymnasiumVecEnv, MissingDependencyError
+
+
+class _GroupedEnv(gym.Env):
+    """A tiny env with 'policy'/'critic' groups, and a variant with a non-group Dict obs."""
+
+    def __init__(self, grouped: bool = True, horizon: int = 3):
+        keys = ("policy", "critic") if grouped else ("position", "velocity")
+        self.observation_space = gym.spaces.Dict(
+            {keys[0]: gym.spaces.Box(-10, 10, (2,)), keys[1]: gym.spaces.Box(-10, 10, (3,))}
+        )
+        self.action_space = gym.spaces.Box(-1, 1, (1,))
+        self.keys, self.horizon = keys, horizon
+
+    def _obs(self):
+        return {self.keys[0]: np.full(2, self.t, np.float32), self.keys[1]: np.full(3, -self.t, np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action[0]), self.t >= self.horizon, False, {}
+
+
+gym.register("test/Grouped-v0", entry_point=_GroupedEnv, kwargs={"grouped": True})
+gym.register("test/Ungrouped-v0", entry_point=_GroupedEnv, kwargs={"grouped": False})
+
+
+def test_cartpole_dtypes_devices_shapes():
+    env = make_vec_env("CartPole-v1", 3, "cpu")
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == torch.float32 and obs.shape == (3, 4) and obs.device.type == "cpu"
+    obs, reward, terminated, truncated, info = env.step(torch.tensor([0, 1, 0]))
+    assert reward.dtype == torch.float32 and reward.shape == (3,)
+    assert terminated.dtype == torch.bool and truncated.dtype == torch.bool
+    assert info["_final_obs"].dtype == torch.bool and info["final_obs"].shape == (3, 4)
+    assert torch.equal(info["final_obs"], obs)  # nobody finished: final_obs is the obs
+    assert env.single_observation_space.shape == (4,) and isinstance(env.single_action_space, gym.spaces.Discrete)
+
+
+def test_final_obs_on_truncation_matches_gymnasium():
+    """Truncated envs report their true last obs; the returned obs is the next episode's first."""
+    env = make_vec_env("Pendulum-v1", 2, "cpu", env_kwargs={"max_episode_steps": 5})
+    reference = [gym.make("Pendulum-v1", max_episode_steps=5) for _ in range(2)]
+    obs, _ = env.reset(seed=7)
+    ref_obs = [r.reset(seed=7 + i)[0] for i, r in enumerate(reference)]
+    np.testing.assert_allclose(obs.numpy(), np.stack(ref_obs), rtol=1e-6)
+    actions = torch.tensor([[0.5], [-1.5]])
+    for step in range(5):
+        obs, reward, terminated, truncated, info = env.step(actions)
+        ref = [r.step(actions[i].numpy()) for i, r in enumerate(reference)]
+        np.testing.assert_allclose(info["final_obs"].numpy(), np.stack([x[0] for x in ref]), rtol=1e-5)
+        np.testing.assert_allclose(reward.numpy(), [x[1] for x in ref], rtol=1e-5)
+        assert truncated.tolist() == [step == 4] * 2 and not terminated.any()
+    assert info["_final_obs"].tolist() == [True, True]
+    assert not torch.equal(info["final_obs"], obs)  # obs already belongs to the new episode
+
+
+def test_final_obs_on_termination_keeps_other_rows():
+    env = make_vec_env("test/Grouped-v0", 2, "cpu")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"policy", "critic"} and obs["critic"].shape == (2, 3)
+    for _ in range(2):
+        obs, *_ = env.step(torch.zeros(2, 1))
+    obs, reward, terminated, truncated, info = env.step(torch.ones(2, 1))
+    assert terminated.all() and torch.equal(info["_final_obs"], torch.tensor([True, True]))
+    assert torch.equal(info["final_obs"]["policy"], torch.full((2, 2), 3.0))
+    assert torch.equal(obs["policy"], torch.zeros(2, 2))  # SAME_STEP: already reset
+
+
+def test_non_group_dict_is_flattened():
+    env = make_vec_env("test/Ungrouped-v0", 2, "cpu")
+    obs, _ = env.reset(seed=0)
+    assert isinstance(obs, torch.Tensor) and obs.shape == (2, 5)
+    assert isinstance(env.single_observation_space, gym.spaces.Box)
+
+
+def test_async_vectorization_matches_sync():
+    sync = make_vec_env("CartPole-v1", 2, "cpu", vectorization="sync")
+    asyn = make_vec_env("CartPole-v1", 2, "cpu", vectorization="async")
+    o1, _ = sync.reset(seed=3)
+    o2, _ = asyn.reset(seed=3)
+    for _ in range(30):
+        assert torch.equal(o1, o2)
+        o1, r1, *_ = sync.step(torch.tensor([1, 0]))
+        o2, r2, *_ = asyn.step(torch.tensor([1, 0]))
+    asyn.close()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="vectorization must be 'sync' or 'async'"):
+        GymnasiumVecEnv("CartPole-v1", 2, vectorization="threads")
+    with pytest.raises(gym.error.NameNotFound, match="unknown env id 'Nope-v0'"):
+        make_vec_env("Nope-v0", 2)
+    with pytest.raises(gym.error.NameNotFound, match="unknown drl env 'drl/Nope-v0'"):
+        make_vec_env("drl/Nope-v0", 2)
+    with pytest.raises(ValueError, match="CUDA is not available") if not torch.cuda.is_available() else _nothing():
+        make_vec_env("CartPole-v1", 2, "cuda")
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_missing_dependency_message_names_pip_command():
+    err = MissingDependencyError("drl/PandaReach-v0", "pybullet")
+    assert "pip install 'drl[pybullet]'" in str(err) and "drl/PandaReach-v0" in str(err)
