@@ -16,9 +16,9 @@ __all__ = ["RunLogger", "CSV_COLUMNS"]
 CSV_COLUMNS = [
     "global_step", "iteration", "episode_return", "episode_length", "episodes", "eval_return", "eval_return_std",
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "learning_rate",
-    "epochs", "action_std", "wall_s", "sps",
+    "epochs", "action_std", "wall_s", "eval_s", "sps",
 ]
-TIMING_COLUMNS = {"wall_s", "sps"}
+TIMING_COLUMNS = {"wall_s", "eval_s", "sps"}  # differ between identical runs
 
 
 class RunLogger:

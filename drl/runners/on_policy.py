@@ -135,7 +135,7 @@ class OnPolicyRunner:
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
-        self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "best_eval_return": -math.inf,
+        self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
         if resume:
@@ -222,9 +222,13 @@ class OnPolicyRunner:
                        "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
                 last = state["iteration"] == self.num_iterations
                 if state["global_step"] >= state["next_eval_step"] or last:
+                    eval_start = clock()
                     row["eval_return"], row["eval_return_std"] = self._evaluate()
+                    state["eval_s"] += clock() - eval_start
+                    row["wall_s"] = state["wall_s"] = clock()
                     while state["next_eval_step"] <= state["global_step"]:
                         state["next_eval_step"] += cfg.eval_interval or 2**62
+                row["eval_s"] = state["eval_s"]  # wall_s - eval_s is the time spent training
                 logger.log(row)
                 if state["global_step"] >= state["next_checkpoint_step"] and not last:  # the last one is saved below
                     self.save()
