@@ -123,3 +123,14 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "drl.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "eval", "list", "plot", "demos"):
         assert command in out.stdout
+
+
+def test_demos_command_writes_a_loadable_file(tmp_path, capsys):
+    pytest.importorskip("pybullet")
+    from envs.tasks.demos import load_demos
+
+    out = tmp_path / "reach.pt"
+    assert main(["demos", "drl/PandaReach-v0", "--episodes", "4", "--num-envs", "2", "--out", str(out)]) == 0
+    assert "success rate" in capsys.readouterr().out
+    demos = load_demos(out)
+    assert demos["meta"]["episodes"] == 4 and demos["actions"].shape[1] == 3
