@@ -9,6 +9,7 @@ cannot (ranges, divisibility), all before anything runs. A bad key, type or valu
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,17 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration key, type or value is invalid; the message says which and what is valid."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2; PyYAML's 1.1 rules need a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def check(condition: bool, key: str, message: str) -> None:
@@ -82,7 +94,7 @@ class TrainConfig:
         check(self.checkpoint_interval >= 0, key("checkpoint_interval"), "must be >= 0")
         check(self.torch_threads >= 0, key("torch_threads"), "must be >= 0 (0 keeps torch's default)")
         check(
-            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
             key("device"),
             f"must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got '{self.device}'",
         )
@@ -210,7 +222,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override '{pair}' has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = out
@@ -229,7 +241,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
     if data is None:

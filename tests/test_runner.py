@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -135,3 +136,42 @@ def test_signal_saves_checkpoint_and_resume_finishes(tmp_path, sig):
     assert summary["steps"] == 12_032 and summary["interrupted"] is False  # ceil(12000 / 128) * 128
     steps = [int(r["global_step"]) for r in _learning_rows(run_dir)]
     assert steps == list(range(128, 12_033, 128))  # no iteration lost or repeated across the interrupt
+
+
+def test_episode_tracker_matches_step_by_step_bookkeeping():
+    """The once-per-rollout episode statistics equal a plain per-step loop, across rollouts."""
+    from drl.runners.on_policy import EpisodeTracker
+
+    gen = torch.Generator().manual_seed(0)
+    num_envs, num_steps = 5, 17
+    tracker = EpisodeTracker(num_envs, torch.device("cpu"))
+    running_return = [0.0] * num_envs
+    running_length = [0] * num_envs
+    for _ in range(4):
+        rewards = torch.randn(num_steps, num_envs, generator=gen)
+        done = torch.rand(num_steps, num_envs, generator=gen) < 0.15
+        finished_returns, finished_lengths = [], []
+        for t in range(num_steps):
+            for n in range(num_envs):
+                running_return[n] += float(rewards[t, n])
+                running_length[n] += 1
+                if done[t, n]:
+                    finished_returns.append(running_return[n])
+                    finished_lengths.append(running_length[n])
+                    running_return[n], running_length[n] = 0.0, 0
+        mean_return, mean_length, count = tracker.update(rewards, done)
+        assert count == len(finished_returns)
+        if count:
+            assert mean_return == pytest.approx(sum(finished_returns) / count, rel=1e-9, abs=1e-9)
+            assert mean_length == pytest.approx(sum(finished_lengths) / count)
+        else:
+            assert math.isnan(mean_return) and math.isnan(mean_length)
+
+
+def test_episode_tracker_long_episode_spanning_rollouts():
+    from drl.runners.on_policy import EpisodeTracker
+
+    tracker = EpisodeTracker(1, torch.device("cpu"))
+    assert tracker.update(torch.ones(4, 1), torch.zeros(4, 1, dtype=torch.bool))[2] == 0
+    done = torch.tensor([[False], [True], [False]])
+    assert tracker.update(torch.full((3, 1), 2.0), done) == (8.0, 6.0, 1)  # 4 * 1 + 2 * 2 over 6 steps

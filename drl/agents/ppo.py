@@ -153,7 +153,9 @@ class PPO:
         self.group_shapes = {cfg.actor_obs: actor_space.shape, cfg.critic_obs: critic_space.shape}
         self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)
         self.model.to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.parameters = list(self.model.parameters())
+        # fused Adam and foreach grad clipping: one kernel per step instead of one per tensor
+        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.obs_normalizers = nn.ModuleDict(
             {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
         ).to(device)
@@ -251,11 +253,16 @@ class PPO:
         epochs_run = 0
         stop = False
         for _ in range(cfg.num_epochs):
-            for index in sampler.epoch():
-                losses = self._minibatch_loss({k: v[index] for k, v in batch.items()})
-                self.optimizer.zero_grad(set_to_none=True)
+            # one gather per field per epoch; the minibatches are then contiguous views
+            order = sampler.permutation()
+            shuffled = {k: v[order] for k, v in batch.items()}
+            for start in range(0, sampler.num_samples, cfg.minibatch_size):
+                minibatch = {k: v[start:start + cfg.minibatch_size] for k, v in shuffled.items()}
+                losses = self._minibatch_loss(minibatch)
+                for p in self.parameters:
+                    p.grad = None
                 losses["loss"].backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 for k in stats:
                     stats[k].append(losses[k].detach())

@@ -43,36 +43,41 @@ def seed_everything(seed: int) -> None:
 
 
 class EpisodeTracker:
-    """Per-env running return/length; sums over the episodes that finished, all on device."""
+    """Episode returns/lengths from a whole rollout at once, carried across rollouts.
+
+    The runner writes each step's env reward and done flag into ``[T, N]`` tensors (two copies per
+    step) and calls :meth:`update` once per rollout: the per-step path stays free of bookkeeping.
+    """
 
     def __init__(self, num_envs: int, device: torch.device):
-        self.returns = torch.zeros(num_envs, device=device)
-        self.lengths = torch.zeros(num_envs, device=device)
-        self.finished_return = torch.zeros((), device=device)
-        self.finished_length = torch.zeros((), device=device)
-        self.finished_count = torch.zeros((), device=device)
+        self.carry_return = torch.zeros(num_envs, dtype=torch.float64, device=device)
+        self.carry_length = torch.zeros(num_envs, dtype=torch.int64, device=device)
 
-    def track(self, reward: torch.Tensor, done: torch.Tensor) -> None:
-        """Add one step's ``reward[N]``; ``done[N]`` closes episodes."""
-        self.returns += reward
-        self.lengths += 1
-        done_f = done.to(self.returns.dtype)
-        self.finished_return += (self.returns * done_f).sum()
-        self.finished_length += (self.lengths * done_f).sum()
-        self.finished_count += done_f.sum()
-        self.returns *= 1.0 - done_f
-        self.lengths *= 1.0 - done_f
+    def update(self, rewards: torch.Tensor, done: torch.Tensor) -> tuple[float, float, int]:
+        """Mean return, mean length and number of the episodes that ended in this rollout.
 
-    def pop(self) -> tuple[float, float, int]:
-        """Mean return, mean length and count of the episodes finished since the last pop."""
-        count = int(self.finished_count.item())
+        Args:
+            rewards: ``[T, N]`` env rewards.
+            done: ``[T, N]`` bool, the episode ended at step t (terminated or truncated).
+        """
+        num_steps = rewards.shape[0]
+        cumulative = rewards.to(torch.float64).cumsum(0)  # C[t] = r_0 + ... + r_t
+        step = torch.arange(num_steps, device=rewards.device).unsqueeze(1).expand_as(done)
+        last_end = torch.where(done, step, -1).cummax(0).values  # last episode end at or before t
+        prev_end = torch.cat([torch.full_like(last_end[:1], -1), last_end[:-1]])  # strictly before t
+        started_here = prev_end >= 0  # the episode ending at t began inside this rollout
+        before = torch.gather(cumulative, 0, prev_end.clamp(min=0))
+        returns = torch.where(started_here, cumulative - before, cumulative + self.carry_return)
+        lengths = torch.where(started_here, step - prev_end, step + 1 + self.carry_length)
+        count = int(done.sum().item())
+        # carry the unfinished episodes into the next rollout
+        final_end = last_end[-1]
+        tail = cumulative[-1] - torch.gather(cumulative, 0, final_end.clamp(min=0).unsqueeze(0)).squeeze(0)
+        self.carry_return = torch.where(final_end >= 0, tail, self.carry_return + cumulative[-1])
+        self.carry_length = torch.where(final_end >= 0, num_steps - 1 - final_end, self.carry_length + num_steps)
         if count == 0:
             return float("nan"), float("nan"), 0
-        mean_return = (self.finished_return / count).item()
-        mean_length = (self.finished_length / count).item()
-        for t in (self.finished_return, self.finished_length, self.finished_count):
-            t.zero_()
-        return mean_return, mean_length, count
+        return returns[done].mean().item(), lengths[done].double().mean().item(), count
 
 
 def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
@@ -193,18 +198,21 @@ class OnPolicyRunner:
                            progress=cfg.progress)
         clock = Stopwatch(offset=state["wall_s"])
         tracker = EpisodeTracker(cfg.env.num_envs, self.device)
+        env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
+        episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         obs, _ = self.env.reset(seed=cfg.seed + state["iteration"])
         interrupted = False
         try:
             while state["iteration"] < self.num_iterations:
                 iteration_start = clock()
                 self.storage.clear()
-                for _ in range(self.num_steps):
+                for t in range(self.num_steps):
                     action, record = self.agent.act(obs)
                     obs, reward, terminated, truncated, info = self.env.step(action)
                     self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
                                                                info["final_obs"]))
-                    tracker.track(info.get("env_reward", reward), terminated | truncated)
+                    env_rewards[t] = info.get("env_reward", reward)
+                    torch.logical_or(terminated, truncated, out=episode_ends[t])
                     if self._stop_signal is not None:
                         break
                 if self._stop_signal is not None:
@@ -214,7 +222,7 @@ class OnPolicyRunner:
                 state["iteration"] += 1
                 state["global_step"] += self.steps_per_iteration
                 state["wall_s"] = clock()
-                episode_return, episode_length, episodes = tracker.pop()
+                episode_return, episode_length, episodes = tracker.update(env_rewards, episode_ends)
                 row = {"global_step": state["global_step"], "iteration": state["iteration"],
                        "episode_return": episode_return, "episode_length": episode_length, "episodes": episodes,
                        "eval_return": math.nan, "eval_return_std": math.nan, **metrics,

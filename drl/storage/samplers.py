@@ -33,7 +33,10 @@ class MinibatchSampler:
     def num_minibatches(self) -> int:
         return self.num_samples // self.minibatch_size
 
+    def permutation(self) -> torch.Tensor:
+        """A random order ``[num_samples]`` of all rows; consecutive slices are the minibatches."""
+        return torch.randperm(self.num_samples, generator=self.generator).to(self.device)
+
     def epoch(self) -> Iterator[torch.Tensor]:
         """One pass: ``num_minibatches`` disjoint index tensors ``[minibatch_size]`` covering every row."""
-        order = torch.randperm(self.num_samples, generator=self.generator).to(self.device)
-        yield from order.view(self.num_minibatches, self.minibatch_size)
+        yield from self.permutation().view(self.num_minibatches, self.minibatch_size)
