@@ -80,7 +80,7 @@ class TrainConfig:
     eval_interval: int = 10_000  # env steps between evaluations; 0: only at the end
     eval_episodes: int = 10
     checkpoint_interval: int = 50_000  # env steps between checkpoints; 0: only at the end
-    torch_threads: int = 0  # 0: leave torch's default
+    torch_threads: int = 1  # CPU threads for torch; 0: torch's default. Small RL nets run best on one
     progress: bool = True
     algo: Any = None  # the agent's config dataclass (see drl.registry)
 

@@ -60,6 +60,7 @@ class PPOConfig:
     squash_actions: bool = False  # tanh-squash Gaussian actions into the bounds
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
     critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
+    compile: bool = False  # torch.compile the minibatch loss + backward (pays off on long runs)
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         def key(name: str) -> str:
@@ -160,6 +161,9 @@ class PPO:
             {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
         ).to(device)
         self.reward_scaler = RewardScaler(num_envs, cfg.gamma).to(device)
+        self._loss_and_backward = self._loss_and_backward_eager
+        if cfg.compile:
+            self._loss_and_backward = torch.compile(self._loss_and_backward_eager, dynamic=False)
         if isinstance(action_space, gym.spaces.Discrete):
             self.action_field = Field((), torch.int64)
         else:
@@ -182,9 +186,8 @@ class PPO:
     def _groups_of(self, obs: torch.Tensor | dict[str, torch.Tensor], groups: list[str]) -> dict[str, torch.Tensor]:
         """Pick obs groups and flatten each to ``[N, dim]``."""
         if not self.grouped_obs:
-            flat = obs.reshape(obs.shape[0], -1)
-            return {g: flat for g in groups}
-        return {g: obs[g].reshape(obs[g].shape[0], -1) for g in groups}
+            return dict.fromkeys(groups, obs if obs.dim() == 2 else obs.flatten(1))
+        return {g: obs[g] if obs[g].dim() == 2 else obs[g].flatten(1) for g in groups}
 
     def _normalize(self, groups: dict[str, torch.Tensor], update: bool) -> dict[str, torch.Tensor]:
         if not self.cfg.normalize_obs:
@@ -258,10 +261,9 @@ class PPO:
             shuffled = {k: v[order] for k, v in batch.items()}
             for start in range(0, sampler.num_samples, cfg.minibatch_size):
                 minibatch = {k: v[start:start + cfg.minibatch_size] for k, v in shuffled.items()}
-                losses = self._minibatch_loss(minibatch)
                 for p in self.parameters:
                     p.grad = None
-                losses["loss"].backward()
+                losses = self._loss_and_backward(minibatch)
                 nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 for k in stats:
@@ -284,6 +286,11 @@ class PPO:
         if hasattr(self.model.head, "log_std") and not cfg.state_dependent_std:
             metrics["action_std"] = self.model.head.log_std.exp().mean().item()
         return metrics
+
+    def _loss_and_backward_eager(self, minibatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = self._minibatch_loss(minibatch)
+        losses["loss"].backward()
+        return losses
 
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""

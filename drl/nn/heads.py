@@ -93,8 +93,10 @@ class GaussianHead(nn.Module):
     def sample(self, features: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(action[B, A], log_prob[B])``; with squashing the action is the pre-tanh ``u``."""
         mean, log_std = self._mean_log_std(features)
-        u = mean if deterministic else mean + torch.exp(log_std) * torch.randn_like(mean)
-        log_prob = self._gaussian_log_prob(u, mean, log_std)
+        # u = mean + std * noise, so the standardised residual in the log-prob is the noise itself
+        noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        u = torch.addcmul(mean, log_std.exp(), noise)
+        log_prob = -0.5 * noise.square().sum(-1) - log_std.sum(-1) - _LOG_SQRT_2PI * mean.shape[-1]
         if self.squash:
             log_prob = log_prob - self._squash_correction(u)
         return u, log_prob

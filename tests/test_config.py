@@ -1,0 +1,268 @@
+"""Typed configs: defaults, merging, overrides, YAML, and one clear error per bad key/type/value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drl.config import ConfigError, dump_yaml, load_yaml, merge, parse_overrides, to_dict
+from drl.registry import default_config_dict, resolve_config
+
+CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml"))
+
+
+# ------------------------------------------------------------------------------------------------
+# defaults and merging
+# ------------------------------------------------------------------------------------------------
+
+
+def test_resolve_defaults():
+    cfg = resolve_config({})
+    assert cfg.agent == "ppo"
+    assert cfg.env.id == "CartPole-v1" and cfg.env.num_envs == 8 and cfg.env.vectorization == "sync"
+    assert cfg.total_steps == 100_000 and cfg.device == "auto"
+    # PPO defaults (Stable-Baselines3's)
+    assert cfg.algo.num_steps == 2048 and cfg.algo.minibatch_size == 64
+    assert cfg.algo.learning_rate == 3e-4 and cfg.algo.gamma == 0.99 and cfg.algo.gae_lambda == 0.95
+    assert cfg.algo.actor_hidden == [64, 64]
+    assert type(cfg.algo).__name__ == "PPOConfig"
+
+
+def test_nested_merge_keeps_sibling_defaults():
+    cfg = resolve_config({"env": {"num_envs": 4}, "algo": {"num_steps": 16, "learning_rate": 0.01}})
+    assert cfg.env.num_envs == 4
+    assert cfg.env.id == "CartPole-v1"  # sibling of an overridden nested key keeps its default
+    assert cfg.env.num_eval_envs == 4
+    assert cfg.algo.num_steps == 16 and cfg.algo.learning_rate == 0.01
+    assert cfg.algo.gamma == 0.99
+
+
+def test_merge_function():
+    base = {"a": 1, "env": {"id": "x", "num_envs": 2, "kwargs": {"k": 1, "j": 2}}}
+    out = merge(base, {"env": {"num_envs": 5, "kwargs": {"k": 3}}, "b": 2})
+    assert out == {"a": 1, "b": 2, "env": {"id": "x", "num_envs": 5, "kwargs": {"k": 3}}}
+    assert base["env"]["num_envs"] == 2  # inputs are not mutated
+
+
+def test_env_kwargs_pass_through():
+    cfg = resolve_config({"env": {"kwargs": {"g": 9.81, "mode": "hard"}}})
+    assert cfg.env.kwargs == {"g": 9.81, "mode": "hard"}
+
+
+# ------------------------------------------------------------------------------------------------
+# --set overrides
+# ------------------------------------------------------------------------------------------------
+
+
+def test_parse_overrides_values():
+    out = parse_overrides([
+        "algo.learning_rate=1e-3",
+        "algo.clip_coef=2.5E-1",
+        "env.num_envs=16",
+        "algo.anneal_lr=true",
+        "progress=False",
+        "algo.actor_hidden=[64,64]",
+        "algo.target_kl=null",
+        "env.id=drl/CartPole-v0",
+    ])
+    assert out == {
+        "algo": {"learning_rate": 0.001, "clip_coef": 0.25, "anneal_lr": True, "actor_hidden": [64, 64],
+                 "target_kl": None},
+        "env": {"num_envs": 16, "id": "drl/CartPole-v0"},
+        "progress": False,
+    }
+    assert isinstance(out["algo"]["learning_rate"], float)
+    assert isinstance(out["env"]["num_envs"], int)
+
+
+def test_overrides_resolve():
+    cfg = resolve_config(merge({"algo": {"num_steps": 32}},
+                               parse_overrides(["algo.learning_rate=1e-3", "algo.target_kl=0.02",
+                                                "env.kwargs.scale=1e-2"])))
+    assert cfg.algo.learning_rate == 0.001 and cfg.algo.target_kl == 0.02
+    assert cfg.env.kwargs == {"scale": 0.01}  # untyped values are numbers too, not the string '1e-2'
+
+
+@pytest.mark.parametrize("pair", ["algo.learning_rate", "=3"])
+def test_parse_overrides_malformed(pair):
+    with pytest.raises(ConfigError, match="override"):
+        parse_overrides([pair])
+
+
+def test_parse_overrides_conflict():
+    with pytest.raises(ConfigError, match="conflicts"):
+        parse_overrides(["algo=3", "algo.gamma=0.9"])
+
+
+# ------------------------------------------------------------------------------------------------
+# errors: unknown key, wrong type, impossible value
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"totl_steps": 10})
+    msg = str(err.value)
+    assert "'totl_steps'" in msg
+    for valid in ("total_steps", "env", "algo", "seed", "device"):
+        assert valid in msg
+
+
+def test_unknown_nested_key():
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"algo": {"lr": 1e-3}})
+    msg = str(err.value)
+    assert "'algo.lr'" in msg
+    assert "learning_rate" in msg and "gae_lambda" in msg and "minibatch_size" in msg
+    with pytest.raises(ConfigError, match=r"'env\.nenvs'.*num_envs"):
+        resolve_config({"env": {"nenvs": 3}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        ({"env": {"num_envs": "eight"}}, "env.num_envs", "must be an integer"),
+        ({"total_steps": 10.5}, "total_steps", "must be an integer"),
+        ({"env": {"num_envs": True}}, "env.num_envs", "must be an integer"),
+        ({"algo": {"gamma": True}}, "algo.gamma", "must be a number"),
+        ({"algo": {"learning_rate": "fast"}}, "algo.learning_rate", "must be a number"),
+        ({"algo": {"anneal_lr": "yes"}}, "algo.anneal_lr", "must be true or false"),
+        ({"algo": {"actor_hidden": 64}}, "algo.actor_hidden", "must be a list"),
+        ({"algo": {"actor_hidden": [64, "x"]}}, "algo.actor_hidden[1]", "must be an integer"),
+        ({"algo": {"target_kl": "abc"}}, "algo.target_kl", "float | None"),
+        ({"env": {"id": 3}}, "env.id", "must be a string"),
+        ({"env": 3}, "env", "mapping of EnvConfig"),
+        ({"algo": 3}, "algo", "mapping of PPOConfig"),
+        ({"env": {"kwargs": [1]}}, "env.kwargs", "must be a mapping"),
+    ],
+)
+def test_wrong_types(raw, key, expected):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(raw)
+    msg = str(err.value)
+    assert f"'{key}'" in msg
+    assert expected in msg
+
+
+def test_type_coercions_that_are_exact():
+    cfg = resolve_config({"total_steps": "1_000", "seed": 3.0, "algo": {"learning_rate": 1, "gamma": "0.5"}})
+    assert cfg.total_steps == 1000 and isinstance(cfg.total_steps, int)
+    assert cfg.seed == 3 and isinstance(cfg.seed, int)
+    assert cfg.algo.learning_rate == 1.0 and isinstance(cfg.algo.learning_rate, float)
+    assert cfg.algo.gamma == 0.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "valid"),
+    [
+        ({"algo": {"learning_rate": -1e-3}}, "algo.learning_rate", "must be > 0"),
+        ({"algo": {"learning_rate": 0}}, "algo.learning_rate", "must be > 0"),
+        ({"env": {"num_envs": 4}, "algo": {"num_steps": 10, "minibatch_size": 16}}, "algo.minibatch_size",
+         "must divide the rollout batch algo.num_steps x env.num_envs = 10 x 4 = 40"),
+        ({"env": {"num_envs": 0}}, "env.num_envs", "must be >= 1"),
+        ({"algo": {"gamma": 1.5}}, "algo.gamma", "must be in [0, 1]"),
+        ({"algo": {"gae_lambda": -0.1}}, "algo.gae_lambda", "must be in [0, 1]"),
+        ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+        ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+        ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+        ({"agent": "dqn"}, "agent", "valid agents: ['ppo']"),
+        ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
+        ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),
+        ({"total_steps": 0}, "total_steps", "must be >= 1"),
+        ({"algo": {"clip_value": -1.0}}, "algo.clip_value", "must be > 0 or null"),
+    ],
+)
+def test_impossible_values(raw, key, valid):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(raw)
+    msg = str(err.value)
+    assert f"'{key}'" in msg
+    assert valid in msg
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices(device):
+    assert resolve_config({"device": device}).device == device  # checked, not resolved: no GPU needed
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML files
+# ------------------------------------------------------------------------------------------------
+
+
+def test_load_yaml_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "agent: ppo\n"
+        "env:\n  id: Pendulum-v1\n  num_envs: 4\n"
+        "algo:\n  num_steps: 64\n  minibatch_size: 64\n  learning_rate: 3e-4\n  actor_hidden: [32, 32]\n"
+    )
+    raw = load_yaml(path)
+    assert raw["algo"]["learning_rate"] == 3e-4  # YAML 1.2 float, not the string '3e-4'
+    cfg = resolve_config(raw)
+    assert cfg.env.id == "Pendulum-v1" and cfg.env.num_envs == 4
+    assert cfg.algo.num_steps == 64 and cfg.algo.actor_hidden == [32, 32]
+    assert cfg.algo.learning_rate == 3e-4
+
+
+def test_load_yaml_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' does not exist"):
+        load_yaml(tmp_path / "nope.yaml")
+
+
+def test_load_yaml_malformed(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("algo:\n  gamma: [0.9\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"config file '.*bad\.yaml' is not valid YAML"):
+        load_yaml(path)
+
+
+def test_load_yaml_not_a_mapping_and_empty(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping at the top level, got list"):
+        load_yaml(path)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_yaml(empty) == {}
+
+
+def test_to_dict_yaml_round_trip(tmp_path):
+    cfg = resolve_config({
+        "env": {"id": "Pendulum-v1", "num_envs": 4, "kwargs": {"g": 9.81}},
+        "algo": {"num_steps": 32, "minibatch_size": 32, "learning_rate": 1e-8, "target_kl": 0.015,
+                 "activation": "relu", "critic_hidden": [256, 128, 64]},
+        "device": "cpu",
+    })
+    data = to_dict(cfg)
+    assert isinstance(data["algo"], dict) and data["algo"]["activation"] == "relu"
+    assert resolve_config(data) == cfg
+    path = tmp_path / "config.yaml"
+    dump_yaml(data, path)
+    again = resolve_config(load_yaml(path))
+    assert again == cfg
+    assert to_dict(again) == data
+    assert yaml.safe_load(path.read_text())["algo"]["critic_hidden"] == [256, 128, 64]
+
+
+def test_default_config_dict_has_every_key():
+    data = default_config_dict("ppo")
+    assert set(data) == {"agent", "env", "total_steps", "seed", "device", "eval_interval", "eval_episodes",
+                         "checkpoint_interval", "torch_threads", "progress", "algo"}
+    assert data["algo"]["num_steps"] == 2048
+    assert resolve_config(data) == resolve_config({})
+
+
+def test_there_are_config_files():
+    assert CONFIG_FILES, "configs/*/*.yaml is empty"
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_config_file_resolves(path):
+    raw = load_yaml(path)
+    cfg = resolve_config(raw)
+    assert cfg.agent == path.parent.name
+    # the file is named after its env (a "drl/" namespace is written "drl-")
+    assert cfg.env.id.replace("/", "-") == path.stem

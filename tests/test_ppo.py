@@ -1,0 +1,130 @@
+"""PPO unit tests: the pieces of the update, on synthetic rollouts."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import pytest
+import torch
+
+from drl.agents.ppo import PPO, PPOConfig
+from drl.storage import RolloutBuffer
+
+OBS = gym.spaces.Box(-1, 1, (5,))
+GROUPED = gym.spaces.Dict({"policy": gym.spaces.Box(-1, 1, (5,)), "critic": gym.spaces.Box(-1, 1, (9,))})
+CONT = gym.spaces.Box(-2, 2, (3,))
+
+
+def _agent(obs_space=OBS, act_space=CONT, **cfg) -> PPO:
+    torch.manual_seed(0)
+    return PPO(obs_space, act_space, PPOConfig(**cfg), num_envs=4, device=torch.device("cpu"),
+               generator=torch.Generator().manual_seed(0))
+
+
+def _random_obs(space, n, gen):
+    if isinstance(space, gym.spaces.Dict):
+        return {k: torch.randn(n, *s.shape, generator=gen) for k, s in space.spaces.items()}
+    return torch.randn(n, *space.shape, generator=gen)
+
+
+def _fill(agent: PPO, obs_space=OBS, steps: int = 16, seed: int = 0) -> RolloutBuffer:
+    gen = torch.Generator().manual_seed(seed)
+    storage = RolloutBuffer(steps, 4, agent.storage_fields())
+    for _ in range(steps):
+        obs = _random_obs(obs_space, 4, gen)
+        _, record = agent.act(obs)
+        done = torch.rand(4, generator=gen) < 0.1
+        storage.add(agent.record_outcome(record, torch.randn(4, generator=gen), done, torch.zeros(4, dtype=torch.bool),
+                                         _random_obs(obs_space, 4, gen)))
+    return storage
+
+
+def test_env_actions_respect_bounds_and_record_is_complete():
+    agent = _agent(log_std_init=2.0)
+    action, record = agent.act(torch.randn(64, 5))
+    assert action.shape == (64, 3) and (action.abs() <= 2.0).all()
+    assert (record["actions"].abs() > 2.0).any()  # the stored action is the unclipped sample
+    assert set(record) == {"obs/policy", "actions", "log_probs"}
+
+
+def test_squashed_actions_inside_bounds():
+    agent = _agent(squash_actions=True, log_std_init=1.0)
+    action, _ = agent.act(torch.randn(256, 5))
+    assert (action > -2.0).all() and (action < 2.0).all()
+
+
+def test_privileged_critic_reads_its_own_group():
+    agent = _agent(GROUPED, critic_obs="critic")
+    storage = _fill(agent, GROUPED)
+    assert storage["obs/critic"].shape == (16, 4, 9) and storage["final_obs/critic"].shape == (16, 4, 9)
+    assert agent.model.critic[0].in_features == 9 and agent.model.actor_body[0].in_features == 5
+    metrics = agent.update(storage)
+    assert all(v == v for k, v in metrics.items() if k != "explained_variance")
+    with pytest.raises(ValueError, match="critic reads obs group 'state'.*groups are \\['critic', 'policy'\\]"):
+        _agent(GROUPED, critic_obs="state")
+
+
+def test_discrete_actions():
+    agent = _agent(act_space=gym.spaces.Discrete(4))
+    action, record = agent.act(torch.randn(8, 5))
+    assert action.dtype == torch.int64 and action.shape == (8,) and ((0 <= action) & (action < 4)).all()
+    agent.update(_fill(agent))
+
+
+def test_target_kl_stops_epochs_early():
+    agent = _agent(num_epochs=50, minibatch_size=16, learning_rate=0.01, target_kl=1e-4)
+    metrics = agent.update(_fill(agent))
+    assert metrics["epochs"] < 50
+    full = _agent(num_epochs=3, minibatch_size=16)
+    assert full.update(_fill(full))["epochs"] == 3
+
+
+def test_learning_rate_annealing():
+    agent = _agent(learning_rate=1e-3, anneal_lr=True, minibatch_size=16)
+    assert agent.update(_fill(agent), progress=0.75)["learning_rate"] == pytest.approx(2.5e-4)
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_clipped_value_loss_matches_formula():
+    agent = _agent(clip_value=0.1)
+    mb = {"obs/policy": torch.randn(8, 5), "actions": torch.randn(8, 3), "log_probs": torch.zeros(8),
+          "values": torch.zeros(8), "advantages": torch.randn(8), "returns": torch.full((8,), 5.0)}
+    losses = agent._minibatch_loss(mb)
+    new_values = agent.model.value(mb["obs/policy"]).detach()
+    clipped = new_values.clamp(-0.1, 0.1)
+    expected = torch.max((new_values - 5.0).square(), (clipped - 5.0).square()).mean()
+    assert losses["value_loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_observation_normalizer_updates_only_when_asked():
+    agent = _agent(normalize_obs=True)
+    agent.act(torch.randn(32, 5) * 4 + 3)
+    count = agent.obs_normalizers["policy"].count.item()
+    agent.act(torch.randn(32, 5), update_stats=False)
+    assert agent.obs_normalizers["policy"].count.item() == count
+    assert agent.obs_normalizers["policy"].mean.mean().item() == pytest.approx(3.0, abs=1.0)
+
+
+def test_update_is_deterministic_given_seed():
+    a = _agent(minibatch_size=16)
+    ma = a.update(_fill(a))
+    b = _agent(minibatch_size=16)  # reseeds the global RNG the rollout samples from
+    mb = b.update(_fill(b))
+    assert ma == mb
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_compiled_update_matches_eager():
+    eager = _agent(minibatch_size=32, num_epochs=2)
+    storage = _fill(eager)
+    compiled = copy.deepcopy(eager)
+    compiled.generator = torch.Generator().manual_seed(0)
+    compiled._loss_and_backward = torch.compile(compiled._loss_and_backward_eager, dynamic=False)
+    compiled.optimizer = torch.optim.Adam(compiled.parameters, lr=3e-4, eps=1e-5, fused=True)
+    compiled.optimizer.load_state_dict(eager.optimizer.state_dict())
+    eager.update(storage)
+    compiled.update(storage)
+    for pe, pc in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(pe, pc, rtol=1e-4, atol=1e-5)
