@@ -30,3 +30,14 @@ def test_ppo_continuous_variants_improve_on_pendulum(tmp_path, squash, state_dep
     summary = _train(tmp_path, "Pendulum-v1", 40_000, eval_interval=20_000,
                      algo={"squash_actions": squash, "state_dependent_std": state_dependent})
     assert summary["best_eval_return"] >= -700.0, summary
+
+
+def test_ppo_solves_torch_cartpole_with_256_envs(tmp_path):
+    """The torch-batched CartPole (drl/CartPole-v0) with its tuned config: 256 envs."""
+    summary = _train(tmp_path, "drl/CartPole-v0", 150_000, eval_interval=15_000)
+    assert summary["best_eval_return"] >= 475.0, summary
+
+
+def test_ppo_solves_torch_pendulum(tmp_path):
+    summary = _train(tmp_path, "drl/Pendulum-v0", 120_000, eval_interval=20_000)
+    assert summary["best_eval_return"] >= -250.0, summary
