@@ -246,10 +246,15 @@ class GymnasiumVecEnv(VectorEnv):
         self.action_space = self.env.action_space
         self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
 
+    def _tensor(self, array: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+        """numpy -> torch without a copy where possible (gymnasium returns fresh arrays each step)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
+        return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
+
     def _to_torch(self, obs: Any) -> Obs:
         if isinstance(obs, dict):
-            return {k: torch.as_tensor(v, dtype=torch.float32).to(self.device) for k, v in obs.items()}
-        return torch.as_tensor(np.asarray(obs), dtype=torch.float32).to(self.device)
+            return {k: self._tensor(v, np.float32) for k, v in obs.items()}
+        return self._tensor(obs, np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -261,18 +266,15 @@ class GymnasiumVecEnv(VectorEnv):
             actions_np = actions_np.astype(np.int64).reshape(self.num_envs)
         obs_np, reward, terminated, truncated, info = self.env.step(actions_np)
         obs = self._to_torch(obs_np)
-        done_np = np.logical_or(terminated, truncated)
-        final_obs = obs
-        if done_np.any():
-            final_obs = self._final_obs(obs_np, info, done_np)
-        info = dict(info)
+        done_np = terminated | truncated
+        final_obs = self._final_obs(obs_np, info, done_np) if done_np.any() else obs
         info["final_obs"] = final_obs
-        info["_final_obs"] = torch.as_tensor(done_np, device=self.device)
+        info["_final_obs"] = self._tensor(done_np, np.bool_)
         return (
             obs,
-            torch.as_tensor(reward, dtype=torch.float32).to(self.device),
-            torch.as_tensor(terminated, dtype=torch.bool).to(self.device),
-            torch.as_tensor(truncated, dtype=torch.bool).to(self.device),
+            self._tensor(reward, np.float32),
+            self._tensor(terminated, np.bool_),
+            self._tensor(truncated, np.bool_),
             info,
         )
 
