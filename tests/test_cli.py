@@ -134,3 +134,14 @@ def test_demos_command_writes_a_loadable_file(tmp_path, capsys):
     assert "success rate" in capsys.readouterr().out
     demos = load_demos(out)
     assert demos["meta"]["episodes"] == 4 and demos["actions"].shape[1] == 3
+
+
+def test_missing_backend_names_the_pip_command(tmp_path, capsys, monkeypatch):
+    import sys as _sys
+
+    monkeypatch.setitem(_sys.modules, "warp", None)  # import warp -> ImportError
+    monkeypatch.setitem(_sys.modules, "mujoco_warp", None)
+    run_dir = tmp_path / "run"
+    assert main(["train", "ppo", "--env", "drl/HalfCheetah-v0", "--run-dir", str(run_dir), "--no-progress"]) == 2
+    assert "pip install 'drl[mjwarp]'" in capsys.readouterr().err
+    assert not run_dir.exists()

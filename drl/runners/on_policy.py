@@ -124,8 +124,6 @@ class OnPolicyRunner:
     def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path, resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
@@ -140,6 +138,8 @@ class OnPolicyRunner:
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
+        # the folder is made only once everything above was built: a bad env or config leaves nothing behind
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
