@@ -36,8 +36,8 @@ def update(readme: Path = ROOT / "README.md") -> list[str]:
     text = readme.read_text()
     names = re.findall(r"<!-- bench:([\w-]+) -->", text)
     for name in names:
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
-        text = pattern.sub(lambda m, n=name: m[1] + report_block(n) + m[2], text)
+        pattern = re.compile(rf"(<!-- bench:{name} -->).*?(<!-- /bench:{name} -->)", re.S)
+        text = pattern.sub(lambda m, n=name: f"{m[1]}\n{report_block(n)}\n{m[2]}", text)
     readme.write_text(text)
     return names
 
