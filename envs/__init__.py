@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,7 @@ def make_vec_env(
         raise gym.error.NameNotFound(
             f"unknown drl env '{env_id}'; registered drl envs: {', '.join(sorted(ENVS))}"
         )
+    _import_env_package(env_id)
     try:
         gym.spec(env_id)
     except gym.error.Error as err:
@@ -106,6 +108,19 @@ def make_vec_env(
         return GymnasiumVecEnv(env_id, num_envs, device=device, vectorization=vectorization, env_kwargs=env_kwargs)
     except gym.error.DependencyNotInstalled as err:
         raise MissingDependencyError(f"gymnasium env '{env_id}'", _extra_for(env_id)) from err
+
+
+# Packages that register their gymnasium ids on import: id prefix -> (module, drl extra).
+_ENV_PACKAGES = {"MiniGrid-": ("minigrid", "minigrid"), "BabyAI-": ("minigrid", "minigrid")}
+
+
+def _import_env_package(env_id: str) -> None:
+    for prefix, (module, extra) in _ENV_PACKAGES.items():
+        if env_id.startswith(prefix):
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise MissingDependencyError(f"env '{env_id}'", extra, module) from err
 
 
 def _extra_for(env_id: str) -> str:

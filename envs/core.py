@@ -18,6 +18,8 @@ Observations are a tensor ``[N, *obs_shape]`` or a dict of groups (``"policy"`` 
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -175,23 +177,40 @@ class TorchVecEnv(VectorEnv):
         return low + (high - low) * u
 
 
-def _flatten_obs_space(space: gym.Space) -> tuple[gym.Space, bool]:
-    """Return the space the adapter exposes and whether gymnasium must flatten observations."""
+def _flatten_obs_space(space: gym.Space) -> tuple[gym.Space, bool, list[str] | None]:
+    """What the adapter exposes for ``space``: ``(exposed space, needs flattening, Dict keys to keep)``.
+
+    A Dict of ``policy``/``critic`` Box groups passes through. Any other space is flattened into
+    one Box; Dict entries that cannot be flattened (MiniGrid's text ``mission``) are dropped.
+    """
     if isinstance(space, gym.spaces.Box):
-        return space, False
+        return space, False, None
     if isinstance(space, gym.spaces.Dict) and set(space.spaces) <= {"policy", "critic"}:
         for name, sub in space.spaces.items():
             if not isinstance(sub, gym.spaces.Box):
                 raise TypeError(f"observation group '{name}' must be a Box space, got {sub}")
-        return space, False
+        return space, False, None
+    keep = None
+    if isinstance(space, gym.spaces.Dict):
+        keep = [k for k, sub in space.spaces.items() if _flattenable(sub)]
+        if not keep:
+            raise TypeError(f"no entry of observation space {space} can be flattened into a tensor")
+        space = gym.spaces.Dict({k: space.spaces[k] for k in keep})
     try:
-        return gym.spaces.flatten_space(space), True
+        return gym.spaces.flatten_space(space), True, keep
     except NotImplementedError as err:
         raise TypeError(
             f"observation space {space} cannot be flattened into a tensor; wrap the env so it "
-            "returns a Box (e.g. minigrid.wrappers.ImgObsWrapper for MiniGrid) or a Dict of "
-            "'policy'/'critic' Box groups"
+            "returns a Box or a Dict of 'policy'/'critic' Box groups"
         ) from err
+
+
+def _flattenable(space: gym.Space) -> bool:
+    try:
+        gym.spaces.flatten_space(space)
+    except (NotImplementedError, TypeError, ValueError):
+        return False
+    return True
 
 
 class GymnasiumVecEnv(VectorEnv):
@@ -223,12 +242,17 @@ class GymnasiumVecEnv(VectorEnv):
         probe = gym.make(env_id, **(env_kwargs or {}))
         for wrapper in wrappers or []:
             probe = wrapper(probe)
-        exposed_space, self._flatten = _flatten_obs_space(probe.observation_space)
+        exposed_space, self._flatten, keep_keys = _flatten_obs_space(probe.observation_space)
         self._raw_obs_space = probe.observation_space
         self.spec = probe.spec
         self.render_mode = probe.render_mode
         probe.close()
         all_wrappers = list(wrappers or [])
+        if keep_keys is not None and set(keep_keys) != set(probe.observation_space.spaces):
+            dropped = sorted(set(probe.observation_space.spaces) - set(keep_keys))
+            warnings.warn(f"{env_id}: dropping observation entries {dropped} (not representable as a tensor)",
+                          stacklevel=2)
+            all_wrappers.append(functools.partial(gym.wrappers.FilterObservation, filter_keys=keep_keys))
         if self._flatten:
             all_wrappers.append(gym.wrappers.FlattenObservation)
         self.env = gym.make_vec(

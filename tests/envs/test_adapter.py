@@ -122,3 +122,14 @@ class _nothing:
 def test_missing_dependency_message_names_pip_command():
     err = MissingDependencyError("drl/PandaReach-v0", "pybullet")
     assert "pip install 'drl[pybullet]'" in str(err) and "drl/PandaReach-v0" in str(err)
+
+
+def test_minigrid_through_the_adapter():
+    """MiniGrid ids register on import; the text mission is dropped and the rest flattened."""
+    pytest.importorskip("minigrid")
+    with pytest.warns(UserWarning, match="dropping observation entries \\['mission'\\]"):
+        env = make_vec_env("MiniGrid-Empty-5x5-v0", 2, "cpu")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 4 + 7 * 7 * 3) and obs.dtype == torch.float32  # one-hot direction + image
+    obs, reward, terminated, truncated, info = env.step(torch.tensor([2, 1]))
+    assert reward.shape == (2,) and isinstance(env.single_action_space, gym.spaces.Discrete)
