@@ -175,3 +175,24 @@ def test_episode_tracker_long_episode_spanning_rollouts():
     assert tracker.update(torch.ones(4, 1), torch.zeros(4, 1, dtype=torch.bool))[2] == 0
     done = torch.tensor([[False], [True], [False]])
     assert tracker.update(torch.full((3, 1), 2.0), done) == (8.0, 6.0, 1)  # 4 * 1 + 2 * 2 over 6 steps
+
+
+@pytest.mark.parametrize(
+    "env_id, module, algo",
+    [
+        ("drl/HalfCheetah-v0", "mujoco_warp", {}),
+        ("drl/PandaReach-v0", "pybullet", {"critic_obs": "critic"}),  # privileged critic on the real groups
+        ("drl/Acrobot-v0", "torch", {}),
+    ],
+)
+def test_ppo_trains_on_every_backend(tmp_path, env_id, module, algo):
+    pytest.importorskip(module)
+    cfg = api.load_config("ppo", env_id, overrides={
+        "total_steps": 256, "progress": False, "device": "cpu", "eval_episodes": 2,
+        "env": {"num_envs": 4, "num_eval_envs": 2},
+        "algo": {"num_steps": 32, "minibatch_size": 64, "num_epochs": 1, **algo}})
+    cfg.env.kwargs = {"max_episode_steps": 20}  # keep evaluation episodes short
+    run_dir, summary = api.train(cfg, tmp_path / "run")
+    assert summary["steps"] == 256 and summary["final_eval_return"] is not None
+    restored, _ = api.load_agent(run_dir)
+    assert restored.cfg.critic_obs == algo.get("critic_obs", "policy")
