@@ -36,11 +36,11 @@ class ConfigError(ValueError):
     """A configuration key, type or value is invalid; the message says which and what is valid."""
 
 
-class _Loader(yaml.SafeLoader):
+class _FloatSafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2; PyYAML's 1.1 rules need a dot)."""
 
 
-_Loader.add_implicit_resolver(
+_FloatSafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
@@ -222,7 +222,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override '{pair}' has an empty key")
         try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_FloatSafeLoader) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = out
@@ -241,7 +241,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)
+        data = yaml.load(path.read_text(), Loader=_FloatSafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
     if data is None:
