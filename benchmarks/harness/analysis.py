@@ -1,0 +1,139 @@
+"""The four comparisons, computed from recorded runs only (nothing here is typed in)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from benchmarks.harness.suites import SOLVE_THRESHOLD
+
+__all__ = ["final_train_return", "compare", "finite"]
+
+LAST_FRACTION = 0.1  # "training return at the end": episodes finished in the last 10% of env steps
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    vals = [v for v in values if finite(v)]
+    if not vals:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "median": None}
+    return {"n": len(vals), "mean": statistics.fmean(vals), "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+            "min": min(vals), "max": max(vals), "median": statistics.median(vals)}
+
+
+def final_train_return(curve: dict[str, list]) -> float:
+    """Mean training-episode return over the episodes that finished in the last 10% of env steps.
+
+    Each logged iteration holds the mean return of the episodes that finished in it and their
+    count; iterations are weighted by that count. If no episode finished in the window, the window
+    grows back to the last iteration that had one.
+    """
+    steps = curve["step"]
+    if not steps:
+        return float("nan")
+    cutoff = steps[-1] * (1.0 - LAST_FRACTION)
+    total = count = 0.0
+    for i in range(len(steps) - 1, -1, -1):
+        ret, n = curve["return"][i], curve["episodes"][i]
+        if finite(ret) and n:
+            total += ret * n
+            count += n
+        if steps[i] <= cutoff and count:
+            break
+    return total / count if count else float("nan")
+
+
+def _ok(run: dict[str, Any]) -> bool:
+    return "error" not in run
+
+
+def _runs(runs: list[dict], row: str, lib: str | None = None, variant: str | None = None) -> list[dict]:
+    return sorted((r for r in runs if r["row"] == row and _ok(r) and (lib is None or r["lib"] == lib)
+                   and (variant is None or r["variant"] == variant)), key=lambda r: r["seed"])
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return a / b if finite(a) and finite(b) and b > 0 else None
+
+
+def _throughput(row: dict, runs: list[dict]) -> dict[str, Any]:
+    drl, sb3 = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], "sb3")
+    by_seed = {r["seed"]: r for r in sb3}
+    per_seed = [{"seed": d["seed"], "drl_sps": d["sps"], "sb3_sps": by_seed[d["seed"]]["sps"],
+                 "drl_train_s": d["train_s"], "sb3_train_s": by_seed[d["seed"]]["train_s"],
+                 "ratio": _ratio(d["sps"], by_seed[d["seed"]]["sps"])} for d in drl if d["seed"] in by_seed]
+    ratios = [p["ratio"] for p in per_seed if p["ratio"] is not None]
+    return {
+        "row": row["name"], "title": row["title"], "env_id": row["env_id"], "status": row["status"],
+        "num_envs": drl[0]["num_envs"] if drl else None, "steps": drl[0]["steps"] if drl else None,
+        "per_seed": per_seed, "median_ratio": statistics.median(ratios) if ratios else None,
+        "drl_median_sps": _stats([r["sps"] for r in drl])["median"],
+        "sb3_median_sps": _stats([r["sps"] for r in sb3])["median"],
+    }
+
+
+def _side_returns(runs: list[dict]) -> dict[str, Any]:
+    train = [final_train_return(r["curve"]) for r in runs]
+    evals = [r["final_eval"]["mean"] for r in runs]
+    return {"seeds": [r["seed"] for r in runs], "per_seed_train": train, "per_seed_eval": evals,
+            "train": _stats(train), "eval": _stats(evals),
+            "eval_episodes": runs[0]["final_eval"]["episodes"] if runs else None}
+
+
+def _returns(row: dict, runs: list[dict]) -> dict[str, Any]:
+    drl, sb3 = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], "sb3")
+    return {"row": row["name"], "title": row["title"], "env_id": row["env_id"], "status": row["status"],
+            "steps": drl[0]["steps"] if drl else (sb3[0]["steps"] if sb3 else None),
+            "drl": _side_returns(drl), "sb3": _side_returns(sb3)}
+
+
+def _solve(row: dict, runs: list[dict]) -> dict[str, Any]:
+    variants = []
+    for v in row["variants"]:
+        vr = _runs(runs, row["name"], variant=v["label"])
+        per_seed = [{"seed": r["seed"], "solved": r["solve"] is not None,
+                     "train_s": r["solve"]["train_s"] if r["solve"] else None,
+                     "step": r["solve"]["step"] if r["solve"] else None,
+                     "total_train_s": r["train_s"], "final_eval": r["final_eval"]["mean"]} for r in vr]
+        solved = [p for p in per_seed if p["solved"]]
+        variants.append({
+            "label": v["label"], "lib": v["lib"], "env_id": v["env_id"], "device": v["device"],
+            "status": v.get("status", "ok"), "num_envs": vr[0]["num_envs"] if vr else None,
+            "total_steps": vr[0]["total_steps"] if vr else None, "seeds": len(per_seed), "solved": len(solved),
+            "per_seed": per_seed,
+            "median_s": statistics.median([p["train_s"] for p in solved]) if solved else None,
+            "median_step": statistics.median([p["step"] for p in solved]) if solved else None,
+        })
+    reference = next((v for v in variants if v["lib"] == "sb3"), None)
+    for v in variants:
+        all_solved = v["seeds"] and v["solved"] == v["seeds"]
+        ref_ok = reference is not None and reference["seeds"] and reference["solved"] == reference["seeds"]
+        v["sb3_over_this"] = _ratio(reference["median_s"], v["median_s"]) if all_solved and ref_ok else None
+    return {"row": row["name"], "title": row["title"], "status": row["status"], "threshold": SOLVE_THRESHOLD,
+            "eval_interval": row["eval_interval"], "reference": reference["label"] if reference else None,
+            "variants": variants}
+
+
+def _offpolicy(row: dict, runs: list[dict]) -> dict[str, Any]:
+    out = {"agent": row["agent"], "row": row["name"], "env_id": row["env_id"], "status": row["status"]}
+    if row["status"] == "ok":
+        out |= {"throughput": _throughput(row, runs), "returns": _returns(row, runs)}
+    return out
+
+
+def compare(rows: list[dict], runs: list[dict]) -> dict[str, list[dict]]:
+    """``{"throughput", "return", "cartpole_solve", "off_policy"}``: one entry per row of each kind."""
+    out: dict[str, list[dict]] = {"throughput": [], "return": [], "cartpole_solve": [], "off_policy": []}
+    for row in rows:
+        if row["kind"] == "ppo":
+            out["throughput"].append(_throughput(row, runs))
+            out["return"].append(_returns(row, runs))
+        elif row["kind"] == "solve":
+            out["cartpole_solve"].append(_solve(row, runs))
+        elif row["kind"] == "offpolicy":
+            out["off_policy"].append(_offpolicy(row, runs))
+    return out

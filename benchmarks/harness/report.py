@@ -1,0 +1,365 @@
+"""``report.md`` and the PNG plots, written from ``results.json``'s content only."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness.analysis import finite
+from benchmarks.harness.suites import SOLVE_THRESHOLD
+from drl.runners.on_policy import EVAL_SEED_OFFSET
+
+__all__ = ["write_report", "write_plots", "PLOTS"]
+
+PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
+         "steps_per_second": "steps_per_second.png"}
+
+
+def _n(x: Any, digits: int = 0) -> str:
+    """Number for a table: thousands separators, '-' for missing."""
+    if not finite(x):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def _x(ratio: Any) -> str:
+    return f"{ratio:.2f}x" if finite(ratio) else "-"
+
+
+def _ms(stats: dict[str, Any], digits: int = 1) -> str:
+    """mean ± std (min .. max) over seeds."""
+    if not stats or stats.get("n", 0) == 0:
+        return "-"
+    if stats["n"] == 1:
+        return _n(stats["mean"], digits)
+    return f"{_n(stats['mean'], digits)} ± {_n(stats['std'], digits)} ({_n(stats['min'], digits)} .. " \
+           f"{_n(stats['max'], digits)})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+# --- hyperparameters ------------------------------------------------------------------------
+def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
+    algo, env = hp.get("algo") or {}, hp.get("env") or {}
+    if hp.get("agent") != "ppo":
+        return {"agent": hp.get("agent"), "total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"),
+                **{f"algo.{k}": v for k, v in algo.items()}, "device": hp.get("device")}
+    lr = algo.get("learning_rate")
+    return {
+        "total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"),
+        "steps per env per rollout": algo.get("num_steps"),
+        "rollout batch": (algo.get("num_steps") or 0) * (env.get("num_envs") or 0),
+        "minibatch size": algo.get("minibatch_size"), "epochs": algo.get("num_epochs"),
+        "learning rate": f"{lr} (annealed linearly per update)" if algo.get("anneal_lr") else lr,
+        "gamma": algo.get("gamma"), "GAE lambda": algo.get("gae_lambda"), "clip": algo.get("clip_coef"),
+        "value clip": algo.get("clip_value"), "entropy coef": algo.get("ent_coef"), "value coef": algo.get("vf_coef"),
+        "max grad norm": algo.get("max_grad_norm"), "target KL": algo.get("target_kl"),
+        "normalize advantages": algo.get("normalize_advantages"),
+        "obs / reward normalization": f"{algo.get('normalize_obs')} / {algo.get('normalize_reward')}",
+        "actor / critic": f"{algo.get('actor_hidden')} / {algo.get('critic_hidden')} {algo.get('activation')}, "
+                          "separate, orthogonal init",
+        "log std init": algo.get("log_std_init"), "device": hp.get("device"),
+        "eval every (env steps)": hp.get("eval_interval") or "end only",
+        "torch threads": hp.get("torch_threads"), "torch.compile": algo.get("compile", False),
+    }
+
+
+def _sb3_view(hp: dict[str, Any]) -> dict[str, Any]:
+    if not hp.get("class", "").endswith("PPO('MlpPolicy')"):
+        return dict(hp)
+    pk = hp.get("policy_kwargs") or {}
+    arch = pk.get("net_arch") or {}
+    norm = hp.get("VecNormalize")
+    lr = hp.get("learning_rate")
+    return {
+        "total env steps": hp.get("total_timesteps"), "num_envs": hp.get("n_envs"),
+        "steps per env per rollout": hp.get("n_steps"), "rollout batch": hp.get("n_steps", 0) * hp.get("n_envs", 0),
+        "minibatch size": hp.get("batch_size"), "epochs": hp.get("n_epochs"), "learning rate": lr,
+        "gamma": hp.get("gamma"), "GAE lambda": hp.get("gae_lambda"), "clip": hp.get("clip_range"),
+        "value clip": hp.get("clip_range_vf"), "entropy coef": hp.get("ent_coef"), "value coef": hp.get("vf_coef"),
+        "max grad norm": hp.get("max_grad_norm"), "target KL": hp.get("target_kl"),
+        "normalize advantages": hp.get("normalize_advantage"),
+        "obs / reward normalization": f"{bool(norm and norm['norm_obs'])} / {bool(norm and norm['norm_reward'])}"
+                                      + (" (VecNormalize)" if norm else ""),
+        "actor / critic": f"{arch.get('pi')} / {arch.get('vf')} {pk.get('activation_fn')}, separate, "
+                          f"ortho_init={pk.get('ortho_init')}",
+        "log std init": pk.get("log_std_init"), "device": hp.get("device"),
+        "eval every (env steps)": hp.get("eval_interval") or "end only",
+        "torch threads": 1, "vec env": hp.get("vec_env"),
+    }
+
+
+def _hyperparameter_tables(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for row in results["rows"]:
+        first: dict[str, dict] = {}
+        for run in results["runs"]:
+            if run["row"] == row["name"] and "hyperparameters" in run and run["variant"] not in first:
+                first[run["variant"]] = run
+        if not first:
+            continue
+        views = {label: (_drl_view if r["lib"] == "drl" else _sb3_view)(r["hyperparameters"])
+                 for label, r in first.items()}
+        keys: list[str] = []
+        for view in views.values():
+            keys += [k for k in view if k not in keys]
+        lines += [f"### {row['title']} (`{row['name']}`)", ""]
+        lines += _table(["parameter", *views], [[k, *(_cell(v.get(k)) for v in views.values())] for k in keys])
+        lines.append("")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return str(value).replace("|", "/")
+
+
+# --- sections -------------------------------------------------------------------------------
+def _setup(results: dict[str, Any]) -> list[str]:
+    meta, m, v = results["meta"], results["meta"]["machine"], results["meta"]["versions"]
+    lines = ["## Setup", ""]
+    lines += _table(["machine", ""], [
+        ["CPU", m["cpu"]], ["logical cores (usable)", f"{m['logical_cores']} ({m['usable_cores']})"],
+        ["RAM", f"{m['ram_gib']} GiB"], ["GPU", ", ".join(m["gpu"]) if m["gpu"] else "none"],
+        ["platform", m["platform"]],
+        ["load average (1/5/15 min) at start / end", f"{meta.get('load_start')} / {meta.get('load_end')}"],
+    ])
+    lines.append("")
+    lines += _table(["software", "version"], [[k, _cell(val)] for k, val in v.items()])
+    lines += ["", f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+              f"Suite: `{results['suite']}` ({meta['suite_description']}); seeds per row: "
+              + ", ".join(f"{r['name']}={r['seeds']}" for r in results["rows"]) + "  ",
+              f"Wall-clock of the whole benchmark: {_n(meta.get('elapsed_s'))} s (estimated up front: "
+              f"{_n(meta.get('estimate_s'))} s)", ""]
+    lines += ["**How the timing is made fair.** " + meta["timing"], ""]
+    return lines
+
+
+def _throughput_section(comps: dict[str, Any]) -> list[str]:
+    lines = ["## 1. Training throughput (env steps per second)", "",
+             "End-to-end training steps/s = env steps / training seconds (rollouts + updates + each library's own "
+             "logging; evaluation excluded). Ratio > 1: drl is faster.", ""]
+    rows = []
+    for c in comps["throughput"]:
+        if c["status"] != "ok":
+            rows.append([c["title"], "-", "-", "-", c["status"]])
+            continue
+        for p in c["per_seed"]:
+            rows.append([c["title"], f"seed {p['seed']}", _n(p["drl_sps"]), _n(p["sb3_sps"]), _x(p["ratio"])])
+        rows.append([f"**{c['title']}**", "**median**", f"**{_n(c['drl_median_sps'])}**",
+                     f"**{_n(c['sb3_median_sps'])}**", f"**{_x(c['median_ratio'])}**"])
+    lines += _table(["row", "seed", "drl steps/s", "SB3 steps/s", "drl / SB3"], rows)
+    return lines + [""]
+
+
+def _return_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    episodes = results["meta"]["final_eval_episodes"]
+    lines = ["## 2. Return at equal env steps", "",
+             "Same runs as section 1. *Training return*: mean return of the training episodes that finished in the "
+             "last 10% of env steps (Monitor on the SB3 side, drl's episode tracker on the drl side). *Final eval*: "
+             f"the trained policy, deterministic actions, {episodes} episodes in one gymnasium env, episode i reset "
+             f"with seed `{EVAL_SEED_OFFSET} + seed + i`, identical code for both (not timed). Cells: mean ± std "
+             "(min .. max) over seeds.", ""]
+    rows = []
+    for c in comps["return"]:
+        if c["status"] != "ok":
+            rows.append([c["title"], "-", "-", "-", "-", "-", c["status"]])
+            continue
+        d, s = c["drl"], c["sb3"]
+        rows.append([c["title"], _n(c["steps"]), str(len(d["seeds"])), _ms(d["train"]), _ms(s["train"]),
+                     _ms(d["eval"]), _ms(s["eval"])])
+    lines += _table(["row", "env steps", "seeds", "drl training return", "SB3 training return", "drl final eval",
+                     "SB3 final eval"], rows)
+    return lines + [""]
+
+
+def _solve_section(comps: dict[str, Any]) -> list[str]:
+    lines = ["## 3. Wall-clock to solve CartPole", ""]
+    for c in comps["cartpole_solve"]:
+        lines += [f"Solved = first evaluation (deterministic, 10 episodes) with mean return >= {c['threshold']:g}, "
+                  f"evaluated every {_n(c['eval_interval'])} env steps after an update; the clock is training time "
+                  "only (evaluations excluded). SB3 and drl's runner run their own evaluation loops on their own "
+                  "eval envs. Ratio = median SB3 time / median time of the row (> 1: faster than SB3); it is given "
+                  "only when every seed of both solved.", ""]
+        if c["status"] != "ok":
+            lines += [f"Row status: {c['status']}", ""]
+        rows = []
+        for v in c["variants"]:
+            if v["status"] != "ok":
+                rows.append([v["label"], v["device"], "-", "-", "-", "-", "-", "-", v["status"]])
+                continue
+            per_seed = ", ".join(f"s{p['seed']}: {_n(p['train_s'], 2)} s @ {_n(p['step'])}" if p["solved"]
+                                 else f"s{p['seed']}: not solved" for p in v["per_seed"])
+            rows.append([v["label"], v["device"], _n(v["num_envs"]), _n(v["total_steps"]),
+                         f"{v['solved']}/{v['seeds']}", _n(v["median_s"], 2), _n(v["median_step"]), per_seed,
+                         _x(v["sb3_over_this"])])
+        lines += _table(["run", "device", "num_envs", "step budget", "solved", "median time to solve (s)",
+                         "median env steps", "per seed", "SB3 / this"], rows)
+        lines.append("")
+    return lines
+
+
+def _offpolicy_section(comps: dict[str, Any]) -> list[str]:
+    lines = ["## 4. Off-policy: SAC / TD3", ""]
+    rows = []
+    for c in comps["off_policy"]:
+        if c["status"] != "ok":
+            rows.append([c["agent"].upper(), c["env_id"], c["status"], "-", "-", "-", "-", "-"])
+            continue
+        t, r = c["throughput"], c["returns"]
+        rows.append([c["agent"].upper(), c["env_id"], "ran", _n(t["drl_median_sps"]), _n(t["sb3_median_sps"]),
+                     _x(t["median_ratio"]), _ms(r["drl"]["eval"]), _ms(r["sb3"]["eval"])])
+    lines += _table(["agent", "env", "status", "drl steps/s (median)", "SB3 steps/s (median)", "drl / SB3",
+                     "drl final eval", "SB3 final eval"], rows)
+    return lines + [""]
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    comps = results["comparisons"]
+    lines = [f"# drl vs Stable-Baselines3: `{results['suite']}` suite", "",
+             f"Generated {results['meta']['date']} by `{results['meta']['command']}`. Every number below comes from "
+             "this run's `results.json`.", ""]
+    lines += _setup(results)
+    lines += _throughput_section(comps)
+    lines += _return_section(comps, results)
+    lines += _solve_section(comps)
+    lines += _offpolicy_section(comps)
+    lines += ["## Plots", "", "Lines: mean over seeds; bands: min .. max over seeds.", ""]
+    lines += [f"![{name}]({file})" for name, file in PLOTS.items()] + [""]
+    lines += ["## Hyperparameters", "", "Per row, from the first seed's run (the other seeds differ only in the "
+              "seed). drl's values are its resolved config; SB3's are the arguments it was given.", ""]
+    lines += _hyperparameter_tables(results)
+    notes = results["meta"].get("notes") or []
+    errors = [r for r in results["runs"] if "error" in r]
+    lines += ["## Notes", ""]
+    lines += [f"- {n}" for n in notes] or ["- none"]
+    lines += [f"- run failed: {r['row']} / {r['variant']} / seed {r['seed']}: `{r['error']}`" for r in errors]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- plots ----------------------------------------------------------------------------------
+def _aggregate(runs: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:
+    """Mean / min / max of ``y_key`` over seeds at each logged step; x averaged over seeds."""
+    by_step: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for run in runs:
+        c = run["curve"]
+        for step, x, y in zip(c["step"], c[x_key], c[y_key], strict=True):
+            if finite(y) and finite(x):
+                by_step[step].append((x, y))
+    steps = sorted(by_step)
+    xs = np.array([np.mean([p[0] for p in by_step[s]]) for s in steps])
+    ys = [np.array([p[1] for p in by_step[s]]) for s in steps]
+    return (xs, np.array([y.mean() for y in ys]), np.array([y.min() for y in ys]), np.array([y.max() for y in ys]))
+
+
+def _plotted_rows(results: dict[str, Any]) -> list[dict]:
+    ran = {run["row"] for run in results["runs"] if "error" not in run}
+    return [r for r in results["rows"] if r["name"] in ran]
+
+
+def _colors(rows: list[dict]) -> dict[str, str]:
+    """One colour per variant label: SB3 always orange, drl variants the other colours in order."""
+    colors: dict[str, str] = {}
+    palette = iter(["C0", "C2", "C4", "C5", "C6", "C7", "C8", "C9", "C3"])
+    for row in rows:
+        for v in row["variants"]:
+            if v["label"] not in colors:
+                colors[v["label"]] = "C1" if v["lib"] == "sb3" else next(palette, "C0")
+    # a drl variant on the gymnasium env shares the plain "drl" colour
+    for label in colors:
+        if label.startswith("drl (") and "drl/" not in label and "drl" in colors:
+            colors[label] = colors["drl"]
+    return colors
+
+
+def _curve_plot(rows: list[dict], runs: list[dict], colors: dict[str, str], x_key: str, xlabel: str,
+                path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(3, len(rows)))
+    nrows = max(1, math.ceil(len(rows) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 3.8 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        solve = row["kind"] == "solve"  # the solve row shows what it is judged on: the evaluation return
+        y_key = "eval_return" if solve else "return"
+        for v in row["variants"]:
+            vr = [r for r in runs if r["row"] == row["name"] and r["variant"] == v["label"]]
+            xs, mean, lo, hi = _aggregate(vr, x_key, y_key) if vr else (np.array([]),) * 4
+            if len(xs):
+                ax.plot(xs, mean, color=colors[v["label"]], marker="." if solve else None,
+                        label=f"{v['label']} ({len(vr)} seed{'s' if len(vr) > 1 else ''})")
+                ax.fill_between(xs, lo, hi, color=colors[v["label"]], alpha=0.2)
+        if solve:
+            ax.axhline(SOLVE_THRESHOLD, color="grey", linestyle="--", linewidth=1,
+                       label=f"solved ({SOLVE_THRESHOLD:g})")
+        ax.set_title(row["title"], fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("evaluation return (deterministic)" if solve else "training episode return")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _sps_plot(rows: list[dict], runs: list[dict], colors: dict[str, str], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.4 * len(rows) + 2), 4.4))
+    in_legend: set[str] = set()
+    for i, row in enumerate(rows):
+        present = [v for v in row["variants"] if any(r["row"] == row["name"] and r["variant"] == v["label"]
+                                                     for r in runs)]
+        width = 0.8 / max(1, len(present))
+        for j, v in enumerate(present):
+            sps = [r["sps"] for r in runs
+                   if r["row"] == row["name"] and r["variant"] == v["label"] and finite(r["sps"])]
+            if not sps:
+                continue
+            x = i + (j - (len(present) - 1) / 2) * width
+            median = float(np.median(sps))
+            ax.bar(x, median, width * 0.95, color=colors[v["label"]],
+                   label=None if v["label"] in in_legend else v["label"])
+            in_legend.add(v["label"])
+            ax.scatter([x] * len(sps), sps, color="black", s=8, zorder=3)
+            ax.annotate(f"{median:,.0f}", (x, median), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(rows)), [r["title"] for r in rows], fontsize=8)
+    ax.set_ylabel("training env steps / s (median; dots: seeds)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
+    """``returns_vs_steps.png``, ``returns_vs_wall.png`` and ``steps_per_second.png`` in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = _plotted_rows(results)
+    runs = [r for r in results["runs"] if "error" not in r]
+    colors = _colors(rows)
+    return [
+        _curve_plot(rows, runs, colors, "step", "env steps", out / PLOTS["returns_vs_steps"]),
+        _curve_plot(rows, runs, colors, "train_s", "training wall-clock (s, evaluation excluded)",
+                    out / PLOTS["returns_vs_wall"]),
+        _sps_plot(rows, runs, colors, out / PLOTS["steps_per_second"]),
+    ]

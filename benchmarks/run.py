@@ -1,0 +1,319 @@
+"""drl vs Stable-Baselines3, side by side on this machine, in one run.
+
+    python -m benchmarks.run --suite quick|full|tiny [--device cpu|cuda|auto] [--out DIR] [--seeds N]
+                             [--only NAME ...] [--keep-runs] [--dry-run]
+
+Runs every row of the suite (see ``benchmarks/harness/suites.py`` and ``benchmarks/README.md``),
+interleaving the sides seed by seed (drl seed 0, SB3 seed 0, drl seed 1, SB3 seed 1, ...), and
+writes ``results.json``, ``report.md`` and three PNG plots to ``--out`` (default
+``benchmarks/results/<suite>/``). Every number in the report comes from this run.
+
+``--device`` picks where the torch-batched env rows (drl/CartPole-v0) run besides the CPU: ``cpu``
+(CPU only), ``cuda`` (CPU and CUDA; an error without CUDA) or ``auto`` (CUDA too when available).
+The gymnasium rows (MuJoCo, CartPole-v1, Pendulum-v1) always run on the CPU, for both libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from benchmarks.harness.analysis import compare
+from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness.report import write_plots, write_report
+from benchmarks.harness.suites import SUITES, Row, Suite, Variant
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+NOT_YET = "not yet: drl has no SAC/TD3 agent"
+
+TIMING = (
+    "Both libraries run in this one process, one run at a time, with `torch.set_num_threads(1)` (drl: "
+    "`torch_threads: 1` in its config; SB3: set before building the model), on the CPU unless the row says "
+    "cuda. The clock starts just before training's first `env.reset` and stops after the last update. "
+    "*Excluded on both sides*: building the envs and the model (drl: the runner's constructor; SB3: "
+    "`make_vec_env` + `PPO(...)`), every evaluation (drl: its logged `eval_s`; SB3: evaluations run in the "
+    "callback are timed and subtracted), the harness's bookkeeping in the SB3 callback, and the final "
+    "deterministic evaluation. *Included on both sides*: each library's own per-update logging (drl: "
+    "`metrics.csv` + TensorBoard; SB3: its logger) and episode statistics (drl: its tracker; SB3: `Monitor`). "
+    "(drl creates its logger just before its clock starts; SB3 configures its logger inside `learn()`, "
+    "inside the clock: milliseconds either way.) "
+    "drl checkpoints are written only after the clock stops (`checkpoint_interval: 0`). Both sides use "
+    "single-process vector envs (drl: gymnasium `SyncVectorEnv` through its torch adapter; SB3: `DummyVecEnv`). "
+    "Before the first timed run, both libraries do one short untimed warm-up run, so neither pays one-off "
+    "initialisation costs inside a timed run."
+)
+
+# Rough env steps/s per (env id, num_envs) on 2 CPU cores, for the up-front estimate only: used when no
+# earlier results.json under benchmarks/results/ measured that (lib, env, num_envs, device).
+ROUGH_SPS = {"HalfCheetah-v5": {1: 2000, 8: 3500}, "Hopper-v5": {1: 2000, 8: 3500}, "CartPole-v1": {8: 2500},
+             "Pendulum-v1": {8: 4000}, "drl/CartPole-v0": {256: 40_000}}
+OFFPOLICY_ROUGH_SPS = 150
+MUJOCO = {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                        help="devices for the torch-batched env rows (CPU always; cuda: also CUDA)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<suite>/)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the suite's)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None, help="run only these rows")
+    parser.add_argument("--keep-runs", action="store_true", help="keep drl's run folders under OUT/runs/")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, then exit")
+    args = parser.parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    names = [r.name for r in SUITES[args.suite].rows]
+    for name in args.only or []:
+        if name not in names:
+            parser.error(f"--only: unknown row '{name}' in suite '{args.suite}'; valid rows: {names}")
+    return args
+
+
+# --- plan -----------------------------------------------------------------------------------
+def _env_problem(env_id: str) -> str | None:
+    """Why a gymnasium env cannot be built here (a missing dependency, said clearly), or None."""
+    if env_id.startswith("drl/"):
+        return None
+    try:
+        gym.make(env_id).close()
+    except (gym.error.DependencyNotInstalled, ImportError) as err:
+        what = "MuJoCo" if "mujoco" in str(gym.spec(env_id).entry_point).lower() else "a dependency"
+        return (f"skipped: env '{env_id}' needs {what}, which is not installed here "
+                f"(pip install 'drl[mujoco]' or 'gymnasium[mujoco]'): {err}")
+    return None
+
+
+def _variant_status(variant: Variant, device_arg: str) -> str:
+    if not variant.device.startswith("cuda"):
+        return "ok"
+    if device_arg == "cpu":
+        return "skipped: --device cpu"
+    if not torch.cuda.is_available():
+        return "skipped: no CUDA device on this machine"
+    return "ok"
+
+
+def plan(suite: Suite, args: argparse.Namespace) -> tuple[list[dict], list[tuple[Row, Variant, int]], list[str]]:
+    """Row records (with statuses), the ordered list of runs, and notes for the report."""
+    from drl.registry import AGENTS
+
+    rows, runs, notes = [], [], []
+    for row in suite.rows:
+        if args.only and row.name not in args.only:
+            continue
+        seeds = args.seeds or row.seeds
+        status = "ok"
+        if row.kind == "offpolicy" and row.agent not in AGENTS:
+            status = NOT_YET
+        else:
+            for env_id in dict.fromkeys(v.env_id for v in row.variants):
+                problem = _env_problem(env_id)
+                if problem:
+                    status = problem
+                    notes.append(f"{row.title}: {problem}")
+                    break
+        variants = [{"label": v.label, "lib": v.lib, "env_id": v.env_id, "device": v.device,
+                     "status": _variant_status(v, args.device)} for v in row.variants]
+        rows.append({"name": row.name, "title": row.title, "kind": row.kind, "env_id": row.env_id,
+                     "agent": row.agent, "hparams": row.hparams, "seeds": seeds, "eval_interval": row.eval_interval,
+                     "status": status, "variants": variants})
+        if status != "ok":
+            continue
+        for seed in range(seeds):
+            for v, rec in zip(row.variants, variants, strict=True):
+                if rec["status"] == "ok":
+                    runs.append((row, v, seed))
+    return rows, runs, notes
+
+
+def _measured_rates() -> dict[tuple, float]:
+    """Median steps/s per (lib, env, num_envs, device) from earlier results.json files, for the estimate."""
+    rates: dict[tuple, list[float]] = {}
+    for path in RESULTS_DIR.glob("*/results.json"):
+        try:
+            data = json.loads(path.read_text())
+            if data.get("suite") == "tiny":
+                continue
+            for r in data.get("runs", []):
+                if r.get("sps"):
+                    rates.setdefault((r["lib"], r["env_id"], r["num_envs"], r["device"]), []).append(r["sps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+
+
+def estimate_seconds(runs: list[tuple[Row, Variant, int]], eval_episodes: int) -> tuple[float, str]:
+    """Expected wall-clock of the planned runs (training + evaluations + construction)."""
+    from benchmarks.harness.sides import EVAL_ENV_OF, drl_config
+
+    measured = _measured_rates()
+    used_measured = False
+    total = 10.0  # imports and warm-up
+    for row, variant, seed in runs:
+        cfg = drl_config(row, variant, seed)
+        key = (variant.lib, variant.env_id, cfg.env.num_envs, variant.device)
+        similar = [v for k, v in measured.items() if k[0] == key[0] and k[2:] == key[2:] and k[1] in MUJOCO
+                   and key[1] in MUJOCO]  # another CPU MuJoCo env with the same lib, num_envs and device
+        if key in measured or similar:
+            sps, used_measured = measured.get(key) or min(similar), True
+        elif row.kind == "offpolicy":
+            sps = OFFPOLICY_ROUGH_SPS
+        else:
+            table = ROUGH_SPS.get(variant.env_id, {})
+            sps = table.get(cfg.env.num_envs) or (800 if cfg.env.num_envs == 1 else 2000)
+            if variant.device.startswith("cuda"):
+                sps *= 3
+        episode = gym.spec(EVAL_ENV_OF.get(variant.env_id, variant.env_id)).max_episode_steps or 1000
+        evals = (cfg.total_steps // cfg.eval_interval) if cfg.eval_interval else 0
+        eval_steps = eval_episodes * episode  # the final evaluation
+        if evals and not variant.env_id.startswith("drl/"):  # evaluations during training (~half-length episodes)
+            eval_steps += evals * cfg.eval_episodes * episode / 2
+        total += cfg.total_steps / sps + eval_steps / 2500 + 4.0
+    source = "steps/s measured by earlier benchmark runs where available, else rough built-in rates" \
+        if used_measured else "rough built-in rates for a 2-core CPU (no earlier results to calibrate on)"
+    return total, source
+
+
+# --- execution ------------------------------------------------------------------------------
+def warm_up(work_dir: Path) -> None:
+    """One tiny untimed run per library, so one-off initialisation is paid outside the timed runs."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from drl.api import load_config, train
+
+    cfg = load_config("ppo", "CartPole-v1", overrides={
+        "total_steps": 64, "device": "cpu", "torch_threads": 1, "progress": False, "checkpoint_interval": 0,
+        "eval_episodes": 1, "env": {"num_envs": 2, "num_eval_envs": 1},
+        "algo": {"num_steps": 32, "minibatch_size": 32, "num_epochs": 1}})
+    train(cfg, work_dir / "warmup")
+    torch.set_num_threads(1)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, device="cpu", seed=0).learn(64)
+    venv.close()
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def save_json(results: dict[str, Any], out: Path) -> Path:
+    path = out / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(results), indent=1, allow_nan=False))
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_one(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes: int) -> dict[str, Any]:
+    from benchmarks.harness.sides import run_drl, run_sb3
+
+    try:
+        if variant.lib == "drl":
+            return run_drl(row, variant, seed, work_dir, eval_episodes)
+        return run_sb3(row, variant, seed, eval_episodes)
+    except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
+        traceback.print_exc()
+        return {"row": row.name, "variant": variant.label, "lib": variant.lib, "env_id": variant.env_id,
+                "device": variant.device, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    suite = SUITES[args.suite]
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        print("error: the benchmark needs stable-baselines3: pip install 'drl[bench]'", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was requested but CUDA is not available; use --device cpu or auto",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    out = args.out or RESULTS_DIR / suite.name
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows, runs, notes = plan(suite, args)
+    estimate, source = estimate_seconds(runs, suite.final_eval_episodes)
+    print(f"benchmark suite '{suite.name}': {suite.description}")
+    for row in rows:
+        print(f"  {row['name']:<18} {row['title']:<40} seeds={row['seeds']}  {row['status']}")
+        for v in row["variants"]:
+            if v["status"] != "ok" and row["status"] == "ok":
+                print(f"  {'':<18}   {v['label']}: {v['status']}")
+    print(f"{len(runs)} training runs; estimated time ~{_fmt_s(estimate)} ({source})", flush=True)
+    if args.dry_run:
+        return 0
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "suite": suite.name,
+        "meta": {"command": "python -m benchmarks.run " + shlex.join(argv), "date":
+                 datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 "suite_description": suite.description, "machine": machine_info(), "versions": versions(),
+                 "torch_threads": torch.get_num_threads(), "device_arg": args.device,
+                 "final_eval_episodes": suite.final_eval_episodes, "timing": TIMING, "estimate_s": estimate,
+                 "estimate_source": source, "load_start": load_average(), "notes": notes},
+        "rows": rows, "runs": [], "comparisons": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="drl-bench-") as tmp:
+        work_dir = out / "runs" if args.keep_runs else Path(tmp)
+        warm_up(Path(tmp))
+        for i, (row, variant, seed) in enumerate(runs, 1):
+            run = run_one(row, variant, seed, work_dir, suite.final_eval_episodes)
+            results["runs"].append(run)
+            save_json(results, out)
+            elapsed = time.perf_counter() - started
+            what = f"[{i}/{len(runs)}] {row.name} seed {seed} {variant.label}"
+            if "error" in run:
+                print(f"{what}: FAILED: {run['error']}", flush=True)
+            else:
+                solve = f", solved at {run['solve']['train_s']:.2f} s" if run.get("solve") else ""
+                print(f"{what}: {run['steps']:,} steps in {run['train_s']:.1f} s = {run['sps']:,.0f} steps/s, "
+                      f"final eval {run['final_eval']['mean']:.1f}{solve}  (elapsed {_fmt_s(elapsed)})", flush=True)
+    results["meta"]["elapsed_s"] = time.perf_counter() - started
+    results["meta"]["load_end"] = load_average()
+    results["comparisons"] = compare(rows, results["runs"])
+    save_json(results, out)
+    write_plots(results, out)
+    report = write_report(results, out).read_text()
+    start, end = report.find("## 1."), report.find("## Plots")
+    print("\n" + report[start:end].rstrip())
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'} and plots to {out}/ in "
+          f"{_fmt_s(results['meta']['elapsed_s'])} (estimated {_fmt_s(estimate)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
