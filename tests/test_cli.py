@@ -136,12 +136,16 @@ def test_demos_command_writes_a_loadable_file(tmp_path, capsys):
     assert demos["meta"]["episodes"] == 4 and demos["actions"].shape[1] == 3
 
 
-def test_missing_backend_names_the_pip_command(tmp_path, capsys, monkeypatch):
-    import sys as _sys
-
-    monkeypatch.setitem(_sys.modules, "warp", None)  # import warp -> ImportError
-    monkeypatch.setitem(_sys.modules, "mujoco_warp", None)
+def test_missing_backend_names_the_pip_command(tmp_path):
+    """In a fresh interpreter where warp cannot be imported, the error names the pip command."""
     run_dir = tmp_path / "run"
-    assert main(["train", "ppo", "--env", "drl/HalfCheetah-v0", "--run-dir", str(run_dir), "--no-progress"]) == 2
-    assert "pip install 'drl[mjwarp]'" in capsys.readouterr().err
+    code = (
+        "import sys; sys.modules['warp'] = None; sys.modules['mujoco_warp'] = None\n"
+        "from drl.cli import main\n"
+        f"sys.exit(main(['train', 'ppo', '--env', 'drl/HalfCheetah-v0', '--steps', '64', '--no-progress',"
+        f" '--run-dir', {str(run_dir)!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'drl[mjwarp]'" in result.stderr
     assert not run_dir.exists()
