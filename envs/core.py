@@ -99,7 +99,9 @@ class TorchVecEnv(VectorEnv):
     * ``_reset_envs(mask)``: draw fresh initial states for the envs where ``mask[N]`` is true
       (use ``self.generator``; write with ``torch.where`` so no host sync is needed);
     * ``_observe() -> Obs``: the observation of every env;
-    * ``_physics_step(actions) -> (reward[N], terminated[N])``: advance every env one step;
+    * ``_physics_step(actions) -> (reward[N], terminated[N])``: advance every env one step (it may
+      put per-env extras such as reward terms or success flags in ``self._step_info``, which
+      ``step`` adds to ``info``);
     * ``_set_state(state)``: set the physical state of every env (``reset(options={"state": s})``).
 
     The base class owns step counting, truncation at ``max_episode_steps``, SAME_STEP autoreset
@@ -129,6 +131,7 @@ class TorchVecEnv(VectorEnv):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
         self._all_envs = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+        self._step_info: dict[str, torch.Tensor] = {}  # per-env extras ``[N]`` a subclass sets in _physics_step
 
     # --- hooks for subclasses -------------------------------------------------------------
     def _reset_envs(self, mask: torch.Tensor) -> None:
@@ -168,7 +171,7 @@ class TorchVecEnv(VectorEnv):
         self._reset_envs(done)
         self.episode_steps.masked_fill_(done, 0)
         obs = self._observe()
-        info = {"final_obs": final_obs, "_final_obs": done}
+        info = {**self._step_info, "final_obs": final_obs, "_final_obs": done}
         return obs, reward, terminated, truncated, info
 
     def _uniform(self, low: float | torch.Tensor, high: float | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

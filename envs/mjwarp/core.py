@@ -205,7 +205,6 @@ class MjWarpEnv(TorchVecEnv):
         self._ctrl_high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         self._nominal_body_mass = torch.as_tensor(mjm.body_mass, dtype=torch.float32, device=self.device)
         self._nominal_body_inertia = torch.as_tensor(mjm.body_inertia, dtype=torch.float32, device=self.device)
-        self._step_info: dict[str, torch.Tensor] = {}
         self._id_cache: dict[tuple[int, tuple[str, ...]], torch.Tensor] = {}
 
         with _quiet_warp_loading():
@@ -448,9 +447,3 @@ class MjWarpEnv(TorchVecEnv):
         zeros = torch.zeros(self.num_envs, device=self.device)
         self._step_info = {}
         return zeros, zeros.bool()
-
-    def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Step every env (SAME_STEP autoreset); ``info`` also carries the task's per-env terms ``[N]``."""
-        obs, reward, terminated, truncated, info = super().step(actions)
-        info.update(self._step_info)
-        return obs, reward, terminated, truncated, info

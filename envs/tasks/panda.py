@@ -149,7 +149,6 @@ class PandaTaskEnv(TorchVecEnv):
         self._noise_generator = torch.Generator(device=self.device)
         self._noise_generator.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
         self._images = torch.zeros(num_envs, 3, self.image_size, self.image_size, dtype=torch.uint8) if image else None
-        self._last_success = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
 
     # --- exact state, [N, ...] float32 on device (read by rewards and the expert) ---------------
     @property
@@ -204,14 +203,7 @@ class PandaTaskEnv(TorchVecEnv):
             noise_seed = np.random.SeedSequence([int(seed), 1]).generate_state(1, dtype=np.uint64)[0]
             self._noise_generator.manual_seed(int(noise_seed) >> 1)
         obs, info = super().reset(seed=seed, options=options)
-        self._last_success.zero_()
         return obs, info
-
-    def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Step every env; ``info["success"]`` ``[N]`` says which episodes just succeeded."""
-        obs, reward, terminated, truncated, info = super().step(actions)
-        info["success"] = self._last_success.clone()
-        return obs, reward, terminated, truncated, info
 
     def _reset_envs(self, mask: torch.Tensor) -> None:
         rows = mask.nonzero().flatten()
@@ -248,7 +240,7 @@ class PandaTaskEnv(TorchVecEnv):
         self._noise = self._draw_noise(self.num_envs)
         success = self._success_distance() < SUCCESS_DISTANCE
         reward = self._dense_reward() if self.reward_type == "dense" else success.float()
-        self._last_success = success
+        self._step_info = {"success": success}  # which episodes just succeeded, in info["success"]
         return reward, success
 
     def _observe(self) -> Obs:
