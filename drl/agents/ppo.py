@@ -25,6 +25,7 @@ from torch import nn
 
 from drl.config import TrainConfig, check
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
+from drl.nn.gradients import FlatGradients
 from drl.nn.mlp import flat_dim
 from drl.returns import gae
 from drl.storage import Field, MinibatchSampler, RolloutBuffer
@@ -155,7 +156,8 @@ class PPO:
         self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)
         self.model.to(device)
         self.parameters = list(self.model.parameters())
-        # fused Adam and foreach grad clipping: one kernel per step instead of one per tensor
+        # one flat gradient buffer and fused Adam: a handful of kernels per step, not a few per tensor
+        self.gradients = FlatGradients(self.parameters)
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.obs_normalizers = nn.ModuleDict(
             {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
@@ -261,10 +263,9 @@ class PPO:
             shuffled = {k: v[order] for k, v in batch.items()}
             for start in range(0, sampler.num_samples, cfg.minibatch_size):
                 minibatch = {k: v[start:start + cfg.minibatch_size] for k, v in shuffled.items()}
-                for p in self.parameters:
-                    p.grad = None
+                self.gradients.zero()
                 losses = self._loss_and_backward(minibatch)
-                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
+                self.gradients.clip_norm_(cfg.max_grad_norm)
                 self.optimizer.step()
                 for k in stats:
                     stats[k].append(losses[k].detach())
