@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 import envs
+from benchmarks.harness.machine import cpu_model, load_average
 
 CLASSIC = {  # drl id -> gymnasium reference id
     "drl/CartPole-v0": "CartPole-v1",
@@ -186,20 +187,9 @@ def probe_backend(env_id: str) -> str | None:
 # --- report ---------------------------------------------------------------------------------------
 
 
-def load_average() -> list[float] | None:
-    """1/5/15-minute load averages: how busy the machine was (other work skews the timings)."""
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["machine_info", "versions", "load_average"]
+__all__ = ["machine_info", "versions", "load_average", "cpu_model"]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -54,7 +54,7 @@ def machine_info() -> dict[str, Any]:
     except AttributeError:
         usable = os.cpu_count()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "ram_gib": _ram_gib(),
