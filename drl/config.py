@@ -125,14 +125,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             check(type(None) in args, key, f"must be {_type_name(tp)}, got null")
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass  # try the next member of the union
         raise ConfigError(f"config key '{key}': must be {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         check(isinstance(value, dict), key, f"must be a mapping of {tp.__name__} fields, got {value!r}")
@@ -185,8 +184,7 @@ def build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
         if name in values:
             full = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _coerce(values[name], hints[name], full)
-    obj = cls(**kwargs)
-    return obj
+    return cls(**kwargs)
 
 
 def to_dict(obj: Any) -> Any:

@@ -23,6 +23,16 @@ def _expand_like(mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def _reverse_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """``out[t] = x[t] + decay[t] * out[t + 1]`` (``out[T] = 0``), along the time axis of ``[T, ...]``."""
+    out = torch.empty_like(x)
+    running = torch.zeros_like(x[0])
+    for t in range(x.shape[0] - 1, -1, -1):
+        running = x[t] + decay[t] * running
+        out[t] = running
+    return out
+
+
 def gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -51,23 +61,13 @@ def gae(
     not_terminated = 1.0 - _expand_like(terminated, rewards)
     not_done = 1.0 - _expand_like(terminated | truncated, rewards)
     deltas = rewards + gamma * not_terminated * next_values - values
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
-        advantages[t] = running
+    advantages = _reverse_scan(deltas, gamma * gae_lambda * not_done)
     return advantages, advantages + values
 
 
 def discounted_sum(rewards: torch.Tensor, episode_end: torch.Tensor, gamma: float) -> torch.Tensor:
     """Reward-to-go ``sum_k gamma^k r_{t+k}`` within each episode, no bootstrap: ``[T, N, ...]``."""
-    not_done = 1.0 - _expand_like(episode_end, rewards)
-    out = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = rewards[t] + gamma * not_done[t] * running
-        out[t] = running
-    return out
+    return _reverse_scan(rewards, gamma * (1.0 - _expand_like(episode_end, rewards)))
 
 
 def n_step_targets(
