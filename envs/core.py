@@ -217,7 +217,13 @@ def _flattenable(space: gym.Space) -> bool:
 
 
 class GymnasiumVecEnv(VectorEnv):
-    """Adapter: any CPU gymnasium env id -> the torch contract, through gymnasium's vector envs.
+    """Adapter: any CPU gymnasium env id -> the torch contract.
+
+    ``"sync"`` steps the envs one after another in this process, writing straight into the
+    returned arrays (gymnasium's ``SyncVectorEnv`` semantics: SAME_STEP autoreset, ``seed + i``
+    per env, infos merged with gymnasium's ``_add_info``, the last obs and info of a finished env
+    in ``final_obs``/``final_info``, without its per-step generality: this loop is the per-step cost
+    of every CPU-simulated run). ``"async"`` uses gymnasium's ``AsyncVectorEnv`` (one subprocess per env).
 
     Args:
         env_id: a gymnasium id (``"CartPole-v1"``, ``"HalfCheetah-v5"``, ...).
@@ -241,14 +247,18 @@ class GymnasiumVecEnv(VectorEnv):
     ):
         if vectorization not in ("sync", "async"):
             raise ValueError(f"vectorization must be 'sync' or 'async', got '{vectorization}'")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.device = resolve_device(device)
-        probe = gym.make(env_id, **(env_kwargs or {}))
+        env_kwargs = env_kwargs or {}
+        probe = gym.make(env_id, **env_kwargs)
         for wrapper in wrappers or []:
             probe = wrapper(probe)
         exposed_space, self._flatten, keep_keys = _flatten_obs_space(probe.observation_space)
         self._raw_obs_space = probe.observation_space
         self.spec = probe.spec
         self.render_mode = probe.render_mode
+        single_action_space = probe.action_space
         probe.close()
         all_wrappers = list(wrappers or [])
         if keep_keys is not None and set(keep_keys) != set(probe.observation_space.spaces):
@@ -258,23 +268,28 @@ class GymnasiumVecEnv(VectorEnv):
             all_wrappers.append(functools.partial(gym.wrappers.FilterObservation, filter_keys=keep_keys))
         if self._flatten:
             all_wrappers.append(gym.wrappers.FlattenObservation)
-        self.env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode=vectorization,
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            wrappers=all_wrappers or None,
-            **(env_kwargs or {}),
-        )
         self.num_envs = num_envs
         self.single_observation_space = exposed_space
-        self.single_action_space = self.env.single_action_space
+        self.single_action_space = single_action_space
         self.observation_space = batch_space(exposed_space, num_envs)
-        self.action_space = self.env.action_space
-        self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
+        self.action_space = batch_space(single_action_space, num_envs)
+        self._discrete = isinstance(single_action_space, gym.spaces.Discrete)
+        self._groups = list(exposed_space.spaces) if isinstance(exposed_space, gym.spaces.Dict) else None
+        self.envs: list[gym.Env] = []
+        self.env: VectorEnv | None = None  # the async backend
+        if vectorization == "sync":
+            for _ in range(num_envs):
+                env = gym.make(env_id, **env_kwargs)
+                for wrapper in all_wrappers:
+                    env = wrapper(env)
+                self.envs.append(env)
+        else:
+            self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async",
+                                    vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                                    wrappers=all_wrappers or None, **env_kwargs)
 
     def _tensor(self, array: np.ndarray, dtype: np.dtype) -> torch.Tensor:
-        """numpy -> torch without a copy where possible (gymnasium returns fresh arrays each step)."""
+        """numpy -> torch without a copy where possible (the arrays are fresh each step)."""
         tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
         return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
 
@@ -283,20 +298,45 @@ class GymnasiumVecEnv(VectorEnv):
             return {k: self._tensor(v, np.float32) for k, v in obs.items()}
         return self._tensor(obs, np.float32)
 
+    def _empty_obs(self) -> np.ndarray | dict[str, np.ndarray]:
+        if self._groups is not None:
+            space = self.single_observation_space
+            return {g: np.empty((self.num_envs, *space[g].shape), np.float32) for g in self._groups}
+        return np.empty((self.num_envs, *self.single_observation_space.shape), np.float32)
+
+    def _write_obs(self, batch: np.ndarray | dict[str, np.ndarray], i: int, obs: Any) -> None:
+        if self._groups is None:
+            batch[i] = obs
+        else:
+            for g in self._groups:
+                batch[g][i] = obs[g]
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        return self._to_torch(obs), info
+        if self.env is not None:
+            obs, info = self.env.reset(seed=seed, options=options)
+            return self._to_torch(obs), info
+        obs = self._empty_obs()
+        infos: dict[str, Any] = {}
+        for i, env in enumerate(self.envs):
+            env_obs, env_info = env.reset(seed=None if seed is None else seed + i, options=options)
+            self._write_obs(obs, i, env_obs)
+            infos = self._add_info(infos, env_info, i)
+        return self._to_torch(obs), infos
 
     def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         actions_np = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
         if self._discrete:
             actions_np = actions_np.astype(np.int64).reshape(self.num_envs)
-        obs_np, reward, terminated, truncated, info = self.env.step(actions_np)
+        if self.env is not None:
+            obs_np, reward, terminated, truncated, info = self.env.step(actions_np)
+            done = terminated | truncated
+            final_np = self._merge_final_obs(obs_np, info["final_obs"], done) if done.any() else None
+        else:
+            obs_np, reward, terminated, truncated, info, final_np = self._step_sync(actions_np)
+            done = terminated | truncated
         obs = self._to_torch(obs_np)
-        done_np = terminated | truncated
-        final_obs = self._final_obs(obs_np, info, done_np) if done_np.any() else obs
-        info["final_obs"] = final_obs
-        info["_final_obs"] = self._tensor(done_np, np.bool_)
+        info["final_obs"] = obs if final_np is None else self._to_torch(final_np)
+        info["_final_obs"] = self._tensor(done, np.bool_)
         return (
             obs,
             self._tensor(reward, np.float32),
@@ -305,23 +345,50 @@ class GymnasiumVecEnv(VectorEnv):
             info,
         )
 
-    def _final_obs(self, obs_np: Any, info: dict, done_np: np.ndarray) -> Obs:
-        """A full ``[N, ...]`` final-obs tensor: the episode's last obs on finished rows."""
-        raw = info["final_obs"]
+    def _step_sync(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict, Any]:
+        """Step every env in turn; a finished env is reset at once (SAME_STEP)."""
+        obs = self._empty_obs()
+        reward = np.empty(self.num_envs, np.float32)
+        terminated = np.empty(self.num_envs, np.bool_)
+        truncated = np.empty(self.num_envs, np.bool_)
+        infos: dict[str, Any] = {}
+        finished: list[tuple[int, Any]] = []
+        for i, env in enumerate(self.envs):
+            env_obs, reward[i], terminated[i], truncated[i], env_info = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                finished.append((i, env_obs))
+                infos = self._add_info(infos, {"final_obs": env_obs, "final_info": env_info}, i)
+                env_obs, env_info = env.reset()
+            self._write_obs(obs, i, env_obs)
+            if env_info:
+                infos = self._add_info(infos, env_info, i)
+        final = None
+        if finished:
+            final = {g: v.copy() for g, v in obs.items()} if self._groups is not None else obs.copy()
+            for i, last in finished:
+                self._write_obs(final, i, last)
+        return obs, reward, terminated, truncated, infos, final
+
+    def _merge_final_obs(self, obs_np: Any, raw: Any, done_np: np.ndarray) -> Any:
+        """A full ``[N, ...]`` final-obs array: the episode's last obs on finished rows."""
         if isinstance(obs_np, dict):
             merged = {k: np.array(v, copy=True) for k, v in obs_np.items()}
             for i in np.flatnonzero(done_np):
                 for k in merged:
                     merged[k][i] = raw[i][k]
-            return self._to_torch(merged)
+            return merged
         merged = np.array(obs_np, copy=True)
         for i in np.flatnonzero(done_np):
-            last = raw[i]
-            merged[i] = last
-        return self._to_torch(merged)
+            merged[i] = raw[i]
+        return merged
 
     def render(self) -> Any:
-        return self.env.render()
+        if self.env is not None:
+            return self.env.render()
+        return tuple(env.render() for env in self.envs)
 
     def close_extras(self, **kwargs: Any) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
+        for env in self.envs:
+            env.close()
