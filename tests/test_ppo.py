@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import gymnasium as gym
 import pytest
 import torch
 
 from drl.agents.ppo import PPO, PPOConfig
+from drl.optim import compiler_available
 from drl.storage import RolloutBuffer
 
 OBS = gym.spaces.Box(-1, 1, (5,))
@@ -83,7 +82,7 @@ def test_target_kl_stops_epochs_early():
 def test_learning_rate_annealing():
     agent = _agent(learning_rate=1e-3, anneal_lr=True, minibatch_size=16)
     assert agent.update(_fill(agent), progress=0.75)["learning_rate"] == pytest.approx(2.5e-4)
-    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    assert agent.train_step.lr.item() == pytest.approx(2.5e-4)
 
 
 def test_clipped_value_loss_matches_formula():
@@ -116,15 +115,24 @@ def test_update_is_deterministic_given_seed():
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler on the CPU")
 def test_compiled_update_matches_eager():
-    eager = _agent(minibatch_size=32, num_epochs=2)
-    storage = _fill(eager)
-    compiled = copy.deepcopy(eager)
-    compiled.generator = torch.Generator().manual_seed(0)
-    compiled._loss_and_backward = torch.compile(compiled._loss_and_backward_eager, dynamic=False)
-    compiled.optimizer = torch.optim.Adam(compiled.parameters, lr=3e-4, eps=1e-5, fused=True)
-    compiled.optimizer.load_state_dict(eager.optimizer.state_dict())
-    eager.update(storage)
-    compiled.update(storage)
+    eager = _agent(minibatch_size=32, num_epochs=2, compile=False)
+    compiled = _agent(minibatch_size=32, num_epochs=2, compile=True)
+    assert compiled.train_step.compiled and not eager.train_step.compiled
+    for agent in (eager, compiled):
+        torch.manual_seed(1)  # the same sampled actions for both
+        for _ in range(2):
+            agent.update(_fill(agent))
+    assert compiled.train_step.compiled  # it did not fall back to eager
     for pe, pc in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
         torch.testing.assert_close(pe, pc, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_auto_follows_the_run_length():
+    cfg = {"num_steps": 64, "minibatch_size": 64, "num_epochs": 10}
+    short = PPO(OBS, CONT, PPOConfig(**cfg), 4, torch.device("cpu"), total_steps=10_000)
+    unknown = PPO(OBS, CONT, PPOConfig(**cfg), 4, torch.device("cpu"))
+    assert not short.train_step.compiled and not unknown.train_step.compiled
+    long = PPO(OBS, CONT, PPOConfig(**cfg), 4, torch.device("cpu"), total_steps=2_000_000)
+    assert long.train_step.compiled == compiler_available()

@@ -88,6 +88,7 @@ def versions() -> dict[str, Any]:
         "mujoco": _version("mujoco"),
         "stable_baselines3": _version("stable_baselines3") or _version("stable-baselines3"),
         "numpy": _version("numpy"),
+        "numba": _version("numba"),
         "drl": _version("drl"),
         "drl_git_commit": None if commit is None else commit + (" (with uncommitted changes)" if status else ""),
     }

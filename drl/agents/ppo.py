@@ -25,12 +25,18 @@ from torch import nn
 
 from drl.config import TrainConfig, check
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
-from drl.nn.gradients import FlatGradients
-from drl.nn.mlp import flat_dim
+from drl.nn.mlp import flat_dim, forward_layers
+from drl.nn.numba_actor import NumbaGaussianActor, numba_available
+from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
 from drl.storage import Field, MinibatchSampler, RolloutBuffer
+from envs.core import MissingDependencyError
 
-__all__ = ["PPOConfig", "PPO", "ActorCritic"]
+__all__ = ["PPOConfig", "PPO", "ActorCritic", "COMPILE_AUTO_MIN_STEPS"]
+
+# A cold compile of the step costs ~10 s on a CPU core and saves a few hundred microseconds per
+# minibatch step on small networks: it pays from a few tens of thousands of steps on.
+COMPILE_AUTO_MIN_STEPS = 50_000
 
 
 @dataclass
@@ -61,7 +67,12 @@ class PPOConfig:
     squash_actions: bool = False  # tanh-squash Gaussian actions into the bounds
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
     critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
-    compile: bool = False  # torch.compile the minibatch loss + backward (pays off on long runs)
+    # fuse each minibatch step (forward, backward, clipping, Adam) into one torch.compile'd graph;
+    # "auto": only for runs long enough to repay the compile time (see COMPILE_AUTO_MIN_STEPS)
+    compile: bool | Literal["auto"] = "auto"
+    # sample rollout actions with one numba kernel (CPU, MLP + Gaussian head with a free std);
+    # "auto": when numba is installed and the policy is one the kernel computes
+    numba_actor: bool | Literal["auto"] = "auto"
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         def key(name: str) -> str:
@@ -120,7 +131,7 @@ class ActorCritic(nn.Module):
 
     def act(self, actor_obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, actor_dim] -> (action[B, ...], log_prob[B])``."""
-        return self.head.sample(self.actor_body(actor_obs), deterministic)
+        return self.head.sample(forward_layers(self.actor_body, actor_obs), deterministic)
 
     def evaluate(self, actor_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob[B], entropy[B])`` of stored actions."""
@@ -137,12 +148,13 @@ class PPO:
         num_envs: envs per rollout (sizes the reward scaler's running returns).
         device: where networks and rollouts live.
         generator: torch generator for minibatch shuffling (seeded by the runner).
+        total_steps: the run's env-step budget (decides ``compile: auto``); None: unknown.
     """
 
     config_class = PPOConfig
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: PPOConfig, num_envs: int,
-                 device: torch.device, generator: torch.Generator | None = None):
+                 device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None):
         self.cfg = cfg
         self.device = device
         self.num_envs = num_envs
@@ -155,21 +167,41 @@ class PPO:
         self.group_shapes = {cfg.actor_obs: actor_space.shape, cfg.critic_obs: critic_space.shape}
         self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)
         self.model.to(device)
-        self.parameters = list(self.model.parameters())
-        # one flat gradient buffer and fused Adam: a handful of kernels per step, not a few per tensor
-        self.gradients = FlatGradients(self.parameters)
-        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.learning_rate, eps=1e-5, fused=True)
+        # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
+        self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
+                                    eps=1e-5, compile=self._should_compile(num_envs, total_steps))
+        self.numba_actor = self._make_numba_actor()  # after TrainStep: it keeps views of the final storage
         self.obs_normalizers = nn.ModuleDict(
             {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
         ).to(device)
         self.reward_scaler = RewardScaler(num_envs, cfg.gamma).to(device)
-        self._loss_and_backward = self._loss_and_backward_eager
-        if cfg.compile:
-            self._loss_and_backward = torch.compile(self._loss_and_backward_eager, dynamic=False)
         if isinstance(action_space, gym.spaces.Discrete):
             self.action_field = Field((), torch.int64)
         else:
             self.action_field = Field((flat_dim(action_space.shape),), torch.float32)
+
+    def _make_numba_actor(self) -> NumbaGaussianActor | None:
+        wanted = self.cfg.numba_actor
+        if wanted is False:
+            return None
+        supported = self.device.type == "cpu" and NumbaGaussianActor.supports(self.model.actor_body, self.model.head)
+        if wanted == "auto" and not (supported and numba_available()):
+            return None
+        if not numba_available():
+            raise MissingDependencyError("algo.numba_actor: true", "numba")
+        if not supported:
+            raise ValueError("algo.numba_actor: true needs device cpu, an MLP actor and a Gaussian head with "
+                             "state_dependent_std: false; set algo.numba_actor to auto or false")
+        return NumbaGaussianActor(self.model.actor_body, self.model.head)
+
+    def _should_compile(self, num_envs: int, total_steps: int | None) -> bool:
+        if self.cfg.compile != "auto":
+            return bool(self.cfg.compile)
+        if total_steps is None or not compiler_available():
+            return False
+        minibatches = self.cfg.num_steps * num_envs // self.cfg.minibatch_size
+        iterations = -(-total_steps // (self.cfg.num_steps * num_envs))
+        return iterations * minibatches * self.cfg.num_epochs >= COMPILE_AUTO_MIN_STEPS
 
     # --- rollout side ---------------------------------------------------------------------
     def storage_fields(self) -> dict[str, Field]:
@@ -210,11 +242,16 @@ class PPO:
         the bounds) and what to store for this step (normalised obs groups, raw action, log-prob).
         """
         groups = self._normalize(self._groups_of(obs, self.groups), update=update_stats)
-        action, log_prob = self.model.act(groups[self.cfg.actor_obs], deterministic)
+        actor_obs = groups[self.cfg.actor_obs]
+        if self.numba_actor is not None and actor_obs.shape[0] <= self.numba_actor.max_batch:
+            action, log_prob, env_action = self.numba_actor.sample(actor_obs, deterministic)
+        else:
+            action, log_prob = self.model.act(actor_obs, deterministic)
+            env_action = self.model.head.env_action(action)
         record = {f"obs/{g}": x for g, x in groups.items()}
         record["actions"] = action
         record["log_probs"] = log_prob
-        return self.model.head.env_action(action), record
+        return env_action, record
 
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
@@ -245,8 +282,7 @@ class PPO:
         """Run the PPO epochs on a full rollout. ``progress`` in [0, 1] drives LR annealing."""
         cfg = self.cfg
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.train_step.set_learning_rate(lr)
         values, advantages, returns = self.compute_returns(storage)
         batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
         batch["values"] = values.reshape(-1)
@@ -263,12 +299,9 @@ class PPO:
             shuffled = {k: v[order] for k, v in batch.items()}
             for start in range(0, sampler.num_samples, cfg.minibatch_size):
                 minibatch = {k: v[start:start + cfg.minibatch_size] for k, v in shuffled.items()}
-                self.gradients.zero()
-                losses = self._loss_and_backward(minibatch)
-                self.gradients.clip_norm_(cfg.max_grad_norm)
-                self.optimizer.step()
+                losses = self.train_step(minibatch)
                 for k in stats:
-                    stats[k].append(losses[k].detach())
+                    stats[k].append(losses[k])
                 if cfg.target_kl is not None and losses["approx_kl"] > cfg.target_kl:
                     stop = True
                     break
@@ -287,11 +320,6 @@ class PPO:
         if hasattr(self.model.head, "log_std") and not cfg.state_dependent_std:
             metrics["action_std"] = self.model.head.log_std.exp().mean().item()
         return metrics
-
-    def _loss_and_backward_eager(self, minibatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        losses = self._minibatch_loss(minibatch)
-        losses["loss"].backward()
-        return losses
 
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""
@@ -324,14 +352,14 @@ class PPO:
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.train_step.adam.state_dict(),
             "obs_normalizers": self.obs_normalizers.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_step.adam.load_state_dict(state["optimizer"])
         self.obs_normalizers.load_state_dict(state["obs_normalizers"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
 

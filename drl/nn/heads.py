@@ -28,7 +28,7 @@ class CategoricalHead(nn.Module):
 
     def sample(self, features: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(action[B], log_prob[B])``."""
-        log_probs = torch.log_softmax(self.logits(features), dim=-1)
+        log_probs = torch.log_softmax(self.logits.forward(features), dim=-1)
         if deterministic:
             action = log_probs.argmax(-1)
         else:
@@ -75,9 +75,9 @@ class GaussianHead(nn.Module):
         self.register_buffer("high", high.float())
 
     def _mean_log_std(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.mean(features)
+        mean = self.mean.forward(features)  # .forward: skips module-call overhead on the per-step path
         if self.state_dependent_std:
-            log_std = self.log_std_layer(features).clamp(-20.0, 2.0)
+            log_std = self.log_std_layer.forward(features).clamp(-20.0, 2.0)
         else:
             log_std = self.log_std.expand_as(mean)
         return mean, log_std
@@ -94,9 +94,13 @@ class GaussianHead(nn.Module):
         """Returns ``(action[B, A], log_prob[B])``; with squashing the action is the pre-tanh ``u``."""
         mean, log_std = self._mean_log_std(features)
         # u = mean + std * noise, so the standardised residual in the log-prob is the noise itself
-        noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
-        u = torch.addcmul(mean, log_std.exp(), noise)
-        log_prob = -0.5 * noise.square().sum(-1) - log_std.sum(-1) - _LOG_SQRT_2PI * mean.shape[-1]
+        log_norm = log_std.sum(-1) + _LOG_SQRT_2PI * mean.shape[-1]
+        if deterministic:
+            u, log_prob = mean, -log_norm.expand(mean.shape[:-1])
+        else:
+            noise = torch.randn_like(mean)
+            u = torch.addcmul(mean, log_std.exp(), noise)
+            log_prob = torch.sub(noise.square().sum(-1).mul_(-0.5), log_norm)
         if self.squash:
             log_prob = log_prob - self._squash_correction(u)
         return u, log_prob
@@ -116,7 +120,7 @@ class GaussianHead(nn.Module):
         """Map the stored action to what the env receives: tanh-rescaled or clipped to bounds."""
         if self.squash:
             return self.low + 0.5 * (torch.tanh(action) + 1.0) * (self.high - self.low)
-        return torch.maximum(torch.minimum(action, self.high), self.low)
+        return torch.clamp(action, self.low, self.high)
 
 
 def make_action_head(space: gym.Space, in_dim: int, log_std_init: float = 0.0, state_dependent_std: bool = False,

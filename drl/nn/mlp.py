@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init"]
+__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init", "forward_layers"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -55,3 +55,15 @@ def mlp_output_dim(mlp: nn.Sequential, in_dim: int) -> int:
 
 def flat_dim(shape: tuple[int, ...] | torch.Size) -> int:
     return int(math.prod(shape))
+
+
+def forward_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)``, calling each layer's ``forward`` directly.
+
+    For the per-step forward of a small network on one or a few observations, ``nn.Module``'s
+    call machinery (hook lookups, once per layer) costs as much as the math. drl registers no
+    hooks on these layers, so the result is the same.
+    """
+    for layer in layers:
+        x = layer.forward(x)
+    return x

@@ -133,7 +133,7 @@ class OnPolicyRunner:
                                      cfg.env.kwargs)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
-                                 cfg.env.num_envs, self.device, self.generator)
+                                 cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
         self.num_steps = cfg.algo.num_steps
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
