@@ -51,9 +51,13 @@ TIMING = (
     "(drl creates its logger just before its clock starts; SB3 configures its logger inside `learn()`, "
     "inside the clock: milliseconds either way.) "
     "drl checkpoints are written only after the clock stops (`checkpoint_interval: 0`). Both sides use "
-    "single-process vector envs (drl: gymnasium `SyncVectorEnv` through its torch adapter; SB3: `DummyVecEnv`). "
-    "Before the first timed run, both libraries do one short untimed warm-up run, so neither pays one-off "
-    "initialisation costs inside a timed run."
+    "single-process vector envs (drl: its adapter's in-process loop over gymnasium envs; SB3: `DummyVecEnv`). "
+    "Before the first timed run, both libraries do one short untimed warm-up run (CartPole), so neither pays "
+    "one-off initialisation costs inside a timed run. *drl's JIT work is inside its clock*: `torch.compile` of "
+    "its update step (`compile: auto` turns it on for runs of at least 50,000 optimiser steps, e.g. the 500k-step "
+    "MuJoCo rows, not the 32k-step quick rows) and the first compile of its numba actor kernel. Both are cached "
+    "on disk by torch and numba, so the first run of a new network shape pays a cold compile (about 10 s on one "
+    "core) and later runs about 2 s; the warm-up does not compile the benchmark's shapes."
 )
 
 # Rough env steps/s per (env id, num_envs) on 2 CPU cores, for the up-front estimate only: used when no

@@ -200,6 +200,7 @@ class OnPolicyRunner:
         tracker = EpisodeTracker(cfg.env.num_envs, self.device)
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
+        reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
         obs, _ = self.env.reset(seed=cfg.seed + state["iteration"])
         interrupted = False
         try:
@@ -211,8 +212,8 @@ class OnPolicyRunner:
                     obs, reward, terminated, truncated, info = self.env.step(action)
                     self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
                                                                info["final_obs"]))
-                    env_rewards[t] = info.get("env_reward", reward)
-                    torch.logical_or(terminated, truncated, out=episode_ends[t])
+                    reward_rows[t].copy_(info.get("env_reward", reward))
+                    torch.logical_or(terminated, truncated, out=end_rows[t])
                     if self._stop_signal is not None:
                         break
                 if self._stop_signal is not None:

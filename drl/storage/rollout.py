@@ -72,6 +72,9 @@ class RolloutBuffer:
         }
         self.step = 0  # next write position
         self.full = False
+        # per-step views {name: data[name][t]}, made on first use: copy_ into a view costs less than
+        # indexed assignment, and the same views serve every rollout
+        self._rows: list[dict[str, torch.Tensor] | None] = [None] * capacity
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.data[name]
@@ -87,15 +90,23 @@ class RolloutBuffer:
         """Write one step ``{name: [N, *shape]}`` at the cursor; every declared field is required."""
         if self.step >= self.capacity:
             raise RuntimeError(f"rollout buffer is full ({self.capacity} steps); call clear() first")
-        self._write(self.step, transition)
+        self._check_fields(transition)
+        rows = self._rows[self.step]
+        if rows is None:
+            rows = self._rows[self.step] = {name: tensor[self.step] for name, tensor in self.data.items()}
+        for name, value in transition.items():
+            rows[name].copy_(value)
         self.step += 1
         self.full = self.step == self.capacity
 
-    def _write(self, index: int, transition: Mapping[str, torch.Tensor]) -> None:
+    def _check_fields(self, transition: Mapping[str, torch.Tensor]) -> None:
         if transition.keys() != self.data.keys():
             missing = sorted(self.data.keys() - transition.keys())
             unknown = sorted(transition.keys() - self.data.keys())
             raise KeyError(f"transition fields do not match the buffer: missing {missing}, unknown {unknown}")
+
+    def _write(self, index: int | torch.Tensor, transition: Mapping[str, torch.Tensor]) -> None:
+        self._check_fields(transition)
         for name, value in transition.items():
             self.data[name][index] = value
 
