@@ -1,0 +1,225 @@
+"""End-to-end PPO on drl's torch-batched envs: env steps per second and return vs wall-clock.
+
+    python -m benchmarks.torch_ppo [--device cuda|cpu|auto] [--rows cartpole pendulum halfcheetah]
+                                   [--scale 1.0] [--out benchmarks/results/torch_ppo_<device>/]
+
+This is where the GPU targets of the benchmarks are checked: PPO on ``drl/CartPole-v0`` and
+``drl/Pendulum-v0`` at >= 1e7 end-to-end env steps/s, and PPO on the MuJoCo Warp
+``drl/HalfCheetah-v0`` with 4096 envs at >= 500k env steps/s reaching a return of 6,000 within five
+minutes. Each row trains with ``drl.api.train`` (the whole loop: env, rollout storage, update,
+logging; evaluations excluded from the clock) on one device, with the row's settings for that
+device, and reports what it measured next to the target. Every number comes from the run; the
+targets are only what it is compared to.
+
+On the CPU the same rows run at a small scale (few envs, short budgets), which checks the pipeline
+rather than the targets. ``--scale`` multiplies every step budget (e.g. 0.01 for a smoke run).
+
+Writes ``results.json``, ``report.md`` and ``return_vs_wall.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness.sides import read_drl_curve
+from drl.api import load_config, train
+from envs.core import resolve_device
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A row's settings on one device kind."""
+
+    num_envs: int
+    total_steps: int
+    algo: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class TorchRow:
+    name: str
+    env_id: str
+    cuda: Scale
+    cpu: Scale
+    target_sps: float  # end-to-end env steps/s the row is compared to (on CUDA)
+    target_return: float | None = None  # eval return to reach ...
+    target_seconds: float | None = None  # ... within this many training seconds (on CUDA)
+
+
+ROWS = [
+    TorchRow(
+        "cartpole", "drl/CartPole-v0",
+        cuda=Scale(65_536, 50_000_000, {"num_steps": 16, "minibatch_size": 262_144, "num_epochs": 2,
+                                        "learning_rate": 0.01}),
+        cpu=Scale(1_024, 400_000, {"num_steps": 16, "minibatch_size": 4_096, "num_epochs": 2, "learning_rate": 0.01}),
+        target_sps=1e7, target_return=475.0,
+    ),
+    TorchRow(
+        "pendulum", "drl/Pendulum-v0",
+        cuda=Scale(65_536, 100_000_000, {"num_steps": 32, "minibatch_size": 262_144, "num_epochs": 5}),
+        cpu=Scale(1_024, 600_000, {"num_steps": 32, "minibatch_size": 4_096, "num_epochs": 5}),
+        target_sps=1e7, target_return=-250.0,
+    ),
+    TorchRow(
+        "halfcheetah", "drl/HalfCheetah-v0",
+        cuda=Scale(4_096, 150_000_000, {"num_steps": 32, "minibatch_size": 32_768, "num_epochs": 5,
+                                        "learning_rate": 3e-4, "anneal_lr": True, "gamma": 0.97,
+                                        "gae_lambda": 0.95, "normalize_obs": True, "normalize_reward": True,
+                                        "actor_hidden": [128, 128], "critic_hidden": [256, 256], "activation": "elu"}),
+        cpu=Scale(64, 32_768, {"num_steps": 32, "minibatch_size": 512, "num_epochs": 5, "normalize_obs": True,
+                               "normalize_reward": True}),
+        target_sps=5e5, target_return=6_000.0, target_seconds=300.0,
+    ),
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.torch_ppo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    parser.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], default=None,
+                        help="rows to run (default: all on CUDA; cartpole and pendulum on the CPU)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.scale <= 0:
+        parser.error(f"--scale must be > 0, got {args.scale}")
+    return args
+
+
+def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_dir: Path) -> dict[str, Any]:
+    """Train one row; return its measurements."""
+    settings = row.cuda if device.type == "cuda" else row.cpu
+    total_steps = max(int(settings.total_steps * scale), 1)
+    batch = settings.num_envs * settings.algo.get("num_steps", 16)
+    overrides = {
+        "seed": seed, "device": str(device), "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
+        "total_steps": max(total_steps, batch), "eval_interval": max(total_steps // 20, batch), "eval_episodes": 10,
+        "env": {"num_envs": settings.num_envs, "num_eval_envs": 10}, "algo": dict(settings.algo),
+    }
+    cfg = load_config("ppo", row.env_id, overrides=overrides)
+    run_dir, summary = train(cfg, work_dir / row.name)
+    curve = read_drl_curve(run_dir)
+    train_s = curve["train_s"][-1]
+    steps = curve["step"][-1]
+    reached = None
+    if row.target_return is not None:
+        for step, seconds, value in zip(curve["step"], curve["train_s"], curve["eval_return"], strict=True):
+            if not math.isnan(value) and value >= row.target_return:
+                reached = {"step": step, "train_s": seconds, "eval_return": value}
+                break
+    return {"row": row.name, "env_id": row.env_id, "device": str(device), "num_envs": settings.num_envs,
+            "steps": steps, "train_s": train_s, "sps": steps / train_s if train_s > 0 else math.nan,
+            "final_eval": summary["final_eval_return"], "reached": reached, "curve": curve,
+            "config": {"total_steps": cfg.total_steps, "algo": settings.algo}}
+
+
+def _verdict(row: TorchRow, result: dict[str, Any]) -> str:
+    if result["device"].startswith("cpu"):
+        return "CPU scale (the targets are for a GPU)"
+    parts = [f"steps/s {'>=' if result['sps'] >= row.target_sps else '<'} {row.target_sps:,.0f}"]
+    if row.target_return is not None:
+        reached = result["reached"]
+        in_time = reached is not None and (row.target_seconds is None or reached["train_s"] <= row.target_seconds)
+        limit = f" within {row.target_seconds:.0f} s" if row.target_seconds else ""
+        parts.append(f"return {row.target_return:,.0f}{limit}: {'met' if in_time else 'not met'}")
+    return "; ".join(parts)
+
+
+def write_report(out: Path, results: list[dict[str, Any]], notes: list[str], command: str) -> None:
+    machine, software = machine_info(), versions()
+    device_names = sorted({r["device"] for r in results})
+    lines = [
+        "# PPO end to end on drl's torch-batched envs", "",
+        f"Generated {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} by `{command}`. "
+        "Every number comes from this run's `results.json`.", "",
+        f"Machine: {machine['cpu']}, {machine['usable_cores']} cores; GPU: {', '.join(machine['gpu'] or ['none'])}; "
+        f"devices used: {', '.join(device_names) or 'none'}; torch {software['torch']}; load average "
+        f"{load_average()}.", "",
+        "Steps/s = env steps / training seconds (the whole loop; evaluations excluded).", "",
+        "| row | env | device | num_envs | env steps | train s | steps/s | final eval | target return reached at | "
+        "vs targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = {r.name: r for r in ROWS}
+    for r in results:
+        reached = r["reached"]
+        at = f"{reached['train_s']:.1f} s @ {reached['step']:,}" if reached else "not reached"
+        final = "-" if r["final_eval"] is None else f"{r['final_eval']:.1f}"
+        lines.append(f"| {r['row']} | {r['env_id']} | {r['device']} | {r['num_envs']:,} | {r['steps']:,} | "
+                     f"{r['train_s']:.1f} | {r['sps']:,.0f} | {final} | {at} | {_verdict(rows[r['row']], r)} |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    lines += ["", "![return vs wall-clock](return_vs_wall.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    _plot(out, results)
+
+
+def _plot(out: Path, results: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(len(results), 1), figsize=(5 * max(len(results), 1), 3.5), squeeze=False)
+    for ax, r in zip(axes[0], results, strict=False):
+        curve = r["curve"]
+        points = [(s, v) for s, v in zip(curve["train_s"], curve["eval_return"], strict=True) if not math.isnan(v)]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o")
+        ax.set_title(f"{r['env_id']} ({r['device']}, {r['num_envs']:,} envs)")
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("eval return")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "return_vs_wall.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    names = args.rows or ([r.name for r in ROWS] if device.type == "cuda" else ["cartpole", "pendulum"])
+    out = args.out or RESULTS_DIR / f"torch_ppo_{device.type}"
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.torch_ppo " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results, notes = [], []
+    with tempfile.TemporaryDirectory() as work:
+        for row in ROWS:
+            if row.name not in names:
+                continue
+            print(f"{row.name}: {row.env_id} on {device} ...", flush=True)
+            try:
+                result = run_row(row, device, args.scale, args.seed, Path(work))
+            except Exception as err:  # noqa: BLE001 - a missing backend or a crash is a note, not the end
+                notes.append(f"{row.name} ({row.env_id}) did not run: {type(err).__name__}: {err}")
+                traceback.print_exc()
+                continue
+            print(f"  {result['steps']:,} steps in {result['train_s']:.1f} s = {result['sps']:,.0f} steps/s; "
+                  f"final eval {result['final_eval']}", flush=True)
+            results.append(result)
+    (out / "results.json").write_text(json.dumps({"command": command, "machine": machine_info(),
+                                                  "versions": versions(), "results": results, "notes": notes},
+                                                 indent=1, default=str))
+    write_report(out, results, notes, command)
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'return_vs_wall.png'}")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
