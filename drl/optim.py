@@ -89,7 +89,7 @@ def adam_update(params: torch.Tensor, gradient: torch.Tensor, exp_avg: torch.Ten
 
 
 class FlatAdam:
-    """Adam (Kingma & Ba, 2015) on one flat vector: ``torch.optim.Adam``'s update, op for op.
+    """Adam (Kingma & Ba, 2015) on one flat vector: ``torch.optim.Adam``'s update (tested equal to 1e-6).
 
     ``m <- b1 m + (1 - b1) g``; ``v <- b2 v + (1 - b2) g^2``;
     ``p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
