@@ -133,3 +133,39 @@ def test_minigrid_through_the_adapter():
     assert obs.shape == (2, 4 + 7 * 7 * 3) and obs.dtype == torch.float32  # one-hot direction + image
     obs, reward, terminated, truncated, info = env.step(torch.tensor([2, 1]))
     assert reward.shape == (2,) and isinstance(env.single_action_space, gym.spaces.Discrete)
+
+
+def test_sync_loop_matches_gymnasium_sync_vector_env():
+    """The adapter's own sync loop returns what gymnasium's SyncVectorEnv returns, resets and infos included."""
+    env = make_vec_env("Pendulum-v1", 3, "cpu", env_kwargs={"max_episode_steps": 7})
+    reference = gym.make_vec("Pendulum-v1", num_envs=3, vectorization_mode="sync", max_episode_steps=7,
+                             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+    obs, _ = env.reset(seed=11)
+    ref_obs, _ = reference.reset(seed=11)
+    np.testing.assert_array_equal(obs.numpy(), ref_obs.astype(np.float32))
+    gen = np.random.default_rng(0)
+    finished = 0
+    for _ in range(20):
+        actions = gen.uniform(-2, 2, (3, 1)).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(torch.from_numpy(actions))
+        ref_obs, ref_reward, ref_terminated, ref_truncated, ref_info = reference.step(actions)
+        np.testing.assert_array_equal(obs.numpy(), ref_obs.astype(np.float32))
+        np.testing.assert_array_equal(reward.numpy(), ref_reward.astype(np.float32))
+        assert terminated.tolist() == ref_terminated.tolist() and truncated.tolist() == ref_truncated.tolist()
+        done = ref_terminated | ref_truncated
+        assert info["_final_obs"].tolist() == done.tolist()
+        if done.any():
+            finished += 1
+            for i in np.flatnonzero(done):
+                np.testing.assert_array_equal(info["final_obs"][i].numpy(), ref_info["final_obs"][i])
+            assert set(info["final_info"]) == set(ref_info["final_info"])
+    assert finished == 2  # steps 7 and 14 end every episode
+
+
+def test_sync_loop_returns_fresh_tensors_each_step():
+    """A caller may keep last step's tensors: the next step must not overwrite them."""
+    env = make_vec_env("CartPole-v1", 2, "cpu")
+    obs, _ = env.reset(seed=0)
+    kept = obs.clone()
+    next_obs, reward, *_ = env.step(torch.tensor([0, 1]))
+    assert torch.equal(obs, kept) and next_obs.data_ptr() != obs.data_ptr()
