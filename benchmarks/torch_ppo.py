@@ -106,7 +106,7 @@ def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_d
     """Train one row; return its measurements."""
     settings = row.cuda if device.type == "cuda" else row.cpu
     total_steps = max(int(settings.total_steps * scale), 1)
-    batch = settings.num_envs * settings.algo.get("num_steps", 16)
+    batch = settings.num_envs * settings.algo["num_steps"]  # every row sets its rollout length
     overrides = {
         "seed": seed, "device": str(device), "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
         "total_steps": max(total_steps, batch), "eval_interval": max(total_steps // 20, batch), "eval_episodes": 10,

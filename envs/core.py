@@ -356,8 +356,8 @@ class GymnasiumVecEnv(VectorEnv):
         for i, env in enumerate(self.envs):
             env_obs, reward[i], terminated[i], truncated[i], env_info = env.step(actions[i])
             if terminated[i] or truncated[i]:
-                finished.append((i, env_obs))
-                infos = self._add_info(infos, {"final_obs": env_obs, "final_info": env_info}, i)
+                finished.append((i, env_obs))  # becomes the full final-obs tensor in step()
+                infos = self._add_info(infos, {"final_info": env_info}, i)
                 env_obs, env_info = env.reset()
             self._write_obs(obs, i, env_obs)
             if env_info:

@@ -186,7 +186,7 @@ class PPO:
             return None
         supported = self.device.type == "cpu" and NumbaGaussianActor.supports(self.model.actor_body, self.model.head)
         if wanted == "auto" and not (supported and numba_available()):
-            return None
+            return None  # auto: fall back to the torch actor quietly
         if not numba_available():
             raise MissingDependencyError("algo.numba_actor: true", "numba")
         if not supported:
