@@ -1,7 +1,8 @@
 """End-to-end PPO on drl's torch-batched envs: env steps per second and return vs wall-clock.
 
     python -m benchmarks.torch_ppo [--device cuda|cpu|auto] [--rows cartpole pendulum halfcheetah]
-                                   [--scale 1.0] [--out benchmarks/results/torch_ppo_<device>/]
+                                   [--scale 1.0] [--steps ROW=N ...] [--evals 20] [--append]
+                                   [--out benchmarks/results/torch_ppo_<device>/]
 
 This is where the GPU targets of the benchmarks are checked: PPO on ``drl/CartPole-v0`` and
 ``drl/Pendulum-v0`` at >= 1e7 end-to-end env steps/s, and PPO on the MuJoCo Warp
@@ -10,6 +11,11 @@ minutes. Each row trains with ``drl.api.train`` (the whole loop: env, rollout st
 logging; evaluations excluded from the clock) on one device, with the row's settings for that
 device, and reports what it measured next to the target. Every number comes from the run; the
 targets are only what it is compared to.
+
+``--steps halfcheetah=4e7`` sets one row's step budget (a shorter run than the target's, to fit a
+time-limited GPU session; the report then says the return target was not reached within it).
+``--append`` keeps the rows of an earlier call in ``--out`` (rows run again are replaced), so one
+report can be built over several calls.
 
 On the CPU the same rows run at a small scale (few envs, short budgets), which checks the pipeline
 rather than the targets. ``--scale`` multiplies every step budget (e.g. 0.01 for a smoke run).
@@ -94,22 +100,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], default=None,
                         help="rows to run (default: all on CUDA; cartpole and pendulum on the CPU)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this")
+    parser.add_argument("--steps", nargs="+", default=[], metavar="ROW=N",
+                        help="a row's step budget on this device, e.g. halfcheetah=4e7 (before --scale)")
+    parser.add_argument("--evals", type=int, default=20, help="evaluations per row (spread over its budget)")
+    parser.add_argument("--append", action="store_true", help="keep earlier rows in --out's results.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error(f"--scale must be > 0, got {args.scale}")
+    if args.evals < 1:
+        parser.error(f"--evals must be >= 1, got {args.evals}")
+    budgets = {}
+    for item in args.steps:
+        name, _, value = item.partition("=")
+        try:
+            steps = float(value)
+        except ValueError:
+            steps = math.nan
+        if name not in {r.name for r in ROWS} or not math.isfinite(steps) or steps < 1 or steps != int(steps):
+            parser.error(f"--steps takes ROW=N with ROW one of {[r.name for r in ROWS]} and N a whole number "
+                         f">= 1, got '{item}'")
+        budgets[name] = int(steps)
+    args.steps = budgets
     return args
 
 
-def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_dir: Path) -> dict[str, Any]:
-    """Train one row; return its measurements."""
+def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_dir: Path,
+            steps: int | None = None, evals: int = 20) -> dict[str, Any]:
+    """Train one row (``steps``: its budget instead of the device's default); return its measurements."""
     settings = row.cuda if device.type == "cuda" else row.cpu
-    total_steps = max(int(settings.total_steps * scale), 1)
+    total_steps = max(int((steps if steps is not None else settings.total_steps) * scale), 1)
     batch = settings.num_envs * settings.algo["num_steps"]  # every row sets its rollout length
     overrides = {
         "seed": seed, "device": str(device), "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
-        "total_steps": max(total_steps, batch), "eval_interval": max(total_steps // 20, batch), "eval_episodes": 10,
+        "total_steps": max(total_steps, batch), "eval_interval": max(total_steps // evals, batch), "eval_episodes": 10,
         "env": {"num_envs": settings.num_envs, "num_eval_envs": 10}, "algo": dict(settings.algo),
     }
     cfg = load_config("ppo", row.env_id, overrides=overrides)
@@ -199,13 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.torch_ppo " + shlex.join(sys.argv[1:] if argv is None else argv)
     results, notes = [], []
+    previous = out / "results.json"
+    if args.append and previous.is_file():
+        earlier = json.loads(previous.read_text())
+        results = [r for r in earlier.get("results", []) if r["row"] not in names]
+        notes = [n for n in earlier.get("notes", []) if not any(n.startswith(f"{name} ") for name in names)]
+        command = "; ".join(dict.fromkeys(earlier.get("command", "").split("; ") + [command]))
     with tempfile.TemporaryDirectory() as work:
         for row in ROWS:
             if row.name not in names:
                 continue
             print(f"{row.name}: {row.env_id} on {device} ...", flush=True)
             try:
-                result = run_row(row, device, args.scale, args.seed, Path(work))
+                result = run_row(row, device, args.scale, args.seed, Path(work), args.steps.get(row.name),
+                                 args.evals)
             except Exception as err:  # noqa: BLE001 - a missing backend or a crash is a note, not the end
                 notes.append(f"{row.name} ({row.env_id}) did not run: {type(err).__name__}: {err}")
                 traceback.print_exc()
@@ -213,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {result['steps']:,} steps in {result['train_s']:.1f} s = {result['sps']:,.0f} steps/s; "
                   f"final eval {result['final_eval']}", flush=True)
             results.append(result)
+            if row.name in args.steps:
+                default = (row.cuda if device.type == "cuda" else row.cpu).total_steps
+                notes.append(f"{row.name} ran {args.steps[row.name]:,} steps (--steps; the row's default is "
+                             f"{default:,}), so its return target is judged within that budget only")
     (out / "results.json").write_text(json.dumps({"command": command, "machine": machine_info(),
                                                   "versions": versions(), "results": results, "notes": notes},
                                                  indent=1, default=str))

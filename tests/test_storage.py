@@ -68,6 +68,7 @@ def test_rollout_allocates_on_requested_device():
     assert buf["done"].device.type == "meta"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_rollout_on_cuda():
     buf = RolloutBuffer(3, 2, _ppo_fields(), device="cuda")

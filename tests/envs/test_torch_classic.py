@@ -195,6 +195,7 @@ def test_shapes_dtypes_devices(cls: type[ClassicControlEnv]) -> None:
     assert torch.equal(obs, before)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cls", ALL_ENVS)
 def test_runs_on_cuda(cls: type[ClassicControlEnv]) -> None:
