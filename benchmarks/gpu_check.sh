@@ -34,7 +34,6 @@ for part in .wheels/part-*; do  # install each carried part once
 done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d .gpu_site ] && export PYTHONPATH="$PYTHONPATH:$PWD/.gpu_site"
-export MUJOCO_GL=${MUJOCO_GL:-egl}
 
 has_cuda=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 {

@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {result['steps']:,} steps in {result['train_s']:.1f} s = {result['sps']:,.0f} steps/s; "
                   f"final eval {result['final_eval']}", flush=True)
             results.append(result)
-            if row.name in args.steps:
-                default = (row.cuda if device.type == "cuda" else row.cpu).total_steps
+            default = (row.cuda if device.type == "cuda" else row.cpu).total_steps
+            if row.name in args.steps and args.steps[row.name] != default:
                 notes.append(f"{row.name} ran {args.steps[row.name]:,} steps (--steps; the row's default is "
                              f"{default:,}), so its return target is judged within that budget only")
     (out / "results.json").write_text(json.dumps({"command": command, "machine": machine_info(),

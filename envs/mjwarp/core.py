@@ -273,11 +273,18 @@ class MjWarpEnv(TorchVecEnv):
                 self._substeps()
             wp.synchronize_device(self.wp_device)  # all streams, torch's included
             with wp.ScopedDevice(self.wp_device):
-                # CUDA cannot capture on torch's legacy default stream: capture on a warp stream;
-                # the graph is then launched on torch's stream (see simulate)
-                stream = wp.Stream(self.wp_device) if self.device.type == "cuda" else None
-                with wp.ScopedCapture(device=self.wp_device, stream=stream, force_module_load=False) as capture:
-                    self._substeps()
+                if self.device.type == "cuda":
+                    # CUDA cannot capture on torch's legacy default stream: capture on a warp stream,
+                    # made current, so every launch and allocation of the step goes to the capturing
+                    # stream (capture_begin alone does not switch streams); the graph is then launched
+                    # on torch's stream (see simulate)
+                    stream = wp.Stream(self.wp_device)
+                    with wp.ScopedStream(stream, sync_enter=False), \
+                            wp.ScopedCapture(device=self.wp_device, stream=stream, force_module_load=False) as capture:
+                        self._substeps()
+                else:
+                    with wp.ScopedCapture(device=self.wp_device, force_module_load=False) as capture:
+                        self._substeps()
             return capture.graph
         except Exception as err:  # any capture failure falls back to eager launches
             warnings.warn(f"warp graph capture failed ({err!r}); stepping MuJoCo Warp eagerly", stacklevel=3)
