@@ -28,6 +28,17 @@ NUM_ENVS, NUM_STEPS, ITERATIONS, STOP_AFTER = 4, 16, 6, 3  # interrupted inside 
 TIMING_STATE = {"wall_s", "eval_s"}
 
 
+@pytest.fixture(autouse=True)
+def _no_curve_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """curve.png (matplotlib, about a second per run) plays no part in what is tested here."""
+    import drl.plotting
+
+    def no_plot(*_args: Any, **_kwargs: Any) -> None:
+        raise ValueError("plotting skipped in this test")  # the runner skips a plot that raises ValueError
+
+    monkeypatch.setattr(drl.plotting, "plot_runs", no_plot)
+
+
 def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, **algo: Any):
     return api.load_config("ppo", env_id, overrides={
         "total_steps": ITERATIONS * NUM_STEPS * NUM_ENVS, "progress": False, "device": "cpu", "seed": 3,
@@ -118,6 +129,7 @@ def test_resume_is_bitwise_identical_pendulum(tmp_path: Path) -> None:
     _check_bitwise_resume(_cfg("drl/Pendulum-v0", {"max_episode_steps": 20}), tmp_path)
 
 
+@pytest.mark.slow  # about 15 s: six MuJoCo Warp envs are built and graph-captured
 def test_resume_is_bitwise_identical_mjwarp_halfcheetah(tmp_path: Path) -> None:
     pytest.importorskip("mujoco_warp")
     _check_bitwise_resume(_cfg("drl/HalfCheetah-v0", {"max_episode_steps": 20}), tmp_path)
