@@ -39,9 +39,9 @@ def _no_curve_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(drl.plotting, "plot_runs", no_plot)
 
 
-def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, **algo: Any):
+def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, device: str = "cpu", **algo: Any):
     return api.load_config("ppo", env_id, overrides={
-        "total_steps": ITERATIONS * NUM_STEPS * NUM_ENVS, "progress": False, "device": "cpu", "seed": 3,
+        "total_steps": ITERATIONS * NUM_STEPS * NUM_ENVS, "progress": False, "device": device, "seed": 3,
         "eval_interval": 2 * NUM_STEPS * NUM_ENVS, "eval_episodes": 2, "checkpoint_interval": 0,
         "env": {"num_envs": NUM_ENVS, "num_eval_envs": 2, "kwargs": env_kwargs or {}},
         "algo": {"num_steps": NUM_STEPS, "minibatch_size": 32, "num_epochs": 2, "normalize_obs": True,
@@ -127,6 +127,18 @@ def test_resume_is_bitwise_identical_cartpole(tmp_path: Path) -> None:
 
 def test_resume_is_bitwise_identical_pendulum(tmp_path: Path) -> None:
     _check_bitwise_resume(_cfg("drl/Pendulum-v0", {"max_episode_steps": 20}), tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0"])
+def test_resume_is_bitwise_identical_cuda(env_id: str, tmp_path: Path) -> None:
+    _check_bitwise_resume(_cfg(env_id, {"max_episode_steps": 20}, device="cuda"), tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_is_bitwise_identical_cuda_mjwarp(tmp_path: Path) -> None:
+    pytest.importorskip("mujoco_warp")
+    _check_bitwise_resume(_cfg("drl/HalfCheetah-v0", {"max_episode_steps": 20}, device="cuda"), tmp_path)
 
 
 @pytest.mark.slow  # about 15 s: six MuJoCo Warp envs are built and graph-captured

@@ -77,6 +77,12 @@ def test_classic_state_round_trip(cls: type, randomize: dict, dtype: torch.dtype
     _check_round_trip(lambda: cls(NUM_ENVS, max_episode_steps=HORIZON, dtype=dtype, randomize=randomize))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("cls", "randomize"), CLASSIC, ids=[c.__name__ for c, _ in CLASSIC])
+def test_classic_state_round_trip_cuda(cls: type, randomize: dict) -> None:
+    _check_round_trip(lambda: cls(NUM_ENVS, device="cuda", max_episode_steps=HORIZON, randomize=randomize))
+
+
 @pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0"])
 def test_registered_ids_have_the_capability(env_id: str) -> None:
     env = envs.make_vec_env(env_id, 2)
@@ -141,6 +147,16 @@ def test_mjwarp_state_round_trip(name: str) -> None:
 
     cls = getattr(mjwarp, name)
     _check_round_trip(lambda: cls(NUM_ENVS, max_episode_steps=HORIZON))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["HalfCheetah", "Ant"])
+def test_mjwarp_state_round_trip_cuda(name: str) -> None:
+    pytest.importorskip("mujoco_warp")
+    from envs import mjwarp
+
+    cls = getattr(mjwarp, name)
+    _check_round_trip(lambda: cls(NUM_ENVS, device="cuda", max_episode_steps=HORIZON))
 
 
 def test_mjwarp_state_holds_per_env_model_fields() -> None:
