@@ -39,10 +39,11 @@ def _no_curve_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(drl.plotting, "plot_runs", no_plot)
 
 
-def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, device: str = "cpu", **algo: Any):
+def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, device: str = "cpu", checkpoint_interval: int = 0,
+         **algo: Any):
     return api.load_config("ppo", env_id, overrides={
         "total_steps": ITERATIONS * NUM_STEPS * NUM_ENVS, "progress": False, "device": device, "seed": 3,
-        "eval_interval": 2 * NUM_STEPS * NUM_ENVS, "eval_episodes": 2, "checkpoint_interval": 0,
+        "eval_interval": 2 * NUM_STEPS * NUM_ENVS, "eval_episodes": 2, "checkpoint_interval": checkpoint_interval,
         "env": {"num_envs": NUM_ENVS, "num_eval_envs": 2, "kwargs": env_kwargs or {}},
         "algo": {"num_steps": NUM_STEPS, "minibatch_size": 32, "num_epochs": 2, "normalize_obs": True,
                  "normalize_reward": True, "compile": False, **algo},
@@ -127,6 +128,36 @@ def test_resume_is_bitwise_identical_cartpole(tmp_path: Path) -> None:
 
 def test_resume_is_bitwise_identical_pendulum(tmp_path: Path) -> None:
     _check_bitwise_resume(_cfg("drl/Pendulum-v0", {"max_episode_steps": 20}), tmp_path)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no checkpoint is written."""
+
+
+def test_resume_from_a_periodic_checkpoint_is_bitwise_identical(tmp_path: Path) -> None:
+    """A run killed between checkpoints resumes from the last periodic one (written at the end of
+    iteration 2) and ends in the uninterrupted run's state."""
+    cfg = _cfg("drl/Acrobot-v0", {"max_episode_steps": 20, "randomize": {"link_mass_2": (0.5, 1.5)}},
+               checkpoint_interval=2 * NUM_STEPS * NUM_ENVS)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    OnPolicyRunner(cfg, api.AGENTS["ppo"].agent_class, whole).train()
+    runner = OnPolicyRunner(cfg, api.AGENTS["ppo"].agent_class, parts)
+    env_step, calls = runner.env.step, [0]
+
+    def step_then_die(actions: torch.Tensor):
+        calls[0] += 1
+        if calls[0] == 3 * NUM_STEPS + 7:  # inside iteration 4
+            raise _Killed
+        return env_step(actions)
+
+    runner.env.step = step_then_die
+    with pytest.raises(_Killed):
+        runner.train()
+    assert load_checkpoint(parts / "checkpoints" / "latest.pt")["runner"]["iteration"] == 2
+    OnPolicyRunner(cfg, api.AGENTS["ppo"].agent_class, parts, resume=True).train()
+    final_whole, final_parts = _final_state(whole), _final_state(parts)
+    for key in ("agent_state", "tracker", "generator", "rng", "runner", "env_state"):
+        _assert_trees_equal(final_whole[key], final_parts[key], key)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

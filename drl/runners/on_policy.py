@@ -115,8 +115,13 @@ def _copy_tensors(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _copy_tensors(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
+        if all(isinstance(v, _SCALARS) for v in tree):  # e.g. python's RNG state: 625 ints
+            return tree if isinstance(tree, tuple) else list(tree)
         return type(tree)(_copy_tensors(v) for v in tree)
     return tree
+
+
+_SCALARS = (int, float, str, bool, type(None))
 
 
 def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
