@@ -14,6 +14,15 @@ the bool mask ``[N]`` of finished envs. Bootstrapping a truncated episode theref
 
 Observations are a tensor ``[N, *obs_shape]`` or a dict of groups (``"policy"`` for the actor,
 ``"critic"`` for privileged state), following Isaac Lab's naming.
+
+Optional capability, env state: an env whose ``supports_state_dict`` is true has
+``state_dict()`` / ``load_state_dict(state)``. The state holds everything the env needs to continue
+bitwise identically (physical state, episode step counters, per-env randomised parameters, the env's
+random generator, and ``state["obs"]``, the observation the last ``reset``/``step`` returned): a copy
+of the env given ``load_state_dict(env.state_dict())`` returns exactly the same observations, rewards
+and flags as the original for the same actions, autoresets included. The runner saves it in
+checkpoints so a resumed run continues the uninterrupted one. Envs without it (the gymnasium adapter,
+pybullet tasks) are reset on resume; :func:`supports_env_state` tells them apart.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ __all__ = [
     "obs_index",
     "obs_where",
     "resolve_device",
+    "supports_env_state",
+    "obs_equal",
 ]
 
 
@@ -91,6 +102,34 @@ def obs_where(mask: torch.Tensor, a: Obs, b: Obs) -> Obs:
     return _where(a, b)
 
 
+def supports_env_state(env: Any) -> bool:
+    """Whether ``env`` has the optional ``state_dict()`` / ``load_state_dict()`` capability."""
+    return bool(getattr(env, "supports_state_dict", False))
+
+
+def obs_equal(a: Obs, b: Obs) -> bool:
+    """Bitwise equality of two obs tensors or dicts of groups (NaN equals NaN at the same place)."""
+
+    def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if x.is_floating_point():
+            return bool(((x == y) | (x.isnan() & y.isnan())).all())
+        return torch.equal(x, y)
+
+    if isinstance(a, dict) or isinstance(b, dict):
+        if not (isinstance(a, dict) and isinstance(b, dict)) or set(a) != set(b):
+            return False
+        return all(_equal(a[k], b[k]) for k in a)
+    return _equal(a, b)
+
+
+def _clone_obs(obs: Obs) -> Obs:
+    if isinstance(obs, dict):
+        return {k: v.clone() for k, v in obs.items()}
+    return obs.clone()
+
+
 class TorchVecEnv(VectorEnv):
     """Base class of batched torch environments (all envs stepped by one set of tensor ops).
 
@@ -103,6 +142,13 @@ class TorchVecEnv(VectorEnv):
       put per-env extras such as reward terms or success flags in ``self._step_info``, which
       ``step`` adds to ``info``);
     * ``_set_state(state)``: set the physical state of every env (``reset(options={"state": s})``).
+
+    Two more hooks give the env the state capability (``supports_state_dict``, see the module doc):
+
+    * ``_get_state() -> dict[str, Tensor]``: every tensor the future of the env depends on besides
+      the step counters and generator the base class saves (physical state, randomised parameters,
+      task caches);
+    * ``_load_state(state)``: write back what ``_get_state`` returned (check shapes, copy in).
 
     The base class owns step counting, truncation at ``max_episode_steps``, SAME_STEP autoreset
     and ``info["final_obs"]``. It never synchronises with the device on the hot path.
@@ -145,6 +191,71 @@ class TorchVecEnv(VectorEnv):
 
     def _set_state(self, state: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not support reset(options={{'state': ...}})")
+
+    def _get_state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not save its state")
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not load a saved state")
+
+    # --- state (optional capability) -------------------------------------------------------
+    @property
+    def supports_state_dict(self) -> bool:
+        """True when the subclass implements ``_get_state``/``_load_state``."""
+        cls = type(self)
+        return cls._get_state is not TorchVecEnv._get_state and cls._load_state is not TorchVecEnv._load_state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this env bitwise identically (copies, on ``self.device``).
+
+        Keys: ``env`` (class name), ``num_envs``, ``device_type``, ``episode_steps`` ``[N]`` int64,
+        ``generator`` (the env generator's state, a CPU uint8 tensor), ``obs`` (the observation
+        the last ``reset``/``step`` returned, ``[N, ...]`` or a dict of groups) and ``physics``
+        (the subclass's ``_get_state()``). Raises ``NotImplementedError`` for an env without the
+        capability (``supports_state_dict`` false).
+        """
+        physics = self._get_state()
+        return {
+            "env": type(self).__name__,
+            "num_envs": self.num_envs,
+            "device_type": self.device.type,
+            "episode_steps": self.episode_steps.clone(),
+            "generator": self.generator.get_state(),
+            "obs": _clone_obs(self._observe()),
+            "physics": {k: v.clone() for k, v in physics.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (by this env or by an identically built one).
+
+        Raises ``ValueError`` naming the mismatch when ``state`` is for another env class, another
+        ``num_envs`` or device type, or has tensors of the wrong shape; ``RuntimeError`` when the
+        restored env does not observe ``state["obs"]`` (its ``_get_state`` misses something).
+        """
+        name = type(self).__name__
+        for key, mine in (("env", name), ("num_envs", self.num_envs), ("device_type", self.device.type)):
+            if state.get(key) != mine:
+                raise ValueError(f"{name}: the saved env state has {key}={state.get(key)!r}, this env has {mine!r}")
+        steps = torch.as_tensor(state["episode_steps"])
+        if tuple(steps.shape) != (self.num_envs,):
+            raise ValueError(f"{name}: saved episode_steps has shape {tuple(steps.shape)}, expected ({self.num_envs},)")
+        physics = {k: torch.as_tensor(v) for k, v in state["physics"].items()}
+        if set(physics) != set(self._get_state()):
+            raise ValueError(f"{name}: the saved env state holds {sorted(physics)}, this env needs "
+                             f"{sorted(self._get_state())}")
+        self._load_state(physics)
+        self.episode_steps.copy_(steps.to(self.device))
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
+        if not obs_equal(obs_to(self._observe(), self.device), obs_to(state["obs"], self.device)):
+            raise RuntimeError(f"{name}: after load_state_dict the env does not observe the saved obs; "
+                               "its _get_state misses part of the state")
+
+    def _check_state_shape(self, key: str, saved: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """``saved`` on this env's device, after checking that its shape and dtype are ``current``'s."""
+        if tuple(saved.shape) != tuple(current.shape) or saved.dtype != current.dtype:
+            raise ValueError(f"{type(self).__name__}: saved state '{key}' is {saved.dtype} "
+                             f"{tuple(saved.shape)}, this env has {current.dtype} {tuple(current.shape)}")
+        return saved.to(self.device)
 
     # --- gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:

@@ -363,6 +363,11 @@ class PPO:
         self.obs_normalizers.load_state_dict(state["obs_normalizers"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
 
+    def on_env_reset(self) -> None:
+        """Every env was reset outside a rollout (a resume without env state): the reward
+        scaler's running discounted returns restart at 0, as at an episode end."""
+        self.reward_scaler.returns.zero_()
+
     @property
     def policy(self) -> nn.Module:
         """The actor (with its obs normalisers) for evaluation and export."""

@@ -5,7 +5,16 @@ The runner knows nothing about the algorithm. It asks the agent for
 * ``storage_fields()``: the fields of one rollout step;
 * ``act(obs) -> (env_action, record)`` and ``record_outcome(record, reward, terminated,
   truncated, final_obs) -> record``: one step's stored data;
-* ``update(storage, progress) -> metrics``; ``state_dict()`` / ``load_state_dict()``.
+* ``update(storage, progress) -> metrics``; ``state_dict()`` / ``load_state_dict()``;
+* optionally ``on_env_reset()``: every env was reset outside the rollout (a resume without env
+  state), so per-env running quantities (PPO: the reward scaler's discounted returns) restart.
+
+Resume. A checkpoint holds the state as of an iteration boundary: the agent, the RNGs, the runner
+counters, the episode tracker's unfinished episodes, the current observation and, for envs with
+the state capability (:func:`envs.core.supports_env_state`: the torch-batched and MuJoCo Warp
+envs), the env state. Such a run resumes bitwise identically to the uninterrupted one. Other envs
+(the gymnasium adapter) are reset with a new seed on resume; the episodes in progress are dropped
+and restart, consistently (see :meth:`OnPolicyRunner.train`).
 
 Everything on the per-step path stays on the env's device: episode statistics are accumulated
 with masked tensor ops and read back once per iteration.
@@ -17,6 +26,7 @@ import json
 import math
 import random
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,7 @@ from drl.config import TrainConfig, dump_yaml, to_dict
 from drl.logging import RunLogger, Stopwatch
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
-from envs.core import resolve_device
+from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
 __all__ = ["OnPolicyRunner", "EpisodeTracker", "evaluate_policy", "seed_everything"]
 
@@ -52,6 +62,24 @@ class EpisodeTracker:
     def __init__(self, num_envs: int, device: torch.device):
         self.carry_return = torch.zeros(num_envs, dtype=torch.float64, device=device)
         self.carry_length = torch.zeros(num_envs, dtype=torch.int64, device=device)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The unfinished episodes' return ``[N]`` float64 and length ``[N]`` int64 (copies)."""
+        return {"carry_return": self.carry_return.clone(), "carry_length": self.carry_length.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`; raises ``ValueError`` if its shapes do not match ``num_envs``."""
+        for key in ("carry_return", "carry_length"):
+            mine, saved = getattr(self, key), torch.as_tensor(state[key])
+            if saved.shape != mine.shape:
+                raise ValueError(f"episode tracker: saved {key} has shape {tuple(saved.shape)}, "
+                                 f"this run has {tuple(mine.shape)}")
+            mine.copy_(saved)
+
+    def reset(self) -> None:
+        """Every env starts a new episode (the envs were reset)."""
+        self.carry_return.zero_()
+        self.carry_length.zero_()
 
     def update(self, rewards: torch.Tensor, done: torch.Tensor) -> tuple[float, float, int]:
         """Mean return, mean length and number of the episodes that ended in this rollout.
@@ -78,6 +106,22 @@ class EpisodeTracker:
         if count == 0:
             return float("nan"), float("nan"), 0
         return returns[done].mean().item(), lengths[done].double().mean().item(), count
+
+
+def _copy_tensors(tree: Any) -> Any:
+    """A copy of a nested dict/list/tuple in which every tensor is cloned (other leaves are shared)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: _copy_tensors(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        if all(isinstance(v, _SCALARS) for v in tree):  # e.g. python's RNG state: 625 ints
+            return tree if isinstance(tree, tuple) else list(tree)
+        return type(tree)(_copy_tensors(v) for v in tree)
+    return tree
+
+
+_SCALARS = (int, float, str, bool, type(None))
 
 
 def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
@@ -138,6 +182,10 @@ class OnPolicyRunner:
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
+        self.tracker = EpisodeTracker(cfg.env.num_envs, self.device)
+        self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
+        self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
+        self._in_iteration = False
         # the folder is made only once everything above was built: a bad env or config leaves nothing behind
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
@@ -155,7 +203,13 @@ class OnPolicyRunner:
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:
-        return {
+        """The run's state now (tensors may be live references: save or copy it before training on).
+
+        Besides the agent, RNGs and counters it holds the episode tracker's unfinished episodes
+        (``tracker``) and, once the envs were reset and when the env has the state capability,
+        ``env_state`` (``env.state_dict()``, whose ``obs`` is the obs the agent acts on next).
+        """
+        payload = {
             "agent": self.cfg.agent,
             "env": self.cfg.env.id,
             "config": to_dict(self.cfg),
@@ -163,10 +217,33 @@ class OnPolicyRunner:
             "runner": dict(self.state),
             "rng": rng_state(),
             "generator": self.generator.get_state(),
+            "tracker": self.tracker.state_dict(),
         }
+        if self._obs is not None and supports_env_state(self.env):
+            payload["env_state"] = self.env.state_dict()
+        return payload
 
-    def save(self, name: str = "latest.pt") -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints" / name, self.checkpoint_payload())
+    def boundary_payload(self) -> dict[str, Any]:
+        """The payload as of the last iteration boundary: what a checkpoint written on an
+        interruption (or an error) must hold. Inside an iteration (a partial rollout, an update or
+        an evaluation under way) it is the copy taken when the iteration began, so nothing of the
+        unfinished iteration (env steps, normaliser statistics, RNG draws, weights) is in it."""
+        if self._in_iteration and self._boundary is not None:
+            return self._boundary
+        return self.checkpoint_payload()
+
+    def _begin_iteration(self) -> None:
+        self._boundary = _copy_tensors(self.checkpoint_payload())
+        self._in_iteration = True
+
+    def _end_iteration(self) -> None:
+        self._in_iteration = False
+        self._boundary = None
+
+    def save(self, name: str = "latest.pt", payload: dict[str, Any] | None = None) -> Path:
+        """Write ``payload`` (default: :meth:`checkpoint_payload`) to ``checkpoints/<name>``."""
+        return save_checkpoint(self.run_dir / "checkpoints" / name,
+                               self.checkpoint_payload() if payload is None else payload)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("agent") != self.cfg.agent:
@@ -174,7 +251,28 @@ class OnPolicyRunner:
         self.agent.load_state_dict(ckpt["agent_state"])
         self.state.update(ckpt["runner"])
         set_rng_state(ckpt["rng"])
-        self.generator.set_state(ckpt["generator"])
+        self.generator.set_state(ckpt["generator"].cpu())
+        if "tracker" in ckpt:
+            self.tracker.load_state_dict(ckpt["tracker"])
+        env_state = ckpt.get("env_state")
+        if env_state is not None and supports_env_state(self.env):
+            try:
+                self.env.load_state_dict(env_state)
+            except (ValueError, RuntimeError) as err:
+                warnings.warn(f"the checkpoint's env state was not restored ({err}); the envs are reset, so "
+                              "this resume is not identical to an uninterrupted run", stacklevel=2)
+            else:
+                self._obs = obs_to(env_state["obs"], self.device)
+
+    def _reset_envs(self) -> Obs:
+        """Reset every env (a new run, or a resume without env state): the episodes in progress
+        are dropped, so the tracker's carries and the agent's per-env running quantities restart."""
+        obs, _ = self.env.reset(seed=self.cfg.seed + self.state["iteration"])
+        self.tracker.reset()
+        on_env_reset = getattr(self.agent, "on_env_reset", None)
+        if on_env_reset is not None:
+            on_env_reset()
+        return obs
 
     # --- signals --------------------------------------------------------------------------
     def _request_stop(self, signum: int, _frame: Any) -> None:
@@ -197,14 +295,16 @@ class OnPolicyRunner:
         logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
                            progress=cfg.progress)
         clock = Stopwatch(offset=state["wall_s"])
-        tracker = EpisodeTracker(cfg.env.num_envs, self.device)
+        tracker = self.tracker
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
-        obs, _ = self.env.reset(seed=cfg.seed + state["iteration"])
+        # a restored env state continues where the checkpoint left it; otherwise the envs are reset
+        obs = self._obs = self._reset_envs() if self._obs is None else self._obs
         interrupted = False
         try:
             while state["iteration"] < self.num_iterations:
+                self._begin_iteration()
                 iteration_start = clock()
                 self.storage.clear()
                 for t in range(self.num_steps):
@@ -216,6 +316,7 @@ class OnPolicyRunner:
                     torch.logical_or(terminated, truncated, out=end_rows[t])
                     if self._stop_signal is not None:
                         break
+                self._obs = obs
                 if self._stop_signal is not None:
                     interrupted = True  # the partial rollout is dropped: resume redoes it
                     break
@@ -243,12 +344,13 @@ class OnPolicyRunner:
                     self.save()
                     while state["next_checkpoint_step"] <= state["global_step"]:
                         state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
+                self._end_iteration()
         finally:
             state["wall_s"] = clock()
             logger.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
-        self.save()
+        self.save(payload=self.boundary_payload())
         summary = self._write_summary(interrupted)
         self.env.close()
         self.eval_env.close()

@@ -46,7 +46,18 @@ try:  # optional backend: the module imports without it, constructing an env rai
 except ImportError:  # pragma: no cover - exercised only where the extra is missing
     mujoco = mjw = wp = None
 
-__all__ = ["MjWarpEnv", "load_mj_model", "warp_device_for", "MASS_DEPENDENT_FIELDS"]
+__all__ = ["MjWarpEnv", "load_mj_model", "warp_device_for", "MASS_DEPENDENT_FIELDS", "STATE_FIELDS"]
+
+# The Data arrays an env's future depends on: MuJoCo's integration state (mjSTATE_INTEGRATION:
+# time, qpos, qvel, act, actuator history, plastic state, the solver's warm start, ctrl, applied
+# forces, equality activation, mocap poses, userdata) and the sleep state; then the derived arrays
+# that observations read between steps (every other derived array is recomputed by the next step's
+# forward pass). Fields this mujoco_warp version lacks are skipped.
+STATE_FIELDS = (
+    "time", "qpos", "qvel", "act", "history", "plastic", "qacc_warmstart", "ctrl", "qfrc_applied",
+    "xfrc_applied", "eq_active", "mocap_pos", "mocap_quat", "userdata", "tree_asleep",
+    "cfrc_ext", "xpos", "xquat", "sensordata",
+)
 
 # Model fields that set_const derives from body masses/inertias. When masses differ per env these
 # must be per env too, or every env would use world 0's derived constants (subtree mass, the
@@ -444,6 +455,29 @@ class MjWarpEnv(TorchVecEnv):
 
     def _after_state_write(self, mask: torch.Tensor) -> None:
         """Hook for tasks: per-env caches to refresh where ``mask [N]`` was reset."""
+
+    # --- env state capability ---------------------------------------------------------------
+    def _state_field_names(self) -> list[str]:
+        return [name for name in STATE_FIELDS if getattr(self.data, name, None) is not None]
+
+    def _warp_state(self) -> dict[str, torch.Tensor]:
+        """Views of the :data:`STATE_FIELDS` of the warp ``Data`` (``data/<name>``, ``[N, ...]``) and of
+        every per-env model field (``model/<name>``, the domain-randomised parameters). Model fields
+        shared by all envs are not included: they come from the constructor's arguments."""
+        state = {f"data/{name}": self.data_view(name) for name in self._state_field_names()}
+        state |= {f"model/{name}": self.model_view(name) for name in self.per_env_model_fields}
+        return state
+
+    def _get_state(self) -> dict[str, torch.Tensor]:
+        """:meth:`_warp_state`; tasks with caches of their own add them."""
+        return self._warp_state()
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        # checked first, then copied into the existing warp arrays (the captured graph points at them)
+        views = self._warp_state()
+        saved = {key: self._check_state_shape(key, state[key], view) for key, view in views.items()}
+        for key, view in views.items():
+            view.copy_(saved[key])
 
     # --- TorchVecEnv hooks ------------------------------------------------------------------
     def _observe(self) -> Obs:

@@ -366,6 +366,14 @@ class Ant(_Locomotion):
         else:
             self._main_body_xy = torch.where(mask.view(-1, 1), fresh, self._main_body_xy)
 
+    def _get_state(self) -> dict[str, torch.Tensor]:
+        return {**super()._get_state(), "task/main_body_xy": self._main_body_xy}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        saved_xy = self._check_state_shape("task/main_body_xy", state["task/main_body_xy"], self._main_body_xy)
+        super()._load_state({k: v for k, v in state.items() if k != "task/main_body_xy"})
+        self._main_body_xy = saved_xy.clone()
+
     def _contact_forces(self) -> torch.Tensor:
         """``cfrc_ext`` clipped to ``contact_force_range``: ``[N, nbody, 6]``."""
         low, high = self._contact_force_range

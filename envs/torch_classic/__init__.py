@@ -43,6 +43,7 @@ class ClassicControlEnv(TorchVecEnv):
 
     Subclasses keep their physical state in ``self.state`` ``[N, state_dim]`` (``dtype``) and never
     modify it in place (each step builds a new tensor), so observations handed out earlier never change.
+    ``state_dict()`` holds ``self.state`` and the randomised parameters (the env state capability).
     """
 
     state: torch.Tensor
@@ -85,6 +86,17 @@ class ClassicControlEnv(TorchVecEnv):
                              f"{tuple(state.shape)}")
         # A copy: the caller may keep modifying its tensor.
         self.state = state.to(device=self.device, dtype=self.dtype, copy=True)
+
+    def _get_state(self) -> dict[str, torch.Tensor]:
+        """The physical state ``[N, state_dim]`` and every randomised parameter ``[N]``."""
+        return {"state": self.state, **{f"param/{name}": getattr(self, name) for name in self.randomize}}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        # copies: the caller keeps its tensors, and the env never shares memory with a checkpoint
+        self.state = self._check_state_shape("state", state["state"], self.state).clone()
+        for name in self.randomize:
+            key = f"param/{name}"
+            setattr(self, name, self._check_state_shape(key, state[key], getattr(self, name)).clone())
 
     def _flat_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions ``[N]`` or ``[N, 1]`` -> ``[N]`` in the physics dtype."""
