@@ -16,6 +16,17 @@ Three kinds of failure, each one exception with one line of message and its own 
 
 Exit code 2 stays what it was: bad input (config, arguments, a foreign checkpoint).
 
+Where a non-finite value is found, and what is named. The rollout check reads the env's rewards
+and every floating storage field, and names the earliest step, then the lowest env index there,
+preferring the env's own reward over values derived from it (a reward scaler spreads one NaN
+return to every env). With observation normalisation on, a NaN observation corrupts the running
+statistics at the next step, so every env's normalised obs is NaN from then on; it is still named
+at its source because the stored final obs of the step that returned it is normalised without
+updating the statistics. An infinite obs is clipped by the normaliser until the statistics turn
+NaN, so with normalisation on it is named one step late (and possibly at env 0). An exception
+raised while acting (e.g. ``torch.multinomial`` on NaN probabilities) triggers the same search
+over the steps so far and the latest obs before it is reported as itself.
+
 Runners share these helpers: :func:`check_rollout` on whatever ``[T, N, ...]`` tensors they
 collect, :func:`check_update` on an agent's metrics and ``state_dict()`` after each update.
 Agents only follow a naming convention: a metric named ``loss``, ``*_loss`` or ``*grad_norm``
@@ -134,12 +145,22 @@ def _floating(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """Whether every floating-point element of ``tensors`` is finite: one host sync per device.
 
-    Non-floating tensors (bool, int: always finite) and empty ones are skipped.
+    Non-floating tensors (bool, int: always finite) and empty ones are skipped. Small tensors
+    (a network's parameters) are concatenated and checked in one kernel; large ones one each.
     """
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    small: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    flags: dict[torch.device, list[torch.Tensor]] = {}
     for t in _floating(tensors):
-        by_device.setdefault(t.device, []).append(torch.isfinite(t).all())
-    return all(bool(torch.stack(flags).all()) for flags in by_device.values())
+        if t.numel() <= _SMALL:
+            small.setdefault((t.device, t.dtype), []).append(t.reshape(-1))
+        else:
+            flags.setdefault(t.device, []).append(torch.isfinite(t).all())
+    for (device, _), group in small.items():
+        flags.setdefault(device, []).append(torch.isfinite(torch.cat(group)).all())
+    return all(bool(torch.stack(device_flags).all()) for device_flags in flags.values())
+
+
+_SMALL = 1 << 16  # elements up to which a tensor joins the concatenated check
 
 
 def first_non_finite(x: torch.Tensor) -> tuple[tuple[int, ...], float] | None:

@@ -369,8 +369,13 @@ class OnPolicyRunner:
         return summary
 
     def _evaluate(self) -> tuple[float, float]:
-        returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                  seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        try:
+            returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
+                                      seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        except EnvStepError as err:
+            err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
+                                                     f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
+            raise
         mean, std = float(np.mean(returns)), float(np.std(returns))
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
