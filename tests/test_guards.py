@@ -361,24 +361,32 @@ def test_run_dir_under_a_file_one_line_exit_5(tmp_path, capsys):
         "choose another --run-dir (the files written before are kept)")
 
 
-def test_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("code", "where"), [(errno.ENOSPC, "os.replace"), (errno.EROFS, "tempfile.mkstemp")])
+def test_full_or_read_only_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch, code, where):
+    """The second checkpoint fails: the disk filled up (at the rename) or became read-only (at the
+    temp file); the run stops with one line and the first checkpoint is intact."""
+    import tempfile
+
     run_dir = tmp_path / "run"
-    replace, saved = os.replace, []
+    module = os if where == "os.replace" else tempfile
+    name = where.split(".")[1]
+    original, calls = getattr(module, name), []
 
-    def replace_until_disk_full(src, dst, *args, **kwargs):
-        if str(dst).endswith("latest.pt"):
-            if saved:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
-            saved.append(1)
-        return replace(src, dst, *args, **kwargs)
+    def fail_from_the_second_checkpoint(*args, **kwargs):
+        target = str(args[1] if where == "os.replace" else kwargs.get("prefix", ""))
+        if "latest.pt" in target:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(code, os.strerror(code), target)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", replace_until_disk_full)
+    monkeypatch.setattr(module, name, fail_from_the_second_checkpoint)
     args = ["train", "ppo", "--env", "drl/CartPole-v0", "--run-dir", str(run_dir), *TINY_CLI,
             "--set", "checkpoint_interval=32"]
     assert main(args) == EXIT_WRITE_ERROR
     latest = run_dir / "checkpoints" / "latest.pt"
     assert _one_line(capsys.readouterr().err) == (
-        f"drl train: error: cannot write {latest}: No space left on device; free space on that disk or choose "
+        f"drl train: error: cannot write {latest}: {os.strerror(code)}; free space on that disk or choose "
         "another --run-dir (the files written before are kept)")
     assert load_checkpoint(latest)["runner"]["global_step"] == 32  # the first checkpoint, intact
     assert [p.name for p in latest.parent.iterdir()] == ["latest.pt"]  # no temp file left, no eval yet
