@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from drl.guards import check_payload, writing
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "FORMAT"]
 
 FORMAT = "drl-checkpoint"
@@ -26,20 +28,28 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically: a crash never leaves a half-written checkpoint."""
+    """Write ``payload`` to ``path`` atomically: a crash never leaves a half-written checkpoint.
+
+    Raises:
+        NonFiniteError: a tensor of ``payload`` holds a NaN or inf (nothing is written: the
+            checkpoint already at ``path`` stays).
+        RunWriteError: the folder is not writable or the disk is full (``path`` is untouched).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_payload(payload, path)
     data = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path, name_cause=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -103,7 +103,11 @@ def _demos(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drl", description="Train and evaluate deep-RL agents.")
+    parser = argparse.ArgumentParser(
+        prog="drl", description="Train and evaluate deep-RL agents.",
+        epilog="exit codes: 0 done, 2 bad input, 3 non-finite value (NaN/inf: divergence or a faulty env), "
+               "4 an env raised, 5 cannot write the run folder (read-only, disk full)",
+    )
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help=f"train an agent (no arguments: {DEFAULT_AGENT} on {DEFAULT_ENV})")
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["train", *(argv or [])])
     from gymnasium.error import Error as GymError
 
+    from drl import guards
     from drl.checkpoint import CheckpointError
     from envs.core import MissingDependencyError
 
@@ -162,12 +167,25 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except (guards.NonFiniteError, guards.EnvStepError, guards.RunWriteError) as err:  # one line, its own code
+        if os.environ.get("DRL_DEBUG"):
+            raise
+        print(f"drl {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, guards.NonFiniteError):
+            return guards.EXIT_NON_FINITE
+        return guards.EXIT_ENV_ERROR if isinstance(err, guards.EnvStepError) else guards.EXIT_WRITE_ERROR
     except (ConfigError, CheckpointError, MissingDependencyError, GymError, FileNotFoundError, FileExistsError,
             ValueError, TypeError) as err:
         if os.environ.get("DRL_DEBUG"):
             raise
         print(f"drl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # any other file-system failure: one line, not a traceback
+        if os.environ.get("DRL_DEBUG"):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"drl {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return guards.EXIT_WRITE_ERROR
 
 
 if __name__ == "__main__":

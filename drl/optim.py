@@ -157,7 +157,9 @@ class TrainStep:
         compile: fuse the whole step into one ``torch.compile``d graph. If compiling fails (no C++
             compiler, unsupported op) the step warns and stays eager.
 
-    Calling it returns ``loss_fn``'s scalars, detached.
+    Calling it returns ``loss_fn``'s scalars, detached, plus ``grad_norm``: the global L2 norm of
+    the gradient before clipping (non-finite when the loss or the gradient was, which is how a
+    caller sees a diverging step without reading the flat gradient).
     """
 
     def __init__(self, module: nn.Module, loss_fn: Callable[[Any], Losses], learning_rate: float,
@@ -200,8 +202,9 @@ class TrainStep:
         losses = self.loss_fn(minibatch)
         losses["loss"].backward()
         with torch.no_grad():
-            self.adam.step(self.params.data, self._clip(self.params.grad), self.lr)
-        return {key: value.detach() for key, value in losses.items()}
+            gradient, grad_norm = self._clip(self.params.grad)
+            self.adam.step(self.params.data, gradient, self.lr)
+        return {**{key: value.detach() for key, value in losses.items()}, "grad_norm": grad_norm}
 
     def _state(self) -> tuple[torch.Tensor, ...]:
         return self.params.data, self.adam.exp_avg, self.adam.exp_avg_sq, self.adam.step_count, self.lr
@@ -210,18 +213,18 @@ class TrainStep:
                          step_count: torch.Tensor, lr: torch.Tensor, minibatch: Any) -> Losses:
         """The step as a function of its state (what gets compiled)."""
         gradient, losses = grad(self._loss_at, has_aux=True)(flat, minibatch)
-        gradient = self._clip(gradient)
+        gradient, grad_norm = self._clip(gradient)
         adam = self.adam
         adam_update(flat, gradient, exp_avg, exp_avg_sq, step_count, lr, adam.beta1, adam.beta2, adam.eps)
-        return losses
+        return {**losses, "grad_norm": grad_norm}
 
     def _loss_at(self, flat: torch.Tensor, minibatch: Any) -> tuple[torch.Tensor, Losses]:
         losses = functional_call(self._loss_module, self.params.as_dict(flat, prefix="module."), (minibatch,))
         return losses["loss"], losses
 
-    def _clip(self, gradient: torch.Tensor) -> torch.Tensor:
-        """Scale ``gradient`` ``[P]`` so its global L2 norm is at most ``max_grad_norm``."""
-        if self.max_grad_norm is None:
-            return gradient
+    def _clip(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, its norm before)``."""
         norm = torch.linalg.vector_norm(gradient)
-        return gradient * torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
+        if self.max_grad_norm is None:
+            return gradient, norm
+        return gradient * torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0), norm

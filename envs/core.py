@@ -44,6 +44,7 @@ __all__ = [
     "TorchVecEnv",
     "GymnasiumVecEnv",
     "MissingDependencyError",
+    "EnvStepError",
     "obs_to",
     "obs_index",
     "obs_where",
@@ -62,6 +63,55 @@ class MissingDependencyError(ImportError):
             f"{what} needs the optional dependency '{pkg}', which is not installed. "
             f"Install it with: pip install 'drl[{extra}]'  (or: pip install {pkg})"
         )
+
+
+class EnvStepError(RuntimeError):
+    """An env's ``step()`` or ``reset()`` raised; the message is one line with where and why.
+
+    The adapter that knows which copy failed raises it with ``env_index``; a runner adds the run's
+    context with :meth:`add_context`. The original exception is ``__cause__``.
+
+    Attributes:
+        env_id: the env id.
+        env_index: which env copy raised (None: a batched backend steps all copies at once).
+        call: ``"step"`` or ``"reset"``.
+        error: ``"<type>: <first line of its message>"`` of the original exception.
+        global_step, t, seed: the run's global step and rollout step of the failed step, and the
+            run's seed (None until a runner adds them).
+        note: anything else the runner adds (e.g. where the emergency checkpoint went).
+    """
+
+    def __init__(self, env_id: str, env_index: int | None, cause: BaseException, call: str = "step"):
+        self.env_id = env_id
+        self.env_index = env_index
+        self.call = call
+        message = str(cause).strip().splitlines()
+        self.error = type(cause).__name__ + (f": {message[0]}" if message else "")
+        self.global_step: int | None = None
+        self.t: int | None = None
+        self.seed: int | None = None
+        self.note = ""
+        super().__init__(self.error)
+
+    def add_context(self, global_step: int | None = None, t: int | None = None, seed: int | None = None,
+                    note: str | None = None) -> EnvStepError:
+        """Fill in what the caller knows (fields already set are kept); returns ``self``."""
+        self.global_step = self.global_step if global_step is None else global_step
+        self.t = self.t if t is None else t
+        self.seed = self.seed if seed is None else seed
+        if note:
+            self.note = f"{self.note}; {note}" if self.note else note
+        return self
+
+    def __str__(self) -> str:
+        who = f"env {self.env_index} of '{self.env_id}'" if self.env_index is not None else f"env '{self.env_id}'"
+        where = [f"rollout step t={self.t}"] if self.t is not None else []
+        if self.global_step is not None:
+            where.append(f"global_step {self.global_step}")
+        if self.seed is not None:
+            where.append(f"seed {self.seed}")
+        text = f"{who} raised in {self.call}()" + (f" at {', '.join(where)}" if where else "") + f": {self.error}"
+        return text + (f"; {self.note}" if self.note else "")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -291,6 +341,41 @@ class TorchVecEnv(VectorEnv):
         return low + (high - low) * u
 
 
+def _make_env(env_id: str, env_kwargs: dict[str, Any], wrappers: list) -> gym.Env:
+    """One wrapped env copy (module level, so async workers can unpickle the factory)."""
+    env = gym.make(env_id, **env_kwargs)
+    for wrapper in wrappers:
+        env = wrapper(env)
+    return env
+
+
+class _IndexedAsyncVectorEnv(gym.vector.AsyncVectorEnv):
+    """gymnasium's ``AsyncVectorEnv`` whose worker errors come out as :class:`EnvStepError` with the index.
+
+    gymnasium re-raises a worker's exception without saying which worker raised it (the index
+    and traceback only go to a logged warning); here the failed worker's index is read from the
+    per-worker success flags and the logged traceback is left out (it is the ``__cause__``).
+    """
+
+    env_id = ""
+
+    def _raise_if_errors(self, successes: Any) -> None:
+        successes = list(successes)
+        if all(successes):
+            return
+        failed = [i for i, ok in enumerate(successes) if not ok]
+        call = {"WAITING_RESET": "reset", "WAITING_STEP": "step"}.get(getattr(self._state, "name", ""), "call")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                super()._raise_if_errors(successes)
+        except Exception as err:
+            error = EnvStepError(self.env_id, failed[0] if len(failed) == 1 else None, err, call=call)
+            if len(failed) > 1:
+                error.add_context(note=f"workers {failed} all raised; this is the last error gymnasium reported")
+            raise error from err
+
+
 def _flatten_obs_space(space: gym.Space) -> tuple[gym.Space, bool, list[str] | None]:
     """What the adapter exposes for ``space``: ``(exposed space, needs flattening, Dict keys to keep)``.
 
@@ -361,6 +446,7 @@ class GymnasiumVecEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.device = resolve_device(device)
+        self._env_id = env_id
         env_kwargs = env_kwargs or {}
         probe = gym.make(env_id, **env_kwargs)
         for wrapper in wrappers or []:
@@ -395,9 +481,12 @@ class GymnasiumVecEnv(VectorEnv):
                     env = wrapper(env)
                 self.envs.append(env)
         else:
-            self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async",
-                                    vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                                    wrappers=all_wrappers or None, **env_kwargs)
+            # gymnasium's AsyncVectorEnv built as make_vec builds it, told to name a failing worker
+            self.env = _IndexedAsyncVectorEnv(
+                [functools.partial(_make_env, env_id, env_kwargs, all_wrappers)] * num_envs,
+                autoreset_mode=AutoresetMode.SAME_STEP,
+            )
+            self.env.env_id = env_id
 
     def _tensor(self, array: np.ndarray, dtype: np.dtype) -> torch.Tensor:
         """numpy -> torch without a copy where possible (the arrays are fresh each step)."""
@@ -428,10 +517,14 @@ class GymnasiumVecEnv(VectorEnv):
             return self._to_torch(obs), info
         obs = self._empty_obs()
         infos: dict[str, Any] = {}
-        for i, env in enumerate(self.envs):
-            env_obs, env_info = env.reset(seed=None if seed is None else seed + i, options=options)
-            self._write_obs(obs, i, env_obs)
-            infos = self._add_info(infos, env_info, i)
+        i = 0
+        try:
+            for i, env in enumerate(self.envs):
+                env_obs, env_info = env.reset(seed=None if seed is None else seed + i, options=options)
+                self._write_obs(obs, i, env_obs)
+                infos = self._add_info(infos, env_info, i)
+        except Exception as err:
+            raise EnvStepError(self._env_id, i, err, call="reset") from err
         return self._to_torch(obs), infos
 
     def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -464,15 +557,19 @@ class GymnasiumVecEnv(VectorEnv):
         truncated = np.empty(self.num_envs, np.bool_)
         infos: dict[str, Any] = {}
         finished: list[tuple[int, Any]] = []
-        for i, env in enumerate(self.envs):
-            env_obs, reward[i], terminated[i], truncated[i], env_info = env.step(actions[i])
-            if terminated[i] or truncated[i]:
-                finished.append((i, env_obs))  # becomes the full final-obs tensor in step()
-                infos = self._add_info(infos, {"final_info": env_info}, i)
-                env_obs, env_info = env.reset()
-            self._write_obs(obs, i, env_obs)
-            if env_info:
-                infos = self._add_info(infos, env_info, i)
+        i = 0
+        try:  # one try around the loop: free when nothing raises, and ``i`` names the env that did
+            for i, env in enumerate(self.envs):
+                env_obs, reward[i], terminated[i], truncated[i], env_info = env.step(actions[i])
+                if terminated[i] or truncated[i]:
+                    finished.append((i, env_obs))  # becomes the full final-obs tensor in step()
+                    infos = self._add_info(infos, {"final_info": env_info}, i)
+                    env_obs, env_info = env.reset()
+                self._write_obs(obs, i, env_obs)
+                if env_info:
+                    infos = self._add_info(infos, env_info, i)
+        except Exception as err:
+            raise EnvStepError(self._env_id, i, err) from err
         final = None
         if finished:
             final = {g: v.copy() for g, v in obs.items()} if self._groups is not None else obs.copy()

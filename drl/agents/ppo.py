@@ -25,6 +25,7 @@ from torch import nn
 
 from drl.config import TrainConfig, check
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
+from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, forward_layers
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
 from drl.optim import TrainStep, compiler_available
@@ -290,7 +291,8 @@ class PPO:
         batch["returns"] = returns.reshape(-1)
         sampler = MinibatchSampler(batch["values"].shape[0], cfg.minibatch_size, self.generator, self.device)
 
-        stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": []}
+        stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": [],
+                 "grad_norm": []}
         epochs_run = 0
         stop = False
         for _ in range(cfg.num_epochs):
@@ -318,7 +320,7 @@ class PPO:
             "epochs": float(epochs_run),
         }
         if hasattr(self.model.head, "log_std") and not cfg.state_dependent_std:
-            metrics["action_std"] = self.model.head.log_std.exp().mean().item()
+            metrics["action_std"] = self.model.head.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp().mean().item()
         return metrics
 
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

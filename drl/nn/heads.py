@@ -14,9 +14,14 @@ from torch import nn
 
 from drl.nn.mlp import orthogonal_init
 
-__all__ = ["CategoricalHead", "GaussianHead", "make_action_head"]
+__all__ = ["CategoricalHead", "GaussianHead", "make_action_head", "LOG_STD_MIN", "LOG_STD_MAX"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+# Bounds of every Gaussian log-std, free parameter or state-dependent output. Below about -88 the
+# float32 ``exp(-log_std)`` in the log-prob overflows and one update turns every weight NaN; above
+# the upper bound exploration is wider than any bounded action range needs.
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
 
 
 class CategoricalHead(nn.Module):
@@ -51,17 +56,26 @@ class GaussianHead(nn.Module):
     Args:
         in_dim: feature width.
         low, high: action bounds ``[A]``.
-        log_std_init: initial log standard deviation.
+        log_std_init: initial log standard deviation, in ``[LOG_STD_MIN, LOG_STD_MAX]`` = ``[-20, 2]``.
         state_dependent_std: the log-std comes from the features (a second linear output)
             instead of a free parameter.
         squash: sample ``u ~ N(mu, std)`` and act ``tanh(u)`` rescaled to the bounds, with the
             change-of-variables correction in the log-prob; otherwise actions are clipped to the
             bounds only when sent to the env (the stored action stays unclipped).
+
+    The log-std used is clamped to ``[LOG_STD_MIN, LOG_STD_MAX]`` in both modes: a free log-std
+    parameter driven below the bound acts as ``LOG_STD_MIN`` (and gets no gradient there).
+
+    Raises:
+        ValueError: ``log_std_init`` outside ``[LOG_STD_MIN, LOG_STD_MAX]``.
     """
 
     def __init__(self, in_dim: int, low: torch.Tensor, high: torch.Tensor, log_std_init: float = 0.0,
                  state_dependent_std: bool = False, squash: bool = False):
         super().__init__()
+        if not LOG_STD_MIN <= log_std_init <= LOG_STD_MAX:
+            raise ValueError(f"log_std_init must be in [{LOG_STD_MIN:g}, {LOG_STD_MAX:g}] (the log-std is clamped "
+                             f"to that range), got {log_std_init}")
         act_dim = low.numel()
         self.mean = orthogonal_init(nn.Linear(in_dim, act_dim), 0.01)
         self.state_dependent_std = state_dependent_std
@@ -77,9 +91,9 @@ class GaussianHead(nn.Module):
     def _mean_log_std(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.mean.forward(features)  # .forward: skips module-call overhead on the per-step path
         if self.state_dependent_std:
-            log_std = self.log_std_layer.forward(features).clamp(-20.0, 2.0)
+            log_std = self.log_std_layer.forward(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         else:
-            log_std = self.log_std.expand_as(mean)
+            log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(mean)
         return mean, log_std
 
     def _gaussian_log_prob(self, u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from drl.nn.heads import GaussianHead
+from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN, GaussianHead
 
 __all__ = ["NumbaGaussianActor", "numba_available"]
 
@@ -69,9 +69,10 @@ def _kernel(obs, weights, biases, activation, mean_w, mean_b, log_std, noise, sq
             for m in range(mean_w.shape[1]):
                 dot += mean_w[a, m] * x[m]
             mean = dot + mean_b[a]
-            u = mean + math.exp(log_std[a]) * noise[i, a]
+            ls = min(max(log_std[a], LOG_STD_MIN), LOG_STD_MAX)  # the head's clamp
+            u = mean + math.exp(ls) * noise[i, a]
             action[i, a] = u
-            total += -0.5 * noise[i, a] * noise[i, a] - log_std[a] - 0.9189385332046727  # log sqrt(2 pi)
+            total += -0.5 * noise[i, a] * noise[i, a] - ls - 0.9189385332046727  # log sqrt(2 pi)
             if squash:
                 # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the stable form
                 z = -2.0 * u

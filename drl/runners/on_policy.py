@@ -26,15 +26,27 @@ import json
 import math
 import random
 import signal
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from drl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from drl.config import TrainConfig, dump_yaml, to_dict
+from drl.guards import (
+    EnvStepError,
+    NonFiniteError,
+    RunWriteError,
+    atomic_write_text,
+    check_rollout,
+    check_update,
+    first_non_finite,
+    value_name,
+    writing,
+)
 from drl.logging import RunLogger, Stopwatch
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
@@ -187,14 +199,16 @@ class OnPolicyRunner:
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
         # the folder is made only once everything above was built: a bad env or config leaves nothing behind
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with writing(self.run_dir / "checkpoints"):
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
         if resume:
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
         else:
-            dump_yaml(to_dict(cfg), self.run_dir / "config.yaml")
+            with writing(self.run_dir / "config.yaml"):
+                dump_yaml(to_dict(cfg), self.run_dir / "config.yaml")
         self._stop_signal: int | None = None
 
     @staticmethod
@@ -240,10 +254,11 @@ class OnPolicyRunner:
         self._in_iteration = False
         self._boundary = None
 
-    def save(self, name: str = "latest.pt", payload: dict[str, Any] | None = None) -> Path:
-        """Write ``payload`` (default: :meth:`checkpoint_payload`) to ``checkpoints/<name>``."""
-        return save_checkpoint(self.run_dir / "checkpoints" / name,
-                               self.checkpoint_payload() if payload is None else payload)
+    def save(self, name: str = "latest.pt", payload: dict[str, Any] | None = None, **extra: Any) -> Path:
+        """Write ``payload`` (default: :meth:`checkpoint_payload`) and ``extra`` keys to ``checkpoints/<name>``
+        atomically; refused (NonFiniteError) if the agent state is not finite."""
+        payload = self.checkpoint_payload() if payload is None else payload
+        return save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("agent") != self.cfg.agent:
@@ -274,6 +289,79 @@ class OnPolicyRunner:
             on_env_reset()
         return obs
 
+    # --- failures (see drl.guards) ---------------------------------------------------------
+    def _rollout_tensors(self, env_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a rollout's finiteness check reads: the env's rewards ``[T, N]`` first (so a NaN
+        reward is named at its source, before values scaled from it), then every floating storage
+        field ``[T, N, ...]`` (observations, final observations, actions, log-probs, ...)."""
+        tensors = {"reward": env_rewards}
+        tensors.update((name, x) for name, x in self.storage.items() if x.is_floating_point())
+        return tensors
+
+    def _check_rollout(self, env_rewards: torch.Tensor, rows: int | None = None, obs: Any = None,
+                       detail: str = "") -> None:
+        """Raise :class:`NonFiniteError` naming the first non-finite value of the current rollout
+        (its first ``rows`` steps), or of ``obs`` (the latest obs from the env, ``[N, ...]``)."""
+        state, num_envs = self.state, self.cfg.env.num_envs
+        detail = detail or "stopped before the update"
+        check_rollout(self._rollout_tensors(env_rewards), state["global_step"], num_envs, state["iteration"] + 1,
+                      rows=rows, detail=detail)
+        groups = obs.items() if isinstance(obs, dict) else [("", obs)] if obs is not None else []
+        for group, x in groups:
+            hit = first_non_finite(x) if isinstance(x, torch.Tensor) else None
+            if hit is not None:
+                raise NonFiniteError(f"obs/{group}" if group else "obs", value_name(hit[1]), env_index=hit[0][0],
+                                     iteration=state["iteration"] + 1, detail=f"in the latest obs; {detail}")
+
+    def _raise_env_error(self, err: Exception, t: int | None, env_rewards: torch.Tensor | None = None,
+                         obs: Any = None) -> NoReturn:
+        """Raise :class:`EnvStepError` for an exception out of ``env.step`` at rollout step ``t`` (None: reset).
+
+        A non-finite value already in the rollout is reported instead (NaN actions computed from a
+        NaN obs make many envs raise): that is the cause to fix.
+        """
+        error = err if isinstance(err, EnvStepError) else EnvStepError(self.cfg.env.id, None, err,
+                                                                       call="reset" if t is None else "step")
+        if t is not None and env_rewards is not None:
+            self._check_rollout(env_rewards, rows=t, obs=obs, detail=f"then the env raised: {error}")
+        step = self.state["global_step"] + (0 if t is None else (t + 1) * self.cfg.env.num_envs)
+        error.add_context(global_step=step, t=t, seed=self.cfg.seed)
+        if error is err:
+            raise err  # the adapter's error: its cause is the env's own exception
+        raise error from err
+
+    def _record_failure(self, err: EnvStepError | NonFiniteError) -> None:
+        """Leave what can be saved: ``checkpoints/emergency.pt`` and ``summary.json`` with the error.
+
+        The emergency checkpoint is :meth:`boundary_payload`: the whole run (agent, normaliser and
+        reward-scaler statistics, RNGs, env state where the env has one) as of the end of the last
+        completed iteration, nothing of the failed one. It is written only if every tensor in it is
+        finite; ``latest.pt`` and ``best.pt`` are never touched here.
+        """
+        emergency: Path | None = None
+        try:
+            emergency = self.save("emergency.pt", payload=self.boundary_payload(),
+                                  emergency={"error": str(err), "error_type": type(err).__name__})
+            note = (f"emergency checkpoint {emergency} (the agent after the update of iteration "
+                    f"{self.state['iteration']}, global_step {self.state['global_step']})")
+        except NonFiniteError:
+            note = "no emergency checkpoint (the agent state is not finite); earlier checkpoints are kept"
+        except OSError:
+            note = "no emergency checkpoint (cannot write the run folder); earlier checkpoints are kept"
+        if isinstance(err, EnvStepError):
+            err.add_context(note=note)
+        else:
+            err.detail = f"{err.detail}; {note}" if err.detail else note
+        try:
+            self._write_summary(False, error=err, emergency=emergency)
+        except OSError:
+            pass  # the failure being reported matters more than its summary
+        for env in (self.env, self.eval_env):
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - a broken env may fail to close; the run is over anyway
+                pass
+
     # --- signals --------------------------------------------------------------------------
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signum
@@ -292,35 +380,53 @@ class OnPolicyRunner:
         """Run to ``total_steps`` (or until SIGINT/SIGTERM); returns the summary written to disk."""
         cfg, state = self.cfg, self.state
         previous_handlers = self._install_signal_handlers()
-        logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
-                           progress=cfg.progress)
+        with writing(self.run_dir):
+            logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
+                               progress=cfg.progress)
         clock = Stopwatch(offset=state["wall_s"])
         tracker = self.tracker
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
-        # a restored env state continues where the checkpoint left it; otherwise the envs are reset
-        obs = self._obs = self._reset_envs() if self._obs is None else self._obs
         interrupted = False
         try:
+            # a restored env state continues where the checkpoint left it; otherwise the envs are reset
+            try:
+                obs = self._obs = self._reset_envs() if self._obs is None else self._obs
+            except Exception as err:
+                self._raise_env_error(err, None)
             while state["iteration"] < self.num_iterations:
                 self._begin_iteration()
                 iteration_start = clock()
                 self.storage.clear()
-                for t in range(self.num_steps):
-                    action, record = self.agent.act(obs)
-                    obs, reward, terminated, truncated, info = self.env.step(action)
-                    self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
-                                                               info["final_obs"]))
-                    reward_rows[t].copy_(info.get("env_reward", reward))
-                    torch.logical_or(terminated, truncated, out=end_rows[t])
-                    if self._stop_signal is not None:
-                        break
+                t = 0
+                try:  # free unless something raises; then a non-finite input is looked for first
+                    for t in range(self.num_steps):
+                        action, record = self.agent.act(obs)
+                        try:
+                            obs, reward, terminated, truncated, info = self.env.step(action)
+                        except Exception as err:
+                            self._raise_env_error(err, t, env_rewards, obs)
+                        self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
+                                                                   info["final_obs"]))
+                        reward_rows[t].copy_(info.get("env_reward", reward))
+                        torch.logical_or(terminated, truncated, out=end_rows[t])
+                        if self._stop_signal is not None:
+                            break
+                except (EnvStepError, NonFiniteError):
+                    raise
+                except Exception as err:
+                    cause = f"then {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+                    self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
+                    raise
                 self._obs = obs
                 if self._stop_signal is not None:
                     interrupted = True  # the partial rollout is dropped: resume redoes it
                     break
+                self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
                 metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
+                check_update(metrics, self.agent.state_dict(), state["global_step"] + self.steps_per_iteration,
+                             state["iteration"] + 1, detail="no checkpoint written from this state")
                 state["iteration"] += 1
                 state["global_step"] += self.steps_per_iteration
                 state["wall_s"] = clock()
@@ -339,17 +445,26 @@ class OnPolicyRunner:
                     while state["next_eval_step"] <= state["global_step"]:
                         state["next_eval_step"] += cfg.eval_interval or 2**62
                 row["eval_s"] = state["eval_s"]  # wall_s - eval_s is the time spent training
-                logger.log(row)
+                with writing(self.run_dir / "metrics.csv"):
+                    logger.log(row)
                 if state["global_step"] >= state["next_checkpoint_step"] and not last:  # the last one is saved below
                     self.save()
                     while state["next_checkpoint_step"] <= state["global_step"]:
                         state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
                 self._end_iteration()
+        except (EnvStepError, NonFiniteError) as err:
+            self._record_failure(err)
+            raise
         finally:
+            failing = sys.exc_info()[0] is not None  # a failure on its way out is the one to report
             state["wall_s"] = clock()
-            logger.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+            try:
+                logger.close()
+            except OSError as err:
+                if not failing:
+                    raise RunWriteError(self.run_dir / "metrics.csv", err) from err
         self.save(payload=self.boundary_payload())
         summary = self._write_summary(interrupted)
         self.env.close()
@@ -357,8 +472,13 @@ class OnPolicyRunner:
         return summary
 
     def _evaluate(self) -> tuple[float, float]:
-        returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                  seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        try:
+            returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
+                                      seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        except EnvStepError as err:
+            err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
+                                                     f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
+            raise
         mean, std = float(np.mean(returns)), float(np.std(returns))
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
@@ -366,7 +486,9 @@ class OnPolicyRunner:
             self.save("best.pt")
         return mean, std
 
-    def _write_summary(self, interrupted: bool) -> dict[str, Any]:
+    def _write_summary(self, interrupted: bool, error: BaseException | None = None,
+                       emergency: Path | None = None) -> dict[str, Any]:
+        """Write ``summary.json`` (atomically) and ``curve.png``; ``error``: the failure that ended the run."""
         from drl.plotting import plot_runs
 
         state = self.state
@@ -383,9 +505,14 @@ class OnPolicyRunner:
             "device": str(self.device),
             "interrupted": interrupted,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if error is not None:
+            summary["error"] = str(error)
+            summary["error_type"] = type(error).__name__
+            summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         try:
-            plot_runs([self.run_dir], self.run_dir / "curve.png")
+            with writing(self.run_dir / "curve.png"):
+                plot_runs([self.run_dir], self.run_dir / "curve.png")
         except ValueError:
             pass  # no finished iteration yet: nothing to plot
         return summary
