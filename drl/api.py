@@ -30,19 +30,26 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
                 overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults <- tuned file for (agent, env) or ``config_file`` <- explicit fields <- overrides."""
     raw: dict[str, Any] = {}
+    source = "defaults (no tuned config for this agent/env)"
     if config_file is not None:
         raw = load_yaml(config_file)
+        source = f"config file {config_file}"
     else:
         guess_agent = agent or "ppo"
         guess_env = env_id or "CartPole-v1"
         tuned = config_path_for(guess_agent, guess_env)
         if tuned.is_file():
             raw = load_yaml(tuned)
+            source = f"tuned config {tuned}"
     if agent is not None:
         raw["agent"] = agent
     if env_id is not None:
         raw = merge(raw, {"env": {"id": env_id}})
-    return resolve_config(merge(raw, overrides or {}))
+    if overrides:
+        source += " + overrides"
+    cfg = resolve_config(merge(raw, overrides or {}))
+    cfg.source = source  # printed at the start of training (not a config field: never saved)
+    return cfg
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
@@ -73,6 +80,7 @@ def resume(run_dir: str | Path) -> dict[str, Any]:
     """Continue an interrupted run to the total steps it was started with."""
     run_dir = Path(run_dir)
     cfg = _config_of_run(run_dir)
+    cfg.source = f"{run_dir / 'config.yaml'} (resumed)"
     runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class, run_dir, resume=True)
     return runner.train()
 
