@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--video", action="store_true", help="also record one episode to an mp4")
-    ev.add_argument("--video-dir", default="videos")
+    ev.add_argument("--video", action="store_true", help="also record one episode to a new mp4 "
+                    "(<run>-<checkpoint>-<time>.mp4; never overwrites)")
+    ev.add_argument("--video-dir", help="folder for the video (default: <run_dir>/videos)")
     ev.set_defaults(func=_eval)
 
     ls = sub.add_parser("list", help="agents, env ids and tuned configs")
@@ -178,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from drl.checkpoint import CheckpointError
     from envs.core import MissingDependencyError
+    from envs.mjwarp.render import RenderUnavailableError
 
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
     except (ConfigError, CheckpointError, MissingDependencyError, GymError, FileNotFoundError, FileExistsError,
-            ValueError, TypeError) as err:
+            ValueError, TypeError, RenderUnavailableError) as err:
         if os.environ.get("DRL_DEBUG"):
             raise
         print(f"drl {args.command}: error: {err}", file=sys.stderr)
