@@ -17,7 +17,17 @@ from envs.core import MissingDependencyError, resolve_device
 
 __all__ = ["CONFIG_DIR", "config_path_for", "load_config", "train", "resume", "evaluate", "load_agent"]
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _config_dir() -> Path:
+    """The tuned configs: ``drl/configs`` in a non-editable install (setup.py maps the top-level
+    ``configs/`` there), else the checkout's top-level ``configs/`` (a source tree, an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def config_path_for(agent: str, env_id: str) -> Path:
