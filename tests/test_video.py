@@ -114,3 +114,15 @@ def test_mjwarp_render_frame(tmp_path):
     assert first.shape == (480, 480, 3) and first.dtype == np.uint8
     assert not np.array_equal(first, moved)
     env.close()
+
+
+def test_panda_render_frame():
+    pytest.importorskip("pybullet")
+    from envs import make_vec_env
+
+    env = make_vec_env("drl/PandaReach-v0", 2)
+    env.reset(seed=0)
+    frame = env.render(1)
+    assert frame.shape == (240, 240, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    assert env.render_fps == 24
+    env.close()
