@@ -285,25 +285,22 @@ class ConsoleTable:
         self.pending = None
 
 
-def git_commit(path: Path | None = None) -> str | None:
-    """The commit hash of the git checkout holding ``path`` (default: this package), with ``-dirty``
-    appended when tracked files differ from it; None outside a checkout or without git."""
+def git_commit(path: Path | None = None) -> tuple[str | None, bool | None]:
+    """``(commit hash, dirty)`` of the git checkout holding ``path`` (default: this package); dirty means
+    tracked files differ from the commit. ``(None, None)`` outside a checkout or without git."""
     import subprocess
 
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=False)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=False)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None, None
+        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip() or None
-    if commit and dirty.returncode == 0 and dirty.stdout.strip():
-        commit += "-dirty"
-    return commit
+        return None, None
+    return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
 
 
 def run_metadata() -> dict[str, Any]:
@@ -312,8 +309,9 @@ def run_metadata() -> dict[str, Any]:
 
     import drl
 
-    return {"drl_version": drl.__version__, "torch_version": torch.__version__, "git_commit": git_commit(),
-            "command": list(sys.argv)}
+    commit, dirty = git_commit()
+    return {"drl_version": drl.__version__, "torch_version": torch.__version__, "git_commit": commit,
+            "git_dirty": dirty, "command": list(sys.argv)}
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:

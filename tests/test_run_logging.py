@@ -140,7 +140,9 @@ def test_steps_rounding_summary_metadata_and_hparams(tmp_path, capsys):
     assert saved["command"] == sys.argv
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:
-        assert saved["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+        assert saved["git_commit"] == head.stdout.strip() and isinstance(saved["git_dirty"], bool)
+    else:
+        assert saved["git_commit"] is None
     train_s = saved["wall_s"] - saved["eval_s"]
     assert saved["eval_s"] > 0 and saved["train_sps"] == pytest.approx(384 / train_s, rel=2e-2)
     assert saved["train_sps"] > saved["sps"]
@@ -157,6 +159,12 @@ def test_steps_rounding_summary_metadata_and_hparams(tmp_path, capsys):
     assert events.Scalars("hparam/final_eval_return")[0].value == pytest.approx(saved["final_eval_return"])
 
 
+def test_git_commit_outside_a_checkout_is_none(tmp_path):
+    from drl.logging import git_commit
+
+    assert git_commit(tmp_path) == (None, None)
+
+
 def test_mujoco_warning_once_and_no_log_file_in_cwd(tmp_path):
     pytest.importorskip("mujoco")
     code = ("import envs\nfor _ in range(3):\n    envs.make_vec_env('HalfCheetah-v5', 2).close()\n")
@@ -166,3 +174,28 @@ def test_mujoco_warning_once_and_no_log_file_in_cwd(tmp_path):
     output = proc.stdout + proc.stderr
     assert output.count("'settotalmass' is deprecated") == 1
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_redirected_stdout_shows_rows_while_training(tmp_path):
+    """Piped stdout (not a terminal, progress bar on by default): header and rows arrive during the run."""
+    import os
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drl.cli", "train", "ppo", "--env", "drl/CartPole-v0", "--steps", "10000000",
+         "--num-envs", "4", "--run-dir", str(tmp_path / "run"), "--set", "algo.num_steps=16",
+         "--set", "algo.minibatch_size=64", "--set", "algo.num_epochs=1", "--set", "log_interval=1",
+         "--set", "eval_interval=0", "--set", "algo.compile=false"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        header = next(line for line in iter(proc.stdout.readline, "") if line.split()[:1] == ["global_step"])
+        rows = [proc.stdout.readline().split() for _ in range(2)]
+        assert proc.poll() is None  # still training: nothing waited for the end
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lines[0] == f"run folder: {tmp_path / 'run'}\n"
+    assert lines[1] == "config: tuned config " + str(ROOT / "configs" / "ppo" / "drl-CartPole-v0.yaml") + \
+        " + overrides\n"
+    assert header.split()[1] == "iter" and [r[:2] for r in rows] == [["64", "1"], ["128", "2"]]

@@ -145,3 +145,4 @@ class MjRenderMixin:
         state = self.__dict__.pop("_render_state", None)
         if state is not None:
             state[1].close()
+        super().close_extras(**kwargs)  # type: ignore[misc]

@@ -80,3 +80,4 @@ class ClassicRenderMixin:
         renderer = self.__dict__.pop("_renderer", None)
         if renderer is not None:
             renderer.close()
+        super().close_extras(**kwargs)  # type: ignore[misc]
