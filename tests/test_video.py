@@ -126,3 +126,24 @@ def test_panda_render_frame():
     assert frame.shape == (240, 240, 3) and frame.dtype == np.uint8 and frame.std() > 0
     assert env.render_fps == 24
     env.close()
+
+
+def test_mjwarp_record_video_from_the_batched_env(tmp_path):
+    """MJWarp: the episode is recorded from the batched env itself (num_envs=1), frames from render()."""
+    pytest.importorskip("mujoco_warp")
+    from drl import api
+    from drl.registry import AGENTS
+    from envs import make_vec_env
+    from envs.mjwarp.render import RenderUnavailableError
+
+    cfg = api.load_config("ppo", "drl/Hopper-v0", overrides={"device": "cpu",
+                                                             "env": {"kwargs": {"max_episode_steps": 6}}})
+    probe = make_vec_env(cfg.env.id, 1, torch.device("cpu"), "sync", cfg.env.kwargs)
+    agent = AGENTS["ppo"].agent_class(probe.single_observation_space, probe.single_action_space, cfg.algo, 1,
+                                      torch.device("cpu"))
+    probe.close()
+    try:
+        path, frames, _ = api.record_video(agent, cfg, tmp_path / "hopper.mp4", seed=0)
+    except RenderUnavailableError as err:
+        pytest.skip(f"no off-screen OpenGL here: {err}")
+    assert frames == 6 and len(imageio.mimread(path, memtest=False)) == 6  # first obs + 5 steps; the 6th ends it
