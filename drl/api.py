@@ -139,7 +139,11 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
         label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem
         out = unique_video_path(folder, f"{Path(run_dir).resolve().name}-{label}")
-        path, frames, video_return = record_video(agent, cfg, out, seed)
+        try:
+            path, frames, video_return = record_video(agent, cfg, out, seed)
+        except BaseException:
+            out.unlink(missing_ok=True)  # the name reserved for it: no empty mp4 left behind
+            raise
         result.update({"video": str(path), "video_frames": frames, "video_return": video_return})
     return result
 

@@ -147,3 +147,19 @@ def test_mjwarp_record_video_from_the_batched_env(tmp_path):
     except RenderUnavailableError as err:
         pytest.skip(f"no off-screen OpenGL here: {err}")
     assert frames == 6 and len(imageio.mimread(path, memtest=False)) == 6  # first obs + 5 steps; the 6th ends it
+
+
+def test_failed_recording_leaves_no_empty_file_and_one_error_line(tmp_path, capsys, monkeypatch):
+    from drl import api
+
+    run_dir = _train(tmp_path, "drl/CartPole-v0")
+
+    def no_frames(*args, **kwargs):
+        raise ValueError("env 'drl/CartPole-v0' cannot render frames, so --video is not available for it")
+
+    monkeypatch.setattr(api, "record_video", no_frames)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "1", "--video"]) == 2
+    assert capsys.readouterr().err == ("drl eval: error: env 'drl/CartPole-v0' cannot render frames, so --video is "
+                                       "not available for it\n")
+    assert list((run_dir / "videos").glob("*")) == []
