@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_non_editable_install_finds_the_tuned_configs(tmp_path):
+    pytest.importorskip("setuptools")  # built without isolation: no package index is needed
     listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], capture_output=True,
                             text=True)
     if listed.returncode != 0:
