@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from drl.checkpoint import CheckpointError, load_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
@@ -18,7 +17,17 @@ from envs.core import MissingDependencyError, resolve_device
 
 __all__ = ["CONFIG_DIR", "config_path_for", "load_config", "train", "resume", "evaluate", "load_agent"]
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _config_dir() -> Path:
+    """The tuned configs: ``drl/configs`` in a non-editable install (setup.py maps the top-level
+    ``configs/`` there), else the checkout's top-level ``configs/`` (a source tree, an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def config_path_for(agent: str, env_id: str) -> Path:
@@ -30,19 +39,26 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
                 overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults <- tuned file for (agent, env) or ``config_file`` <- explicit fields <- overrides."""
     raw: dict[str, Any] = {}
+    source = "defaults (no tuned config for this agent/env)"
     if config_file is not None:
         raw = load_yaml(config_file)
+        source = f"config file {config_file}"
     else:
         guess_agent = agent or "ppo"
         guess_env = env_id or "CartPole-v1"
         tuned = config_path_for(guess_agent, guess_env)
         if tuned.is_file():
             raw = load_yaml(tuned)
+            source = f"tuned config {tuned}"
     if agent is not None:
         raw["agent"] = agent
     if env_id is not None:
         raw = merge(raw, {"env": {"id": env_id}})
-    return resolve_config(merge(raw, overrides or {}))
+    if overrides:
+        source += " + overrides"
+    cfg = resolve_config(merge(raw, overrides or {}))
+    cfg.source = source  # printed at the start of training (not a config field: never saved)
+    return cfg
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
@@ -73,6 +89,7 @@ def resume(run_dir: str | Path) -> dict[str, Any]:
     """Continue an interrupted run to the total steps it was started with."""
     run_dir = Path(run_dir)
     cfg = _config_of_run(run_dir)
+    cfg.source = f"{run_dir / 'config.yaml'} (resumed)"
     runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class, run_dir, resume=True)
     return runner.train()
 
@@ -97,10 +114,19 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
 
 
 def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", device: str = "cpu",
-             video: bool = False, video_dir: str | Path = "videos", seed: int | None = None) -> dict[str, Any]:
-    """Deterministic evaluation of a trained run; optionally records one episode to an mp4."""
+             video: bool = False, video_dir: str | Path | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Deterministic evaluation of a trained run; optionally records one episode to an mp4.
+
+    The video goes to ``video_dir`` (default ``<run_dir>/videos``) as
+    ``<run>-<checkpoint>-<YYYYmmdd-HHMMSS>[-k].mp4``: a new file every time, never an overwrite.
+    """
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    if video:
+        _require_video_writer()
+        from envs.mjwarp.render import prepare_offscreen_gl
+
+        prepare_offscreen_gl()  # before MuJoCo is imported: it picks its OpenGL backend once
     agent, cfg = load_agent(run_dir, checkpoint, device)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
     env = make_vec_env(cfg.env.id, min(cfg.env.num_eval_envs, episodes), resolve_device(device), "sync",
@@ -110,41 +136,96 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(returns)),
                               "std_return": float(np.std(returns)), "returns": returns}
     if video:
-        name = f"{Path(run_dir).name}.mp4"
-        result["video"] = str(record_video(agent, cfg, Path(video_dir) / name, seed))
+        folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
+        label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem
+        out = unique_video_path(folder, f"{Path(run_dir).resolve().name}-{label}")
+        try:
+            path, frames, video_return = record_video(agent, cfg, out, seed)
+        except BaseException:
+            out.unlink(missing_ok=True)  # the name reserved for it: no empty mp4 left behind
+            raise
+        result.update({"video": str(path), "video_frames": frames, "video_return": video_return})
     return result
 
 
-def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int, max_steps: int = 1000) -> Path:
-    """Roll out one deterministic episode in a rendering copy of the env and write an mp4."""
-    import gymnasium as gym
-
+def _require_video_writer() -> None:
     try:
-        import imageio.v2 as imageio
+        import imageio.v2  # noqa: F401
         import imageio_ffmpeg  # noqa: F401  (imageio needs it for mp4)
     except ImportError as err:
         raise MissingDependencyError("drl eval --video", "video", "imageio imageio-ffmpeg") from err
-    if cfg.env.id.startswith("drl/"):
-        raise ValueError(f"env '{cfg.env.id}' is a batched torch env without a renderer; "
-                         "--video works with gymnasium ids (e.g. CartPole-v1, HalfCheetah-v5)")
-    env = gym.make(cfg.env.id, render_mode="rgb_array", **cfg.env.kwargs)
-    if not isinstance(env.observation_space, (gym.spaces.Box, gym.spaces.Dict)):
-        env = gym.wrappers.FlattenObservation(env)
-    obs, _ = env.reset(seed=seed)
-    frames = [env.render()]
-    for _ in range(max_steps):
-        if isinstance(obs, dict):
-            obs_t = {k: torch.as_tensor(v, dtype=torch.float32, device=agent.device).unsqueeze(0)
-                     for k, v in obs.items()}
-        else:
-            obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=agent.device).unsqueeze(0)
-        action, _ = agent.act(obs_t, deterministic=True, update_stats=False)
-        obs, _, terminated, truncated, _ = env.step(action[0].cpu().numpy())
-        frames.append(env.render())
-        if terminated or truncated:
-            break
-    env.close()
+
+
+def unique_video_path(folder: Path, stem: str) -> Path:
+    """Reserve ``folder/<stem>-<YYYYmmdd-HHMMSS>[-k].mp4`` (created empty, exclusively): never an existing file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(1, 10_000):
+        path = folder / (f"{base}.mp4" if k == 1 else f"{base}-{k}.mp4")
+        try:
+            with path.open("xb"):
+                return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free video name for '{base}' in '{folder}'")
+
+
+def _frame(env: Any, env_id: str) -> np.ndarray:
+    """Env 0 of a vector env as ``uint8 [H, W, 3]``."""
+    try:
+        frame = env.render()
+    except NotImplementedError as err:
+        raise ValueError(f"env '{env_id}' cannot render frames, so --video is not available for it") from err
+    if isinstance(frame, (tuple, list)):
+        frame = frame[0] if frame else None
+    if frame is None:
+        raise ValueError(f"env '{env_id}' returned no rgb_array frame, so --video is not available for it")
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
+        raise ValueError(f"env '{env_id}' renders frames of shape {frame.shape}, not an RGB image [H, W, 3]")
+    return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+
+
+def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int,
+                 max_steps: int = 1000) -> tuple[Path, int, float]:
+    """Roll out one deterministic episode and write it to the mp4 ``out``.
+
+    The episode runs in a one-env copy of the training vector env (``make_vec_env``: the same
+    adapter, obs flattening and dropped entries as in training, e.g. MiniGrid's text mission), and
+    actions come from ``agent.act(obs, deterministic=True, update_stats=False)`` on its obs, so the
+    agent's own observation normaliser is applied exactly as in evaluation. ``drl/`` envs draw
+    their env 0 (:meth:`render`); gymnasium envs are made with ``render_mode="rgb_array"``.
+
+    Returns:
+        ``(out, number of frames, episode return)``.
+
+    Raises:
+        ValueError: the env cannot render rgb_array frames.
+        RenderUnavailableError: a MuJoCo env and no off-screen OpenGL backend.
+    """
+    import imageio.v2 as imageio
+
+    kwargs = dict(cfg.env.kwargs)
+    if not cfg.env.id.startswith("drl/"):
+        kwargs["render_mode"] = "rgb_array"
+    env = make_vec_env(cfg.env.id, 1, agent.device, "sync", kwargs)
+    episode_return = 0.0
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [_frame(env, cfg.env.id)]
+        for _ in range(max_steps):
+            action, _ = agent.act(obs, deterministic=True, update_stats=False)
+            obs, reward, terminated, truncated, info = env.step(action)
+            episode_return += float(info.get("env_reward", reward)[0])
+            if bool(terminated[0] or truncated[0]):
+                break  # SAME_STEP autoreset: the env already shows the next episode's start
+            frames.append(_frame(env, cfg.env.id))
+        fps = getattr(env, "render_fps", None)
+        if fps is None:
+            inner = getattr(env, "envs", None)
+            fps = (inner[0].metadata if inner else env.metadata).get("render_fps", 30)
+    finally:
+        env.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fps = env.metadata.get("render_fps", 30)
-    imageio.mimsave(out, frames, fps=fps, macro_block_size=1)
-    return out
+    imageio.mimsave(out, frames, fps=int(fps or 30), macro_block_size=1)
+    return out, len(frames), episode_return

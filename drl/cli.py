@@ -85,10 +85,28 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from drl.plotting import plot_runs
+    import warnings
+
+    from drl.plotting import aggregate_runs, group_runs, plot_runs
 
     out = args.out or (Path(args.run_dirs[0]) / "curve.png" if len(args.run_dirs) == 1 else Path("curves.png"))
-    print(f"wrote {plot_runs(args.run_dirs, out)}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = plot_runs(args.run_dirs, out, aggregate=not args.no_aggregate)
+    for warning in caught:
+        print(f"drl plot: warning: {warning.message}", file=sys.stderr)
+    if not args.no_aggregate:
+        groups = group_runs(args.run_dirs)
+        for (agent, env), dirs in groups.items():
+            if len(dirs) < 2:
+                continue
+            try:
+                agg = aggregate_runs(dirs)[(agent, env)]
+            except ValueError:
+                continue
+            print(f"{agent} on {env}: {agg.num_runs} runs, train return at step {agg.steps[-1]:,.0f}: mean "
+                  f"{agg.mean[-1]:.2f} (95% CI {agg.ci_low[-1]:.2f} to {agg.ci_high[-1]:.2f}), IQM {agg.iqm[-1]:.2f}")
+    print(f"wrote {path}")
     return 0
 
 
@@ -130,16 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--video", action="store_true", help="also record one episode to an mp4")
-    ev.add_argument("--video-dir", default="videos")
+    ev.add_argument("--video", action="store_true", help="also record one episode to a new mp4 "
+                    "(<run>-<checkpoint>-<time>.mp4; never overwrites)")
+    ev.add_argument("--video-dir", help="folder for the video (default: <run_dir>/videos)")
     ev.set_defaults(func=_eval)
 
     ls = sub.add_parser("list", help="agents, env ids and tuned configs")
     ls.set_defaults(func=_list)
 
-    plot = sub.add_parser("plot", help="learning curves of one or more runs to a PNG")
+    plot = sub.add_parser("plot", help="learning curves of one or more runs to a PNG (seeds of one agent/env "
+                          "aggregated: mean, 95%% bootstrap CI, IQM; one row of plots per env)")
     plot.add_argument("run_dirs", nargs="+")
     plot.add_argument("--out", help="PNG path (default: <run>/curve.png for one run, curves.png otherwise)")
+    plot.add_argument("--no-aggregate", action="store_true",
+                      help="draw every run on its own instead of the mean, 95%% CI and IQM over runs of one agent/env")
     plot.set_defaults(func=_plot)
 
     demos = sub.add_parser("demos", help="record scripted-expert demonstrations (Panda tasks)")
@@ -162,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from drl import guards
     from drl.checkpoint import CheckpointError
     from envs.core import MissingDependencyError
+    from envs.mjwarp.render import RenderUnavailableError
 
     try:
         return args.func(args)
@@ -175,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             return guards.EXIT_NON_FINITE
         return guards.EXIT_ENV_ERROR if isinstance(err, guards.EnvStepError) else guards.EXIT_WRITE_ERROR
     except (ConfigError, CheckpointError, MissingDependencyError, GymError, FileNotFoundError, FileExistsError,
-            ValueError, TypeError) as err:
+            ValueError, TypeError, RenderUnavailableError) as err:
         if os.environ.get("DRL_DEBUG"):
             raise
         print(f"drl {args.command}: error: {err}", file=sys.stderr)

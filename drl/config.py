@@ -82,6 +82,7 @@ class TrainConfig:
     checkpoint_interval: int = 50_000  # env steps between checkpoints; 0: only at the end
     torch_threads: int = 1  # CPU threads for torch; 0: torch's default. Small RL nets run best on one
     progress: bool = True
+    log_interval: int = 0  # iterations between stdout table rows (bar off / not a terminal); 0: ~10 s; -1: none
     algo: Any = None  # the agent's config dataclass (see drl.registry)
 
     def validate(self, prefix: str = "") -> None:
@@ -93,6 +94,8 @@ class TrainConfig:
         check(self.eval_episodes >= 1, key("eval_episodes"), f"must be >= 1, got {self.eval_episodes}")
         check(self.checkpoint_interval >= 0, key("checkpoint_interval"), "must be >= 0")
         check(self.torch_threads >= 0, key("torch_threads"), "must be >= 0 (0 keeps torch's default)")
+        check(self.log_interval >= -1, key("log_interval"), f"must be >= -1 (0: every ~10 s, -1: no table), "
+              f"got {self.log_interval}")
         check(
             re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
             key("device"),

@@ -91,6 +91,8 @@ def make_vec_env(
     :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``).
     """
     device = resolve_device(device)
+    if env_id in ENVS or env_id in gym.registry:
+        _route_mujoco_warnings(env_id)
     if env_id in ENVS:
         return gym.make_vec(env_id, num_envs=num_envs, device=device, **(env_kwargs or {}))
     if env_id.startswith("drl/"):
@@ -108,6 +110,14 @@ def make_vec_env(
         return GymnasiumVecEnv(env_id, num_envs, device=device, vectorization=vectorization, env_kwargs=env_kwargs)
     except gym.error.DependencyNotInstalled as err:
         raise MissingDependencyError(f"gymnasium env '{env_id}'", _extra_for(env_id)) from err
+
+
+def _route_mujoco_warnings(env_id: str) -> None:
+    """MuJoCo-based ids: MuJoCo's warnings once each, through ``warnings`` (no ``MUJOCO_LOG.TXT``)."""
+    from envs.mujoco_log import route_mujoco_warnings, uses_mujoco
+
+    if uses_mujoco(gym.registry[env_id].entry_point):
+        route_mujoco_warnings()
 
 
 # Packages that register their gymnasium ids on import: id prefix -> (module, drl extra).

@@ -126,7 +126,8 @@ def read_drl_curve(run_dir: Path) -> dict[str, list[float]]:
         for row in csv.DictReader(f):
             curve["step"].append(int(float(row["global_step"])))
             curve["train_s"].append(_float(row["wall_s"]) - (_float(row["eval_s"]) if row.get("eval_s") else 0.0))
-            curve["return"].append(_float(row["episode_return"]))
+            # the mean of the episodes that ended in this iteration (episode_return is a rolling window)
+            curve["return"].append(_float(row.get("iter_episode_return", row["episode_return"])))
             curve["episodes"].append(int(_float(row["episodes"])) if row.get("episodes") else 0)
             curve["eval_return"].append(_float(row["eval_return"]))
     return curve

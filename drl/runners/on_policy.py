@@ -47,7 +47,7 @@ from drl.guards import (
     value_name,
     writing,
 )
-from drl.logging import RunLogger, Stopwatch
+from drl.logging import EpisodeWindow, RunLogger, Stopwatch, run_metadata, write_hparams
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
@@ -110,6 +110,7 @@ class EpisodeTracker:
         returns = torch.where(started_here, cumulative - before, cumulative + self.carry_return)
         lengths = torch.where(started_here, step - prev_end, step + 1 + self.carry_length)
         count = int(done.sum().item())
+        self.finished_returns, self.finished_lengths = returns[done], lengths[done]  # [count], in env order per t
         # carry the unfinished episodes into the next rollout
         final_end = last_end[-1]
         tail = cumulative[-1] - torch.gather(cumulative, 0, final_end.clamp(min=0).unsqueeze(0)).squeeze(0)
@@ -193,6 +194,12 @@ class OnPolicyRunner:
         self.num_steps = cfg.algo.num_steps
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
+        if not resume and self.num_iterations * self.steps_per_iteration != cfg.total_steps:
+            effective = self.num_iterations * self.steps_per_iteration
+            print(f"note: total_steps {cfg.total_steps:,} rounded up to {effective:,} ({self.num_iterations} whole "
+                  f"iterations of num_steps x num_envs = {self.steps_per_iteration:,}); config.yaml records "
+                  f"{effective:,}", file=sys.stderr, flush=True)
+            cfg.total_steps = effective
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
         self.tracker = EpisodeTracker(cfg.env.num_envs, self.device)
         self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
@@ -203,7 +210,8 @@ class OnPolicyRunner:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
-                      "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
+                      "next_checkpoint_step": self._first(cfg.checkpoint_interval),
+                      "episode_window": EpisodeWindow().state_dict()}
         if resume:
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
         else:
@@ -382,9 +390,12 @@ class OnPolicyRunner:
         previous_handlers = self._install_signal_handlers()
         with writing(self.run_dir):
             logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
-                               progress=cfg.progress)
+                               progress=cfg.progress, config=to_dict(cfg),
+                               config_source=getattr(cfg, "source", None), log_interval=cfg.log_interval)
         clock = Stopwatch(offset=state["wall_s"])
         tracker = self.tracker
+        window = EpisodeWindow()
+        window.load_state_dict(state.get("episode_window", {}))
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
@@ -430,9 +441,13 @@ class OnPolicyRunner:
                 state["iteration"] += 1
                 state["global_step"] += self.steps_per_iteration
                 state["wall_s"] = clock()
-                episode_return, episode_length, episodes = tracker.update(env_rewards, episode_ends)
+                iter_return, _, episodes = tracker.update(env_rewards, episode_ends)
+                if episodes:
+                    window.extend(tracker.finished_returns.tolist(), tracker.finished_lengths.tolist())
+                    state["episode_window"] = window.state_dict()
                 row = {"global_step": state["global_step"], "iteration": state["iteration"],
-                       "episode_return": episode_return, "episode_length": episode_length, "episodes": episodes,
+                       "episode_return": window.mean_return, "episode_length": window.mean_length,
+                       "episodes": episodes, "iter_episode_return": iter_return,
                        "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
                        "wall_s": state["wall_s"],
                        "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
@@ -498,18 +513,24 @@ class OnPolicyRunner:
             "steps": state["global_step"],
             "total_steps": self.num_iterations * self.steps_per_iteration,
             "wall_s": round(state["wall_s"], 3),
+            "eval_s": round(state["eval_s"], 3),
             "sps": round(state["global_step"] / max(state["wall_s"], 1e-9), 1),
+            # training throughput: evaluation time excluded
+            "train_sps": round(state["global_step"] / max(state["wall_s"] - state["eval_s"], 1e-9), 1),
             "final_eval_return": None if math.isnan(state["last_eval_return"]) else state["last_eval_return"],
             "best_eval_return": None if math.isinf(state["best_eval_return"]) else state["best_eval_return"],
             "seed": self.cfg.seed,
             "device": str(self.device),
             "interrupted": interrupted,
+            **run_metadata(),
         }
         if error is not None:
             summary["error"] = str(error)
             summary["error_type"] = type(error).__name__
             summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        if error is None:
+            write_hparams(self.run_dir, to_dict(self.cfg), summary)
         try:
             with writing(self.run_dir / "curve.png"):
                 plot_runs([self.run_dir], self.run_dir / "curve.png")

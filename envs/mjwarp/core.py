@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from envs.core import MissingDependencyError, Obs, TorchVecEnv
+from envs.mjwarp.render import MjRenderMixin
 
 try:  # optional backend: the module imports without it, constructing an env raises
     import mujoco
@@ -122,7 +123,7 @@ def _batchable_model_fields() -> set[str]:
     return names
 
 
-class MjWarpEnv(TorchVecEnv):
+class MjWarpEnv(MjRenderMixin, TorchVecEnv):
     """Any MJCF model as a batched env on MuJoCo Warp (``nworld = num_envs``).
 
     On its own it is a generic env: obs ``[N, nq + nv]`` = (qpos, qvel), reward 0, never terminated,

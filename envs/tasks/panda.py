@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from envs.core import MissingDependencyError, Obs, TorchVecEnv
+from envs.tasks.panda_render import PandaRenderMixin
 from envs.tasks.panda_scene import (
     CUBE_HALF_SIZE,
     FINGER_MAX_OPENING,
@@ -66,7 +67,7 @@ TRAVEL_HEIGHT = 0.1  # expert: height of the EE when moving over the cube
 _REWARD_TYPES = ("dense", "sparse")
 
 
-class PandaTaskEnv(TorchVecEnv):
+class PandaTaskEnv(PandaRenderMixin, TorchVecEnv):
     """Shared machinery of the Panda tasks; subclasses define sampling, success, dense reward and the expert.
 
     Args:

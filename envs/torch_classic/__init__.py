@@ -20,6 +20,7 @@ import gymnasium as gym
 import torch
 
 from envs.core import TorchVecEnv
+from envs.torch_classic.render import ClassicRenderMixin
 
 __all__ = ["ClassicControlEnv", "CartPole", "Pendulum", "MountainCarContinuous", "Acrobot"]
 
@@ -33,7 +34,7 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return dtype
 
 
-class ClassicControlEnv(TorchVecEnv):
+class ClassicControlEnv(ClassicRenderMixin, TorchVecEnv):
     """A :class:`TorchVecEnv` with a physics ``dtype`` and (optionally randomised) physical parameters.
 
     ``params`` maps each parameter name to gymnasium's value; the subclass's physics reads them as
@@ -44,6 +45,9 @@ class ClassicControlEnv(TorchVecEnv):
     Subclasses keep their physical state in ``self.state`` ``[N, state_dim]`` (``dtype``) and never
     modify it in place (each step builds a new tensor), so observations handed out earlier never change.
     ``state_dict()`` holds ``self.state`` and the randomised parameters (the env state capability).
+
+    ``render(index=0)`` draws one env of the batch as ``uint8 [H, W, 3]`` with gymnasium's renderer
+    (:mod:`envs.torch_classic.render`).
     """
 
     state: torch.Tensor
