@@ -72,7 +72,7 @@ run_rows() {  # $1: time limit (s), rest: torch_ppo arguments
 }
 
 if [ "$phase" = torch ] || [ "$phase" = all ]; then
-  run_tests torch 170 tests/test_cuda.py -k "not mjwarp" tests/test_storage.py tests/envs/test_torch_classic.py
+  run_tests torch 170 tests -k "not mjwarp"
   if [ "$device" = cuda ]; then
     run_rows 150 --rows cartpole pendulum --steps cartpole=50000000 pendulum=50000000
   else
@@ -80,7 +80,7 @@ if [ "$phase" = torch ] || [ "$phase" = all ]; then
   fi
 fi
 if [ "$phase" = mjwarp ] || [ "$phase" = all ]; then
-  run_tests mjwarp 200 tests/test_cuda.py -k mjwarp
+  run_tests mjwarp 200 tests -k mjwarp
   if [ "$device" = cuda ]; then
     run_rows 230 --rows halfcheetah --steps halfcheetah=40000000
   else

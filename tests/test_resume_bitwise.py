@@ -160,12 +160,14 @@ def test_resume_from_a_periodic_checkpoint_is_bitwise_identical(tmp_path: Path) 
         _assert_trees_equal(final_whole[key], final_parts[key], key)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0"])
 def test_resume_is_bitwise_identical_cuda(env_id: str, tmp_path: Path) -> None:
     _check_bitwise_resume(_cfg(env_id, {"max_episode_steps": 20}, device="cuda"), tmp_path)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_is_bitwise_identical_cuda_mjwarp(tmp_path: Path) -> None:
     pytest.importorskip("mujoco_warp")

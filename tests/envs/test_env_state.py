@@ -77,6 +77,7 @@ def test_classic_state_round_trip(cls: type, randomize: dict, dtype: torch.dtype
     _check_round_trip(lambda: cls(NUM_ENVS, max_episode_steps=HORIZON, dtype=dtype, randomize=randomize))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(("cls", "randomize"), CLASSIC, ids=[c.__name__ for c, _ in CLASSIC])
 def test_classic_state_round_trip_cuda(cls: type, randomize: dict) -> None:
@@ -149,6 +150,7 @@ def test_mjwarp_state_round_trip(name: str) -> None:
     _check_round_trip(lambda: cls(NUM_ENVS, max_episode_steps=HORIZON))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["HalfCheetah", "Ant"])
 def test_mjwarp_state_round_trip_cuda(name: str) -> None:
