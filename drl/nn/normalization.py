@@ -276,7 +276,7 @@ class RewardScaler(nn.Module):
         stats: RunningMeanStd = self._modules["return_stats"]
         returns = self._buffers["returns"]
         views = None  # the kernel takes any N here: one call per rollout, not per step
-        if kernels.numba is not None and rewards.is_cpu and rewards.dtype is torch.float32 and rewards.dim() == 2:
+        if _KERNELS and rewards.is_cpu and rewards.dtype is torch.float32 and rewards.dim() == 2:
             views = stats.numpy_views()
         if (views is not None and returns.is_cpu and terminated.is_cpu and truncated.is_cpu
                 and terminated.dtype is torch.bool and truncated.dtype is torch.bool
