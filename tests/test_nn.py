@@ -129,7 +129,7 @@ def _obs_stream(steps: int, num_envs: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(params=["kernel", "torch"])
 def path(request, monkeypatch):
-    """Run a test on the numba kernel path and on the torch path (GPU, no numba, large batches)."""
+    """Run a test on the numba kernel path (CPU) and on the torch path (GPU, or no numba)."""
     if request.param == "kernel":
         pytest.importorskip("numba")
     else:

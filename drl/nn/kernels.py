@@ -41,24 +41,30 @@ def _jit(**options):
 
 @_jit(error_model="numpy")
 def rms_update(x, mean, var, count):  # pragma: no cover - compiled by numba
-    """Fold ``x[B, D]`` into ``mean[D]``, ``var[D]`` (float64) and ``count[1]``, in place."""
-    num = x.shape[0]
+    """Fold ``x[B, D]`` into ``mean[D]``, ``var[D]`` (float64) and ``count[1]``, in place.
+
+    Per feature, the batch sums run over the rows in order (row-major loops, so a large batch is
+    read contiguously); the variance is two-pass (the batch mean first).
+    """
+    num, dim = x.shape
     n = float(num)
     old_count = count[0]
     total = old_count + n
-    for d in range(x.shape[1]):
-        s = 0.0
-        for b in range(num):
-            s += x[b, d]
-        batch_mean = s / n
-        ss = 0.0
-        for b in range(num):
-            e = x[b, d] - batch_mean
-            ss += e * e
-        batch_var = ss / n
-        delta = batch_mean - mean[d]
+    batch_mean = np.zeros(dim)
+    for b in range(num):
+        for d in range(dim):
+            batch_mean[d] += x[b, d]
+    for d in range(dim):
+        batch_mean[d] /= n
+    batch_var = np.zeros(dim)
+    for b in range(num):
+        for d in range(dim):
+            e = x[b, d] - batch_mean[d]
+            batch_var[d] += e * e
+    for d in range(dim):
+        delta = batch_mean[d] - mean[d]
         mean[d] = mean[d] + delta * n / total
-        m2 = var[d] * old_count + batch_var * n + delta * delta * old_count * n / total
+        m2 = var[d] * old_count + batch_var[d] / n * n + delta * delta * old_count * n / total
         var[d] = m2 / total
     count[0] = total
 
@@ -68,11 +74,15 @@ def normalize_into(x, mean, var, epsilon, clip, out):  # pragma: no cover - comp
     """``out[B, D] = clamp((x - float32(mean)) / float32(sqrt(var + eps)), -clip, clip)`` in float32."""
     low = np.float32(-clip)
     high = np.float32(clip)
-    for d in range(x.shape[1]):
-        m = np.float32(mean[d])
-        s = np.float32(math.sqrt(var[d] + epsilon))
-        for b in range(x.shape[0]):
-            v = (x[b, d] - m) / s
+    dim = x.shape[1]
+    m = np.empty(dim, np.float32)
+    s = np.empty(dim, np.float32)
+    for d in range(dim):
+        m[d] = np.float32(mean[d])
+        s[d] = np.float32(math.sqrt(var[d] + epsilon))
+    for b in range(x.shape[0]):
+        for d in range(dim):
+            v = (x[b, d] - m[d]) / s[d]
             if v < low:
                 v = low
             elif v > high:
