@@ -213,3 +213,12 @@ def test_dry_run_prints_plan_and_estimate(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "estimated time" in out and "hopper-1env" in out and "cartpole-solve" in out
     assert not (tmp_path / "results.json").exists()
+
+
+def test_normalizer_cost_prints_one_row_per_num_envs(capsys):
+    from benchmarks.normalizer_cost import main as normalizer_cost
+
+    assert normalizer_cost(["--num-envs", "1", "3", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|") for line in lines if line.strip()[:1].isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 3] and all(len(row) == 5 for row in rows)
