@@ -194,10 +194,10 @@ def test_reward_scaler_equals_the_definition_per_step_and_per_rollout(path, num_
         _assert_same(scaler.return_stats.mean.reshape(1).numpy(), ref.stats.mean, bitwise)
         _assert_same(scaler.return_stats.var.reshape(1).numpy(), ref.stats.var, bitwise)
         _assert_same(scaler.returns.numpy(), ref.returns, bitwise)
-    # a rollout at once is exactly T steps in turn (the same kernel, or the same torch ops)
-    assert np.array_equal(scaled_rollout, scaled)
-    assert torch.equal(per_rollout.return_stats.var, per_step.return_stats.var)
-    assert torch.equal(per_rollout.returns, per_step.returns)
+    if path == "kernel":  # a rollout at once is exactly T steps in turn: the same kernel
+        assert np.array_equal(scaled_rollout, scaled)
+        assert torch.equal(per_rollout.return_stats.var, per_step.return_stats.var)
+        assert torch.equal(per_rollout.returns, per_step.returns)
 
 
 def test_normalisers_follow_every_change_of_their_statistics(path):
@@ -262,6 +262,18 @@ def test_normalisation_adds_no_torch_op_to_a_one_env_cpu_step():
     # at most (the rewards are scaled once per rollout); before, they were 62 small torch ops per step
     pytest.importorskip("numba")
     assert _ops_per_step(1, normalize=True) == _ops_per_step(1, normalize=False)
+
+
+def test_reward_scaling_per_rollout_on_the_torch_path_is_two_ops_per_step(monkeypatch):
+    # a GPU scales a rollout's rewards with 2 ops per step and 22 per rollout (3 of them reads of the
+    # statistics, 3 views); one step at a time it took 13 per step
+    monkeypatch.setattr(normalization, "_KERNELS", False)
+    rewards = torch.randn(64, 8)
+    ends = torch.zeros(64, 8, dtype=torch.bool)
+    scaler = RewardScaler(8, gamma=0.99)
+    with _CountOps() as counter:
+        scaler.scale_rollout(rewards, ends, ends)
+    assert len(counter.ops) == 2 * 64 + 22, counter.ops
 
 
 def test_normalisation_torch_path_is_a_few_ops_per_step(monkeypatch):

@@ -23,6 +23,7 @@ eps), -clip, clip)`` with the mean and std rounded to ``x``'s dtype first.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -286,8 +287,46 @@ class RewardScaler(nn.Module):
                                          returns.numpy(), *views, self.gamma, self.epsilon, self.clip, out)
             stats.stats_changed()
             return torch.from_numpy(out)
-        return torch.stack([self.scale(r, te, truncated=tr) for r, te, tr in zip(rewards, terminated, truncated,
-                                                                               strict=True)])
+        if rewards.dim() != 2 or rewards.shape[0] == 0 or not rewards.is_floating_point():
+            return torch.stack([self.scale(r, te, truncated=tr)
+                                for r, te, tr in zip(rewards, terminated, truncated, strict=True)])
+        return self._scale_rollout_torch(rewards, terminated | truncated)
+
+    @torch.no_grad()
+    def _scale_rollout_torch(self, rewards: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """The torch path of :meth:`scale_rollout` in about 2T + 12 ops (per-step calls: 13T), for GPUs.
+
+        The running returns of all T steps are built on the device (two ops per step); their per-step
+        batch moments come to the host in one transfer; the T statistics updates are the definition's
+        float64 arithmetic on Python floats; the T stds go back in one transfer.
+        """
+        stats: RunningMeanStd = self._modules["return_stats"]
+        returns = self._buffers["returns"]
+        steps, num = rewards.shape
+        keep_gamma = (~done).to(torch.float64).mul_(self.gamma)  # gamma where the episode goes on, else 0
+        running = torch.empty(steps, num, dtype=torch.float64, device=rewards.device)
+        rows, reward_rows, keep_rows = running.unbind(0), rewards.unbind(0), keep_gamma.unbind(0)  # views, made once
+        previous = returns
+        for t in range(steps):  # returns_t = returns_{t-1} * gamma (0 after an episode end) + reward_t
+            torch.mul(previous, self.gamma if t == 0 else keep_rows[t - 1], out=rows[t]).add_(reward_rows[t])
+            previous = rows[t]
+        batch_var, batch_mean = torch.var_mean(running, 1, correction=0)
+        returns.copy_(rows[-1]).masked_fill_(done[-1], 0.0)
+        mean, var, count = stats.mean.item(), stats.var.item(), stats._host_count()
+        stds = []
+        for m, v in zip(batch_mean.tolist(), batch_var.tolist(), strict=True):
+            delta = m - mean
+            total = count + num
+            mean = mean + delta * num / total
+            var = (var * count + v * num + delta * delta * count * num / total) / total
+            count = total
+            stds.append(math.sqrt(var + self.epsilon))
+        stats.mean.fill_(mean)
+        stats.var.fill_(var)
+        stats.count.fill_(count)
+        stats._caches.count = _Cached((stats.count,), count)
+        std = torch.tensor(stds, dtype=torch.float64, device=rewards.device).to(rewards.dtype)
+        return torch.div(rewards, std[:, None]).clamp_(-self.clip, self.clip)
 
 
 def _contiguous(x: torch.Tensor) -> np.ndarray:
