@@ -272,10 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     estimate, source = estimate_seconds(runs, suite.final_eval_episodes)
     print(f"benchmark suite '{suite.name}': {suite.description}")
     for row in rows:
-        print(f"  {row['name']:<18} {row['title']:<40} seeds={row['seeds']}  {row['status']}")
+        print(f"  {row['name']:<22} {row['title']:<52} seeds={row['seeds']}  {row['status']}")
         for v in row["variants"]:
             if v["status"] != "ok" and row["status"] == "ok":
-                print(f"  {'':<18}   {v['label']}: {v['status']}")
+                print(f"  {'':<22}   {v['label']}: {v['status']}")
     print(f"{len(runs)} training runs; estimated time ~{_fmt_s(estimate)} ({source})", flush=True)
     if args.dry_run:
         return 0

@@ -76,7 +76,7 @@ def test_every_run_finished_with_aligned_curves(results):
         assert _positive(run["sps"]) and _positive(run["train_s"])
         assert run["final_eval"]["episodes"] == results["meta"]["final_eval_episodes"]
     # the two sides of a row are recorded at the same env steps
-    for row in ("halfcheetah-1env", "halfcheetah-8env"):
+    for row in ("halfcheetah-1env", "halfcheetah-8env", "halfcheetah-1env-norm"):
         steps = {r["lib"]: r["curve"]["step"] for r in runs if r["row"] == row}
         assert steps["drl"] == steps["sb3"]
 
@@ -93,7 +93,37 @@ def test_sb3_gets_the_same_hyperparameters(results):
         assert d["env"]["num_envs"] == s["n_envs"] and d["total_steps"] == s["total_timesteps"]
         assert s["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
         assert s["policy_kwargs"]["activation_fn"] == "Tanh" and a["activation"] == "tanh"
-        assert d["torch_threads"] == 1 and not a["normalize_obs"] and s["VecNormalize"] is None
+        assert d["torch_threads"] == 1
+        if run_drl["row"].endswith("-norm"):  # both sides normalise: drl's normalisers, SB3's VecNormalize
+            assert a["normalize_obs"] and a["normalize_reward"]
+            assert s["VecNormalize"] == {"norm_obs": True, "norm_reward": True, "gamma": a["gamma"], "clip_obs": 10.0,
+                                         "clip_reward": 10.0, "epsilon": 1e-8}
+        else:
+            assert not a["normalize_obs"] and not a["normalize_reward"] and s["VecNormalize"] is None
+
+
+def test_normalised_row_gives_sb3_vecnormalize_with_its_defaults():
+    # "everything else SB3's defaults": each VecNormalize argument the harness passes is VecNormalize's own
+    # default, and drl's normalisers are built with the same clips and epsilon
+    import inspect
+
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from benchmarks.harness.sides import drl_config, sb3_ppo_kwargs
+    from benchmarks.harness.suites import SUITES
+    from drl.nn import RewardScaler, RunningMeanStd
+
+    defaults = {k: p.default for k, p in inspect.signature(VecNormalize.__init__).parameters.items()}
+    for suite in SUITES.values():
+        (row,) = [r for r in suite.rows if r.name == "halfcheetah-1env-norm"]
+        cfg = drl_config(row, row.variants[0], seed=0)
+        assert cfg.env.num_envs == 1 and cfg.algo.normalize_obs and cfg.algo.normalize_reward
+        _, normalize = sb3_ppo_kwargs(cfg)
+        assert normalize == {k: defaults[k] for k in normalize}
+        assert set(normalize) == {"norm_obs", "norm_reward", "gamma", "clip_obs", "clip_reward", "epsilon"}
+        obs_stats, scaler = RunningMeanStd((3,)), RewardScaler(1, cfg.algo.gamma)
+        assert (obs_stats.clip, obs_stats.epsilon, scaler.clip, scaler.epsilon) == (
+            defaults["clip_obs"], defaults["epsilon"], defaults["clip_reward"], defaults["epsilon"])
 
 
 def test_comparisons_cover_every_row(results):
@@ -101,7 +131,7 @@ def test_comparisons_cover_every_row(results):
     assert set(comps) == {"throughput", "return", "cartpole_solve", "off_policy"}
 
     throughput = {c["row"]: c for c in comps["throughput"]}
-    assert set(throughput) == {"halfcheetah-1env", "halfcheetah-8env"}
+    assert set(throughput) == {"halfcheetah-1env", "halfcheetah-8env", "halfcheetah-1env-norm"}
     for c in throughput.values():
         assert c["num_envs"] in (1, 8) and len(c["per_seed"]) == 1
         p = c["per_seed"][0]
@@ -183,3 +213,12 @@ def test_dry_run_prints_plan_and_estimate(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "estimated time" in out and "hopper-1env" in out and "cartpole-solve" in out
     assert not (tmp_path / "results.json").exists()
+
+
+def test_normalizer_cost_prints_one_row_per_num_envs(capsys):
+    from benchmarks.normalizer_cost import main as normalizer_cost
+
+    assert normalizer_cost(["--num-envs", "1", "3", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|") for line in lines if line.strip()[:1].isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 3] and all(len(row) == 5 for row in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import gymnasium as gym
@@ -10,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 from torch.distributions import AffineTransform, Categorical, Normal, TanhTransform, TransformedDistribution
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import drl.nn.normalization as normalization
 from drl.nn import CategoricalHead, GaussianHead, RewardScaler, RunningMeanStd, make_action_head, make_mlp
 
 # ------------------------------------------------------------------------------------------------
@@ -72,6 +75,215 @@ def test_reward_scaler_hand_checked():
     out3 = scaler.scale(torch.tensor([1.0, -100.0]), torch.tensor([False, False]), update=False)
     torch.testing.assert_close(out3, torch.tensor([1.352247, -10.0]), rtol=1e-4, atol=1e-4)  # -135 clipped to -10
     assert scaler.returns.tolist() == [2.5, 2.0]
+
+
+# ------------------------------------------------------------------------------------------------
+# the normalisers against their definition, on both paths
+# ------------------------------------------------------------------------------------------------
+
+
+class _ReferenceStats:
+    """Running mean/var written from the definition (Chan et al.'s parallel update), in float64 numpy."""
+
+    def __init__(self, dim: int, clip: float = 10.0, epsilon: float = 1e-8):
+        self.mean, self.var, self.count = np.zeros(dim), np.ones(dim), 1e-4
+        self.clip, self.epsilon = clip, epsilon
+
+    def update(self, batch: np.ndarray) -> None:
+        batch = batch.astype(np.float64)
+        n = batch.shape[0]
+        batch_mean, batch_var = batch.mean(0), batch.var(0)
+        delta = batch_mean - self.mean
+        total = self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta * delta * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        mean = self.mean.astype(np.float32)
+        std = np.sqrt(self.var + self.epsilon).astype(np.float32)
+        return np.clip((x - mean) / std, np.float32(-self.clip), np.float32(self.clip))
+
+
+class _ReferenceRewardScaler:
+    """SB3-style reward scaling from its definition: divide by the std of the running discounted return."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.returns, self.gamma, self.stats = np.zeros(num_envs), gamma, _ReferenceStats(1)
+
+    def scale(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward.astype(np.float64)
+        self.stats.update(self.returns[:, None])
+        self.returns[done] = 0.0
+        std = np.float32(np.sqrt(self.stats.var[0] + self.stats.epsilon))
+        return np.clip(reward / std, np.float32(-10.0), np.float32(10.0))
+
+
+def _obs_stream(steps: int, num_envs: int, seed: int = 0) -> np.ndarray:
+    """``[steps, num_envs, 17]`` float32, HalfCheetah-like: features of very different scales and offsets."""
+    rng = np.random.default_rng(seed)
+    scale = np.geomspace(0.01, 30.0, 17)
+    drift = np.linspace(0.0, 2.0, steps)[:, None, None]
+    return (rng.normal(size=(steps, num_envs, 17)) * scale + 5.0 * np.sin(np.arange(17)) + drift).astype(np.float32)
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def path(request, monkeypatch):
+    """Run a test on the numba kernel path (CPU) and on the torch path (GPU, or no numba)."""
+    if request.param == "kernel":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(normalization, "_KERNELS", False)
+    return request.param
+
+
+def _assert_same(actual: np.ndarray, expected: np.ndarray, bitwise: bool) -> None:
+    if bitwise:  # the same arithmetic in the same order: the same bits
+        assert np.array_equal(actual, expected), np.abs(actual - expected).max()
+    else:  # float64 rounding apart (batch moments summed in another order, or a rearranged update)
+        np.testing.assert_allclose(actual, expected, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 300])
+def test_running_mean_std_equals_the_definition(path, num_envs):
+    stream = _obs_stream(400 if num_envs < 300 else 20, num_envs)
+    rms, ref = RunningMeanStd((17,)), _ReferenceStats(17)
+    bitwise = path == "kernel" and num_envs == 1
+    for t, x in enumerate(stream):
+        out = rms.update_normalize(torch.from_numpy(x)).numpy()
+        ref.update(x)
+        expected = ref.normalize(x)
+        if bitwise:
+            assert np.array_equal(out, expected), t
+        else:  # statistics a few float64 ulps apart: the float32 results at most one float32 ulp apart
+            np.testing.assert_array_max_ulp(out, expected, maxulp=1)
+        if t % 97 == 0 or t == len(stream) - 1:
+            _assert_same(rms.mean.numpy(), ref.mean, bitwise)
+            _assert_same(rms.var.numpy(), ref.var, bitwise)
+            assert rms.count.item() == ref.count  # a sum of whole numbers from 1e-4: exact on both paths
+    # update() then normalize() is the same as update_normalize()
+    other = RunningMeanStd((17,))
+    for x in stream:
+        other.update(torch.from_numpy(x))
+    assert torch.equal(other.mean, rms.mean) and torch.equal(other.var, rms.var)
+    assert torch.equal(other.normalize(torch.from_numpy(stream[0])), rms.normalize(torch.from_numpy(stream[0])))
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_reward_scaler_equals_the_definition_per_step_and_per_rollout(path, num_envs):
+    rng = np.random.default_rng(1)
+    steps = 600
+    rewards = (rng.normal(size=(steps, num_envs)) * 2.0 + 1.0).astype(np.float32)
+    terminated = rng.random((steps, num_envs)) < 0.01
+    truncated = (np.arange(steps)[:, None] % 250 == 249) & np.ones(num_envs, bool)  # time limits
+    ref = _ReferenceRewardScaler(num_envs, gamma=0.99)
+    expected = np.stack([ref.scale(r, te | tr) for r, te, tr in zip(rewards, terminated, truncated, strict=True)])
+    bitwise = path == "kernel" and num_envs == 1
+
+    per_step = RewardScaler(num_envs, gamma=0.99)
+    scaled = np.stack([per_step.scale(torch.from_numpy(r), torch.from_numpy(te), truncated=torch.from_numpy(tr)).numpy()
+                       for r, te, tr in zip(rewards, terminated, truncated, strict=True)])
+    per_rollout = RewardScaler(num_envs, gamma=0.99)
+    scaled_rollout = per_rollout.scale_rollout(torch.from_numpy(rewards), torch.from_numpy(terminated),
+                                               torch.from_numpy(truncated)).numpy()
+    for out, scaler in ((scaled, per_step), (scaled_rollout, per_rollout)):
+        if bitwise:
+            assert np.array_equal(out, expected)
+        else:
+            np.testing.assert_array_max_ulp(out, expected, maxulp=1)
+        _assert_same(scaler.return_stats.mean.reshape(1).numpy(), ref.stats.mean, bitwise)
+        _assert_same(scaler.return_stats.var.reshape(1).numpy(), ref.stats.var, bitwise)
+        _assert_same(scaler.returns.numpy(), ref.returns, bitwise)
+    if path == "kernel":  # a rollout at once is exactly T steps in turn: the same kernel
+        assert np.array_equal(scaled_rollout, scaled)
+        assert torch.equal(per_rollout.return_stats.var, per_step.return_stats.var)
+        assert torch.equal(per_rollout.returns, per_step.returns)
+
+
+def test_normalisers_follow_every_change_of_their_statistics(path):
+    x = torch.from_numpy(_obs_stream(1, 2)[0])
+    rms = RunningMeanStd((17,))
+    rms.update_normalize(x)
+    before = rms.normalize(x)
+    # a state dict loaded in place
+    fresh = RunningMeanStd((17,))
+    rms.load_state_dict(fresh.state_dict())
+    torch.testing.assert_close(rms.normalize(x), fresh.normalize(x), rtol=0, atol=0)
+    assert not torch.equal(rms.normalize(x), before)
+    # a buffer written in place
+    rms.mean.fill_(1.0)
+    rms.var.fill_(4.0)
+    torch.testing.assert_close(rms.normalize(x), ((x - 1.0) / math.sqrt(4.0 + 1e-8)).clamp(-10, 10), rtol=0, atol=0)
+    # a deep copy updates its own buffers only
+    twin = copy.deepcopy(rms)
+    twin.update_normalize(x * 5)
+    assert rms.mean.eq(1.0).all() and not twin.mean.eq(1.0).all()
+    assert torch.equal(twin.normalize(x), twin.update_normalize(x, update=False))
+    # buffers replaced (.to(), .float(), .double() ...)
+    rms.float().double()
+    rms.update(x)
+    assert rms.count.item() == pytest.approx(1e-4 + 2, rel=1e-6)  # count was reset by the loaded state
+    expected = RunningMeanStd((17,))
+    expected.load_state_dict(rms.state_dict())
+    torch.testing.assert_close(rms.normalize(x), expected.normalize(x), rtol=0, atol=0)
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the torch ops a block dispatches, leaving out the no-compute ones numpy conversion shows."""
+
+    FREE = ("detach", "to.dtype_layout", "resolve_conj", "resolve_neg", "lift_fresh", "alias")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if not any(f"aten.{free}" in name for free in self.FREE):
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_per_step(num_envs: int, normalize: bool) -> list[str]:
+    from drl.agents.ppo import PPO, PPOConfig
+
+    space = gym.spaces.Box(-np.inf, np.inf, (17,))
+    cfg = PPOConfig(normalize_obs=normalize, normalize_reward=normalize, compile=False)
+    agent = PPO(space, gym.spaces.Box(-1, 1, (6,)), cfg, num_envs, torch.device("cpu"))
+    obs, reward, done = torch.randn(num_envs, 17), torch.randn(num_envs), torch.zeros(num_envs, dtype=torch.bool)
+    agent.record_outcome(agent.act(obs)[1], reward, done, done, obs)  # warm: compiled kernels, cached views
+    with _CountOps() as counter:
+        agent.record_outcome(agent.act(obs)[1], reward, done, done, obs)
+    return counter.ops
+
+
+def test_normalisation_adds_no_torch_op_to_a_one_env_cpu_step():
+    # obs statistics, obs normalisation (actor and final obs) and reward scaling cost one numba call each
+    # at most (the rewards are scaled once per rollout); before, they were 62 small torch ops per step
+    pytest.importorskip("numba")
+    assert _ops_per_step(1, normalize=True) == _ops_per_step(1, normalize=False)
+
+
+def test_reward_scaling_per_rollout_on_the_torch_path_is_two_ops_per_step(monkeypatch):
+    # a GPU scales a rollout's rewards with 2 ops per step and 22 per rollout (3 of them reads of the
+    # statistics, 3 views); one step at a time it took 13 per step
+    monkeypatch.setattr(normalization, "_KERNELS", False)
+    rewards = torch.randn(64, 8)
+    ends = torch.zeros(64, 8, dtype=torch.bool)
+    scaler = RewardScaler(8, gamma=0.99)
+    with _CountOps() as counter:
+        scaler.scale_rollout(rewards, ends, ends)
+    assert len(counter.ops) == 2 * 64 + 22, counter.ops
+
+
+def test_normalisation_torch_path_is_a_few_ops_per_step(monkeypatch):
+    # where the kernels do not run (a GPU, no numba), each torch op is a kernel launch: normalisation adds
+    # 8 ops of statistics, 4 to round the mean and std once per update and 3 per normalised obs (actor,
+    # final obs); before, 62 (the reward scaler's among them: its work now happens once per rollout)
+    monkeypatch.setattr(normalization, "_KERNELS", False)
+    monkeypatch.setattr("drl.agents.ppo.numba_available", lambda: False)
+    extra = len(_ops_per_step(8, normalize=True)) - len(_ops_per_step(8, normalize=False))
+    assert extra == 8 + 4 + 3 + 3
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 from drl.agents.ppo import PPO, PPOConfig
-from drl.nn import make_action_head, make_mlp
+from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.mlp import forward_layers
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
+from drl.storage import RolloutBuffer
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 
@@ -93,3 +95,62 @@ def test_asking_for_the_kernel_where_it_cannot_run_is_a_clear_error(monkeypatch)
     with pytest.raises(ImportError, match=r"pip install 'drl\[numba\]'"):
         PPO(obs_space, BOX, PPOConfig(numba_actor=True), 2, torch.device("cpu"))
     assert PPO(obs_space, BOX, PPOConfig(), 2, torch.device("cpu")).numba_actor is None  # auto: falls back
+
+
+@pytest.mark.parametrize("num_envs", [1, 8])
+def test_fused_normalisation_is_the_normaliser_then_the_kernel(num_envs):
+    body, head = _actor("tanh", False)
+    actor = NumbaGaussianActor(body, head)
+    fused, separate = RunningMeanStd((5,)), RunningMeanStd((5,))
+    gen = torch.Generator().manual_seed(0)
+    for step in range(40):
+        obs = torch.randn(num_envs, 5, generator=gen) * 3 + 1
+        update = step % 7 != 3  # evaluation-style steps in between: no update
+        torch.manual_seed(step)
+        normalized, *sampled = actor.sample_normalized(obs, fused, update)
+        expected_obs = separate.update_normalize(obs, update)
+        torch.manual_seed(step)
+        expected = actor.sample(expected_obs)
+        assert torch.equal(normalized, expected_obs)
+        for got, want in zip(sampled, expected, strict=True):
+            assert torch.equal(got, want)
+    for name in ("mean", "var", "count"):
+        assert torch.equal(getattr(fused, name), getattr(separate, name))
+
+
+def test_ppo_step_records_hold_the_per_step_normalised_values():
+    # PPO with one env: obs statistics fused into the actor kernel, the final obs normalised by its own
+    # kernel call, the rewards scaled once per rollout in update(): all equal to the normalisers run per step
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (5,))
+    cfg = PPOConfig(normalize_obs=True, normalize_reward=True, num_steps=32, minibatch_size=32, num_epochs=1)
+    torch.manual_seed(0)
+    agent = PPO(obs_space, BOX, cfg, 1, torch.device("cpu"))
+    assert agent.numba_actor is not None
+    obs_stats, scaler = RunningMeanStd((5,)), RewardScaler(1, cfg.gamma)
+    storage = RolloutBuffer(32, 1, agent.storage_fields())
+    gen = torch.Generator().manual_seed(1)
+    expected_rewards = []
+    for t in range(32):
+        obs = torch.randn(1, 5, generator=gen) * 4 + 2
+        _, record = agent.act(obs)
+        assert torch.equal(record["obs/policy"], obs_stats.update_normalize(obs))
+        reward = torch.randn(1, generator=gen) * 10
+        terminated, truncated = torch.tensor([t % 11 == 10]), torch.tensor([t % 13 == 12])
+        final_obs = torch.randn(1, 5, generator=gen)
+        storage.add(agent.record_outcome(record, reward, terminated, truncated, final_obs))
+        assert torch.equal(record["final_obs/policy"], obs_stats.normalize(final_obs))
+        assert torch.equal(record["rewards"], reward)  # stored as the env gave it ...
+        expected_rewards.append(scaler.scale(reward, terminated, truncated=truncated))
+    assert torch.equal(agent.reward_scaler.returns, torch.zeros(1))  # ... so a dropped rollout leaves no trace
+    seen = {}
+    compute_returns = agent.compute_returns
+
+    def spy(storage, rewards=None):
+        seen["rewards"] = rewards
+        return compute_returns(storage, rewards)
+
+    agent.compute_returns = spy
+    agent.update(storage)
+    assert torch.equal(seen["rewards"], torch.stack(expected_rewards))  # ... and update() learns the scaled ones
+    assert torch.equal(agent.reward_scaler.returns, scaler.returns)
+    assert torch.equal(agent.reward_scaler.return_stats.var, scaler.return_stats.var)

@@ -102,9 +102,17 @@ def _cartpole_variants(torch_overrides: dict[str, Any] | None = None) -> list[Va
     ]
 
 
-def _mujoco(env: str, num_envs: int, steps: int, seeds: int, algo: dict[str, Any] | None = None) -> Row:
-    return Row(f"{env.split('-')[0].lower()}-{num_envs}env", f"{env}, {num_envs} env{'s' if num_envs > 1 else ''}",
-               "ppo", env, steps, seeds, _pair(env), "sb3-defaults", num_envs, algo or {})
+def _mujoco(env: str, num_envs: int, steps: int, seeds: int, algo: dict[str, Any] | None = None,
+            normalize: bool = False) -> Row:
+    """A PPO row with SB3's defaults; ``normalize``: obs and reward normalisation on both sides (drl's
+    RunningMeanStd / RewardScaler, SB3's ``VecNormalize`` with its defaults), a row of its own."""
+    name = f"{env.split('-')[0].lower()}-{num_envs}env"
+    title = f"{env}, {num_envs} env{'s' if num_envs > 1 else ''}"
+    algo = dict(algo or {})
+    if normalize:
+        name, title = f"{name}-norm", f"{title}, obs + reward normalisation"
+        algo |= {"normalize_obs": True, "normalize_reward": True}
+    return Row(name, title, "ppo", env, steps, seeds, _pair(env), "sb3-defaults", num_envs, algo)
 
 
 def _cartpole(steps: int | None, seeds: int, eval_interval: int = CARTPOLE_EVAL_INTERVAL,
@@ -126,6 +134,8 @@ SUITES: dict[str, Suite] = {
         [
             _mujoco("HalfCheetah-v5", 1, 1024, 1, {"num_steps": 512, "minibatch_size": 128, "num_epochs": 2}),
             _mujoco("HalfCheetah-v5", 8, 1024, 1, {"num_steps": 64, "minibatch_size": 128, "num_epochs": 2}),
+            _mujoco("HalfCheetah-v5", 1, 1024, 1, {"num_steps": 512, "minibatch_size": 128, "num_epochs": 2},
+                    normalize=True),
             _cartpole(2048, 1, eval_interval=1024, torch_overrides={"total_steps": 8192}),
             _offpolicy("sac", 500, 1),
             _offpolicy("td3", 500, 1),
@@ -134,10 +144,12 @@ SUITES: dict[str, Suite] = {
     ),
     "quick": Suite(
         "quick",
-        "HalfCheetah-v5 with 1 and 8 envs at 32,768 steps (SB3 defaults), CartPole solve; 2 seeds (< 15 min)",
+        "HalfCheetah-v5 with 1 and 8 envs at 32,768 steps (SB3 defaults; 1 env also with obs + reward "
+        "normalisation), CartPole solve; 2 seeds (< 15 min)",
         [
             _mujoco("HalfCheetah-v5", 1, 32_768, 2),
             _mujoco("HalfCheetah-v5", 8, 32_768, 2),
+            _mujoco("HalfCheetah-v5", 1, 32_768, 2, normalize=True),
             _cartpole(None, 2),
             _offpolicy("sac", 5_000, 1),
             _offpolicy("td3", 5_000, 1),
@@ -145,11 +157,13 @@ SUITES: dict[str, Suite] = {
     ),
     "full": Suite(
         "full",
-        "HalfCheetah-v5 and Hopper-v5 with 1 and 8 envs at 500k steps (SB3 defaults), Pendulum-v1 (drl's "
-        "tuned config), CartPole solve; 3 seeds each (about two hours on 2 shared CPU cores)",
+        "HalfCheetah-v5 and Hopper-v5 with 1 and 8 envs at 500k steps (SB3 defaults; HalfCheetah-v5 with 1 env "
+        "also with obs + reward normalisation), Pendulum-v1 (drl's tuned config), CartPole solve; 3 seeds each "
+        "(about two and a half hours on 2 shared CPU cores)",
         [
             _mujoco("HalfCheetah-v5", 1, 500_000, 3),
             _mujoco("HalfCheetah-v5", 8, 500_000, 3),
+            _mujoco("HalfCheetah-v5", 1, 500_000, 3, normalize=True),
             _mujoco("Hopper-v5", 1, 500_000, 3),
             _mujoco("Hopper-v5", 8, 500_000, 3),
             Row("pendulum-8env", "Pendulum-v1, 8 envs (drl's tuned config)", "ppo", "Pendulum-v1", 0, 3,

@@ -227,12 +227,7 @@ class PPO:
     def _normalize(self, groups: dict[str, torch.Tensor], update: bool) -> dict[str, torch.Tensor]:
         if not self.cfg.normalize_obs:
             return groups
-        out = {}
-        for g, x in groups.items():
-            if update:
-                self.obs_normalizers[g].update(x)
-            out[g] = self.obs_normalizers[g].normalize(x)
-        return out
+        return {g: self.obs_normalizers[g].update_normalize(x, update) for g, x in groups.items()}
 
     @torch.inference_mode()
     def act(self, obs: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = False,
@@ -242,11 +237,19 @@ class PPO:
         Returns ``(env_action, record)``: the action to send to the env (clipped or squashed into
         the bounds) and what to store for this step (normalised obs groups, raw action, log-prob).
         """
-        groups = self._normalize(self._groups_of(obs, self.groups), update=update_stats)
-        actor_obs = groups[self.cfg.actor_obs]
-        if self.numba_actor is not None and actor_obs.shape[0] <= self.numba_actor.max_batch:
-            action, log_prob, env_action = self.numba_actor.sample(actor_obs, deterministic)
+        groups = self._groups_of(obs, self.groups)
+        actor_key = self.cfg.actor_obs
+        if self.numba_actor is not None and groups[actor_key].shape[0] <= self.numba_actor.max_batch:
+            if self.cfg.normalize_obs:  # the kernel normalises the actor's group in the same call
+                others = self._normalize({g: x for g, x in groups.items() if g != actor_key}, update=update_stats)
+                groups[actor_key], action, log_prob, env_action = self.numba_actor.sample_normalized(
+                    groups[actor_key], self.obs_normalizers[actor_key], update_stats, deterministic)
+                groups.update(others)
+            else:
+                action, log_prob, env_action = self.numba_actor.sample(groups[actor_key], deterministic)
         else:
+            groups = self._normalize(groups, update=update_stats)
+            actor_obs = groups[actor_key]
             action, log_prob = self.model.act(actor_obs, deterministic)
             env_action = self.model.head.env_action(action)
         record = {f"obs/{g}": x for g, x in groups.items()}
@@ -257,11 +260,16 @@ class PPO:
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
                        truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
-        """Complete a step's record with its reward (scaled if configured) and true next obs."""
-        if self.cfg.normalize_reward:
-            reward = self.reward_scaler.scale(reward, terminated | truncated)
-        critic_group = self._groups_of(final_obs, [self.cfg.critic_obs])
-        record[f"final_obs/{self.cfg.critic_obs}"] = self._normalize(critic_group, update=False)[self.cfg.critic_obs]
+        """Complete a step's record with its reward and true next obs.
+
+        The reward is stored as the env gave it: with ``normalize_reward``, :meth:`update` scales the
+        rollout's rewards (:meth:`RewardScaler.scale_rollout`, the same values as scaling each step).
+        """
+        critic_key = self.cfg.critic_obs
+        critic_obs = self._groups_of(final_obs, [critic_key])[critic_key]
+        if self.cfg.normalize_obs:
+            critic_obs = self.obs_normalizers[critic_key].normalize(critic_obs)
+        record[f"final_obs/{critic_key}"] = critic_obs
         record["rewards"] = reward
         record["terminated"] = terminated
         record["truncated"] = truncated
@@ -269,22 +277,32 @@ class PPO:
 
     # --- learning side --------------------------------------------------------------------
     @torch.no_grad()
-    def compute_returns(self, storage: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(values, advantages, returns)``, each ``[T, N]``, with two batched critic passes."""
+    def compute_returns(self, storage: RolloutBuffer, rewards: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, advantages, returns)``, each ``[T, N]``, with two batched critic passes.
+
+        ``rewards[T, N]``: the rewards to learn from (scaled ones); default the stored ones.
+        """
         critic_key = self.cfg.critic_obs
         steps, n = storage.capacity, storage.num_envs
         values = self.model.value(storage[f"obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
         next_values = self.model.value(storage[f"final_obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
-        advantages, returns = gae(storage["rewards"], values, next_values, storage["terminated"],
-                                  storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
+        advantages, returns = gae(storage["rewards"] if rewards is None else rewards, values, next_values,
+                                  storage["terminated"], storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
         return values, advantages, returns
 
     def update(self, storage: RolloutBuffer, progress: float = 0.0) -> dict[str, float]:
-        """Run the PPO epochs on a full rollout. ``progress`` in [0, 1] drives LR annealing."""
+        """Run the PPO epochs on a full rollout. ``progress`` in [0, 1] drives LR annealing.
+
+        With ``normalize_reward`` this is where the reward scaler takes the rollout (once per call).
+        """
         cfg = self.cfg
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         self.train_step.set_learning_rate(lr)
-        values, advantages, returns = self.compute_returns(storage)
+        rewards = None
+        if cfg.normalize_reward:
+            rewards = self.reward_scaler.scale_rollout(storage["rewards"], storage["terminated"], storage["truncated"])
+        values, advantages, returns = self.compute_returns(storage, rewards)
         batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
         batch["values"] = values.reshape(-1)
         batch["advantages"] = advantages.reshape(-1)

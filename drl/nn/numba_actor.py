@@ -9,90 +9,32 @@ The kernel reads the torch parameters in place (numpy views of the same CPU memo
 sees the current weights, and it takes its noise from torch's global generator, so a seeded run
 draws the same numbers as the torch path. It computes exactly what :meth:`GaussianHead.sample`
 and :meth:`GaussianHead.env_action` compute, up to float rounding (tested).
+
+:meth:`NumbaGaussianActor.sample_normalized` also updates the observation normaliser and normalises
+the observations in the same call, with the arithmetic of :class:`RunningMeanStd`'s kernel path.
+The kernel itself is :func:`drl.nn.kernels.gaussian_actor`.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN, GaussianHead
+from drl.nn import kernels
+from drl.nn.heads import GaussianHead
+from drl.nn.normalization import RunningMeanStd
 
 __all__ = ["NumbaGaussianActor", "numba_available"]
 
 _ACTIVATION_CODES = {nn.Tanh: 0, nn.ReLU: 1, nn.ELU: 2, nn.SiLU: 3}
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-_LOG_2 = math.log(2.0)
-
-try:
-    import numba
-except ImportError:  # optional: the torch path is used instead
-    numba = None
+# stand-ins for the normaliser's arrays when the kernel does not normalise (one compiled signature)
+_NO_STATS = np.zeros(1)
+_NO_OBS = np.empty((0, 0), np.float32)
 
 
 def numba_available() -> bool:
-    return numba is not None
-
-
-def _kernel(obs, weights, biases, activation, mean_w, mean_b, log_std, noise, squash, low, high,
-            action, log_prob, env_action):  # pragma: no cover - compiled by numba
-    """``obs[N, D] -> action[N, A]`` (the stored sample), ``log_prob[N]``, ``env_action[N, A]``."""
-    num_envs = obs.shape[0]
-    num_actions = mean_w.shape[0]
-    for i in range(num_envs):
-        x = obs[i]
-        for k in range(len(weights)):
-            w = weights[k]
-            b = biases[k]
-            y = np.empty(w.shape[0], np.float32)
-            for j in range(w.shape[0]):
-                dot = np.float32(0.0)  # a float32 accumulator of its own, so the loop vectorises
-                for m in range(w.shape[1]):
-                    dot += w[j, m] * x[m]
-                h = dot + b[j]
-                if activation == 0:
-                    h = math.tanh(h)
-                elif activation == 1:
-                    h = max(h, 0.0)
-                elif activation == 2:
-                    h = h if h > 0.0 else math.expm1(h)
-                else:
-                    h = h / (1.0 + math.exp(-h))
-                y[j] = h
-            x = y
-        total = 0.0
-        for a in range(num_actions):
-            dot = np.float32(0.0)
-            for m in range(mean_w.shape[1]):
-                dot += mean_w[a, m] * x[m]
-            mean = dot + mean_b[a]
-            ls = min(max(log_std[a], LOG_STD_MIN), LOG_STD_MAX)  # the head's clamp
-            u = mean + math.exp(ls) * noise[i, a]
-            action[i, a] = u
-            total += -0.5 * noise[i, a] * noise[i, a] - ls - 0.9189385332046727  # log sqrt(2 pi)
-            if squash:
-                # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the stable form
-                z = -2.0 * u
-                softplus = max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-                total -= 2.0 * (0.6931471805599453 - u - softplus)
-                env_action[i, a] = low[a] + 0.5 * (math.tanh(u) + 1.0) * (high[a] - low[a])
-            else:
-                env_action[i, a] = min(max(u, low[a]), high[a])
-        log_prob[i] = total
-
-
-_compiled_kernel = None
-
-
-def _get_kernel():
-    global _compiled_kernel
-    if _compiled_kernel is None:
-        # reassoc/contract let the dot products vectorise; NaN/inf semantics are kept
-        _compiled_kernel = numba.njit(cache=True, fastmath={"reassoc", "contract"})(_kernel)
-    return _compiled_kernel
+    return kernels.numba is not None
 
 
 class NumbaGaussianActor:
@@ -116,7 +58,7 @@ class NumbaGaussianActor:
         if not self.supports(body, head):
             raise ValueError("NumbaGaussianActor needs a CPU float32 MLP body (Linear + one activation) "
                              "and a GaussianHead with a state-independent std")
-        if numba is None:
+        if kernels.numba is None:
             raise ImportError("the numba actor needs numba: pip install 'drl[numba]'  (or: pip install numba)")
         linears = [layer for layer in body if isinstance(layer, nn.Linear)]
         self.weights = tuple(layer.weight.detach().numpy() for layer in linears)
@@ -129,7 +71,7 @@ class NumbaGaussianActor:
         self.low = head.low.numpy()
         self.high = head.high.numpy()
         self.num_actions = head.mean.out_features
-        self._kernel = _get_kernel()
+        self._kernel = kernels.gaussian_actor
 
     @staticmethod
     def supports(body: nn.Sequential, head: nn.Module) -> bool:
@@ -147,15 +89,50 @@ class NumbaGaussianActor:
     def sample(self, obs: torch.Tensor, deterministic: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``obs[N, D] -> (action[N, A], log_prob[N], env_action[N, A])``, as the torch head computes them."""
+        return self._sample(obs, deterministic)[1:]
+
+    def sample_normalized(self, obs: torch.Tensor, normalizer: RunningMeanStd, update_stats: bool,
+                          deterministic: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``obs[N, D] -> (normalized_obs[N, D], action[N, A], log_prob[N], env_action[N, A])``.
+
+        The same as ``normalizer.update_normalize(obs, update_stats)`` followed by :meth:`sample` on
+        its result, in one kernel call where the normaliser's kernel path takes ``obs``.
+        """
+        views = normalizer.kernel_views(obs)
+        if views is None:
+            normalized = normalizer.update_normalize(obs, update_stats)
+            return (normalized, *self.sample(normalized, deterministic))
+        return self._sample(obs, deterministic, normalizer, views, update_stats)
+
+    def _sample(self, obs: torch.Tensor, deterministic: bool, normalizer: RunningMeanStd | None = None,
+                views: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, update_stats: bool = False
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         num_envs = obs.shape[0]
         if deterministic:
             noise = torch.zeros(num_envs, self.num_actions)
         else:
             noise = torch.randn(num_envs, self.num_actions)
-        action = torch.empty(num_envs, self.num_actions)
-        env_action = torch.empty(num_envs, self.num_actions)
-        log_prob = torch.empty(num_envs)
-        self._kernel(obs.detach().contiguous().numpy(), self.weights, self.biases, self.activation, self.mean_w,
-                     self.mean_b, self.log_std, noise.numpy(), self.squash, self.low, self.high, action.numpy(),
-                     log_prob.numpy(), env_action.numpy())
-        return action, log_prob, env_action
+        action = np.empty((num_envs, self.num_actions), np.float32)
+        env_action = np.empty((num_envs, self.num_actions), np.float32)
+        log_prob = np.empty(num_envs, np.float32)
+        if normalizer is None:
+            mean = var = count = _NO_STATS
+            epsilon, clip, normalized = 0.0, 0.0, _NO_OBS
+        else:
+            mean, var, count = views
+            epsilon, clip = float(normalizer.epsilon), float(normalizer.clip)
+            normalized = np.empty(obs.shape, np.float32)
+        if obs.dtype != torch.float32:
+            obs = obs.to(torch.float32)
+        if obs.requires_grad:
+            obs = obs.detach()
+        self._kernel(obs.contiguous().numpy(), self.weights, self.biases, self.activation, self.mean_w,
+                     self.mean_b, self.log_std, noise.numpy(), self.squash, self.low, self.high, action, log_prob,
+                     env_action, normalizer is not None, update_stats, mean, var, count, epsilon, clip, normalized)
+        if normalizer is None:
+            return None, torch.from_numpy(action), torch.from_numpy(log_prob), torch.from_numpy(env_action)
+        if update_stats:
+            normalizer.stats_changed()
+        return (torch.from_numpy(normalized), torch.from_numpy(action), torch.from_numpy(log_prob),
+                torch.from_numpy(env_action))
