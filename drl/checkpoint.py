@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "rng_state",
+           "set_rng_state", "FORMAT"]
 
 FORMAT = "drl-checkpoint"
 VERSION = 1
@@ -41,6 +42,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temp_files(checkpoint_dir: str | Path) -> list[Path]:
+    """Delete the ``*.tmp`` files a kill during :func:`save_checkpoint` left in ``checkpoint_dir``.
+
+    Only call this when no other process writes checkpoints there (a run folder is owned by one
+    run). Returns the files removed.
+    """
+    removed = []
+    for tmp in sorted(Path(checkpoint_dir).glob("*.tmp")):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

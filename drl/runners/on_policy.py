@@ -16,16 +16,24 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from drl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from drl.config import TrainConfig, dump_yaml, to_dict
+from drl.checkpoint import rng_state, save_checkpoint, set_rng_state
+from drl.config import TrainConfig, to_dict
 from drl.logging import RunLogger, Stopwatch
+from drl.runners.common import (
+    StopSignals,
+    TrainingInterrupted,
+    create_run_dir,
+    default_run_dir,
+    find_resume_checkpoint,
+    note,
+    signal_name,
+)
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 from envs.core import resolve_device
@@ -117,13 +125,20 @@ class OnPolicyRunner:
     Args:
         cfg: the resolved training config.
         agent_class: the agent to build (e.g. :class:`drl.agents.ppo.PPO`).
-        run_dir: the run folder (created).
-        resume: continue from ``run_dir/checkpoints/latest.pt``.
+        run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
+        resume: continue the run in ``run_dir`` from its newest checkpoint (``latest.pt`` or a newer
+            ``best.pt``); with none there, start again from step 0 in the same folder.
+        overwrite: a fresh run may replace the drl run already in ``run_dir``.
+
+    Raises:
+        FileExistsError: a fresh run's ``run_dir`` already holds files (and not ``overwrite``).
+        CheckpointError: resume found a checkpoint it cannot load.
     """
 
-    def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path | None, resume: bool = False,
+                 overwrite: bool = False):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
@@ -138,16 +153,31 @@ class OnPolicyRunner:
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
-        # the folder is made only once everything above was built: a bad env or config leaves nothing behind
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
+        self.stop = StopSignals()
+        self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
+        self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
-            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
+            found = find_resume_checkpoint(self.run_dir / "checkpoints", map_location=self.device)
+            if found is None:
+                note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
+                     "starting again from step 0 with its saved config")
+            else:
+                self.resumed_from = found[0]
+                self._restore(found[1])
+                self.checkpoint_step = self.state["global_step"]
+                while self.state["next_eval_step"] <= self.state["global_step"]:  # best.pt is saved mid-evaluation
+                    self.state["next_eval_step"] += cfg.eval_interval or 2**62
         else:
-            dump_yaml(to_dict(cfg), self.run_dir / "config.yaml")
-        self._stop_signal: int | None = None
+            # claimed only once everything above was built: a bad env or config leaves nothing behind
+            self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None, overwrite=overwrite)
+
+    @property
+    def finished(self) -> bool:
+        """The run has done all its iterations (resuming it has nothing to do)."""
+        return self.state["iteration"] >= self.num_iterations
 
     @staticmethod
     def _first(interval: int) -> int:
@@ -166,7 +196,10 @@ class OnPolicyRunner:
         }
 
     def save(self, name: str = "latest.pt") -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints" / name, self.checkpoint_payload())
+        with self.stop.shielded():  # a stop signal never tears a checkpoint write
+            path = save_checkpoint(self.run_dir / "checkpoints" / name, self.checkpoint_payload())
+        self.checkpoint_step = max(self.checkpoint_step or 0, self.state["global_step"])
+        return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("agent") != self.cfg.agent:
@@ -176,24 +209,20 @@ class OnPolicyRunner:
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
 
-    # --- signals --------------------------------------------------------------------------
-    def _request_stop(self, signum: int, _frame: Any) -> None:
-        self._stop_signal = signum
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, self._request_stop)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return previous
-
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Run to ``total_steps`` (or until SIGINT/SIGTERM); returns the summary written to disk."""
-        cfg, state = self.cfg, self.state
-        previous_handlers = self._install_signal_handlers()
+        """Run to ``total_steps`` (or until SIGINT/SIGTERM); returns the summary written to disk.
+
+        A stop signal in the rollout or between iterations saves ``latest.pt`` at the last completed
+        iteration (the partial rollout is redone on resume). One inside ``agent.update()`` or an
+        evaluation aborts it: that iteration is discarded and the last checkpoint on disk is kept.
+        Either way ``summary["interrupted_by"]`` names the signal.
+        """
+        with self.stop.installed():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
+        cfg, state, stop = self.cfg, self.state, self.stop
         logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
                            progress=cfg.progress)
         clock = Stopwatch(offset=state["wall_s"])
@@ -202,9 +231,9 @@ class OnPolicyRunner:
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
         obs, _ = self.env.reset(seed=cfg.seed + state["iteration"])
-        interrupted = False
+        discard = False  # the loop stopped inside an update/evaluation: keep the checkpoint on disk
         try:
-            while state["iteration"] < self.num_iterations:
+            while state["iteration"] < self.num_iterations and not stop.requested:
                 iteration_start = clock()
                 self.storage.clear()
                 for t in range(self.num_steps):
@@ -214,12 +243,12 @@ class OnPolicyRunner:
                                                                info["final_obs"]))
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
-                    if self._stop_signal is not None:
+                    if stop.requested:
                         break
-                if self._stop_signal is not None:
-                    interrupted = True  # the partial rollout is dropped: resume redoes it
-                    break
-                metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
+                if stop.requested:
+                    break  # the partial rollout is dropped: resume redoes it
+                with stop.interruptible():
+                    metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
                 state["iteration"] += 1
                 state["global_step"] += self.steps_per_iteration
                 state["wall_s"] = clock()
@@ -243,20 +272,22 @@ class OnPolicyRunner:
                     self.save()
                     while state["next_checkpoint_step"] <= state["global_step"]:
                         state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
+        except TrainingInterrupted:
+            discard = True
         finally:
             state["wall_s"] = clock()
             logger.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
-        self.save()
-        summary = self._write_summary(interrupted)
+        if not discard:
+            self.save()
+        summary = self._write_summary(stop.requested)
         self.env.close()
         self.eval_env.close()
         return summary
 
     def _evaluate(self) -> tuple[float, float]:
-        returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                  seed=self.cfg.seed + EVAL_SEED_OFFSET)
+        with self.stop.interruptible():
+            returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
+                                      seed=self.cfg.seed + EVAL_SEED_OFFSET)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
@@ -280,6 +311,8 @@ class OnPolicyRunner:
             "seed": self.cfg.seed,
             "device": str(self.device),
             "interrupted": interrupted,
+            "interrupted_by": signal_name(self.stop.signum) if self.stop.signum is not None else None,
+            "checkpoint_step": self.checkpoint_step,  # where --resume continues from
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         try:
