@@ -279,7 +279,8 @@ class OnPolicyRunner:
             logger.close()
         if not discard:
             self.save()
-        summary = self._write_summary(stop.requested)
+        # a signal after the last iteration (during the final save) leaves a complete run
+        summary = self._write_summary(discard or (stop.requested and not self.finished))
         self.env.close()
         self.eval_env.close()
         return summary
@@ -311,7 +312,7 @@ class OnPolicyRunner:
             "seed": self.cfg.seed,
             "device": str(self.device),
             "interrupted": interrupted,
-            "interrupted_by": signal_name(self.stop.signum) if self.stop.signum is not None else None,
+            "interrupted_by": signal_name(self.stop.signum) if interrupted and self.stop.signum is not None else None,
             "checkpoint_step": self.checkpoint_step,  # where --resume continues from
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
