@@ -171,36 +171,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``drl`` command; returns the exit status (2: bad input; 130/143: SIGINT/SIGTERM)."""
-    from drl.runners.common import TrainingInterrupted, signal_name
-
     command = "train"
     try:
-        with _startup_signals():
+        with _StartupSignals():  # first: the imports below take seconds
             parser = build_parser()
             args = parser.parse_args(argv)
             if args.command is None:
                 args = parser.parse_args(["train", *(argv or [])])
             command = args.command
             return _dispatch(args)
-    except KeyboardInterrupt:
-        print(f"drl {command}: interrupted by SIGINT", file=sys.stderr)
-        return 130
-    except TrainingInterrupted as err:
-        print(f"drl {command}: interrupted by {signal_name(err.signum)}", file=sys.stderr)
-        return err.exit_code
+    except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"drl {command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
 
 
-class _startup_signals:  # noqa: N801  (used as a context manager)
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM before a runner handles signals: stopped like Ctrl-C (one line, exit 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StartupSignals:
     """Until a runner installs its own handlers, SIGTERM stops like Ctrl-C does: one line, no traceback."""
 
+    @staticmethod
+    def _handler(signum: int, _frame: Any) -> None:
+        raise _Terminated(signum)
+
     def __enter__(self) -> None:
-        from drl.runners.common import TrainingInterrupted
-
-        def handler(signum: int, _frame: Any) -> None:
-            raise TrainingInterrupted(signum)
-
         try:
-            self.previous = signal.signal(signal.SIGTERM, handler)
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
         except ValueError:  # not the main thread
             self.previous = None
 

@@ -278,14 +278,21 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_during_start_up_is_one_line(tmp_path):
-    code = ("import os, signal, sys\nimport drl.runners.on_policy as m\n"
-            "def boom(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM)\n    raise AssertionError('not reached')\n"
-            "m.make_vec_env = boom\nfrom drl.cli import main\n"
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_start_up_imports_is_one_line(tmp_path, sig):
+    """The signal arrives while the CLI imports drl's modules (torch and all): one line, 130/143."""
+    code = ("import os, signal, sys\n"
+            "class Finder:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name == 'drl.checkpoint':\n            os.kill(os.getpid(), {int(sig)})\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, Finder())\n"
+            "from drl.cli import main\n"
             f"sys.exit(main(['train', '--no-progress', '--run-dir', {str(tmp_path / 'run')!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 143
-    assert result.stderr == "drl train: interrupted by SIGTERM\n"
+    assert result.returncode == 128 + sig
+    assert result.stderr == f"drl train: interrupted by {signal.Signals(sig).name}\n"
+    assert not (tmp_path / "run").exists()
 
 
 # --- item 5: extending a run; a finished run is left alone -------------------------------------

@@ -54,11 +54,12 @@ def resume_command(run_dir: str | Path) -> str:
     return f"drl train --resume {run_dir}"
 
 
-class TrainingInterrupted(BaseException):
+class TrainingInterrupted(KeyboardInterrupt):
     """A stop signal interrupted work that cannot be finished consistently (an update, an evaluation).
 
-    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` in agent or env code
-    does not swallow it. ``exit_code`` is the shell convention ``128 + signum`` (130, 143).
+    A ``KeyboardInterrupt`` (the user asked to stop), so ``except Exception`` in agent or env code
+    does not swallow it and callers that handle Ctrl-C handle it too. ``exit_code`` is the shell
+    convention ``128 + signum`` (130, 143).
     """
 
     def __init__(self, signum: int):

@@ -222,7 +222,8 @@ class OnPolicyRunner:
             return self._train()
 
     def _train(self) -> dict[str, Any]:
-        cfg, state, stop = self.cfg, self.state, self.stop
+        cfg, state = self.cfg, self.state
+        stop, discard = self.stop, False  # discard: stopped inside an update/evaluation, keep the checkpoint on disk
         logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
                            progress=cfg.progress)
         clock = Stopwatch(offset=state["wall_s"])
@@ -231,9 +232,9 @@ class OnPolicyRunner:
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
         obs, _ = self.env.reset(seed=cfg.seed + state["iteration"])
-        discard = False  # the loop stopped inside an update/evaluation: keep the checkpoint on disk
+        interrupted = False
         try:
-            while state["iteration"] < self.num_iterations and not stop.requested:
+            while state["iteration"] < self.num_iterations:
                 iteration_start = clock()
                 self.storage.clear()
                 for t in range(self.num_steps):
@@ -246,7 +247,8 @@ class OnPolicyRunner:
                     if stop.requested:
                         break
                 if stop.requested:
-                    break  # the partial rollout is dropped: resume redoes it
+                    interrupted = True  # the partial rollout is dropped: resume redoes it
+                    break
                 with stop.interruptible():
                     metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
                 state["iteration"] += 1
@@ -273,14 +275,13 @@ class OnPolicyRunner:
                     while state["next_checkpoint_step"] <= state["global_step"]:
                         state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
         except TrainingInterrupted:
-            discard = True
+            interrupted = discard = True
         finally:
             state["wall_s"] = clock()
             logger.close()
         if not discard:
             self.save()
-        # a signal after the last iteration (during the final save) leaves a complete run
-        summary = self._write_summary(discard or (stop.requested and not self.finished))
+        summary = self._write_summary(interrupted)  # a signal after the last iteration leaves a complete run
         self.env.close()
         self.eval_env.close()
         return summary
