@@ -44,14 +44,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def remove_stale_temp_files(checkpoint_dir: str | Path) -> list[Path]:
-    """Delete the ``*.tmp`` files a kill during :func:`save_checkpoint` left in ``checkpoint_dir``.
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the ``*.tmp`` files a kill during an atomic write (e.g. :func:`save_checkpoint`) left in ``folder``.
 
-    Only call this when no other process writes checkpoints there (a run folder is owned by one
-    run). Returns the files removed.
+    Only call this when no other process writes there (a run folder is owned by one run).
+    Returns the files removed.
     """
     removed = []
-    for tmp in sorted(Path(checkpoint_dir).glob("*.tmp")):
+    for tmp in sorted(Path(folder).glob("*.tmp")):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

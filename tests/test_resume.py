@@ -80,14 +80,14 @@ def test_resume_after_kill_continues_logs_from_the_checkpoint(tmp_path):
     for step in (320, 384, 448):
         writer.add_scalar("policy_loss", 999.0, step)
     writer.close()
-    stale = run_dir / "checkpoints" / "latest.pt.abc123.tmp"
-    stale.write_bytes(b"half a checkpoint")
+    (run_dir / "checkpoints" / "latest.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (run_dir / "metrics.csv.tmp").write_text("global_step\n")  # killed while cutting the log back
 
     summary = api.resume(run_dir)
     assert summary["steps"] == 512 and summary["interrupted"] is False
     assert _steps(run_dir) == ALL_STEPS  # strictly increasing, each step once
     assert "999.0" not in (run_dir / "metrics.csv").read_text()
-    assert list((run_dir / "checkpoints").glob("*.tmp")) == []
+    assert list(run_dir.rglob("*.tmp")) == []
     tb = _tb_scalars(run_dir, "policy_loss")
     assert [step for step, _ in tb] == ALL_STEPS  # the checkpoint's own row (256) kept, the killed ones purged
     assert all(value != 999.0 for _, value in tb)

@@ -2,7 +2,8 @@
 
 Run folders are claimed exclusively: a fresh run never writes into a folder that holds another
 run's files, two runs started in the same second with default names get two folders, and
-``config.yaml`` is created with ``O_EXCL`` so two processes racing for one folder cannot both own it.
+``config.yaml`` is hard-linked into place (which fails if it exists), so two processes racing for
+one folder cannot both own it.
 
 Stop signals (SIGINT, SIGTERM) follow one rule. Outside an :meth:`StopSignals.interruptible`
 section the first signal only sets a flag that the loop checks at its safe points (each env step,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -183,7 +185,7 @@ def create_run_dir(run_dir: str | Path, config: dict[str, Any], *, unique: bool 
 
     Args:
         run_dir: the folder (its parents are created).
-        config: the resolved config, written as YAML to ``config.yaml`` (created with ``O_EXCL``).
+        config: the resolved config, written as YAML to ``config.yaml`` (atomically and exclusively).
         unique: the name is a default: on a collision take ``<name>-2``, ``<name>-3``, ... (each
             try an atomic ``mkdir``), so concurrent runs never share a folder.
         overwrite: an existing drl run folder is replaced (its run files removed first).
@@ -213,24 +215,34 @@ def create_run_dir(run_dir: str | Path, config: dict[str, Any], *, unique: bool 
                 elif entry.exists() or entry.is_symlink():
                     entry.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
+    # complete in a temp file, then hard-linked into place: exclusive (link fails if the name exists) and atomic
+    tmp = run_dir / f"config.yaml.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
-        fd = os.open(run_dir / "config.yaml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.link(tmp, run_dir / "config.yaml")
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this filesystem: exclusive create, then write
+            with (run_dir / "config.yaml").open("x") as f:
+                f.write(tmp.read_text())
     except FileExistsError:
         raise FileExistsError(
             f"run folder '{run_dir}' was claimed by another run meanwhile; choose another --run-dir"
         ) from None
-    with os.fdopen(fd, "w") as f:
-        f.write(yaml.safe_dump(config, sort_keys=False))
+    finally:
+        tmp.unlink()
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     return run_dir
 
 
 # --- resume ---------------------------------------------------------------------------------
-def find_resume_checkpoint(checkpoint_dir: str | Path, map_location: str | torch.device = "cpu"
+def find_resume_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu"
                            ) -> tuple[Path, dict[str, Any]] | None:
     """The newest consistent checkpoint of a run: ``(path, loaded checkpoint)``, or None if there is none.
 
-    Stale ``*.tmp`` files (a kill during a checkpoint write) are removed first. Candidates are
+    Stale ``*.tmp`` files (a kill during a checkpoint, log or config write) are removed from the
+    run folder and its ``checkpoints/`` first. Candidates are
     ``latest.pt`` and ``best.pt`` (both written at iteration boundaries); the one with the larger
     ``runner.global_step`` wins, ``latest.pt`` on a tie. So a run killed before its first periodic
     checkpoint resumes from ``best.pt`` when an evaluation wrote one.
@@ -238,7 +250,8 @@ def find_resume_checkpoint(checkpoint_dir: str | Path, map_location: str | torch
     Raises:
         CheckpointError: a candidate exists but cannot be loaded.
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = Path(run_dir) / "checkpoints"
+    remove_stale_temp_files(run_dir)
     if not checkpoint_dir.is_dir():
         return None
     remove_stale_temp_files(checkpoint_dir)

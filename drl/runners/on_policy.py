@@ -160,7 +160,7 @@ class OnPolicyRunner:
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
-            found = find_resume_checkpoint(self.run_dir / "checkpoints", map_location=self.device)
+            found = find_resume_checkpoint(self.run_dir, map_location=self.device)
             if found is None:
                 note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
                      "starting again from step 0 with its saved config")
