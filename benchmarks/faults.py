@@ -199,6 +199,7 @@ class Kill:
     delay_s: float | None = None  # after the first log write (training) or drl's CLI start (start-up)
     sent: bool = False  # False: the process had already exited
     exit_code: int | None = None
+    resume_step: int | None = None  # the newest checkpoint's step after the kill (None: none, resume restarts)
 
 
 @dataclass
@@ -222,6 +223,18 @@ def _wait_for(predicate: Any, proc: subprocess.Popen, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return False
+
+
+def _newest_checkpoint_step(run_dir: Path) -> int | None:
+    from drl.checkpoint import CheckpointError, load_checkpoint
+
+    steps = []
+    for name in ("latest.pt", "best.pt"):
+        try:
+            steps.append(load_checkpoint(run_dir / "checkpoints" / name)["runner"]["global_step"])
+        except (CheckpointError, KeyError, TypeError):
+            pass
+    return max(steps, default=None)
 
 
 def _mtime(path: Path) -> int:
@@ -288,6 +301,7 @@ def run_trial(index: int, env_id: str, seed: int, reference: dict[str, Any], rng
         if not fresh:
             trial.resumes += 1
         kill, err = _kill_once(argv, run_dir, Kill(sig, moment), rng, reference["train_s"], work)
+        kill.resume_step = _newest_checkpoint_step(run_dir)
         trial.kills.append(kill)
         problem = _exit_problem(kill, run_dir, err)
         if problem:
@@ -320,10 +334,17 @@ def reference_run(env_id: str, seed: int, work: Path) -> dict[str, Any]:
 
 
 # --- report --------------------------------------------------------------------------------------
+def t_total(trial: Trial, references: dict[str, dict[str, Any]]) -> int:
+    """The trial's total steps (its env's reference run)."""
+    return references[trial.env_id]["total_steps"] if trial.env_id in references else 2**62
+
+
 def write_report(out: Path, trials: list[Trial], references: dict[str, dict[str, Any]], command: str,
                  seed: int) -> dict[str, Any]:
+    mid_run = [t for t in trials if any(0 < (k.resume_step or 0) < t_total(t, references) for k in t.kills)]
     counts = {"trials": len(trials), "consistent": sum(t.consistent for t in trials),
               "bitwise_equal": sum(t.bitwise_equal for t in trials),
+              "resumed_mid_run": len(mid_run), "bitwise_equal_resumed_mid_run": sum(t.bitwise_equal for t in mid_run),
               "kills": sum(len(t.kills) for t in trials), "resumes": sum(t.resumes for t in trials)}
     by_signal: dict[str, dict[str, int]] = {}
     for t in trials:
@@ -345,18 +366,23 @@ def write_report(out: Path, trials: list[Trial], references: dict[str, dict[str,
         f"`{command}` ({data['date']}, seed {seed}).", "",
         f"**{counts['consistent']} of {counts['trials']} trials consistent; "
         f"{counts['bitwise_equal']} of {counts['trials']} bitwise equal** to the uninterrupted run "
-        f"({counts['kills']} kills, {counts['resumes']} resumes).", "",
+        f"({counts['kills']} kills, {counts['resumes']} resumes). "
+        f"{counts['resumed_mid_run']} trials resumed from a checkpoint part-way through the run (the others restarted "
+        f"from step 0 or were stopped after the end); {counts['bitwise_equal_resumed_mid_run']} of those are bitwise "
+        "equal.", "",
         "Consistent: expected exit codes, `metrics.csv` with each reference step once and evaluations at the "
         "reference's steps, no `*.tmp` left, `latest.pt`/`best.pt` loadable and finite, `summary.json` complete, "
         "`curve.png` present. Bitwise equal: the final `latest.pt` parameters equal the reference run's "
         "(`torch.equal`).", "",
         "| kill | kills | in consistent trials |", "|---|---:|---:|",
         *[f"| {name} | {v['kills']} | {v['in_consistent_trials']} |" for name, v in sorted(by_signal.items())], "",
-        "| trial | env | kills (signal at moment: exit) | resumes | consistent | bitwise equal | problems |",
+        "| trial | env | kills (signal at moment: exit, resumed from step) | resumes | consistent | bitwise equal "
+        "| problems |",
         "|---:|---|---|---:|---|---|---|",
     ]
     for t in trials:
-        kills = "; ".join(f"{k.signal} at {k.moment}: {k.exit_code}" for k in t.kills)
+        kills = "; ".join(f"{k.signal} at {k.moment}: {k.exit_code}, {k.resume_step if k.resume_step else 0}"
+                          for k in t.kills)
         problems = "; ".join(t.problems).replace("|", "/") or "-"
         lines.append(f"| {t.index} | {t.env_id} | {kills} | {t.resumes} | {'yes' if t.consistent else 'NO'} | "
                      f"{'yes' if t.bitwise_equal else 'no'} | {problems} |")

@@ -107,6 +107,10 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
         runner.eval_env.close()
         raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
                           f"give --steps >= {done} to extend it")
+    if total_steps is not None and raw != load_yaml(config_file):  # the run's config follows its new total
+        tmp = config_file.with_name(config_file.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+        os.replace(tmp, config_file)  # atomic
     if runner.finished:
         runner.env.close()
         runner.eval_env.close()
@@ -115,12 +119,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
         if summary.get("steps") != done or summary.get("interrupted"):  # killed after the last checkpoint
             summary = runner._write_summary(False)
         return {**summary, "already_finished": True}
-    if total_steps is not None:  # the run's own config follows its new total (written atomically)
-        tmp = config_file.with_name(config_file.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-        os.replace(tmp, config_file)
     return runner.train()
-
 
 
 def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, TrainConfig]:

@@ -80,17 +80,20 @@ def test_exit_problem_rules(finished_run):
 
 
 def test_report_counts(tmp_path):
-    trials = [Trial(0, "drl/CartPole-v0", [Kill("SIGKILL", "training", 0.5, True, -9)], 1, True, False),
+    trials = [Trial(0, "drl/CartPole-v0", [Kill("SIGKILL", "training", 0.5, True, -9, 1920)], 1, True, False),
               Trial(1, "drl/CartPole-v0", [Kill("SIGINT", "checkpoint-write", None, True, 130)], 1, True, True),
               Trial(2, "drl/Pendulum-v0", [Kill("SIGTERM", "start-up", 1.0, True, 143)], 0, False, False,
                     ["no curve.png"])]
     refs = {"drl/CartPole-v0": {"total_steps": 3840, "train_s": 3.0, "process_s": 9.0}}
     data = write_report(tmp_path, trials, refs, "python -m benchmarks.faults", 0)
-    assert data["counts"] == {"trials": 3, "consistent": 2, "bitwise_equal": 1, "kills": 3, "resumes": 2}
+    assert data["counts"] == {"trials": 3, "consistent": 2, "bitwise_equal": 1, "resumed_mid_run": 1,
+                              "bitwise_equal_resumed_mid_run": 0, "kills": 3, "resumes": 2}
     assert json.loads((tmp_path / "results.json").read_text())["counts"] == data["counts"]
     report = (tmp_path / "report.md").read_text()
     assert "**2 of 3 trials consistent; 1 of 3 bitwise equal**" in report
-    assert "| 2 | drl/Pendulum-v0 | SIGTERM at start-up: 143 | 0 | NO | no | no curve.png |" in report
+    assert "| 0 | drl/CartPole-v0 | SIGKILL at training: -9, 1920 | 1 | yes | no | - |" in report
+    assert "| 2 | drl/Pendulum-v0 | SIGTERM at start-up: 143, 0 | 0 | NO | no | no curve.png |" in report
+    assert "1 trials resumed from a checkpoint part-way through the run" in report
 
 
 @pytest.mark.slow
