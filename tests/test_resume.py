@@ -295,6 +295,33 @@ def test_signal_during_start_up_imports_is_one_line(tmp_path, sig):
     assert not (tmp_path / "run").exists()
 
 
+def test_ctrl_c_to_the_process_group_with_async_envs(tmp_path):
+    """A terminal's Ctrl-C reaches the env workers too: they leave it to the runner (no worker traceback)."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "drl.cli", "train", "ppo", "--env", "CartPole-v1", "--steps", "100000",
+           "--num-envs", "2", "--no-progress", "--device", "cpu", "--run-dir", str(run_dir), "--set",
+           "env.vectorization=async", "--set", "algo.num_steps=32", "--set", "algo.minibatch_size=32",
+           "--set", "algo.num_epochs=1", "--set", "torch_threads=1", "--set", "eval_interval=0",
+           "--set", "checkpoint_interval=64"]  # a checkpoint every iteration
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists()
+                                         else []) < 2:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.endswith(f"with: drl train --resume {run_dir}\n")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted_by"] == "SIGINT"
+    saved = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["runner"]["global_step"]
+    # stopped in a rollout: saved at the last iteration; inside an update: that iteration discarded and the
+    # checkpoint of the one before (written every iteration here) kept: either way at the last logged step
+    assert saved == summary["checkpoint_step"] == summary["steps"] > 0
+
+
 # --- item 5: extending a run; a finished run is left alone -------------------------------------
 def test_resume_with_steps_extends_a_finished_run(tmp_path, capsys):
     run_dir = tmp_path / "run"

@@ -34,7 +34,8 @@ import yaml
 from drl.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 
 __all__ = [
-    "TrainingInterrupted", "StopSignals", "signal_name", "default_run_dir", "check_run_dir_free",
+    "TrainingInterrupted", "StopSignals", "children_ignore_sigint", "signal_name", "default_run_dir",
+    "check_run_dir_free",
     "create_run_dir", "RUN_FILES", "find_resume_checkpoint", "resume_command",
 ]
 
@@ -139,6 +140,25 @@ class StopSignals:
             yield
         finally:
             self._shielded -= 1
+
+
+@contextlib.contextmanager
+def children_ignore_sigint() -> Iterator[None]:
+    """Worker processes started in this block (async envs) ignore SIGINT.
+
+    A terminal's Ctrl-C goes to the whole process group; the workers must leave it to the main
+    process, which stops the run at a safe point and closes them, instead of each dying with a
+    ``KeyboardInterrupt`` traceback and taking the env down mid-step. (``SIG_IGN`` is the one
+    disposition a child keeps across fork and exec.) A Ctrl-C inside the block itself is ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- run folders ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ with masked tensor ops and read back once per iteration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -28,6 +29,7 @@ from drl.logging import RunLogger, Stopwatch
 from drl.runners.common import (
     StopSignals,
     TrainingInterrupted,
+    children_ignore_sigint,
     create_run_dir,
     default_run_dir,
     find_resume_checkpoint,
@@ -143,9 +145,10 @@ class OnPolicyRunner:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
-        self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
-                                     cfg.env.kwargs)
+        with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
+            self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
+            self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
+                                         cfg.env.kwargs)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
