@@ -17,6 +17,7 @@ DEFAULT_ENV = "drl/CartPole-v0"
 def _train(args: argparse.Namespace) -> int:
     from drl import api
     from drl.config import ConfigError, parse_overrides
+    from drl.runners.common import resume_command
 
     if args.resume:
         given = [name for name in ("agent", "env", "config", "num_envs", "seed", "device", "run_dir")
@@ -28,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
         summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None)
         if summary.pop("already_finished", False):
             print(f"run '{args.resume}' is already finished ({summary.get('steps')} steps): nothing to do; "
-                  f"extend it with: drl train --resume {args.resume} --steps N")
+                  f"extend it with: {resume_command(args.resume)} --steps N")
             return 0
         print(json.dumps(summary, indent=2))
         print(f"run folder: {args.resume}")
@@ -52,13 +53,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
     """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line."""
+    from drl.runners.common import resume_command
+
     name = summary.get("interrupted_by")
     if not summary.get("interrupted") or name is None:
         return 0
     step = summary.get("checkpoint_step")
     start = f"step {step}" if step is not None else "step 0 (no checkpoint was written yet)"
     print(f"drl train: interrupted by {name} at step {summary.get('steps')}; continue from {start} with: "
-          f"drl train --resume {run_dir}", file=sys.stderr)
+          f"{resume_command(run_dir)}", file=sys.stderr)
     return 128 + signal.Signals[name].value
 
 

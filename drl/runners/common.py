@@ -6,8 +6,8 @@ run's files, two runs started in the same second with default names get two fold
 one folder cannot both own it.
 
 Stop signals (SIGINT, SIGTERM) follow one rule. Outside an :meth:`StopSignals.interruptible`
-section the first signal only sets a flag that the loop checks at its safe points (each env step,
-each iteration boundary), so a consistent state can be checkpointed. Inside one (an agent's
+section the first signal only sets a flag that the loop checks at its safe points (after each env
+step of a rollout), so the state of the last completed iteration can be checkpointed. Inside one (an agent's
 ``update()``, an evaluation) the handler raises :class:`TrainingInterrupted` at once: the runner
 discards the half-done iteration and keeps the last checkpoint on disk, never saving a
 half-updated agent. A second signal raises :class:`TrainingInterrupted` anywhere except inside a
@@ -34,9 +34,8 @@ import yaml
 from drl.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 
 __all__ = [
-    "TrainingInterrupted", "StopSignals", "children_ignore_sigint", "signal_name", "default_run_dir",
-    "check_run_dir_free",
-    "create_run_dir", "RUN_FILES", "find_resume_checkpoint", "resume_command",
+    "TrainingInterrupted", "StopSignals", "children_ignore_sigint", "signal_name", "resume_command",
+    "default_run_dir", "check_run_dir_free", "create_run_dir", "RUN_FILES", "find_resume_checkpoint", "note",
 ]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -119,7 +118,7 @@ class StopSignals:
             yield self
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
@@ -158,7 +157,7 @@ def children_ignore_sigint() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 # --- run folders ----------------------------------------------------------------------------
