@@ -38,7 +38,7 @@ def run(envs: list[str], seeds: list[int], steps: int, out: Path) -> dict:
             else:
                 cfg = api.load_config("ppo", env_id, overrides={"total_steps": steps, "seed": seed,
                                                                 "progress": False, "device": "cpu"})
-                if (run_dir / "checkpoints" / "latest.pt").is_file():
+                if (run_dir / "config.yaml").is_file():  # started earlier: resume (from step 0 if no checkpoint)
                     summary = api.resume(run_dir)
                 else:
                     _, summary = api.train(cfg, run_dir)

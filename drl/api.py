@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from drl.checkpoint import CheckpointError, load_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.registry import AGENTS, resolve_config
+from drl.runners.common import check_run_dir_free
 from drl.runners.on_policy import EVAL_SEED_OFFSET, evaluate_policy
 from envs import make_vec_env
 from envs.core import MissingDependencyError, resolve_device
@@ -61,21 +65,22 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
     return cfg
 
 
-def _default_run_dir(cfg: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.agent}-{cfg.env.id.replace('/', '-')}-s{cfg.seed}-{stamp}"
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Train from scratch; returns ``(run folder, summary)``.
 
+    Args:
+        cfg: the resolved config.
+        run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
+        overwrite: replace the drl run already in ``run_dir`` (otherwise a folder holding files is refused).
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Train from scratch into ``run_dir`` (default ``runs/<agent>-<env>-s<seed>-<time>``)."""
-    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
-    if (run_dir / "checkpoints" / "latest.pt").exists():
-        raise FileExistsError(
-            f"run folder '{run_dir}' already holds a run; continue it with --resume {run_dir} "
-            "or choose another --run-dir"
-        )
-    runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class, run_dir)
-    return run_dir, runner.train()
+    Raises:
+        FileExistsError: ``run_dir`` holds files and ``overwrite`` is off (or it is not a drl run folder).
+    """
+    if run_dir is not None:
+        check_run_dir_free(run_dir, overwrite)  # before building anything; the runner claims it atomically
+    runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class,
+                                            Path(run_dir) if run_dir is not None else None, overwrite=overwrite)
+    return runner.run_dir, runner.train()
 
 
 def _config_of_run(run_dir: Path) -> TrainConfig:
@@ -85,12 +90,53 @@ def _config_of_run(run_dir: Path) -> TrainConfig:
     return resolve_config(load_yaml(config_file))
 
 
-def resume(run_dir: str | Path) -> dict[str, Any]:
-    """Continue an interrupted run to the total steps it was started with."""
+def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Continue a run from its newest checkpoint; returns the summary.
+
+    Args:
+        run_dir: the run folder.
+        total_steps: a new total (extends a finished run, or shortens an unfinished one); it must be
+            at least the checkpoint's step. None: the total the run was started with.
+        progress: show the progress bar (None: as the run's config says).
+
+    A run with nothing left to do is not touched (no file is rewritten) and its summary comes back
+    with ``already_finished: True``. A run stopped before its first checkpoint starts again from
+    step 0 in the same folder. ``metrics.csv`` and TensorBoard continue exactly from the checkpoint.
+
+    Raises:
+        ConfigError: ``total_steps`` is below the checkpoint's step.
+        FileNotFoundError: ``run_dir`` is not a drl run folder.
+        CheckpointError: a checkpoint cannot be loaded.
+    """
     run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
     cfg = _config_of_run(run_dir)
-    cfg.source = f"{run_dir / 'config.yaml'} (resumed)"
+    raw = load_yaml(config_file)
+    if total_steps is not None:
+        raw = merge(raw, {"total_steps": total_steps})
+        cfg = resolve_config(raw)  # the new total is validated like any config value
+    if progress is not None:
+        cfg.progress = progress
+    cfg.source = f"{config_file} (resumed)"
     runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class, run_dir, resume=True)
+    done = runner.state["global_step"]
+    if total_steps is not None and total_steps < done:
+        runner.env.close()
+        runner.eval_env.close()
+        raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
+                          f"give --steps >= {done} to extend it")
+    if total_steps is not None and raw != load_yaml(config_file):  # the run's config follows its new total
+        tmp = config_file.with_name(config_file.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+        os.replace(tmp, config_file)  # atomic
+    if runner.finished:
+        runner.env.close()
+        runner.eval_env.close()
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        if summary.get("steps") != done or summary.get("interrupted"):  # killed after the last checkpoint
+            summary = runner._write_summary(False)
+        return {**summary, "already_finished": True}
     return runner.train()
 
 

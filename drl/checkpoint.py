@@ -17,7 +17,8 @@ import torch
 
 from drl.guards import check_payload, writing
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "remove_stale_temp_files", "rng_state",
+           "set_rng_state", "FORMAT"]
 
 FORMAT = "drl-checkpoint"
 VERSION = 1
@@ -51,6 +52,20 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the ``*.tmp`` files a kill during an atomic write (e.g. :func:`save_checkpoint`) left in ``folder``.
+
+    Only call this when no other process writes there (a run folder is owned by one run).
+    Returns the files removed.
+    """
+    removed = []
+    for tmp in sorted(Path(folder).glob("*.tmp")):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-
-from drl.config import ConfigError, parse_overrides
+from typing import Any
 
 DEFAULT_AGENT = "ppo"
 DEFAULT_ENV = "drl/CartPole-v0"
@@ -16,16 +16,24 @@ DEFAULT_ENV = "drl/CartPole-v0"
 
 def _train(args: argparse.Namespace) -> int:
     from drl import api
+    from drl.config import ConfigError, parse_overrides
+    from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "steps", "num_envs", "seed", "device", "run_dir")
-                 if getattr(args, name) not in (None, [])] + (["--set"] if args.set else [])
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "device", "run_dir")
+                 if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
+                 ["--overwrite"] if args.overwrite else [])
         if given:
-            raise ConfigError(f"--resume continues a run with its saved config; drop {given}")
-        summary = api.resume(args.resume)
+            raise ConfigError(f"--resume continues a run with its saved config (only --steps may change); "
+                              f"drop {given}")
+        summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None)
+        if summary.pop("already_finished", False):
+            print(f"run '{args.resume}' is already finished ({summary.get('steps')} steps): nothing to do; "
+                  f"extend it with: {resume_command(args.resume)} --steps N")
+            return 0
         print(json.dumps(summary, indent=2))
         print(f"run folder: {args.resume}")
-        return 0
+        return _exit_code(summary, Path(args.resume))
     overrides = parse_overrides(args.set or [])
     for key, value in (("total_steps", args.steps), ("seed", args.seed), ("device", args.device)):
         if value is not None:
@@ -37,10 +45,24 @@ def _train(args: argparse.Namespace) -> int:
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
     env_id = args.env if args.env is not None else (None if args.config else DEFAULT_ENV)
     cfg = api.load_config(agent, env_id, args.config, overrides)
-    run_dir, summary = api.train(cfg, args.run_dir)
+    run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
-    return 0
+    return _exit_code(summary, run_dir)
+
+
+def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
+    """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line."""
+    from drl.runners.common import resume_command
+
+    name = summary.get("interrupted_by")
+    if not summary.get("interrupted") or name is None:
+        return 0
+    step = summary.get("checkpoint_step")
+    start = f"step {step}" if step is not None else "step 0 (no checkpoint was written yet)"
+    print(f"drl train: interrupted by {name} at step {summary.get('steps')}; continue from {start} with: "
+          f"{resume_command(run_dir)}", file=sys.stderr)
+    return 128 + signal.Signals[name].value
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -139,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run to its total steps")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
+                       "steps (or to a new total given with --steps)")
+    train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=_train)
 
@@ -175,21 +199,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["train", *(argv or [])])
+    """Run one ``drl`` command; returns the exit status (2: bad input; 130/143: SIGINT/SIGTERM)."""
+    command = "train"
+    try:
+        with _StartupSignals():  # first: the imports below take seconds
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                args = parser.parse_args(["train", *(argv or [])])
+            command = args.command
+            return _dispatch(args)
+    except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"drl {command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM before a runner handles signals: stopped like Ctrl-C (one line, exit 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StartupSignals:
+    """Until a runner installs its own handlers, SIGTERM stops like Ctrl-C does: one line, no traceback."""
+
+    @staticmethod
+    def _handler(signum: int, _frame: Any) -> None:
+        raise _Terminated(signum)
+
+    def __enter__(self) -> None:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread
+            self.previous = None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from gymnasium.error import Error as GymError
 
     from drl import guards
     from drl.checkpoint import CheckpointError
+    from drl.config import ConfigError
     from envs.core import MissingDependencyError
     from envs.mjwarp.render import RenderUnavailableError
 
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        return 130
     except (guards.NonFiniteError, guards.EnvStepError, guards.RunWriteError) as err:  # one line, its own code
         if os.environ.get("DRL_DEBUG"):
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,7 +19,8 @@ from typing import Any, TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["RunLogger", "CSV_COLUMNS", "ConsoleTable", "EpisodeWindow", "flat_config"]
+__all__ = ["RunLogger", "CSV_COLUMNS", "ConsoleTable", "EpisodeWindow", "flat_config", "read_metrics",
+           "truncate_metrics"]
 
 # Fixed columns, so rows written before and after a resume line up. Learning columns first.
 # ``episode_return``/``episode_length`` are the means over the last EpisodeWindow.size finished episodes
@@ -32,13 +34,54 @@ CSV_COLUMNS = [
 TIMING_COLUMNS = {"wall_s", "eval_s", "sps"}  # differ between identical runs
 
 
+def read_metrics(csv_path: Path) -> list[dict[str, str]]:
+    """The complete rows of a ``metrics.csv``.
+
+    A last line without its newline (a kill during the write) and rows whose ``global_step`` is
+    not an integer are left out.
+    """
+    text = csv_path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    for row in csv.DictReader(text.splitlines()):
+        try:
+            int(row.get("global_step") or "")
+        except ValueError:
+            continue
+        if None in row or None in row.values():  # more or fewer cells than columns: a torn row
+            continue
+        rows.append(row)
+    return rows
+
+
+def truncate_metrics(csv_path: Path, last_step: int, columns: list[str]) -> int:
+    """Rewrite ``metrics.csv`` atomically with only its rows at ``global_step <= last_step``.
+
+    Used on resume: rows a killed run wrote after its checkpoint are redone by the resumed run.
+    The header becomes ``columns`` (cells are matched by name). Returns the number of rows kept.
+    """
+    kept = [row for row in read_metrics(csv_path) if int(row["global_step"]) <= last_step]
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, csv_path)
+    return len(kept)
+
+
 class RunLogger:
     """Writes one row per iteration to ``metrics.csv`` and TensorBoard, and drives the progress bar.
 
     Args:
         run_dir: the run folder.
         total_steps: for the progress bar's ETA.
-        start_step: steps already done (a resumed run).
+        start_step: steps already done (a resumed run). An existing ``metrics.csv`` is cut back to
+            its rows at ``global_step <= start_step`` and TensorBoard purges later events, so the
+            logs continue exactly from the checkpoint.
         progress: show the rich progress bar.
     """
 
@@ -56,12 +99,18 @@ class RunLogger:
         self.run_dir = run_dir
         self.columns = CSV_COLUMNS + [c for c in (extra_columns or []) if c not in CSV_COLUMNS]
         csv_path = run_dir / "metrics.csv"
-        new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+        if csv_path.is_file() and csv_path.stat().st_size > 0:
+            # a resumed run: keep the rows up to the checkpoint's step, drop what ran past it
+            truncate_metrics(csv_path, start_step, self.columns)
+        else:
+            with csv_path.open("w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writeheader()
         self._csv_file = csv_path.open("a", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
-        if new_file:
-            self._csv.writeheader()
-        self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step if start_step else None)
+        tb_dir = run_dir / "tensorboard"
+        # TensorBoard hides events at steps >= purge_step from earlier sessions: the checkpoint's own row stays
+        resumed_tb = tb_dir.is_dir() and any(tb_dir.glob("events.out.tfevents.*"))
+        self.tb = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step + 1 if resumed_tb else None)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),

@@ -361,7 +361,7 @@ def test_run_dir_under_a_file_one_line_exit_5(tmp_path, capsys):
     run_dir = tmp_path / "file" / "run"
     assert main(["train", "ppo", "--env", "drl/CartPole-v0", "--run-dir", str(run_dir), *TINY_CLI]) == 5
     assert _one_line(capsys.readouterr().err) == (
-        f"drl train: error: cannot write {run_dir / 'checkpoints'}: Not a directory; free space on that disk or "
+        f"drl train: error: cannot write {run_dir}: Not a directory; free space on that disk or "
         "choose another --run-dir (the files written before are kept)")
 
 

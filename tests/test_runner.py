@@ -109,7 +109,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_checkpoint_and_resume_finishes(tmp_path, sig):
-    """SIGINT/SIGTERM mid-run: a clean exit with a checkpoint; --resume then reaches the total steps."""
+    """SIGINT/SIGTERM mid-run: exit 130/143 with a checkpoint and the resume command; --resume then finishes."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "drl.cli", "train", "ppo", "--env", "CartPole-v1", "--steps", "12000",
            "--run-dir", str(run_dir), "--no-progress", "--device", "cpu", "--set", "eval_interval=0",
@@ -123,9 +123,10 @@ def test_signal_saves_checkpoint_and_resume_finishes(tmp_path, sig):
         time.sleep(0.2)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 128 + sig, err.decode()  # 130 SIGINT, 143 SIGTERM: the shell convention
+    assert f"with: drl train --resume {run_dir}\n" in err.decode()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["interrupted"] is True
+    assert summary["interrupted"] is True and summary["interrupted_by"] == signal.Signals(sig).name
     stopped_at = summary["steps"]
     assert 0 < stopped_at < 12_000 and stopped_at % 128 == 0
     assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["runner"]["global_step"] == stopped_at

@@ -22,10 +22,10 @@ with masked tensor ops and read back once per iteration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -34,8 +34,8 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from drl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from drl.config import TrainConfig, dump_yaml, to_dict
+from drl.checkpoint import rng_state, save_checkpoint, set_rng_state
+from drl.config import TrainConfig, to_dict
 from drl.guards import (
     EnvStepError,
     NonFiniteError,
@@ -48,6 +48,16 @@ from drl.guards import (
     writing,
 )
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch, run_metadata, write_hparams
+from drl.runners.common import (
+    StopSignals,
+    TrainingInterrupted,
+    children_ignore_sigint,
+    create_run_dir,
+    default_run_dir,
+    find_resume_checkpoint,
+    note,
+    signal_name,
+)
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
@@ -174,20 +184,28 @@ class OnPolicyRunner:
     Args:
         cfg: the resolved training config.
         agent_class: the agent to build (e.g. :class:`drl.agents.ppo.PPO`).
-        run_dir: the run folder (created).
-        resume: continue from ``run_dir/checkpoints/latest.pt``.
+        run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
+        resume: continue the run in ``run_dir`` from its newest checkpoint (``latest.pt`` or a newer
+            ``best.pt``); with none there, start again from step 0 in the same folder.
+        overwrite: a fresh run may replace the drl run already in ``run_dir``.
+
+    Raises:
+        FileExistsError: a fresh run's ``run_dir`` already holds files (and not ``overwrite``).
+        CheckpointError: resume found a checkpoint it cannot load.
     """
 
-    def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path | None, resume: bool = False,
+                 overwrite: bool = False):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
-        self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
-                                     cfg.env.kwargs)
+        with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
+            self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
+            self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
+                                         cfg.env.kwargs)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
@@ -205,19 +223,35 @@ class OnPolicyRunner:
         self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
-        # the folder is made only once everything above was built: a bad env or config leaves nothing behind
-        with writing(self.run_dir / "checkpoints"):
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self._best_pending = False  # an evaluation of this iteration beat best_eval_return
         self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval),
                       "episode_window": EpisodeWindow().state_dict()}
+        self.stop = StopSignals()
+        self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
+        self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
-            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
+            found = find_resume_checkpoint(self.run_dir, map_location=self.device)
+            if found is None:
+                note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
+                     "starting again from step 0 with its saved config")
+            else:
+                self.resumed_from = found[0]
+                self._restore(found[1])
+                self.checkpoint_step = self.state["global_step"]
+                while self.state["next_eval_step"] <= self.state["global_step"]:  # best.pt is saved mid-evaluation
+                    self.state["next_eval_step"] += cfg.eval_interval or 2**62
         else:
-            with writing(self.run_dir / "config.yaml"):
-                dump_yaml(to_dict(cfg), self.run_dir / "config.yaml")
-        self._stop_signal: int | None = None
+            # claimed only once everything above was built: a bad env or config leaves nothing behind
+            with writing(self.run_dir):
+                self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
+                                              overwrite=overwrite)
+
+    @property
+    def finished(self) -> bool:
+        """The run has done all its iterations (resuming it has nothing to do)."""
+        return self.state["iteration"] >= self.num_iterations
 
     @staticmethod
     def _first(interval: int) -> int:
@@ -264,9 +298,13 @@ class OnPolicyRunner:
 
     def save(self, name: str = "latest.pt", payload: dict[str, Any] | None = None, **extra: Any) -> Path:
         """Write ``payload`` (default: :meth:`checkpoint_payload`) and ``extra`` keys to ``checkpoints/<name>``
-        atomically; refused (NonFiniteError) if the agent state is not finite."""
+        atomically, never torn by a stop signal; refused (NonFiniteError) if the agent state is not finite."""
         payload = self.checkpoint_payload() if payload is None else payload
-        return save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
+        with self.stop.shielded():  # a stop signal never tears a checkpoint write
+            path = save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
+        if name in ("latest.pt", "best.pt"):  # what --resume may continue from
+            self.checkpoint_step = max(self.checkpoint_step or 0, payload["runner"]["global_step"])
+        return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("agent") != self.cfg.agent:
@@ -370,24 +408,23 @@ class OnPolicyRunner:
             except Exception:  # noqa: BLE001 - a broken env may fail to close; the run is over anyway
                 pass
 
-    # --- signals --------------------------------------------------------------------------
-    def _request_stop(self, signum: int, _frame: Any) -> None:
-        self._stop_signal = signum
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, self._request_stop)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return previous
-
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Run to ``total_steps`` (or until SIGINT/SIGTERM); returns the summary written to disk."""
+        """Run to ``total_steps`` (or until SIGINT/SIGTERM); returns the summary written to disk.
+
+        A stop signal in the rollout or between iterations stops after the current env step; one
+        inside ``agent.update()`` or an evaluation aborts it at once. Either way ``latest.pt`` is
+        saved as of the last completed iteration (:meth:`boundary_payload`: the unfinished iteration
+        is redone on resume) and ``summary["interrupted_by"]`` names the signal. ``best.pt`` is
+        written at the end of the iteration whose evaluation set a new best, so both checkpoints are
+        iteration boundaries.
+        """
+        with self.stop.installed():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg, state = self.cfg, self.state
-        previous_handlers = self._install_signal_handlers()
+        stop = self.stop
         with writing(self.run_dir):
             logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
                                progress=cfg.progress, config=to_dict(cfg),
@@ -422,7 +459,7 @@ class OnPolicyRunner:
                                                                    info["final_obs"]))
                         reward_rows[t].copy_(info.get("env_reward", reward))
                         torch.logical_or(terminated, truncated, out=end_rows[t])
-                        if self._stop_signal is not None:
+                        if stop.requested:
                             break
                 except (EnvStepError, NonFiniteError):
                     raise
@@ -431,11 +468,12 @@ class OnPolicyRunner:
                     self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
                     raise
                 self._obs = obs
-                if self._stop_signal is not None:
+                if stop.requested:
                     interrupted = True  # the partial rollout is dropped: resume redoes it
                     break
                 self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
-                metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
+                with stop.interruptible():
+                    metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
                 check_update(metrics, self.agent.state_dict(), state["global_step"] + self.steps_per_iteration,
                              state["iteration"] + 1, detail="no checkpoint written from this state")
                 state["iteration"] += 1
@@ -466,30 +504,39 @@ class OnPolicyRunner:
                     self.save()
                     while state["next_checkpoint_step"] <= state["global_step"]:
                         state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
+                if self._best_pending:  # after the row is logged: best.pt resumes like latest.pt
+                    self.save("best.pt")
+                    self._best_pending = False
                 self._end_iteration()
         except (EnvStepError, NonFiniteError) as err:
             self._record_failure(err)
             raise
+        except TrainingInterrupted:
+            interrupted = True  # stopped inside an update or evaluation: that iteration is redone on resume
+            self._best_pending = False
+            boundary = self.boundary_payload()["runner"]
+            state["iteration"], state["global_step"] = boundary["iteration"], boundary["global_step"]
         finally:
             failing = sys.exc_info()[0] is not None  # a failure on its way out is the one to report
             state["wall_s"] = clock()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
             try:
                 logger.close()
             except OSError as err:
                 if not failing:
                     raise RunWriteError(self.run_dir / "metrics.csv", err) from err
+        # the state at the last iteration boundary: an interrupted iteration (rollout, update or
+        # evaluation) is redone on resume, and nothing of it is saved
         self.save(payload=self.boundary_payload())
-        summary = self._write_summary(interrupted)
+        summary = self._write_summary(interrupted)  # a signal after the last iteration leaves a complete run
         self.env.close()
         self.eval_env.close()
         return summary
 
     def _evaluate(self) -> tuple[float, float]:
         try:
-            returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                      seed=self.cfg.seed + EVAL_SEED_OFFSET)
+            with self.stop.interruptible():
+                returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
+                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
         except EnvStepError as err:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
@@ -498,7 +545,7 @@ class OnPolicyRunner:
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
             self.state["best_eval_return"] = mean
-            self.save("best.pt")
+            self._best_pending = True  # saved at the end of the iteration, a boundary like latest.pt
         return mean, std
 
     def _write_summary(self, interrupted: bool, error: BaseException | None = None,
@@ -522,6 +569,8 @@ class OnPolicyRunner:
             "seed": self.cfg.seed,
             "device": str(self.device),
             "interrupted": interrupted,
+            "interrupted_by": signal_name(self.stop.signum) if interrupted and self.stop.signum is not None else None,
+            "checkpoint_step": self.checkpoint_step,  # where --resume continues from
             **run_metadata(),
         }
         if error is not None:
