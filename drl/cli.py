@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from drl.config import ConfigError, parse_overrides
+from drl.config import ConfigError, parse_int, parse_overrides
 
 DEFAULT_AGENT = "ppo"
 DEFAULT_ENV = "drl/CartPole-v0"
@@ -102,6 +102,22 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integer(minimum: int, what: str):
+    """An argparse ``type``: a whole number >= ``minimum``, also written ``1e6`` or ``1_000_000``."""
+
+    def parse(text: str) -> int:
+        value = parse_int(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number (e.g. 1000000, 1e6 or 1_000_000), "
+                                             f"got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drl", description="Train and evaluate deep-RL agents.")
     sub = parser.add_subparsers(dest="command")
@@ -112,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config file (default: configs/<agent>/<env>.yaml when it exists)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. "
                        "algo.learning_rate=1e-3 (repeatable)")
-    train.add_argument("--steps", type=int, help="total env steps")
-    train.add_argument("--num-envs", type=int, help="parallel envs")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--steps", type=_integer(1, "steps"), help="total env steps (e.g. 1000000, 1e6, 1_000_000)")
+    train.add_argument("--num-envs", type=_integer(1, "num-envs"), help="parallel envs")
+    train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run to its total steps")
@@ -123,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained run (deterministic actions)")
     ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--episodes", type=_integer(1, "episodes"), default=10)
     ev.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--video", action="store_true", help="also record one episode to an mp4")
@@ -140,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demos = sub.add_parser("demos", help="record scripted-expert demonstrations (Panda tasks)")
     demos.add_argument("env", help="e.g. drl/PandaPickPlace-v0")
-    demos.add_argument("--episodes", type=int, default=50)
+    demos.add_argument("--episodes", type=_integer(1, "episodes"), default=50)
     demos.add_argument("--out", required=True, help="output .pt file")
-    demos.add_argument("--seed", type=int, default=0)
-    demos.add_argument("--num-envs", type=int, default=8)
+    demos.add_argument("--seed", type=_integer(0, "seed"), default=0)
+    demos.add_argument("--num-envs", type=_integer(1, "num-envs"), default=8)
     demos.set_defaults(func=_demos)
     return parser
 

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from drl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from drl.checkpoint import load_agent_state, load_run_checkpoint, rng_state, save_checkpoint, set_rng_state
 from drl.config import TrainConfig, dump_yaml, to_dict
 from drl.logging import RunLogger, Stopwatch
+from drl.resources import check_env_fits, check_storage_fits
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 from envs.core import resolve_device
@@ -128,6 +129,8 @@ class OnPolicyRunner:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
+        check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
+                       self.device, cfg.env.vectorization, cfg.env.kwargs)
         self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
         self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
                                      cfg.env.kwargs)
@@ -137,6 +140,9 @@ class OnPolicyRunner:
         self.num_steps = cfg.algo.num_steps
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
+        # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
+        check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
+                           extra_bytes_per_step=5)
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
         # the folder is made only once everything above was built: a bad env or config leaves nothing behind
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,7 @@ class OnPolicyRunner:
                       "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                       "next_checkpoint_step": self._first(cfg.checkpoint_interval)}
         if resume:
-            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
+            self._restore(load_run_checkpoint(self.run_dir / "checkpoints" / "latest.pt", map_location=self.device))
         else:
             dump_yaml(to_dict(cfg), self.run_dir / "config.yaml")
         self._stop_signal: int | None = None
@@ -171,7 +177,7 @@ class OnPolicyRunner:
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("agent") != self.cfg.agent:
             raise ValueError(f"checkpoint is for agent '{ckpt.get('agent')}', this run is '{self.cfg.agent}'")
-        self.agent.load_state_dict(ckpt["agent_state"])
+        load_agent_state(self.agent, ckpt["agent_state"], self.run_dir / "checkpoints" / "latest.pt")
         self.state.update(ckpt["runner"])
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
