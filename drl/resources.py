@@ -6,7 +6,7 @@ C++ frame dump. Every runner calls these checks before it builds what they measu
 
 * :func:`check_env_fits` before building the envs: counts the copies a gymnasium adapter would
   create (one Python env object, or one subprocess, per copy) and, for torch-batched envs, measures
-  the per-copy memory on a two-copy probe and scales it to ``num_envs``;
+  the per-copy memory on a seven-copy probe and scales it to ``num_envs``;
 * :func:`check_storage_fits` before allocating the rollout/replay storage: ``capacity x num_envs x``
   the bytes of one step of the agent's storage fields.
 
@@ -43,7 +43,7 @@ __all__ = [
 # process table; the torch-batched drl/ envs are the way to that many copies.
 MAX_SYNC_ADAPTER_ENVS = 65_536
 MAX_ASYNC_ADAPTER_ENVS = 1_024
-_PROBE_ENVS = 2  # copies of the probe env that measures a torch-batched env's per-copy memory
+_PROBE_ENVS = 7  # copies of the probe env measuring per-copy memory (an odd count: few constants have 7 rows)
 # Stepping a batched env allocates its next state, observation, reward and flags beside the state it
 # holds: measured peak resident memory per copy while stepping 10**7 copies on the CPU is ~7x the
 # persistent tensors (CartPole 177 vs 25 bytes, Pendulum 118 vs 21).
@@ -203,7 +203,7 @@ def check_env_fits(env_id: str, counts: Mapping[str, int], device: str | torch.d
 
     Gymnasium ids (the CPU adapter) are bounded by :data:`MAX_SYNC_ADAPTER_ENVS` /
     :data:`MAX_ASYNC_ADAPTER_ENVS` copies per vector env. Torch-batched ``drl/`` envs are measured
-    on a two-copy probe (:func:`per_env_bytes`) and their total checked against ``device``'s memory.
+    on a seven-copy probe (:func:`per_env_bytes`) and their total checked against ``device``'s memory.
     Raises :class:`ResourceError`.
     """
     from envs import ENVS, make_vec_env
