@@ -101,6 +101,10 @@ class PPOConfig:
         check(self.vf_coef >= 0, key("vf_coef"), f"must be >= 0, got {self.vf_coef}")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
+        for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
+            group = getattr(self, name)
+            check(group.isidentifier() and not hasattr(nn.Module, group), key(name),
+                  f"must be an obs group name (letters, digits, _; not a torch Module attribute), got {group!r}")
         check_range(self.log_std_init, key("log_std_init"), -20.0, 20.0, what="the log of the initial action std")
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
