@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from drl.config import ConfigError, parse_int, parse_overrides
+from drl.config import MAX_EVAL_EPISODES, ConfigError, parse_int, parse_overrides
 
 DEFAULT_AGENT = "ppo"
 DEFAULT_ENV = "drl/CartPole-v0"
@@ -102,8 +102,8 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _integer(minimum: int, what: str):
-    """An argparse ``type``: a whole number >= ``minimum``, also written ``1e6`` or ``1_000_000``."""
+def _integer(minimum: int, what: str, maximum: int | None = None):
+    """An argparse ``type``: a whole number in ``[minimum, maximum]``, also written ``1e6`` or ``1_000_000``."""
 
     def parse(text: str) -> int:
         value = parse_int(text)
@@ -112,6 +112,8 @@ def _integer(minimum: int, what: str):
                                              f"got {text!r}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be <= {maximum}, got {text!r}")
         return value
 
     parse.__name__ = what  # argparse names the type in some messages
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained run (deterministic actions)")
     ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=_integer(1, "episodes"), default=10)
+    ev.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=10)
     ev.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--video", action="store_true", help="also record one episode to an mp4")
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demos = sub.add_parser("demos", help="record scripted-expert demonstrations (Panda tasks)")
     demos.add_argument("env", help="e.g. drl/PandaPickPlace-v0")
-    demos.add_argument("--episodes", type=_integer(1, "episodes"), default=50)
+    demos.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=50)
     demos.add_argument("--out", required=True, help="output .pt file")
     demos.add_argument("--seed", type=_integer(0, "seed"), default=0)
     demos.add_argument("--num-envs", type=_integer(1, "num-envs"), default=8)

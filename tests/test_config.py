@@ -390,6 +390,7 @@ def test_cli_whole_numbers(argv, attr, expected):
     (["--num-envs", "0"], "argument --num-envs: num-envs must be >= 1, got '0'"),
     (["--num-envs", "-2"], "argument --num-envs: num-envs must be >= 1, got '-2'"),
     (["--seed", "-1"], "argument --seed: seed must be >= 0, got '-1'"),
+    (["--seed", "1.5"], "argument --seed: seed must be a whole number (e.g. 1000000, 1e6 or 1_000_000), got '1.5'"),
 ])
 def test_cli_refuses_bad_numbers_in_one_line(argv, message, capsys):
     from drl.cli import main
@@ -398,6 +399,16 @@ def test_cli_refuses_bad_numbers_in_one_line(argv, message, capsys):
         main(["train", *argv])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"drl train: error: {message}"
+
+
+def test_cli_eval_episodes_bounded(capsys):
+    from drl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "run", "--episodes", "1e9"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("drl eval: error: argument --episodes: episodes must "
+                                                                "be <= 1000000, got '1e9'")
 
 
 def test_cli_seed_beyond_range_names_the_key(capsys):
