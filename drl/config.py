@@ -61,6 +61,7 @@ MAX_STEPS = 10**15  # env steps: ~30 years at a million steps per second
 MAX_SEED = 2**63 - 1  # torch's generators take [0, 2**64); numpy's legacy seed gets seed % 2**32
 MAX_EVAL_EPISODES = 10**6
 MAX_TORCH_THREADS = 1024
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_NUM_ENVS = 2**31 - 1  # env counts index int32 tensors and warp worlds; memory is checked at build time
 
 
@@ -84,7 +85,13 @@ def _fmt(value: float | None) -> str:
     """Short form of a bound or value: 1e+15 rather than 1000000000000000, 2**63 - 1 spelled out."""
     names = {MAX_SEED: "2**63 - 1", MAX_NUM_ENVS: "2**31 - 1"}
     if isinstance(value, int) and not isinstance(value, bool):
-        return names.get(value) or (f"{value:.3g}" if abs(value) >= 10**15 else str(value))
+        if value in names:
+            return names[value]
+        if abs(value) < 10**15:
+            return str(value)
+        text = str(abs(value))  # short: parse_int caps spelled-out integers at _MAX_INT_DIGITS digits
+        mantissa = f"{text[0]}.{text[1:3]}".rstrip("0").rstrip(".")  # like format(x, ".3g") without the float
+        return f"{'-' if value < 0 else ''}{mantissa}e+{len(text) - 1:02d}"
     return str(value)
 
 
@@ -204,12 +211,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             number = float(value)
         except OverflowError:  # an int too large for a float
             number = math.inf
-        check(math.isfinite(number), key, f"must be a finite number, got {value!r}")
+        check(math.isfinite(number), key, f"must be a finite number, got {_fmt(value)}")
+        # values meet float32 tensors (losses, clamps, optimiser steps): they must be representable there
+        check(abs(number) <= FLOAT32_MAX, key, f"must be a finite number within float32's range (|x| <= "
+              f"{FLOAT32_MAX:.4g}), got {_fmt(number)}")
         return number
     if tp is str:
         check(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value
     raise ConfigError(f"config key '{key}': unsupported field type {tp}")
+
+
+_MAX_INT_DIGITS = 400  # past every bound (and past float range): larger spellings are refused, not expanded
 
 
 def parse_int(value: Any) -> int | None:
@@ -232,6 +245,8 @@ def parse_int(value: Any) -> int | None:
 
             number = Decimal(text)
         except ArithmeticError:
+            return None
+        if number.adjusted() >= _MAX_INT_DIGITS:  # "1e999999999" would build a billion-digit integer
             return None
         return int(number) if number == number.to_integral_value() else None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():

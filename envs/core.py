@@ -299,6 +299,7 @@ class GymnasiumVecEnv(VectorEnv):
         self.device = resolve_device(device)
         self.env_id = env_id
         env_kwargs = env_kwargs or {}
+        check_max_episode_steps(env_kwargs.get("max_episode_steps"), f"env '{env_id}'")
         probe = gym.make(env_id, **env_kwargs)
         for wrapper in wrappers or []:
             probe = wrapper(probe)

@@ -303,6 +303,9 @@ def test_nan_in_env_kwargs_is_refused():
         ({"seed": 2**64}, "config key 'seed': must be <= 2**63 - 1, got 1.84e+19"),
         ({"total_steps": 1e30}, "config key 'total_steps': must be <= 1e+15, got 1e+30"),
         ({"total_steps": -5}, "config key 'total_steps': must be >= 1, got -5"),
+        ({"total_steps": 10**400}, "config key 'total_steps': must be <= 1e+15, got 1e+400"),
+        ({"total_steps": "1e999999999"}, "config key 'total_steps': must be an integer, got '1e999999999'"),
+        ({"algo": {"num_steps": -10**400}}, "config key 'algo.num_steps': must be >= 1, got -1e+400"),
         ({"eval_episodes": 10**9}, "config key 'eval_episodes': must be <= 1000000, got 1000000000"),
         ({"torch_threads": 10**9}, "config key 'torch_threads': must be <= 1024 (0 keeps torch's default), "
                                    "got 1000000000"),

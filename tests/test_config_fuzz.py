@@ -3,7 +3,8 @@
 Valid tiny configs get one or two keys replaced by extreme or wrongly typed values (0, -1, 1e9,
 1e30, inf, nan, strings, lists, nested mappings, unknown keys). Each goes through the real path:
 ``api.load_config`` (types and bounds), then building the runner (envs, agent, memory checks and
-storage; nothing is trained, so huge budgets cost nothing). Either it builds, or it stops with ONE
+storage), then training when the config is still tiny (huge budgets are only built, never run).
+Either it builds (and trains), or it stops with ONE
 line: a :class:`ConfigError` that names a mutated key, or (for keys only the env or the machine can
 judge: ``env.id``, ``env.kwargs``, ``device``) one of the errors the CLI reports as one line.
 """
@@ -56,7 +57,7 @@ RUNTIME_ERRORS = (ConfigError, gym.error.Error, ValueError, TypeError, ImportErr
 
 EXTREMES = [0, -1, 1, 3, 2**31, 2**64, 10**9, 10**30, 1e9, 1e30, -1e30, 1.5, 0.5, -0.0, math.inf, -math.inf,
             math.nan, True, False, None, "", "abc", "1e6", "nan", [], [0], [10**9], [1, "x"], {}, {"a": 1},
-            {"nested": {"x": math.nan}}, "drl/Nope-v0", "cuda:7"]
+            {"nested": {"x": math.nan}}, "drl/Nope-v0", "cuda:7", 10**400, "1e999999999", "9" * 5000]
 
 
 @contextmanager
@@ -110,8 +111,14 @@ def _mentions(message: str, paths: list[str]) -> bool:
 
 
 def _build_runner(cfg, run_dir: Path) -> None:
+    """Build the runner; train it too when the mutated config is still tiny (a real run, a second or less)."""
     spec = AGENTS[cfg.agent]
     runner = spec.runner_class(cfg, spec.agent_class, run_dir)
+    if (cfg.total_steps <= 64 and cfg.eval_episodes <= 2 and cfg.algo.num_epochs <= 4
+            and cfg.env.num_envs * cfg.algo.num_steps <= 64 and cfg.env.num_eval_envs <= 4):
+        runner.train()
+        event("trained")
+        return
     runner.env.close()
     runner.eval_env.close()
 

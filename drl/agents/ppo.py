@@ -83,7 +83,7 @@ class PPOConfig:
         def key(name: str) -> str:
             return f"{prefix}.{name}"
 
-        check(self.num_steps >= 1, key("num_steps"), f"must be >= 1, got {self.num_steps}")
+        check_range(self.num_steps, key("num_steps"), 1)
         batch = self.num_steps * train.env.num_envs
         check(
             self.minibatch_size >= 1 and batch % self.minibatch_size == 0,

@@ -266,6 +266,12 @@ def test_torch_env_refuses_non_positive_time_limit(env_id, steps):
     assert make_vec_env(env_id, 2, "cpu", env_kwargs={"max_episode_steps": 1}).max_episode_steps == 1
 
 
+@pytest.mark.parametrize("steps", [0, -1, 2.5])
+def test_adapter_refuses_non_positive_time_limit(steps):
+    with pytest.raises(ValueError, match=r"^env 'Pendulum-v1': max_episode_steps must be an integer >= 1 \(or None"):
+        make_vec_env("Pendulum-v1", 1, "cpu", env_kwargs={"max_episode_steps": steps})
+
+
 def _box2d_installed() -> bool:
     try:
         import Box2D  # noqa: F401
