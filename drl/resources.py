@@ -54,14 +54,22 @@ class ResourceError(ConfigError):
     """The run would need more memory (or processes) than this machine offers; the message gives both."""
 
 
-def format_bytes(num: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``; powers of 1024 up to EiB, then plain exponents."""
-    value = float(num)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if abs(value) < 1024 or unit == "EiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
-        value /= 1024
-    return f"{num:.3g} B"  # unreachable
+def format_bytes(num: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``; powers of 1024 up to EiB; past 10**21 bytes, a power of ten."""
+    num = int(num)
+    if num >= 10**21:
+        return f"~10**{len(str(num)) - 1} B"
+    if num < 1024:
+        return f"{num} B"
+    for power, unit in enumerate(("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"), start=1):
+        if num < 1024 ** (power + 1) or unit == "EiB":
+            return f"{num / 1024**power:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _count(num: int) -> str:
+    """``1234567`` -> ``'1,234,567'``; past 10**21, a power of ten (a huge config value stays one short line)."""
+    return f"{num:,}" if num < 10**21 else f"~10**{len(str(num)) - 1}"
 
 
 def available_bytes(device: str | torch.device) -> int | None:
@@ -113,8 +121,8 @@ def check_fits(needed: int, device: str | torch.device, what: str, advice: str) 
     if available is None or needed <= available:
         return
     raise ResourceError(
-        f"{what} needs {format_bytes(needed)} ({needed:,} bytes) on {device}, but only {format_bytes(available)} "
-        f"({available:,} bytes) is available; {advice}"
+        f"{what} needs {format_bytes(needed)} ({_count(needed)} bytes) on {device}, but only "
+        f"{format_bytes(available)} ({available:,} bytes) is available; {advice}"
     )
 
 
@@ -129,7 +137,7 @@ def check_storage_fits(capacity: int, num_envs: int, fields: Mapping[str, Any], 
     per_step = step_bytes(fields) + int(extra_bytes_per_step)
     needed = int(capacity) * int(num_envs) * per_step
     check_fits(needed, device,
-               f"the rollout storage ({capacity_key} x {num_envs_key} = {capacity:,} x {num_envs:,} steps "
+               f"the rollout storage ({capacity_key} x {num_envs_key} = {_count(capacity)} x {_count(num_envs)} steps "
                f"of {per_step:,} bytes)",
                f"lower config key '{capacity_key}' or '{num_envs_key}'")
     return needed

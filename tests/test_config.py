@@ -306,6 +306,9 @@ def test_nan_in_env_kwargs_is_refused():
         ({"total_steps": 10**400}, "config key 'total_steps': must be <= 1e+15, got 1e+400"),
         ({"total_steps": "1e999999999"}, "config key 'total_steps': must be an integer, got '1e999999999'"),
         ({"algo": {"num_steps": -10**400}}, "config key 'algo.num_steps': must be >= 1, got -1e+400"),
+        ({"algo": {"num_steps": 10**400}}, "config key 'algo.num_steps': must be <= 1e+15, got 1e+400"),
+        ({"algo": {"clip_coef": 1e308}}, "config key 'algo.clip_coef': must be a finite number within float32's "
+                                         "range (|x| <= 3.403e+38), got 1e+308"),
         ({"eval_episodes": 10**9}, "config key 'eval_episodes': must be <= 1000000, got 1000000000"),
         ({"torch_threads": 10**9}, "config key 'torch_threads': must be <= 1024 (0 keeps torch's default), "
                                    "got 1000000000"),

@@ -129,3 +129,19 @@ def test_training_refuses_before_allocating(tmp_path, monkeypatch, overrides, ke
     with pytest.raises(ResourceError, match=re.escape(keys)):
         api.train(cfg, run_dir)
     assert not run_dir.exists()  # refused before the folder was made
+
+
+@pytest.mark.parametrize(("num", "text"), [(0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"),
+                                           (10**9, "954 MiB"), (2**60, "1 EiB"), (10**21, "~10**21 B"),
+                                           (10**400, "~10**400 B")])
+def test_format_bytes(num, text):
+    assert resources.format_bytes(num) == text
+
+
+def test_absurd_storage_is_refused_in_one_short_line(monkeypatch):
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 2**30)
+    with pytest.raises(ResourceError) as err:
+        check_storage_fits(10**400, 8, {"obs": Field((4,))}, "cpu")
+    assert str(err.value) == ("the rollout storage (algo.num_steps x env.num_envs = ~10**400 x 8 steps of 16 bytes) "
+                              "needs ~10**402 B (~10**402 bytes) on cpu, but only 1 GiB (1,073,741,824 bytes) is "
+                              "available; lower config key 'algo.num_steps' or 'env.num_envs'")

@@ -23,7 +23,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from drl.config import TrainConfig, check, check_range
+from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.mlp import flat_dim, forward_layers
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
@@ -83,7 +83,7 @@ class PPOConfig:
         def key(name: str) -> str:
             return f"{prefix}.{name}"
 
-        check_range(self.num_steps, key("num_steps"), 1)
+        check_range(self.num_steps, key("num_steps"), 1, MAX_STEPS)
         batch = self.num_steps * train.env.num_envs
         check(
             self.minibatch_size >= 1 and batch % self.minibatch_size == 0,
