@@ -4,6 +4,12 @@ A config is built from defaults, then a YAML file, then ``--set a.b=value`` over
 value is checked against its field's type, and each dataclass's ``validate()`` checks what types
 cannot (ranges, divisibility), all before anything runs. A bad key, type or value raises one
 :class:`ConfigError` naming the key and what is valid.
+
+Numbers: a float field takes only finite values within float32's range (every value meets float32
+tensors); an int field takes exact integers, also spelled ``1e6`` or ``1_000_000`` (``1.5`` is
+refused). Fields with a natural bound are checked against it (:func:`check_range`, the ``MAX_*``
+constants); what depends on the machine (memory for envs and storage) is checked when the run is
+built, by :mod:`drl.resources`.
 """
 
 from __future__ import annotations
