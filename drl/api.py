@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from drl.checkpoint import CheckpointError, load_checkpoint
+from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.registry import AGENTS, resolve_config
 from drl.runners.common import check_run_dir_free
@@ -83,11 +83,21 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
     return runner.run_dir, runner.train()
 
 
+RUN_CONFIG_KEYS = ("agent", "env", "total_steps", "seed", "algo")  # always in a run's config.yaml
+
+
 def _config_of_run(run_dir: Path) -> TrainConfig:
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not a drl run folder: no config.yaml in it")
-    return resolve_config(load_yaml(config_file))
+    raw = load_yaml(config_file)
+    # a run writes its config in full; without these keys, resuming would silently train defaults
+    missing = [key for key in RUN_CONFIG_KEYS if key not in raw]
+    if missing:
+        raise ConfigError(f"'{config_file}' is {'empty' if not raw else f'missing {missing}'}, but a run writes its "
+                          "whole config there; restore it (the checkpoints hold a copy under 'config') "
+                          "or start a new run")
+    return resolve_config(raw)
 
 
 def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None) -> dict[str, Any]:
@@ -148,14 +158,14 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "latest.pt"
     dev = resolve_device(device)
-    ckpt = load_checkpoint(path, map_location=dev)
-    if ckpt.get("agent") != cfg.agent:
+    ckpt = load_run_checkpoint(path, map_location=dev, required={"agent": str, "agent_state": dict})
+    if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
     probe = make_vec_env(cfg.env.id, 1, dev, "sync", cfg.env.kwargs)
     agent = AGENTS[cfg.agent].agent_class(probe.single_observation_space, probe.single_action_space, cfg.algo,
                                           cfg.env.num_envs, dev)
     probe.close()
-    agent.load_state_dict(ckpt["agent_state"])
+    load_agent_state(agent, ckpt["agent_state"], path)
     return agent, cfg
 
 

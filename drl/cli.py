@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from drl.config import MAX_EVAL_EPISODES, parse_int  # light (yaml only): the parser needs them
+
 DEFAULT_AGENT = "ppo"
 DEFAULT_ENV = "drl/CartPole-v0"
 
@@ -142,6 +144,24 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integer(minimum: int, what: str, maximum: int | None = None):
+    """An argparse ``type``: a whole number in ``[minimum, maximum]``, also written ``1e6`` or ``1_000_000``."""
+
+    def parse(text: str) -> int:
+        value = parse_int(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number (e.g. 1000000, 1e6 or 1_000_000), "
+                                             f"got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be <= {maximum}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drl", description="Train and evaluate deep-RL agents.",
@@ -156,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config file (default: configs/<agent>/<env>.yaml when it exists)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. "
                        "algo.learning_rate=1e-3 (repeatable)")
-    train.add_argument("--steps", type=int, help="total env steps")
-    train.add_argument("--num-envs", type=int, help="parallel envs")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--steps", type=_integer(1, "steps"), help="total env steps (e.g. 1000000, 1e6, 1_000_000)")
+    train.add_argument("--num-envs", type=_integer(1, "num-envs"), help="parallel envs")
+    train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
@@ -169,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained run (deterministic actions)")
     ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=10)
     ev.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--video", action="store_true", help="also record one episode to a new mp4 "
@@ -190,10 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demos = sub.add_parser("demos", help="record scripted-expert demonstrations (Panda tasks)")
     demos.add_argument("env", help="e.g. drl/PandaPickPlace-v0")
-    demos.add_argument("--episodes", type=int, default=50)
+    demos.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=50)
     demos.add_argument("--out", required=True, help="output .pt file")
-    demos.add_argument("--seed", type=int, default=0)
-    demos.add_argument("--num-envs", type=int, default=8)
+    demos.add_argument("--seed", type=_integer(0, "seed"), default=0)
+    demos.add_argument("--num-envs", type=_integer(1, "num-envs"), default=8)
     demos.set_defaults(func=_demos)
     return parser
 

@@ -4,11 +4,18 @@ A config is built from defaults, then a YAML file, then ``--set a.b=value`` over
 value is checked against its field's type, and each dataclass's ``validate()`` checks what types
 cannot (ranges, divisibility), all before anything runs. A bad key, type or value raises one
 :class:`ConfigError` naming the key and what is valid.
+
+Numbers: a float field takes only finite values within float32's range (every value meets float32
+tensors); an int field takes exact integers, also spelled ``1e6`` or ``1_000_000`` (``1.5`` is
+refused). Fields with a natural bound are checked against it (:func:`check_range`, the ``MAX_*``
+constants); what depends on the machine (memory for envs and storage) is checked when the run is
+built, by :mod:`drl.resources`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -29,6 +36,8 @@ __all__ = [
     "load_yaml",
     "dump_yaml",
     "check",
+    "check_range",
+    "parse_int",
 ]
 
 
@@ -53,6 +62,45 @@ def check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key '{key}': {message}")
 
 
+# Natural bounds shared by every agent's config (a value past them is a typo or a unit mix-up).
+MAX_STEPS = 10**15  # env steps: ~30 years at a million steps per second
+MAX_SEED = 2**63 - 1  # torch's generators take [0, 2**64); numpy's legacy seed gets seed % 2**32
+MAX_EVAL_EPISODES = 10**6
+MAX_TORCH_THREADS = 1024
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_NUM_ENVS = 2**31 - 1  # env counts index int32 tensors and warp worlds; memory is checked at build time
+
+
+def check_range(value: float, key: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, what: str = "") -> None:
+    """Raise :class:`ConfigError` for ``key`` unless ``low <= value <= high``; the message names the bound crossed.
+
+    ``low_open`` makes the lower end exclusive (``> low``); ``None`` leaves that end unbounded.
+    ``what`` is added to the message (e.g. what the value means or what 0 does).
+    """
+    if low is not None and not (value > low if low_open else value >= low):
+        bound = f"> {_fmt(low)}" if low_open else f">= {_fmt(low)}"
+    elif high is not None and not value <= high:
+        bound = f"<= {_fmt(high)}"
+    else:
+        return
+    raise ConfigError(f"config key '{key}': must be {bound}{f' ({what})' if what else ''}, got {_fmt(value)}")
+
+
+def _fmt(value: float | None) -> str:
+    """Short form of a bound or value: 1e+15 rather than 1000000000000000, 2**63 - 1 spelled out."""
+    names = {MAX_SEED: "2**63 - 1", MAX_NUM_ENVS: "2**31 - 1"}
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in names:
+            return names[value]
+        if abs(value) < 10**15:
+            return str(value)
+        text = str(abs(value))  # short: parse_int caps spelled-out integers at _MAX_INT_DIGITS digits
+        mantissa = f"{text[0]}.{text[1:3]}".rstrip("0").rstrip(".")  # like format(x, ".3g") without the float
+        return f"{'-' if value < 0 else ''}{mantissa}e+{len(text) - 1:02d}"
+    return str(value)
+
+
 @dataclass
 class EnvConfig:
     """Which environment, and how many copies."""
@@ -64,8 +112,9 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
-        check(self.num_envs >= 1, f"{prefix}.num_envs", f"must be >= 1, got {self.num_envs}")
-        check(self.num_eval_envs >= 1, f"{prefix}.num_eval_envs", f"must be >= 1, got {self.num_eval_envs}")
+        check_range(self.num_envs, f"{prefix}.num_envs", 1, MAX_NUM_ENVS)
+        check_range(self.num_eval_envs, f"{prefix}.num_eval_envs", 1, MAX_NUM_ENVS)
+        _check_finite_tree(self.kwargs, f"{prefix}.kwargs")
 
 
 @dataclass
@@ -89,13 +138,14 @@ class TrainConfig:
         def key(name: str) -> str:
             return f"{prefix}{name}"
 
-        check(self.total_steps >= 1, key("total_steps"), f"must be >= 1, got {self.total_steps}")
-        check(self.eval_interval >= 0, key("eval_interval"), f"must be >= 0, got {self.eval_interval}")
-        check(self.eval_episodes >= 1, key("eval_episodes"), f"must be >= 1, got {self.eval_episodes}")
-        check(self.checkpoint_interval >= 0, key("checkpoint_interval"), "must be >= 0")
-        check(self.torch_threads >= 0, key("torch_threads"), "must be >= 0 (0 keeps torch's default)")
-        check(self.log_interval >= -1, key("log_interval"), f"must be >= -1 (0: every ~10 s, -1: no table), "
-              f"got {self.log_interval}")
+        check_range(self.total_steps, key("total_steps"), 1, MAX_STEPS)
+        check_range(self.seed, key("seed"), 0, MAX_SEED)
+        check_range(self.eval_interval, key("eval_interval"), 0, MAX_STEPS, what="0 evaluates only at the end")
+        check_range(self.eval_episodes, key("eval_episodes"), 1, MAX_EVAL_EPISODES)
+        check_range(self.checkpoint_interval, key("checkpoint_interval"), 0, MAX_STEPS,
+                    what="0 saves only at the end")
+        check_range(self.torch_threads, key("torch_threads"), 0, MAX_TORCH_THREADS, what="0 keeps torch's default")
+        check_range(self.log_interval, key("log_interval"), -1, MAX_STEPS, what="0: every ~10 s, -1: no table")
         check(
             re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
             key("device"),
@@ -128,9 +178,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             check(type(None) in args, key, f"must be {_type_name(tp)}, got null")
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        members = [arg for arg in args if arg is not type(None)]
+        if len(members) == 1 and type(None) in args:  # ``X | None``: X's own message, plus "or null"
+            try:
+                return _coerce(value, members[0], key)
+            except ConfigError as err:
+                if "finite" in str(err):
+                    raise ConfigError(f"{err} (or null)") from None
+        for arg in members:
             try:
                 return _coerce(value, arg, key)
             except ConfigError:
@@ -150,27 +205,76 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, str):
-            try:
-                value = int(value.replace("_", ""))
-            except ValueError:
-                pass
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
-        return value
+        parsed = parse_int(value)
+        check(parsed is not None, key, f"must be an integer, got {value!r}")
+        return parsed
     if tp is float:
         if isinstance(value, str):
             try:
-                value = float(value)
+                value = float(value.replace("_", ""))
             except ValueError:
                 pass
         check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            number = math.inf
+        check(math.isfinite(number), key, f"must be a finite number, got {_fmt(value)}")
+        # values meet float32 tensors (losses, clamps, optimiser steps): they must be representable there
+        check(abs(number) <= FLOAT32_MAX, key, f"must be a finite number within float32's range (|x| <= "
+              f"{FLOAT32_MAX:.4g}), got {_fmt(number)}")
+        return number
     if tp is str:
         check(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value
     raise ConfigError(f"config key '{key}': unsupported field type {tp}")
+
+
+_MAX_INT_DIGITS = 400  # past every bound (and past float range): larger spellings are refused, not expanded
+
+
+def parse_int(value: Any) -> int | None:
+    """``value`` as an exact integer, or ``None``: ints, integral floats (``1e6``) and strings
+    (``"1_000_000"``, ``"1e6"``); not bools, ``1.5``, ``inf``, ``nan`` or other text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+            return None
+        try:  # exact decimal arithmetic: "1e6" is 10**6, "1.5e0" is not an integer
+            from decimal import Decimal
+
+            number = Decimal(text)
+        except ArithmeticError:
+            return None
+        if number.adjusted() >= _MAX_INT_DIGITS:  # "1e999999999" would build a billion-digit integer
+            return None
+        return int(number) if number == number.to_integral_value() else None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _check_finite_tree(value: Any, key: str) -> None:
+    """Raise :class:`ConfigError` for a NaN anywhere in a free-form value (env kwargs).
+
+    Infinities pass: an env argument may legitimately mean "no limit" by ``inf``.
+    """
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"config key '{key}': must be a number, got nan")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_tree(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite_tree(v, f"{key}[{i}]")
 
 
 def build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:

@@ -36,6 +36,7 @@ iteration" (e.g. explained variance of constant returns).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import tempfile
@@ -127,14 +128,17 @@ class NonFiniteError(RuntimeError):
 class RunWriteError(OSError):
     """A file of the run could not be written; ``errno``/``strerror``/``filename`` are the cause's."""
 
-    def __init__(self, path: str | Path, cause: OSError):
+    def __init__(self, path: str | bytes | Path, cause: OSError):
         strerror = cause.strerror or str(cause) or type(cause).__name__
-        super().__init__(cause.errno, strerror, str(path))
-        self.path = Path(path)
+        self.path = Path(os.fsdecode(path))  # some writers (TensorBoard's) name their file in bytes
+        super().__init__(cause.errno, strerror, str(self.path))
 
     def __str__(self) -> str:
-        return (f"cannot write {self.path}: {self.strerror}; free space on that disk or choose another "
-                "--run-dir (the files written before are kept)")
+        if self.errno == errno.ENOSPC:
+            advice = "free space on that disk or choose another --run-dir"
+        else:
+            advice = "choose a writable --run-dir"
+        return f"cannot write {self.path}: {self.strerror}; {advice} (the files written before are kept)"
 
 
 # --- finiteness checks ----------------------------------------------------------------------------

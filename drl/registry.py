@@ -26,7 +26,7 @@ AGENTS: dict[str, AgentSpec] = {
 
 
 def _spec(agent: Any) -> AgentSpec:
-    if agent not in AGENTS:
+    if not isinstance(agent, str) or agent not in AGENTS:
         raise ConfigError(f"config key 'agent': unknown agent {agent!r}; valid agents: {sorted(AGENTS)}")
     return AGENTS[agent]
 

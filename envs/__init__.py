@@ -88,7 +88,8 @@ def make_vec_env(
     """Build a vector env that speaks the torch contract of :mod:`envs.core`.
 
     ``drl/...`` ids build the batched backend on ``device``; any other gymnasium id goes through
-    :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``).
+    :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``). Gymnasium's
+    ``"module:Env-v0"`` form imports ``module`` first (where ``Env-v0`` is registered).
     """
     device = resolve_device(device)
     if env_id in ENVS or env_id in gym.registry:
@@ -101,7 +102,7 @@ def make_vec_env(
         )
     _import_env_package(env_id)
     try:
-        gym.spec(env_id)
+        _find_spec(env_id)
     except gym.error.Error as err:
         raise gym.error.NameNotFound(
             f"unknown env id '{env_id}': not a drl env ({', '.join(sorted(ENVS))}) and gymnasium says: {err}"
@@ -109,7 +110,23 @@ def make_vec_env(
     try:
         return GymnasiumVecEnv(env_id, num_envs, device=device, vectorization=vectorization, env_kwargs=env_kwargs)
     except gym.error.DependencyNotInstalled as err:
-        raise MissingDependencyError(f"gymnasium env '{env_id}'", _extra_for(env_id)) from err
+        extra = _extra_for(env_id)
+        raise MissingDependencyError(f"gymnasium env '{env_id}'", extra, _EXTRA_PACKAGES.get(extra),
+                                     hint=str(err)) from err
+
+
+def _find_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """gymnasium's spec of ``env_id``; ``"module:Env-v0"`` imports ``module`` and looks up ``Env-v0``."""
+    module, sep, name = env_id.partition(":")
+    if not sep:
+        return gym.spec(env_id)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module.split(".")[0] == err.name.split(".")[0]:
+            raise gym.error.NameNotFound(f"module '{module}' (of env id '{env_id}') cannot be imported: {err}") from err
+        raise
+    return gym.spec(name)
 
 
 def _route_mujoco_warnings(env_id: str) -> None:
@@ -133,9 +150,14 @@ def _import_env_package(env_id: str) -> None:
                 raise MissingDependencyError(f"env '{env_id}'", extra, module) from err
 
 
-def _extra_for(env_id: str) -> str:
-    entry = str(gym.spec(env_id).entry_point)
-    for key, extra in (("mujoco", "mujoco"), ("minigrid", "minigrid"), ("bullet", "pybullet")):
-        if key in entry.lower():
+# pip packages of the extras whose name alone would not install them
+_EXTRA_PACKAGES = {"box2d": "gymnasium[box2d]"}
+
+
+def _extra_for(env_id: str) -> str | None:
+    """The drl extra that installs what ``env_id``'s entry point imports, or ``None`` when drl has none."""
+    entry = str(_find_spec(env_id).entry_point).lower()
+    for key, extra in (("mujoco", "mujoco"), ("minigrid", "minigrid"), ("bullet", "pybullet"), ("box2d", "box2d")):
+        if key in entry:
             return extra
-    return "dev"
+    return None

@@ -51,18 +51,38 @@ __all__ = [
     "resolve_device",
     "supports_env_state",
     "obs_equal",
+    "check_max_episode_steps",
+    "RewardContractError",
 ]
 
 
 class MissingDependencyError(ImportError):
-    """An optional backend is not installed; the message names the pip command that installs it."""
+    """An optional backend is not installed; the message names the pip command that installs it.
 
-    def __init__(self, what: str, extra: str, package: str | None = None):
-        pkg = package or extra
-        super().__init__(
-            f"{what} needs the optional dependency '{pkg}', which is not installed. "
-            f"Install it with: pip install 'drl[{extra}]'  (or: pip install {pkg})"
-        )
+    Args:
+        what: what needs the dependency (e.g. ``"gymnasium env 'LunarLander-v3'"``).
+        extra: the drl extra that installs it, or ``None`` when drl has none (then ``hint`` says how).
+        package: the pip package, when it differs from ``extra``.
+        hint: the upstream library's own instructions (e.g. gymnasium's), kept verbatim.
+    """
+
+    def __init__(self, what: str, extra: str | None, package: str | None = None, hint: str | None = None):
+        hint = " ".join(hint.split()) if hint else None  # one line
+        if extra is None:
+            message = f"{what} needs a dependency that is not installed"
+            message += f": {hint}" if hint else f"{f' ({package})' if package else ''}"
+        else:
+            pkg = package or extra
+            quoted = f'"{pkg}"' if "[" in pkg else pkg  # brackets need quotes in a shell
+            message = (f"{what} needs the optional dependency '{pkg}', which is not installed. "
+                       f"Install it with: pip install 'drl[{extra}]'  (or: pip install {quoted})")
+            if hint:
+                message += f". The library says: {hint}"
+        super().__init__(message)
+
+
+class RewardContractError(ValueError):
+    """An env returned a reward that is not one number per env step (the ``[N]`` reward contract)."""
 
 
 class EnvStepError(RuntimeError):
@@ -125,6 +145,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
             "use --device cpu (or auto)"
         )
     return device
+
+
+MAX_EPISODE_STEPS = 1_000_000  # the evaluator's per-copy step cap: a longer episode could never be evaluated
+
+
+def check_max_episode_steps(value: Any, owner: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``None`` (no time limit) or an integer in
+    ``[1, MAX_EPISODE_STEPS]`` (1,000,000 steps, the step cap of :func:`drl.runners.on_policy.evaluate_policy`)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_EPISODE_STEPS:
+        raise ValueError(f"{owner}: max_episode_steps must be an integer in [1, {MAX_EPISODE_STEPS:,}] "
+                         f"(or None for no time limit), got {value!r}")
 
 
 def obs_to(obs: Obs, device: torch.device) -> Obs:
@@ -216,6 +249,7 @@ class TorchVecEnv(VectorEnv):
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        check_max_episode_steps(max_episode_steps, type(self).__name__)
         self.num_envs = num_envs
         self.device = resolve_device(device)
         self.single_observation_space = single_observation_space
@@ -412,6 +446,23 @@ def _flattenable(space: gym.Space) -> bool:
     return True
 
 
+def _zero_based(space: gym.Space) -> tuple[gym.Space, np.ndarray | int | None]:
+    """``Discrete(n, start=k)`` -> ``(Discrete(n), k)``; ``MultiDiscrete`` likewise; other spaces unchanged.
+
+    The adapter exposes integer action spaces starting at 0 (what policy heads sample) and adds
+    the start back before stepping the env; ``None`` means nothing to add.
+    """
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) != 0:
+        return gym.spaces.Discrete(int(space.n), seed=None), int(space.start)
+    if isinstance(space, gym.spaces.MultiDiscrete) and np.any(space.start != 0):
+        return gym.spaces.MultiDiscrete(space.nvec, dtype=space.dtype), np.asarray(space.start, dtype=np.int64)
+    return space, None
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"of shape {array.shape}" if np.issubdtype(array.dtype, np.number) else f"of type {array.dtype}"
+
+
 class GymnasiumVecEnv(VectorEnv):
     """Adapter: any CPU gymnasium env id -> the torch contract.
 
@@ -420,6 +471,11 @@ class GymnasiumVecEnv(VectorEnv):
     per env, infos merged with gymnasium's ``_add_info``, the last obs and info of a finished env
     in ``final_obs``/``final_info``, without its per-step generality: this loop is the per-step cost
     of every CPU-simulated run). ``"async"`` uses gymnasium's ``AsyncVectorEnv`` (one subprocess per env).
+
+    Integer action spaces are exposed starting at 0: for ``Discrete(n, start=k)`` (and a
+    ``MultiDiscrete`` with ``start``) the agent acts in ``0..n-1`` and the adapter adds ``k`` before
+    stepping the env. Rewards are one number per env step: a one-element reward (shape ``(1,)``)
+    is squeezed, any other shape raises ``ValueError`` naming the env id.
 
     Args:
         env_id: a gymnasium id (``"CartPole-v1"``, ``"HalfCheetah-v5"``, ...).
@@ -446,8 +502,9 @@ class GymnasiumVecEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.device = resolve_device(device)
-        self._env_id = env_id
+        self.env_id = env_id
         env_kwargs = env_kwargs or {}
+        check_max_episode_steps(env_kwargs.get("max_episode_steps"), f"env '{env_id}'")
         probe = gym.make(env_id, **env_kwargs)
         for wrapper in wrappers or []:
             probe = wrapper(probe)
@@ -455,7 +512,7 @@ class GymnasiumVecEnv(VectorEnv):
         self._raw_obs_space = probe.observation_space
         self.spec = probe.spec
         self.render_mode = probe.render_mode
-        single_action_space = probe.action_space
+        single_action_space, self._action_start = _zero_based(probe.action_space)
         probe.close()
         all_wrappers = list(wrappers or [])
         if keep_keys is not None and set(keep_keys) != set(probe.observation_space.spaces):
@@ -524,15 +581,19 @@ class GymnasiumVecEnv(VectorEnv):
                 self._write_obs(obs, i, env_obs)
                 infos = self._add_info(infos, env_info, i)
         except Exception as err:
-            raise EnvStepError(self._env_id, i, err, call="reset") from err
+            raise EnvStepError(self.env_id, i, err, call="reset") from err
         return self._to_torch(obs), infos
 
     def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         actions_np = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
         if self._discrete:
             actions_np = actions_np.astype(np.int64).reshape(self.num_envs)
+        if self._action_start is not None:  # the agent acts in 0..n-1; the env's space starts elsewhere
+            actions_np = actions_np.astype(np.int64) + self._action_start
         if self.env is not None:
             obs_np, reward, terminated, truncated, info = self.env.step(actions_np)
+            if reward.shape != (self.num_envs,):
+                reward = self._reward_vector(reward)
             done = terminated | truncated
             final_np = self._merge_final_obs(obs_np, info["final_obs"], done) if done.any() else None
         else:
@@ -560,7 +621,11 @@ class GymnasiumVecEnv(VectorEnv):
         i = 0
         try:  # one try around the loop: free when nothing raises, and ``i`` names the env that did
             for i, env in enumerate(self.envs):
-                env_obs, reward[i], terminated[i], truncated[i], env_info = env.step(actions[i])
+                env_obs, env_reward, terminated[i], truncated[i], env_info = env.step(actions[i])
+                try:
+                    reward[i] = env_reward
+                except (TypeError, ValueError):  # not a number: a one-element array is squeezed, anything else refused
+                    reward[i] = self._reward_scalar(env_reward, i)
                 if terminated[i] or truncated[i]:
                     finished.append((i, env_obs))  # becomes the full final-obs tensor in step()
                     infos = self._add_info(infos, {"final_info": env_info}, i)
@@ -568,14 +633,36 @@ class GymnasiumVecEnv(VectorEnv):
                 self._write_obs(obs, i, env_obs)
                 if env_info:
                     infos = self._add_info(infos, env_info, i)
+        except RewardContractError:
+            raise  # the env breaks the reward contract: said as it is, not as a failed step
         except Exception as err:
-            raise EnvStepError(self._env_id, i, err) from err
+            raise EnvStepError(self.env_id, i, err) from err
         final = None
         if finished:
             final = {g: v.copy() for g, v in obs.items()} if self._groups is not None else obs.copy()
             for i, last in finished:
                 self._write_obs(final, i, last)
         return obs, reward, terminated, truncated, infos, final
+
+    def _reward_scalar(self, reward: Any, index: int) -> float:
+        """A one-element reward (shape ``(1,)``, ``(1, 1)``) as a float; any other shape is refused."""
+        array = np.asarray(reward)
+        if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+            raise RewardContractError(
+                f"env '{self.env_id}' (copy {index}) returned a reward {_describe(array)}; the contract is one "
+                "number per env step (wrap the env to sum or select its reward terms)"
+            )
+        return float(array.reshape(()))
+
+    def _reward_vector(self, reward: np.ndarray) -> np.ndarray:
+        """The batched reward as ``[N]``: ``[N, 1]`` is squeezed, any other shape refused."""
+        array = np.asarray(reward)
+        if array.size != self.num_envs or not np.issubdtype(array.dtype, np.number):
+            raise RewardContractError(
+                f"env '{self.env_id}' returned rewards {_describe(array)} for {self.num_envs} copies; the contract "
+                "is one number per env step, [num_envs] in all (wrap the env to sum or select its reward terms)"
+            )
+        return array.reshape(self.num_envs)
 
     def _merge_final_obs(self, obs_np: Any, raw: Any, done_np: np.ndarray) -> Any:
         """A full ``[N, ...]`` final-obs array: the episode's last obs on finished rows."""

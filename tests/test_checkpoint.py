@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from drl.checkpoint import FORMAT, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from drl.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_state_matches,
+    load_checkpoint,
+    load_run_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 def _touch(path: str) -> None:
@@ -138,9 +147,93 @@ def test_arbitrary_pickled_object_is_refused(tmp_path, writer):
     else:
         with open(path, "wb") as f:
             pickle.dump(payload, f, protocol=2)
-    with pytest.raises(CheckpointError, match="is not a loadable drl checkpoint"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert not sentinel.exists()  # weights_only loading never ran the object's code
+    msg = str(err.value)
+    # what was refused is named (the global the pickle would import), and the unsafe option is never suggested
+    assert msg == (f"checkpoint '{path}' was refused: loading it would import '{__name__}._touch', and a drl "
+                   "checkpoint holds only tensors and plain Python data (a file from other code, or tampered with)")
+    assert "weights_only" not in msg and "\n" not in msg
+
+
+def test_numpy_array_in_a_checkpoint_is_refused_by_name(tmp_path):
+    path = tmp_path / "np.pt"
+    torch.save({"format": FORMAT, "version": 1, "obs_mean": np.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match=r"was refused: loading it would import 'numpy\.[\w.]+'") as err:
+        load_checkpoint(path)
+    assert "weights_only" not in str(err.value)
+
+
+def test_corrupt_files_never_relay_the_unsafe_advice(tmp_path):
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert "is not a loadable drl checkpoint (corrupt, truncated, or not a torch file)" in msg
+    assert "weights_only" not in msg and "Weights only" not in msg and "\n" not in msg
+
+
+def _run_payload() -> dict:
+    return {"agent": "ppo", "env": "drl/CartPole-v0", "config": {"agent": "ppo"}, "agent_state": {},
+            "runner": {"global_step": 0}, "rng": rng_state(), "generator": torch.Generator().get_state()}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"agent_state": None}, "has no 'agent_state' entry"),
+        ({"agent_state": [1, 2]}, "'agent_state' is a list, expected mapping"),
+        ({"rng": "seed"}, "'rng' is a str, expected mapping"),
+        ({"generator": 3}, "'generator' is a int, expected tensor"),
+        ({"rng": {"python": 1}}, "'rng' lacks ['numpy', 'torch']"),
+    ],
+)
+def test_run_checkpoint_structure_is_checked(tmp_path, change, expected):
+    payload = _run_payload()
+    for key, value in change.items():
+        if value is None:
+            del payload[key]
+        else:
+            payload[key] = value
+    path = save_checkpoint(tmp_path / "latest.pt", payload)
+    with pytest.raises(CheckpointError) as err:
+        load_run_checkpoint(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_run_checkpoint_complete_loads(tmp_path):
+    path = save_checkpoint(tmp_path / "latest.pt", _run_payload())
+    assert load_run_checkpoint(path)["runner"] == {"global_step": 0}
+
+
+def test_state_shape_mismatch_names_the_tensor_and_both_shapes():
+    expected = {"model": {"actor.0.weight": torch.zeros(32, 4), "actor.0.bias": torch.zeros(32)}, "step": 1}
+    found = {"model": {"actor.0.weight": torch.zeros(64, 4), "actor.0.bias": torch.zeros(64)}, "step": 7}
+    with pytest.raises(CheckpointError) as err:
+        check_state_matches(expected, found, "ckpt.pt")
+    assert str(err.value) == ("checkpoint 'ckpt.pt': agent_state.model.actor.0.weight has shape [64, 4], this "
+                              "config builds [32, 4]; was it trained with another config?")
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ({"model": {"w": torch.zeros(2)}}, "agent_state lacks ['step']"),
+        ({"model": {"w": torch.zeros(2), "v": torch.zeros(1)}, "step": 1}, "agent_state.model has unexpected ['v']"),
+        ({"model": [1], "step": 1}, "agent_state.model is a list, this agent keeps a mapping there"),
+        ({"model": {"w": 3.0}, "step": 1}, "agent_state.model.w is a float, this agent keeps a tensor of shape [2]"),
+        ({"model": {"w": torch.zeros(2)}, "step": 1, "betas": (0.9,)}, "agent_state has unexpected ['betas']"),
+    ],
+)
+def test_state_structure_mismatch(found, expected):
+    with pytest.raises(CheckpointError, match="was it trained with another config") as err:
+        check_state_matches({"model": {"w": torch.zeros(2)}, "step": 1}, found, "c.pt")
+    assert expected in str(err.value)
+    check_state_matches({"model": {"w": torch.zeros(2)}, "step": 1}, {"model": {"w": torch.ones(2)}, "step": 5},
+                        "c.pt")  # same structure: no error
 
 
 def _draws() -> tuple:

@@ -266,3 +266,159 @@ def test_every_config_file_resolves(path):
     assert cfg.agent == path.parent.name
     # the file is named after its env (a "drl/" namespace is written "drl-")
     assert cfg.env.id.replace("/", "-") == path.stem
+
+
+# ------------------------------------------------------------------------------------------------
+# huge, infinite and NaN numbers; natural bounds; integral spellings
+# ------------------------------------------------------------------------------------------------
+
+FLOAT_KEYS = ["learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+              "log_std_init"]
+OPTIONAL_FLOAT_KEYS = ["clip_value", "target_kl"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "inf", ".nan", 10**400])
+@pytest.mark.parametrize("name", FLOAT_KEYS + OPTIONAL_FLOAT_KEYS)
+def test_non_finite_floats_are_refused_naming_the_key(name, value):
+    raw = {"algo": {name: value}}
+    if value in ("inf", ".nan"):  # as YAML spells them in a file or --set
+        raw = merge({}, parse_overrides([f"algo.{name}={value}"]))
+    with pytest.raises(ConfigError) as err:
+        resolve_config(raw)
+    msg = str(err.value)
+    assert msg.startswith(f"config key 'algo.{name}': must be a finite number, got ")
+    assert msg.endswith("(or null)") == (name in OPTIONAL_FLOAT_KEYS)
+
+
+def test_nan_in_env_kwargs_is_refused():
+    with pytest.raises(ConfigError, match=r"^config key 'env\.kwargs\.params\.g': must be a number, got nan$"):
+        resolve_config({"env": {"kwargs": {"params": {"g": float("nan")}}}})
+    assert resolve_config({"env": {"kwargs": {"limit": float("inf")}}}).env.kwargs == {"limit": float("inf")}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"seed": -1}, "config key 'seed': must be >= 0, got -1"),
+        ({"seed": 2**64}, "config key 'seed': must be <= 2**63 - 1, got 1.84e+19"),
+        ({"total_steps": 1e30}, "config key 'total_steps': must be <= 1e+15, got 1e+30"),
+        ({"total_steps": -5}, "config key 'total_steps': must be >= 1, got -5"),
+        ({"total_steps": 10**400}, "config key 'total_steps': must be <= 1e+15, got 1e+400"),
+        ({"total_steps": "1e999999999"}, "config key 'total_steps': must be an integer, got '1e999999999'"),
+        ({"algo": {"num_steps": -10**400}}, "config key 'algo.num_steps': must be >= 1, got -1e+400"),
+        ({"algo": {"num_steps": 10**400}}, "config key 'algo.num_steps': must be <= 1e+15, got 1e+400"),
+        ({"algo": {"clip_coef": 1e308}}, "config key 'algo.clip_coef': must be a finite number within float32's "
+                                         "range (|x| <= 3.403e+38), got 1e+308"),
+        ({"eval_episodes": 10**9}, "config key 'eval_episodes': must be <= 1000000, got 1000000000"),
+        ({"torch_threads": 10**9}, "config key 'torch_threads': must be <= 1024 (0 keeps torch's default), "
+                                   "got 1000000000"),
+        ({"torch_threads": -1}, "config key 'torch_threads': must be >= 0 (0 keeps torch's default), got -1"),
+        ({"eval_interval": 10**30}, "config key 'eval_interval': must be <= 1e+15 (0 evaluates only at the end), "
+                                    "got 1e+30"),
+        ({"checkpoint_interval": -1}, "config key 'checkpoint_interval': must be >= 0 (0 saves only at the end), "
+                                      "got -1"),
+        ({"env": {"num_envs": 2**31}}, "config key 'env.num_envs': must be <= 2**31 - 1, got 2147483648"),
+        ({"env": {"num_eval_envs": -3}}, "config key 'env.num_eval_envs': must be >= 1, got -3"),
+        ({"algo": {"num_epochs": 10**9}}, "config key 'algo.num_epochs': must be <= 10000, got 1000000000"),
+        ({"algo": {"num_epochs": 0}}, "config key 'algo.num_epochs': must be >= 1, got 0"),
+        ({"algo": {"log_std_init": 100.0}}, "config key 'algo.log_std_init': must be <= 20.0 (the log of the "
+                                            "initial action std), got 100.0"),
+        ({"algo": {"actor_hidden": [10**9]}}, "config key 'algo.actor_hidden': widths must be in [1, 65536], "
+                                              "got [1000000000]"),
+        ({"algo": {"critic_hidden": [16384, 16384]}}, "config key 'algo.critic_hidden': the hidden layers hold "
+                                                      "268,435,456 weights; at most 134,217,728 are allowed, got "
+                                                      "[16384, 16384]"),
+    ],
+)
+def test_out_of_bounds_values_name_the_key_and_the_bound(raw, message):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(raw)
+    assert str(err.value) == message
+
+
+def test_legitimate_extremes_still_pass():
+    cfg = resolve_config({
+        "seed": 2**63 - 1, "total_steps": 10**15, "eval_episodes": 10**6, "torch_threads": 1024,
+        "eval_interval": 0, "checkpoint_interval": 10**15,
+        "algo": {"num_epochs": 10_000, "learning_rate": 10.0, "clip_coef": 1e9, "vf_coef": 1e9, "ent_coef": 0.0,
+                 "max_grad_norm": 1e9, "gamma": 1.0, "gae_lambda": 0.0, "log_std_init": -20.0,
+                 "actor_hidden": [8192, 8192], "critic_hidden": [65536]},
+    })
+    assert cfg.seed == 2**63 - 1 and cfg.algo.clip_coef == 1e9 and cfg.algo.critic_hidden == [65536]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1e6", 10**6), ("1_000_000", 10**6), (1e6, 10**6),
+                                                  ("2.5e3", 2500), ("  42 ", 42), ("1E+2", 100)])
+def test_integral_spellings_are_integers(value, expected):
+    cfg = resolve_config({"total_steps": value})
+    assert cfg.total_steps == expected and type(cfg.total_steps) is int
+
+
+@pytest.mark.parametrize("value", ["1.5e0", "abc", "1e", 1.5, "nan", "inf", float("nan"), True, [1]])
+def test_non_integral_values_are_refused(value):
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"total_steps": value})
+    assert str(err.value) == f"config key 'total_steps': must be an integer, got {value!r}"
+
+
+def test_set_total_steps_scientific():
+    assert resolve_config(parse_overrides(["total_steps=1e6"])).total_steps == 1_000_000
+    assert resolve_config(parse_overrides(["total_steps=1_000_000"])).total_steps == 1_000_000
+    with pytest.raises(ConfigError, match=r"^config key 'total_steps': must be an integer, got 1\.5$"):
+        resolve_config(parse_overrides(["total_steps=1.5e0"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the CLI's whole-number arguments
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "attr", "expected"), [
+    (["train", "--steps", "1e6"], "steps", 1_000_000),
+    (["train", "--steps", "1_000_000"], "steps", 1_000_000),
+    (["train", "--steps", "250000"], "steps", 250_000),
+    (["train", "--num-envs", "4"], "num_envs", 4),
+    (["train", "--seed", "0"], "seed", 0),
+    (["eval", "run", "--episodes", "1e2"], "episodes", 100),
+])
+def test_cli_whole_numbers(argv, attr, expected):
+    from drl.cli import build_parser
+
+    assert getattr(build_parser().parse_args(argv), attr) == expected
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--steps", "1.5e0"], "argument --steps: steps must be a whole number (e.g. 1000000, 1e6 or 1_000_000), "
+                           "got '1.5e0'"),
+    (["--steps", "abc"], "argument --steps: steps must be a whole number (e.g. 1000000, 1e6 or 1_000_000), "
+                         "got 'abc'"),
+    (["--steps", "0"], "argument --steps: steps must be >= 1, got '0'"),
+    (["--num-envs", "0"], "argument --num-envs: num-envs must be >= 1, got '0'"),
+    (["--num-envs", "-2"], "argument --num-envs: num-envs must be >= 1, got '-2'"),
+    (["--seed", "-1"], "argument --seed: seed must be >= 0, got '-1'"),
+    (["--seed", "1.5"], "argument --seed: seed must be a whole number (e.g. 1000000, 1e6 or 1_000_000), got '1.5'"),
+])
+def test_cli_refuses_bad_numbers_in_one_line(argv, message, capsys):
+    from drl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *argv])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"drl train: error: {message}"
+
+
+def test_cli_eval_episodes_bounded(capsys):
+    from drl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "run", "--episodes", "1e9"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("drl eval: error: argument --episodes: episodes must "
+                                                                "be <= 1000000, got '1e9'")
+
+
+def test_cli_seed_beyond_range_names_the_key(capsys):
+    from drl.cli import main
+
+    assert main(["train", "--seed", str(2**64), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "drl train: error: config key 'seed': must be <= 2**63 - 1, got 1.84e+19"

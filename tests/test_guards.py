@@ -361,8 +361,8 @@ def test_run_dir_under_a_file_one_line_exit_5(tmp_path, capsys):
     run_dir = tmp_path / "file" / "run"
     assert main(["train", "ppo", "--env", "drl/CartPole-v0", "--run-dir", str(run_dir), *TINY_CLI]) == 5
     assert _one_line(capsys.readouterr().err) == (
-        f"drl train: error: cannot write {run_dir}: Not a directory; free space on that disk or "
-        "choose another --run-dir (the files written before are kept)")
+        f"drl train: error: cannot write {run_dir}: Not a directory; choose a writable --run-dir "
+        "(the files written before are kept)")
 
 
 @pytest.mark.parametrize(("code", "where"), [(errno.ENOSPC, "os.replace"), (errno.EROFS, "tempfile.mkstemp")])
@@ -389,11 +389,52 @@ def test_full_or_read_only_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path,
             "--set", "checkpoint_interval=32"]
     assert main(args) == EXIT_WRITE_ERROR
     latest = run_dir / "checkpoints" / "latest.pt"
+    advice = ("free space on that disk or choose another --run-dir" if code == errno.ENOSPC
+              else "choose a writable --run-dir")
     assert _one_line(capsys.readouterr().err) == (
-        f"drl train: error: cannot write {latest}: {os.strerror(code)}; free space on that disk or choose "
-        "another --run-dir (the files written before are kept)")
+        f"drl train: error: cannot write {latest}: {os.strerror(code)}; {advice} (the files written before are kept)")
     assert load_checkpoint(latest)["runner"]["global_step"] == 32  # the first checkpoint, intact
     assert [p.name for p in latest.parent.iterdir()] == ["latest.pt"]  # no temp file left, no eval yet
+
+
+def test_disk_full_while_torch_writes_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """torch.save turns a failed file write into a RuntimeError; the checkpoint writer must still
+    report the disk-full OSError (exit 5 at the CLI) and leave the previous checkpoint and no temp file."""
+    import drl.checkpoint as checkpoint
+
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"x": torch.ones(3)})
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd, mode):
+            self.f = real_fdopen(fd, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(checkpoint.os, "fdopen", FullDisk)
+    with pytest.raises(RunWriteError) as info:
+        save_checkpoint(path, {"x": torch.zeros(3)})
+    assert str(info.value) == (f"cannot write {path}: {os.strerror(errno.ENOSPC)}; free space on that disk or "
+                               "choose another --run-dir (the files written before are kept)")
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_run_write_error_names_a_bytes_path():
+    """TensorBoard's writer names its file in bytes: the message still names it."""
+    err = RunWriteError(b"/runs/a/tensorboard/events.out", OSError(errno.ENOENT, os.strerror(errno.ENOENT)))
+    assert str(err).startswith("cannot write /runs/a/tensorboard/events.out: No such file or directory; ")
 
 
 def test_full_disk_while_logging_metrics_one_line(tmp_path, capsys, monkeypatch):

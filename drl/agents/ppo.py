@@ -23,7 +23,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from drl.config import TrainConfig, check
+from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, forward_layers
@@ -38,6 +38,11 @@ __all__ = ["PPOConfig", "PPO", "ActorCritic", "COMPILE_AUTO_MIN_STEPS"]
 # A cold compile of the step costs ~10 s on a CPU core and saves a few hundred microseconds per
 # minibatch step on small networks: it pays from a few tens of thousands of steps on.
 COMPILE_AUTO_MIN_STEPS = 50_000
+# Natural bounds on the config (far past any published setting): epochs over one rollout, one
+# layer's width, and the weights between hidden layers of one network (2**27: 0.5 GB in float32).
+MAX_EPOCHS = 10_000
+MAX_WIDTH = 65_536
+MAX_HIDDEN_WEIGHTS = 2**27
 
 
 @dataclass
@@ -79,7 +84,7 @@ class PPOConfig:
         def key(name: str) -> str:
             return f"{prefix}.{name}"
 
-        check(self.num_steps >= 1, key("num_steps"), f"must be >= 1, got {self.num_steps}")
+        check_range(self.num_steps, key("num_steps"), 1, MAX_STEPS)
         batch = self.num_steps * train.env.num_envs
         check(
             self.minibatch_size >= 1 and batch % self.minibatch_size == 0,
@@ -87,7 +92,7 @@ class PPOConfig:
             f"must divide the rollout batch algo.num_steps x env.num_envs = {self.num_steps} x "
             f"{train.env.num_envs} = {batch}; got {self.minibatch_size}",
         )
-        check(self.num_epochs >= 1, key("num_epochs"), f"must be >= 1, got {self.num_epochs}")
+        check_range(self.num_epochs, key("num_epochs"), 1, MAX_EPOCHS)
         check(self.learning_rate > 0, key("learning_rate"), f"must be > 0, got {self.learning_rate}")
         check(0 <= self.gamma <= 1, key("gamma"), f"must be in [0, 1], got {self.gamma}")
         check(0 <= self.gae_lambda <= 1, key("gae_lambda"), f"must be in [0, 1], got {self.gae_lambda}")
@@ -97,8 +102,18 @@ class PPOConfig:
         check(self.vf_coef >= 0, key("vf_coef"), f"must be >= 0, got {self.vf_coef}")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
-        check(all(w >= 1 for w in self.actor_hidden), key("actor_hidden"), "widths must be >= 1")
-        check(all(w >= 1 for w in self.critic_hidden), key("critic_hidden"), "widths must be >= 1")
+        for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
+            group = getattr(self, name)
+            check(group.isidentifier() and not hasattr(nn.Module, group), key(name),
+                  f"must be an obs group name (letters, digits, _; not a torch Module attribute), got {group!r}")
+        check_range(self.log_std_init, key("log_std_init"), -20.0, 20.0, what="the log of the initial action std")
+        for name in ("actor_hidden", "critic_hidden"):
+            widths = getattr(self, name)
+            check(all(1 <= w <= MAX_WIDTH for w in widths), key(name),
+                  f"widths must be in [1, {MAX_WIDTH}], got {widths}")
+            weights = sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+            check(weights <= MAX_HIDDEN_WEIGHTS, key(name), f"the hidden layers hold {weights:,} weights; at most "
+                  f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
 
 
 def _group_space(space: gym.Space, group: str, role: str) -> gym.spaces.Box:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from drl.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
+from drl.checkpoint import CheckpointError, load_run_checkpoint, remove_stale_temp_files
 
 __all__ = [
     "TrainingInterrupted", "StopSignals", "children_ignore_sigint", "signal_name", "resume_command",
@@ -279,7 +279,7 @@ def find_resume_checkpoint(run_dir: str | Path, map_location: str | torch.device
         path = checkpoint_dir / name
         if not path.is_file():
             continue
-        ckpt = load_checkpoint(path, map_location=map_location)
+        ckpt = load_run_checkpoint(path, map_location=map_location)
         runner = ckpt.get("runner")
         if not isinstance(runner, dict) or not isinstance(runner.get("global_step"), int):
             raise CheckpointError(f"'{path}' has no runner state (runner.global_step) to resume from")

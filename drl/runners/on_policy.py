@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from drl.checkpoint import rng_state, save_checkpoint, set_rng_state
+from drl.checkpoint import load_agent_state, rng_state, save_checkpoint, set_rng_state
 from drl.config import TrainConfig, to_dict
 from drl.guards import (
     EnvStepError,
@@ -48,6 +48,7 @@ from drl.guards import (
     writing,
 )
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch, run_metadata, write_hparams
+from drl.resources import check_env_fits, check_storage_fits
 from drl.runners.common import (
     StopSignals,
     TrainingInterrupted,
@@ -202,6 +203,8 @@ class OnPolicyRunner:
             torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
+        check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
+                       self.device, cfg.env.vectorization, cfg.env.kwargs)
         with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
             self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
             self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
@@ -212,6 +215,9 @@ class OnPolicyRunner:
         self.num_steps = cfg.algo.num_steps
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
+        # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
+        check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
+                           extra_bytes_per_step=5)
         if not resume and self.num_iterations * self.steps_per_iteration != cfg.total_steps:
             effective = self.num_iterations * self.steps_per_iteration
             print(f"note: total_steps {cfg.total_steps:,} rounded up to {effective:,} ({self.num_iterations} whole "
@@ -238,7 +244,7 @@ class OnPolicyRunner:
                      "starting again from step 0 with its saved config")
             else:
                 self.resumed_from = found[0]
-                self._restore(found[1])
+                self._restore(found[1], found[0])
                 self.checkpoint_step = self.state["global_step"]
                 while self.state["next_eval_step"] <= self.state["global_step"]:  # best.pt is saved mid-evaluation
                     self.state["next_eval_step"] += cfg.eval_interval or 2**62
@@ -306,10 +312,10 @@ class OnPolicyRunner:
             self.checkpoint_step = max(self.checkpoint_step or 0, payload["runner"]["global_step"])
         return path
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         if ckpt.get("agent") != self.cfg.agent:
             raise ValueError(f"checkpoint is for agent '{ckpt.get('agent')}', this run is '{self.cfg.agent}'")
-        self.agent.load_state_dict(ckpt["agent_state"])
+        load_agent_state(self.agent, ckpt["agent_state"], path)
         self.state.update(ckpt["runner"])
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"].cpu())

@@ -169,3 +169,161 @@ def test_sync_loop_returns_fresh_tensors_each_step():
     kept = obs.clone()
     next_obs, reward, *_ = env.step(torch.tensor([0, 1]))
     assert torch.equal(obs, kept) and next_obs.data_ptr() != obs.data_ptr()
+
+
+# ------------------------------------------------------------------------------------------------
+# edge cases: integer spaces not starting at 0, reward shapes, time limits, Box2D, module:Env ids
+# ------------------------------------------------------------------------------------------------
+
+
+class _OffsetEnv(gym.Env):
+    """Discrete(3, start=-1) (or a MultiDiscrete with starts); reward = the action it received."""
+
+    def __init__(self, multi: bool = False):
+        self.observation_space = gym.spaces.Box(-1, 1, (1,))
+        if multi:
+            self.action_space = gym.spaces.MultiDiscrete([2, 3], start=[5, -2])
+        else:
+            self.action_space = gym.spaces.Discrete(3, start=-1)
+        self.received: list = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)), action
+        reward = float(np.sum(action))
+        return np.zeros(1, np.float32), reward, False, False, {}
+
+
+class _RewardShapeEnv(gym.Env):
+    """Returns its reward as an array of shape ``shape`` holding ``value``."""
+
+    def __init__(self, shape=(1,), value=2.5):
+        self.observation_space = gym.spaces.Box(-1, 1, (1,))
+        self.action_space = gym.spaces.Discrete(2)
+        self.shape, self.value = shape, value
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), np.full(self.shape, self.value, np.float32), False, False, {}
+
+
+gym.register("test/Offset-v0", entry_point=_OffsetEnv)
+gym.register("test/MultiOffset-v0", entry_point=_OffsetEnv, kwargs={"multi": True})
+gym.register("test/Reward1-v0", entry_point=_RewardShapeEnv)
+gym.register("test/Reward2-v0", entry_point=_RewardShapeEnv, kwargs={"shape": (2,)})
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_discrete_start_is_mapped(vectorization):
+    env = make_vec_env("test/Offset-v0", 3, "cpu", vectorization)
+    assert env.single_action_space == gym.spaces.Discrete(3)  # the agent acts in 0..n-1
+    env.reset(seed=0)
+    _, reward, *_ = env.step(torch.tensor([0, 1, 2]))
+    assert reward.tolist() == [-1.0, 0.0, 1.0]  # the env received start + action, inside its space
+    env.close()
+
+
+def test_multi_discrete_start_is_mapped():
+    env = make_vec_env("test/MultiOffset-v0", 2, "cpu")
+    assert env.single_action_space == gym.spaces.MultiDiscrete([2, 3])
+    env.reset(seed=0)
+    _, reward, *_ = env.step(torch.tensor([[0, 0], [1, 2]]))
+    assert reward.tolist() == [5 - 2, 6 + 0]
+    env.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_one_element_reward_is_squeezed(vectorization):
+    env = make_vec_env("test/Reward1-v0", 3, "cpu", vectorization)
+    env.reset(seed=0)
+    _, reward, *_ = env.step(torch.tensor([0, 1, 0]))
+    assert reward.shape == (3,) and reward.dtype == torch.float32 and reward.tolist() == [2.5, 2.5, 2.5]
+    env.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_reward_of_other_shape_is_refused_naming_the_env(vectorization):
+    env = make_vec_env("test/Reward2-v0", 2, "cpu", vectorization)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"env 'test/Reward2-v0'.*returned (a reward|rewards) of shape \((2,|2, 2)\)"
+                                         r".*one number per env step"):
+        env.step(torch.tensor([0, 1]))
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0", "drl/Acrobot-v0",
+                                    "drl/MountainCarContinuous-v0"])
+@pytest.mark.parametrize("steps", [0, -1, 2.5, True, 1_000_001, 2**64])
+def test_torch_env_refuses_time_limits_out_of_range(env_id, steps):
+    with pytest.raises(ValueError, match=r"max_episode_steps must be an integer in \[1, 1,000,000\] \(or None for no "
+                                         r"time limit\)"):
+        make_vec_env(env_id, 2, "cpu", env_kwargs={"max_episode_steps": steps})
+    assert make_vec_env(env_id, 2, "cpu", env_kwargs={"max_episode_steps": 1}).max_episode_steps == 1
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, 2**31])
+def test_adapter_refuses_time_limits_out_of_range(steps):
+    """Beyond 1,000,000 steps (the evaluator's cap) an episode of Pendulum (which never terminates)
+    could never be evaluated."""
+    with pytest.raises(ValueError, match=r"^env 'Pendulum-v1': max_episode_steps must be an integer in "
+                                         r"\[1, 1,000,000\]"):
+        make_vec_env("Pendulum-v1", 1, "cpu", env_kwargs={"max_episode_steps": steps})
+
+
+def _box2d_installed() -> bool:
+    try:
+        import Box2D  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_box2d_installed(), reason="Box2D is installed: nothing is missing")
+@pytest.mark.parametrize("env_id", ["LunarLander-v3", "CarRacing-v3", "BipedalWalker-v3"])
+def test_box2d_ids_name_the_box2d_extra_and_keep_gymnasiums_hint(env_id):
+    with pytest.raises(MissingDependencyError) as err:
+        make_vec_env(env_id, 1, "cpu")
+    msg = str(err.value)
+    assert "pip install 'drl[box2d]'" in msg and 'pip install "gymnasium[box2d]"' in msg
+    assert "drl[dev]" not in msg
+    assert "pip install swig" in msg  # gymnasium's own hint, kept
+    assert "\n" not in msg
+
+
+def test_module_colon_id_imports_the_module(tmp_path, monkeypatch):
+    (tmp_path / "drl_test_custom_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('CustomCartPole-v0', entry_point='gymnasium.envs.classic_control.cartpole:CartPoleEnv',\n"
+        "             max_episode_steps=7)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = make_vec_env("drl_test_custom_envs:CustomCartPole-v0", 2, "cpu")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 4)
+    assert env.spec.id == "CustomCartPole-v0" and env.spec.max_episode_steps == 7  # the module's registration
+    env.close()
+    with pytest.raises(gym.error.NameNotFound, match="module 'drl_test_no_such_module' .* cannot be imported"):
+        make_vec_env("drl_test_no_such_module:X-v0", 1, "cpu")
+
+
+def test_cli_trains_a_module_colon_id(tmp_path, monkeypatch):
+    from drl.cli import main
+
+    (tmp_path / "drl_test_cli_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('CliCartPole-v0', entry_point='gymnasium.envs.classic_control.cartpole:CartPoleEnv',\n"
+        "             max_episode_steps=20)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = tmp_path / "run"
+    assert main(["train", "ppo", "--env", "drl_test_cli_envs:CliCartPole-v0", "--steps", "32", "--num-envs", "2",
+                 "--set", "algo.num_steps=16", "--set", "algo.minibatch_size=16", "--set", "algo.num_epochs=1",
+                 "--set", "eval_episodes=1", "--set", "env.num_eval_envs=1", "--no-progress", "--device", "cpu",
+                 "--run-dir", str(run_dir)]) == 0
+    assert (run_dir / "summary.json").is_file()
