@@ -100,7 +100,8 @@ def _config_of_run(run_dir: Path) -> TrainConfig:
     return resolve_config(raw)
 
 
-def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None,
+           device: str | None = None) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; returns the summary.
 
     Args:
@@ -108,6 +109,9 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
         total_steps: a new total (extends a finished run, or shortens an unfinished one); it must be
             at least the checkpoint's step. None: the total the run was started with.
         progress: show the progress bar (None: as the run's config says).
+        device: continue on another device (e.g. ``cpu`` for a run started on ``cuda``; None: the
+            run's own). The checkpoint is loaded onto it; env state saved on another device type
+            cannot be restored, so the envs are reset (with a warning) and the resume is not bitwise.
 
     A run with nothing left to do is not touched (no file is rewritten) and its summary comes back
     with ``already_finished: True``. A run stopped before its first checkpoint starts again from
@@ -122,9 +126,10 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     config_file = run_dir / "config.yaml"
     cfg = _config_of_run(run_dir)
     raw = load_yaml(config_file)
-    if total_steps is not None:
-        raw = merge(raw, {"total_steps": total_steps})
-        cfg = resolve_config(raw)  # the new total is validated like any config value
+    changes = {key: value for key, value in (("total_steps", total_steps), ("device", device)) if value is not None}
+    if changes:
+        raw = merge(raw, changes)
+        cfg = resolve_config(raw)  # the new total / device is validated like any config value
     if progress is not None:
         cfg.progress = progress
     cfg.source = f"{config_file} (resumed)"
@@ -135,7 +140,9 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
         runner.eval_env.close()
         raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
                           f"give --steps >= {done} to extend it")
-    if total_steps is not None and raw != load_yaml(config_file):  # the run's config follows its new total
+    if total_steps is not None:
+        raw = merge(raw, {"total_steps": cfg.total_steps})  # whole iterations: the runner rounds up, and says so
+    if changes and raw != load_yaml(config_file):  # the run's config follows its new total / device
         tmp = config_file.with_name(config_file.name + ".tmp")
         tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
         os.replace(tmp, config_file)  # atomic

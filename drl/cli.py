@@ -22,13 +22,14 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "device", "run_dir")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
-            raise ConfigError(f"--resume continues a run with its saved config (only --steps may change); "
-                              f"drop {given}")
-        summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None)
+            raise ConfigError(f"--resume continues a run with its saved config (only --steps and --device may "
+                              f"change); drop {given}")
+        summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None,
+                             device=args.device)
         if summary.pop("already_finished", False):
             print(f"run '{args.resume}' is already finished ({summary.get('steps')} steps): nothing to do; "
                   f"extend it with: {resume_command(args.resume)} --steps N")

@@ -133,7 +133,8 @@ def _route_mujoco_warnings(env_id: str) -> None:
     """MuJoCo-based ids: MuJoCo's warnings once each, through ``warnings`` (no ``MUJOCO_LOG.TXT``)."""
     from envs.mujoco_log import route_mujoco_warnings, uses_mujoco
 
-    if uses_mujoco(gym.registry[env_id].entry_point):
+    spec = gym.registry[env_id]
+    if uses_mujoco(spec.entry_point) or uses_mujoco(getattr(spec, "vector_entry_point", None)):  # drl/ ids: vector
         route_mujoco_warnings()
 
 

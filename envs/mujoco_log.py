@@ -46,5 +46,7 @@ def route_mujoco_warnings() -> bool:
 
 def uses_mujoco(entry_point: object) -> bool:
     """Whether a gymnasium entry point (string or callable) builds a MuJoCo model."""
+    if entry_point is None:
+        return False
     text = entry_point if isinstance(entry_point, str) else f"{getattr(entry_point, '__module__', '')}"
     return "mujoco" in text.lower() or "mjwarp" in text.lower()

@@ -348,3 +348,31 @@ def test_resume_with_steps_extends_a_finished_run(tmp_path, capsys):
     assert _steps(run_dir) == ALL_STEPS
     assert "total_steps: 512" in (run_dir / "config.yaml").read_text()
     assert load_checkpoint(latest)["runner"]["global_step"] == 512
+
+
+def test_resume_with_steps_rounds_up_like_a_fresh_run_and_config_agrees(tmp_path, capsys):
+    """--steps 300 with 64 steps per iteration: 5 whole iterations (320), said once, recorded in config.yaml."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--steps", "128", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--steps", "300"]) == 0
+    assert "note: total_steps 300 rounded up to 320" in capsys.readouterr().err
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 320
+    assert "total_steps: 320" in (run_dir / "config.yaml").read_text()
+    assert _steps(run_dir) == [64, 128, 192, 256, 320]
+
+
+def test_resume_on_another_device(tmp_path, capsys, monkeypatch):
+    """A run whose config names a device this machine lacks continues with --resume RUN --device cpu;
+    the config follows the device it continues on."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--steps", "128", "--run-dir", str(run_dir)]) == 0
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda:0"))
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["train", "--resume", str(run_dir), "--steps", "256"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--steps", "256", "--device", "cpu"]) == 0
+    assert "device: cpu" in config.read_text()
+    assert _steps(run_dir) == [64, 128, 192, 256]

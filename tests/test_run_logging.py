@@ -165,9 +165,13 @@ def test_git_commit_outside_a_checkout_is_none(tmp_path):
     assert git_commit(tmp_path) == (None, None)
 
 
-def test_mujoco_warning_once_and_no_log_file_in_cwd(tmp_path):
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "drl/HalfCheetah-v0"])
+def test_mujoco_warning_once_and_no_log_file_in_cwd(tmp_path, env_id):
+    """gymnasium's MuJoCo ids and drl's MuJoCo Warp ids alike (their models load through MuJoCo's compiler)."""
     pytest.importorskip("mujoco")
-    code = ("import envs\nfor _ in range(3):\n    envs.make_vec_env('HalfCheetah-v5', 2).close()\n")
+    if env_id.startswith("drl/"):
+        pytest.importorskip("mujoco_warp")
+    code = (f"import envs\nfor _ in range(3):\n    envs.make_vec_env({env_id!r}, 2).close()\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr

@@ -218,11 +218,12 @@ class OnPolicyRunner:
         # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
         check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
                            extra_bytes_per_step=5)
-        if not resume and self.num_iterations * self.steps_per_iteration != cfg.total_steps:
+        self._rounding_note: str | None = None  # said when training starts
+        if self.num_iterations * self.steps_per_iteration != cfg.total_steps:  # a new total, also on resume
             effective = self.num_iterations * self.steps_per_iteration
-            print(f"note: total_steps {cfg.total_steps:,} rounded up to {effective:,} ({self.num_iterations} whole "
-                  f"iterations of num_steps x num_envs = {self.steps_per_iteration:,}); config.yaml records "
-                  f"{effective:,}", file=sys.stderr, flush=True)
+            self._rounding_note = (f"note: total_steps {cfg.total_steps:,} rounded up to {effective:,} "
+                                   f"({self.num_iterations} whole iterations of num_steps x num_envs = "
+                                   f"{self.steps_per_iteration:,}); config.yaml records {effective:,}")
             cfg.total_steps = effective
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
         self.tracker = EpisodeTracker(cfg.env.num_envs, self.device)
@@ -430,6 +431,8 @@ class OnPolicyRunner:
 
     def _train(self) -> dict[str, Any]:
         cfg, state = self.cfg, self.state
+        if self._rounding_note:
+            print(self._rounding_note, file=sys.stderr, flush=True)
         stop = self.stop
         with writing(self.run_dir):
             logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
