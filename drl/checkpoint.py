@@ -7,11 +7,9 @@ foreign or corrupt file is told apart from a drl checkpoint with a clear error.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from drl.guards import check_payload, writing
+from drl.guards import atomic_write_bytes, check_payload
 
 __all__ = [
     "CheckpointError",
@@ -55,20 +53,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
     check_payload(payload, path)
     data = {"format": FORMAT, "version": VERSION, **payload}
-    with writing(path, name_cause=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            buffer = io.BytesIO()  # serialised in memory first: torch.save reports a failed file write
-            torch.save(data, buffer)  # (a full disk) as a RuntimeError; a plain write raises the OSError
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    buffer = io.BytesIO()  # serialised in memory first: torch.save reports a failed file write (a full
+    torch.save(data, buffer)  # disk) as a RuntimeError, a plain write raises the OSError that names it
+    atomic_write_bytes(path, buffer.getbuffer())
     return path
 
 

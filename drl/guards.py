@@ -338,18 +338,20 @@ def writing(path: str | Path, name_cause: bool = True) -> Iterator[None]:
         raise RunWriteError((err.filename if name_cause else None) or path, err) from err
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file and a rename: the old file survives any failure.
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` through a temp file (``<name>.<random>.tmp``), fsync and a rename:
+    the old file survives any failure, and no temp file is left but after a kill.
 
     Raises:
         RunWriteError: the folder is not writable or the disk is full.
     """
     path = Path(path)
     with writing(path, name_cause=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -357,3 +359,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    return atomic_write_bytes(path, text.encode())

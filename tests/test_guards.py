@@ -400,7 +400,7 @@ def test_full_or_read_only_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path,
 def test_disk_full_while_torch_writes_a_checkpoint_is_one_line(tmp_path, monkeypatch):
     """torch.save turns a failed file write into a RuntimeError; the checkpoint writer must still
     report the disk-full OSError (exit 5 at the CLI) and leave the previous checkpoint and no temp file."""
-    import drl.checkpoint as checkpoint
+    import drl.guards as guards
 
     path = tmp_path / "latest.pt"
     save_checkpoint(path, {"x": torch.ones(3)})
@@ -422,7 +422,7 @@ def test_disk_full_while_torch_writes_a_checkpoint_is_one_line(tmp_path, monkeyp
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(checkpoint.os, "fdopen", FullDisk)
+    monkeypatch.setattr(guards.os, "fdopen", FullDisk)
     with pytest.raises(RunWriteError) as info:
         save_checkpoint(path, {"x": torch.zeros(3)})
     assert str(info.value) == (f"cannot write {path}: {os.strerror(errno.ENOSPC)}; free space on that disk or "
