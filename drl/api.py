@@ -138,6 +138,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     if total_steps is not None and total_steps < done:
         runner.env.close()
         runner.eval_env.close()
+        runner.close()
         raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
                           f"give --steps >= {done} to extend it")
     if total_steps is not None:
@@ -149,6 +150,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     if runner.finished:
         runner.env.close()
         runner.eval_env.close()
+        runner.close()
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         if summary.get("steps") != done or summary.get("interrupted"):  # killed after the last checkpoint

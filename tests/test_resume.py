@@ -376,3 +376,25 @@ def test_resume_on_another_device(tmp_path, capsys, monkeypatch):
     assert main(["train", "--resume", str(run_dir), "--steps", "256", "--device", "cpu"]) == 0
     assert "device: cpu" in config.read_text()
     assert _steps(run_dir) == [64, 128, 192, 256]
+
+
+def test_a_run_in_progress_is_neither_resumed_nor_overwritten_meanwhile(tmp_path, capsys):
+    """While a process trains in a folder (it holds the folder's lock), --resume and --overwrite are
+    refused in one line and touch nothing; the lock goes with the process, so a later resume works."""
+    from drl.runners.common import RunLock
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--steps", "128", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    lock = RunLock(run_dir).acquire()  # stands in for a process still training there
+    try:
+        assert main(["train", "--resume", str(run_dir), "--steps", "256"]) == 2
+        assert capsys.readouterr().err == (f"drl train: error: run folder '{run_dir}' is in use by another drl "
+                                           f"process (pid {os.getpid()}); wait for it to finish or stop it first\n")
+        assert main(["train", *CLI_TINY, "--run-dir", str(run_dir), "--overwrite"]) == 2
+        assert "is in use by another drl process" in capsys.readouterr().err
+        assert _steps(run_dir) == [64, 128]
+    finally:
+        lock.release()
+    assert main(["train", "--resume", str(run_dir), "--steps", "256"]) == 0
+    assert _steps(run_dir) == [64, 128, 192, 256]

@@ -40,7 +40,54 @@ __all__ = [
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # what a run writes into its folder: --overwrite removes exactly these
-RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curve.png", "tensorboard", "checkpoints")
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curve.png", "tensorboard", "checkpoints", ".drl.lock")
+LOCK_FILE = ".drl.lock"
+
+
+class RunLock:
+    """An advisory lock (``flock``) on a run folder, held by the process that trains in it.
+
+    The operating system drops it when that process ends, however it ends (``kill -9`` included),
+    so a stale lock never blocks a resume. Where ``fcntl`` is missing (Windows) it does nothing.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._file: Any = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock; raises ``FileExistsError`` (one line, with the owner's pid) if another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        f = (self.run_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip()
+            f.close()
+            raise FileExistsError(
+                f"run folder '{self.run_dir}' is in use by another drl process{f' (pid {owner})' if owner else ''}; "
+                "wait for it to finish or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def check_not_in_use(run_dir: str | Path) -> None:
+    """Raise ``FileExistsError`` if a live process holds ``run_dir``'s :class:`RunLock`."""
+    if (Path(run_dir) / LOCK_FILE).is_file():
+        RunLock(run_dir).acquire().release()
 
 
 def signal_name(signum: int) -> str:
@@ -191,6 +238,7 @@ def check_run_dir_free(run_dir: str | Path, overwrite: bool = False) -> None:
             f"run folder '{run_dir}' already holds files; continue that run with --resume {run_dir}, "
             "replace it with --overwrite, or choose another --run-dir"
         )
+    check_not_in_use(run_dir)  # --overwrite never deletes the files of a run that is still training
     if not _looks_like_run(run_dir):
         raise FileExistsError(
             f"'{run_dir}' is not empty and not a drl run folder (none of {list(RUN_FILES)}); "

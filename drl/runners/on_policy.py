@@ -50,6 +50,7 @@ from drl.guards import (
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch, run_metadata, write_hparams
 from drl.resources import check_env_fits, check_storage_fits
 from drl.runners.common import (
+    RunLock,
     StopSignals,
     TrainingInterrupted,
     children_ignore_sigint,
@@ -239,6 +240,7 @@ class OnPolicyRunner:
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
+            self._lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
             found = find_resume_checkpoint(self.run_dir, map_location=self.device)
             if found is None:
                 note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
@@ -254,6 +256,7 @@ class OnPolicyRunner:
             with writing(self.run_dir):
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
                                               overwrite=overwrite)
+            self._lock = RunLock(self.run_dir).acquire()
 
     @property
     def finished(self) -> bool:
@@ -426,8 +429,15 @@ class OnPolicyRunner:
         written at the end of the iteration whose evaluation set a new best, so both checkpoints are
         iteration boundaries.
         """
-        with self.stop.installed():
-            return self._train()
+        try:
+            with self.stop.installed():
+                return self._train()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the run folder (its lock); the envs are closed by :meth:`train` or here."""
+        self._lock.release()
 
     def _train(self) -> dict[str, Any]:
         cfg, state = self.cfg, self.state
