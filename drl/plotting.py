@@ -224,7 +224,14 @@ def _plot_group(ax_steps: Any, ax_time: Any, agent: str, dirs: list[Path],
     color = None
     try:
         train = aggregate_curves([(m["global_step"], m["episode_return"]) for m in metrics])
-        line = ax_steps.plot(train.steps, train.mean, label=f"{agent} train mean ({n} runs)")[0]
+        longest = max(max(m["global_step"], default=0) for m in metrics)
+        if train.steps.size and train.steps[-1] < longest:  # aggregated only where every run has data
+            shortest = min(zip(dirs, metrics, strict=True), key=lambda dm: max(dm[1]["global_step"], default=0))
+            warnings.warn(f"{agent}: seeds aggregated up to step {train.steps[-1]:g}, where '{shortest[0].name}' "
+                          f"stops (the longest run reaches {longest:g}); leave it out to see the rest",
+                          PlotWarning, stacklevel=3)
+        marker = "o" if train.steps.size < 3 else None  # a line of one point would not show
+        line = ax_steps.plot(train.steps, train.mean, marker=marker, label=f"{agent} train mean ({n} runs)")[0]
         color = line.get_color()
         ax_steps.fill_between(train.steps, train.ci_low, train.ci_high, color=color, alpha=0.2, label="95% CI")
         ax_steps.plot(train.steps, train.iqm, "--", color=color, alpha=0.8, label=f"{agent} train IQM")

@@ -97,3 +97,17 @@ def test_cli_plot_prints_aggregate_and_one_warning_line(tmp_path, capsys):
     assert "ppo on CartPole-v1: 2 runs, train return at step 200: mean 3.00" in captured.out
     assert "IQM 3.00" in captured.out
     assert (tmp_path / "p.png").is_file()
+
+
+def test_plot_says_which_run_limits_the_aggregate_and_shows_a_one_point_mean(tmp_path):
+    """Seeds are aggregated only where all have data: a run stopped early limits the range, and the
+    plot says which one (a one-row run leaves a single point, drawn as a marker)."""
+    full = [make_run(tmp_path, f"s{i}", "CartPole-v1", [100, 200, 300], [1.0 + i, 2.0, 3.0]) for i in range(2)]
+    early = make_run(tmp_path, "early", "CartPole-v1", [100], [5.0])
+    with pytest.warns(PlotWarning, match=r"ppo: seeds aggregated up to step 100, where 'early' stops \(the longest "
+                                         r"run reaches 300\)"):
+        out = plot_runs([*full, early], tmp_path / "p.png")
+    assert out.is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_runs(full, tmp_path / "full.png").is_file()
