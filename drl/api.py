@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
+from drl.guards import atomic_write_text
 from drl.registry import AGENTS, resolve_config
 from drl.runners.common import check_run_dir_free
 from drl.runners.on_policy import EVAL_SEED_OFFSET, evaluate_policy
@@ -144,9 +144,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     if total_steps is not None:
         raw = merge(raw, {"total_steps": cfg.total_steps})  # whole iterations: the runner rounds up, and says so
     if changes and raw != load_yaml(config_file):  # the run's config follows its new total / device
-        tmp = config_file.with_name(config_file.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-        os.replace(tmp, config_file)  # atomic
+        atomic_write_text(config_file, yaml.safe_dump(raw, sort_keys=False))
     if runner.finished:
         runner.env.close()
         runner.eval_env.close()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from drl.guards import atomic_write_text
 
 __all__ = ["RunLogger", "CSV_COLUMNS", "ConsoleTable", "EpisodeWindow", "flat_config", "read_metrics",
            "truncate_metrics"]
@@ -62,14 +64,11 @@ def truncate_metrics(csv_path: Path, last_step: int, columns: list[str]) -> int:
     The header becomes ``columns`` (cells are matched by name). Returns the number of rows kept.
     """
     kept = [row for row in read_metrics(csv_path) if int(row["global_step"]) <= last_step]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, csv_path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(csv_path, text.getvalue())
     return len(kept)
 
 

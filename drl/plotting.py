@@ -9,7 +9,6 @@ the middle 50% of runs, as rliable recommends for RL evaluation); a single run i
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from drl.logging import read_metrics as read_metric_rows
 
 __all__ = ["read_metrics", "plot_runs", "run_key", "group_runs", "iqm", "bootstrap_ci", "aggregate_curves",
            "aggregate_runs", "Aggregate", "PlotWarning"]
@@ -32,8 +33,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not a drl run folder: no metrics.csv in it")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metric_rows(path)  # complete rows only: a run being written or killed mid-row plots too
     if not rows:
         raise ValueError(f"'{path}' has no rows yet")
     columns: dict[str, list[float]] = {k: [] for k in rows[0]}
