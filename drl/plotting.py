@@ -199,7 +199,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: list[str]
         for ax in (ax_steps, ax_time):
             ax.set_ylabel("episode return")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:  # a panel with nothing labelled gets no (empty) legend
+                ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,15 @@ def test_plot_says_which_run_limits_the_aggregate_and_shows_a_one_point_mean(tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert plot_runs(full, tmp_path / "full.png").is_file()
+
+
+def test_a_panel_with_nothing_to_draw_gets_no_legend_warning(tmp_path):
+    """Runs that finished no episode leave the step panel empty: drl's PlotWarning says why, and
+    matplotlib's "No artists with labels found to put in legend" is not leaked on top of it."""
+    runs = [make_run(tmp_path, f"s{i}", "CartPole-v1", [100, 200], [math.nan, math.nan]) for i in range(2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert plot_runs(runs, tmp_path / "p.png").is_file()
+    messages = [str(w.message) for w in caught]
+    assert any("training returns not aggregated" in m for m in messages), messages
+    assert not any("No artists" in m for m in messages), messages
