@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from drl.returns import discounted_sum, gae, n_step_targets
+from drl.returns import discounted_sum, gae, n_step_replay, n_step_targets, td_target
 
 GAMMA = 0.9
 LAM = 0.8
@@ -215,3 +215,178 @@ def test_n_step_rejects_n_below_one(n):
     no = torch.zeros(3, 1, dtype=torch.bool)
     with pytest.raises(ValueError, match="n must be >= 1"):
         n_step_targets(x, x, no, no, GAMMA, n)
+
+
+# ------------------------------------------------------------------------------------------------
+# n_step_replay / td_target on a replay ring (gamma = 0.5 keeps the hand sums exact)
+# ------------------------------------------------------------------------------------------------
+
+
+def i64(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def replay_check(out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], returns: list[float],
+                 discounts: list[float], last: list[int]) -> None:
+    ret, disc, last_steps = out
+    torch.testing.assert_close(ret, torch.tensor(returns, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(disc, torch.tensor(discounts, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert last_steps.dtype == torch.int64 and last_steps.tolist() == last
+
+
+def test_n_step_replay_one_step_is_r_plus_gamma_not_terminated():
+    # C=4, N=2, full ring, head 0. env 0 terminated at row 1, env 1 truncated at row 2.
+    # n=1: returns = r, discounts = 0.5 * (1 - terminated), last = the sampled row.
+    rewards = t([[1, 10], [2, 20], [3, 30], [4, 40]])
+    terminated = b([[0, 0], [1, 0], [0, 0], [0, 0]])
+    truncated = b([[0, 0], [0, 0], [0, 1], [0, 0]])
+    steps, envs = i64([0, 1, 2, 3, 1, 2]), i64([0, 0, 0, 0, 1, 1])
+    out = n_step_replay(rewards, terminated, truncated, steps, envs, 0, 4, 0.5, 1)
+    replay_check(out, [1, 2, 3, 4, 20, 30], [0.5, 0.0, 0.5, 0.5, 0.5, 0.5], [0, 1, 2, 3, 1, 2])
+    # the one-step TD target: r + gamma (1 - terminated) Q(next_obs of that row); Q = 100 everywhere
+    target = td_target(out[0], out[1], torch.full((6,), 100.0, dtype=torch.float64))
+    close(target.unsqueeze(-1), [[51], [2], [53], [54], [70], [80]])
+
+
+def test_n_step_replay_three_steps_inside_an_episode_and_stopping_at_newest_row():
+    # C=6, N=1, full ring written in order (head 0: newest row 5), r = [1..6], no episode end, n=3:
+    #   row 0: 1 + 0.5*2 + 0.25*3 = 2.75, gamma^3 = 0.125, last 2
+    #   row 2: 3 + 2 + 1.25 = 6.25, 0.125, last 4;  row 3: 4 + 2.5 + 1.5 = 8, 0.125, last 5
+    #   row 4: the window would pass the newest row 5: 5 + 3 = 8, gamma^2 = 0.25, last 5
+    #   row 5: the newest row itself: 6, gamma = 0.5, last 5 (row 0 is the oldest data, never walked into)
+    rewards = t([[1], [2], [3], [4], [5], [6]])
+    no = b([[0]] * 6)
+    steps = i64([0, 2, 3, 4, 5])
+    out = n_step_replay(rewards, no, no, steps, torch.zeros(5, dtype=torch.int64), 0, 6, 0.5, 3)
+    replay_check(out, [2.75, 6.25, 8.0, 8.0, 6.0], [0.125, 0.125, 0.125, 0.25, 0.5], [2, 4, 5, 5, 5])
+
+
+def test_n_step_replay_termination_vs_truncation_and_envs_with_different_ends():
+    # C=6, 5 rows written (head 5, size 5; row 5 holds junk 99 that must never be read), n=3, r = [1..5]:
+    # env 0 terminated at row 1:  row 0: 1 + 0.5*2 = 2, discount 0 (no bootstrap), last 1
+    #                             row 1: 2, discount 0, last 1
+    # env 1 truncated at row 1:   row 0: 2, discount gamma^2 = 0.25 (bootstrap from row 1's final obs), last 1
+    #                             row 1: 2, discount 0.5, last 1
+    # both, row 2: 3 + 2 + 1.25 = 6.25, 0.125, last 4;  row 3: 4 + 2.5 = 6.5, 0.25, last 4 (newest row)
+    # env 2 truncated at row 0, terminated at row 3:
+    #   row 0: 1, 0.5, last 0;  row 1: 2 + 1.5 + 1 = 4.5, discount 0 (the 3rd row terminated), last 3
+    #   row 2: 3 + 2 = 5, 0, last 3;  row 3: 4, 0, last 3;  row 4: 5, 0.5, last 4
+    rewards = t([[1, 1, 1], [2, 2, 2], [3, 3, 3], [4, 4, 4], [5, 5, 5], [99, 99, 99]])
+    terminated = b([[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])
+    truncated = b([[0, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    steps = i64([0, 1, 0, 1, 2, 2, 3, 3, 0, 1, 2, 3, 4])
+    envs = i64([0, 0, 1, 1, 0, 1, 0, 1, 2, 2, 2, 2, 2])
+    out = n_step_replay(rewards, terminated, truncated, steps, envs, 5, 5, 0.5, 3)
+    replay_check(out,
+                 [2, 2, 2, 2, 6.25, 6.25, 6.5, 6.5, 1, 4.5, 5, 4, 5],
+                 [0, 0, 0.25, 0.5, 0.125, 0.125, 0.25, 0.25, 0.5, 0, 0, 0, 0.5],
+                 [1, 1, 1, 1, 4, 4, 4, 4, 0, 3, 3, 3, 4])
+
+
+def test_n_step_replay_window_wraps_the_ring():
+    # C=5, full, head 2: rows in time order are 2, 3, 4, 0, 1 (oldest row 2, newest row 1),
+    # rewards by row [4, 5, 1, 2, 3] = 1, 2, 3, 4, 5 in time order. n=3:
+    # env 0 (no end): row 3: 2 + 0.5*3 + 0.25*4 = 4.5, 0.125, last 0 (wrapped)
+    #                 row 4: 3 + 2 + 1.25 = 6.25, 0.125, last 1;  row 0: 4 + 2.5 = 6.5, 0.25, last 1 (newest)
+    #                 row 1: 5, 0.5, last 1 (row 2 after it is the oldest data)
+    # env 1 terminated at row 4: row 3: 2 + 1.5 = 3.5, 0, last 4;  row 4: 3, 0, last 4;  row 0: 6.5, 0.25, last 1
+    rewards = t([[4, 4], [5, 5], [1, 1], [2, 2], [3, 3]])
+    terminated = b([[0, 0], [0, 0], [0, 0], [0, 0], [0, 1]])
+    no = b([[0, 0]] * 5)
+    steps, envs = i64([3, 4, 0, 1, 3, 4, 0]), i64([0, 0, 0, 0, 1, 1, 1])
+    out = n_step_replay(rewards, terminated, no, steps, envs, 2, 5, 0.5, 3)
+    replay_check(out, [4.5, 6.25, 6.5, 5, 3.5, 3, 6.5], [0.125, 0.125, 0.25, 0.5, 0, 0, 0.25], [0, 1, 1, 1, 4, 4, 1])
+
+
+def test_n_step_replay_gamma_one_and_zero():
+    # C=4, full, head 0, r = [1, 2, 3, 4]; env 0 truncated at row 1, env 1 terminated at row 3. n=3, gamma=1:
+    #   env 0: row 0: 1 + 2 = 3, discount 1, last 1;  row 2: 3 + 4 = 7, 1, last 3 (newest)
+    #   env 1: row 0: 1 + 2 + 3 = 6, 1, last 2;  row 2: 7, 0 (terminated), last 3
+    rewards = t([[1, 1], [2, 2], [3, 3], [4, 4]])
+    terminated = b([[0, 0], [0, 0], [0, 0], [0, 1]])
+    truncated = b([[0, 0], [1, 0], [0, 0], [0, 0]])
+    steps, envs = i64([0, 2, 0, 2]), i64([0, 0, 1, 1])
+    out = n_step_replay(rewards, terminated, truncated, steps, envs, 0, 4, 1.0, 3)
+    replay_check(out, [3, 7, 6, 7], [1, 1, 1, 0], [1, 3, 2, 3])
+    # gamma = 0: only the first reward counts and nothing is bootstrapped
+    ret, disc, _ = n_step_replay(rewards, terminated, truncated, steps, envs, 0, 4, 0.0, 3)
+    assert ret.tolist() == [1, 3, 1, 3] and disc.tolist() == [0, 0, 0, 0]
+
+
+def test_n_step_replay_matches_n_step_targets_on_a_plain_trajectory():
+    # a buffer filled once without wrapping (head = size = T) is a rollout: the replay targets must
+    # equal n_step_targets, whose windows also stop at the rollout end and at episode ends
+    gen = torch.Generator().manual_seed(3)
+    T, N, n = 9, 4, 3
+    rewards = torch.randn(T + 2, N, generator=gen, dtype=torch.float64)  # 2 unwritten rows at the end
+    next_values = torch.randn(T + 2, N, generator=gen, dtype=torch.float64)
+    terminated = torch.rand(T + 2, N, generator=gen) < 0.15
+    truncated = (torch.rand(T + 2, N, generator=gen) < 0.15) & ~terminated
+    expected = n_step_targets(rewards[:T], next_values[:T], terminated[:T], truncated[:T], GAMMA, n)
+    steps = torch.arange(T).repeat_interleave(N)
+    envs = torch.arange(N).repeat(T)
+    ret, disc, last = n_step_replay(rewards, terminated, truncated, steps, envs, T, T, GAMMA, n)
+    target = td_target(ret, disc, next_values[last, envs])
+    torch.testing.assert_close(target.view(T, N), expected, rtol=0, atol=1e-12)
+
+
+def _n_step_replay_reference(rewards, terminated, truncated, steps, envs, head, size, gamma, n):
+    """The definition, one transition at a time."""
+    capacity = rewards.shape[0]
+    newest = (head - 1) % capacity
+    out = []
+    for step, env in zip(steps.tolist(), envs.tolist(), strict=True):
+        total, row, m = 0.0, step, 0
+        while True:
+            total += gamma**m * rewards[row, env].item()
+            m += 1
+            if terminated[row, env] or truncated[row, env] or row == newest or m == n:
+                break
+            row = (row + 1) % capacity
+        out.append((total, gamma**m * (0.0 if terminated[row, env] else 1.0), row))
+    return out
+
+
+@pytest.mark.parametrize(("head", "size", "n"), [(3, 8, 4), (5, 5, 3), (0, 8, 2), (7, 8, 8), (2, 8, 1)])
+def test_n_step_replay_matches_the_definition_on_random_rings(head, size, n):
+    gen = torch.Generator().manual_seed(head * 10 + n)
+    C, N = 8, 3
+    rewards = torch.randn(C, N, generator=gen, dtype=torch.float64)
+    terminated = torch.rand(C, N, generator=gen) < 0.2
+    truncated = (torch.rand(C, N, generator=gen) < 0.2) & ~terminated
+    held = torch.arange(size) if size < C else torch.arange(C)
+    steps = held.repeat_interleave(N)
+    envs = torch.arange(N).repeat(len(held))
+    ret, disc, last = n_step_replay(rewards, terminated, truncated, steps, envs, head, size, GAMMA, n)
+    expected = _n_step_replay_reference(rewards, terminated, truncated, steps, envs, head, size, GAMMA, n)
+    torch.testing.assert_close(ret, torch.tensor([e[0] for e in expected], dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(disc, torch.tensor([e[1] for e in expected], dtype=torch.float64), rtol=0, atol=1e-12)
+    assert last.tolist() == [e[2] for e in expected]
+
+
+def test_n_step_replay_trailing_reward_axis():
+    # two reward streams, the second = -2 x the first; C=4, full, head 0, n=2, gamma 0.5, no ends:
+    #   row 0: 1 + 0.5*2 = 2 / -4, discount 0.25 with shape [B, 1] so it broadcasts over the streams
+    first = t([[1], [2], [3], [4]])
+    rewards = torch.stack([first, -2 * first], dim=-1)  # [4, 1, 2]
+    no = b([[0]] * 4)
+    ret, disc, last = n_step_replay(rewards, no, no, i64([0, 3]), i64([0, 0]), 0, 4, 0.5, 2)
+    torch.testing.assert_close(ret, torch.tensor([[2.0, -4.0], [4.0, -8.0]], dtype=torch.float64))
+    torch.testing.assert_close(disc, torch.tensor([[0.25], [0.5]], dtype=torch.float64))
+    assert last.tolist() == [1, 3]
+    target = td_target(ret, disc, torch.tensor([[8.0, 16.0], [2.0, 2.0]], dtype=torch.float64))
+    torch.testing.assert_close(target, torch.tensor([[4.0, 0.0], [5.0, -7.0]], dtype=torch.float64))
+
+
+def test_n_step_replay_rejects_bad_arguments():
+    x = torch.zeros(4, 2)
+    no = torch.zeros(4, 2, dtype=torch.bool)
+    idx = i64([0])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        n_step_replay(x, no, no, idx, idx, 0, 4, GAMMA, 0)
+    with pytest.raises(ValueError, match="size"):
+        n_step_replay(x, no, no, idx, idx, 0, 0, GAMMA, 1)
+    with pytest.raises(ValueError, match="head"):
+        n_step_replay(x, no, no, idx, idx, 4, 4, GAMMA, 1)
+    with pytest.raises(ValueError, match=r"must be \[C, N\]"):
+        n_step_replay(x, no[:, :1], no, idx, idx, 0, 4, GAMMA, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -395,6 +397,145 @@ def test_replay_from_tensors():
     torch.testing.assert_close(batch["obs"][:, 0], 2.0 * batch["actions"].float())
     with pytest.raises(ValueError, match="same number of rows"):
         ReplayBuffer.from_tensors({"obs": torch.zeros(5, 2), "actions": torch.zeros(4)})
+
+
+def test_replay_sample_indices_uniform_over_held_and_gather_by_hand():
+    buf = ReplayBuffer(10, 2, _replay_fields())
+    for i in range(3):
+        buf.add(_transition(i))
+    steps, envs = buf.sample_indices(60_000, torch.Generator().manual_seed(0))
+    assert steps.shape == envs.shape == (60_000,)
+    assert steps.dtype == envs.dtype == torch.int64 and steps.device == buf.device
+    assert 0 <= steps.min() and steps.max() <= 2 and 0 <= envs.min() and envs.max() <= 1
+    counts = torch.bincount(steps * 2 + envs, minlength=6)
+    assert counts.shape == (6,) and ((counts - 10_000).abs() < 500).all()  # 6 transitions, 10,000 each +- 5%
+    # sample = sample_indices + gather with the same generator state
+    a = buf.sample(32, torch.Generator().manual_seed(7))
+    b = buf.gather(*buf.sample_indices(32, torch.Generator().manual_seed(7)))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # by hand: row 2 of env 1 is transition i=2 (marker 3, action 21), row 0 of env 0 is i=0 (marker 1, action 0)
+    got = buf.gather(torch.tensor([2, 0]), torch.tensor([1, 0]), ["marker", "actions"])
+    assert set(got) == {"marker", "actions"}
+    assert got["marker"].tolist() == [3.0, 1.0] and got["actions"].tolist() == [21, 0]
+
+
+def test_replay_sample_indices_cover_a_wrapped_ring():
+    buf = ReplayBuffer(4, 3, _replay_fields())
+    for i in range(6):  # wraps: head 2
+        buf.add(_transition(i, 3))
+    steps, envs = buf.sample_indices(2000, torch.Generator().manual_seed(1))
+    assert set((steps * 3 + envs).tolist()) == set(range(12))
+    assert set(buf.gather(steps, envs)["marker"].tolist()) == {3.0, 4.0, 5.0, 6.0}
+
+
+def test_replay_add_cached_views_and_indexed_writes_agree():
+    cached, indexed = ReplayBuffer(3, 2, _replay_fields()), ReplayBuffer(3, 2, _replay_fields())
+    indexed.max_cached_rows = 0  # the path of very large buffers
+    for i in range(7):
+        cached.add(_transition(i))
+        indexed.add(_transition(i))
+    assert all(torch.equal(cached[k], indexed[k]) for k in cached.fields)
+    assert cached.step == indexed.step == 1 and cached.full and indexed.full
+    assert cached["marker"][:, 0].tolist() == [7.0, 5.0, 6.0]
+    # the cached rows are views into the storage
+    assert cached._rows[1]["obs"].data_ptr() == cached["obs"][1].data_ptr()
+    assert indexed._rows[1] is None
+    with pytest.raises(KeyError, match=r"missing \['marker'\]"):
+        cached.add({k: v for k, v in _transition(0).items() if k != "marker"})
+    assert cached.step == 1  # a rejected write does not advance the ring
+
+
+def _saved_and_loaded(buf: ReplayBuffer, capacity: int | None = None) -> ReplayBuffer:
+    blob = io.BytesIO()
+    torch.save(buf.state_dict(), blob)
+    blob.seek(0)
+    loaded = ReplayBuffer(capacity or buf.capacity, buf.num_envs, buf.fields)
+    loaded.load_state_dict(torch.load(blob, weights_only=True))
+    return loaded
+
+
+@pytest.mark.parametrize("adds", [0, 2, 4, 6])
+def test_replay_state_dict_round_trip_gives_identical_tensors_and_samples(adds):
+    buf = ReplayBuffer(4, 2, _replay_fields())
+    for i in range(adds):
+        buf.add(_transition(i))
+    state = buf.state_dict()
+    assert state["step"] == buf.step and state["full"] == buf.full
+    held = len(buf)
+    assert all(tensor.shape[0] == held for tensor in state["data"].values())  # no unused capacity
+    if 0 < held < buf.capacity:  # a copy of the held rows only, not a view keeping the whole storage
+        assert state["data"]["obs"].untyped_storage().nbytes() == held * 2 * 2 * 4
+    loaded = _saved_and_loaded(buf)
+    assert (loaded.step, loaded.full, len(loaded)) == (buf.step, buf.full, len(buf))
+    assert all(torch.equal(loaded[k][:held], buf[k][:held]) for k in buf.fields)
+    if held:
+        for seed in range(3):
+            a = buf.sample(16, torch.Generator().manual_seed(seed))
+            b = loaded.sample(16, torch.Generator().manual_seed(seed))
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    # and they stay identical as training goes on
+    for i in range(adds, adds + 3):
+        buf.add(_transition(i))
+        loaded.add(_transition(i))
+    assert all(torch.equal(loaded[k], buf[k]) for k in buf.fields) and loaded.step == buf.step
+
+
+def test_replay_load_into_another_capacity_keeps_time_order():
+    buf = ReplayBuffer(3, 2, _replay_fields())
+    for i in range(5):  # full, head 2: ring rows hold markers [4, 5, 3]
+        buf.add(_transition(i))
+    bigger = _saved_and_loaded(buf, capacity=5)
+    assert bigger["marker"][:, 0].tolist() == [3.0, 4.0, 5.0, 0.0, 0.0]  # oldest first
+    assert bigger.step == 3 and not bigger.full and len(bigger) == 3
+    bigger.add(_transition(5))
+    assert bigger["marker"][:, 1].tolist() == [3.0, 4.0, 5.0, 6.0, 0.0]
+    with pytest.raises(ValueError, match="'capacity' 2"):
+        ReplayBuffer(2, 2, _replay_fields()).load_state_dict(buf.state_dict())
+    partial = ReplayBuffer(8, 2, _replay_fields())
+    partial.add(_transition(0))
+    partial.add(_transition(1))
+    small = _saved_and_loaded(partial, capacity=2)  # 2 rows fit a capacity of 2: full, head 0
+    assert small.full and small.step == 0 and small["marker"][:, 0].tolist() == [1.0, 2.0]
+
+
+def test_replay_load_mismatch_raises_naming_the_field_and_changes_nothing():
+    buf = ReplayBuffer(4, 2, _replay_fields())
+    for i in range(3):
+        buf.add(_transition(i))
+    state = buf.state_dict()
+    wrong_shape = ReplayBuffer(4, 2, {**_replay_fields(), "obs": Field((3,))})
+    with pytest.raises(ValueError, match="field 'obs' has shape"):
+        wrong_shape.load_state_dict(state)
+    assert len(wrong_shape) == 0 and not wrong_shape["obs"].any()
+    with pytest.raises(ValueError, match="field 'actions' has dtype"):
+        ReplayBuffer(4, 2, {**_replay_fields(), "actions": Field(())}).load_state_dict(state)
+    with pytest.raises(ValueError, match="lacks field 'next_obs'"):
+        ReplayBuffer(4, 2, {**_replay_fields(), "next_obs": Field((2,))}).load_state_dict(state)
+    with pytest.raises(ValueError, match="has field 'marker'"):
+        ReplayBuffer(4, 2, {"obs": Field((2,)), "actions": Field((), torch.int64)}).load_state_dict(state)
+    with pytest.raises(ValueError, match="'num_envs'"):
+        ReplayBuffer(4, 3, _replay_fields()).load_state_dict(state)
+    with pytest.raises(ValueError, match="lacks 'step'"):
+        ReplayBuffer(4, 2, _replay_fields()).load_state_dict({k: v for k, v in state.items() if k != "step"})
+    with pytest.raises(ValueError, match="'step' 1"):
+        ReplayBuffer(4, 2, _replay_fields()).load_state_dict({**state, "step": 1})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_replay_on_cuda_with_a_cpu_generator_draws_like_on_cpu():
+    cpu, gpu = ReplayBuffer(5, 3, _replay_fields()), ReplayBuffer(5, 3, _replay_fields(), device="cuda")
+    for i in range(7):
+        cpu.add(_transition(i, 3))
+        gpu.add({k: v.cuda() for k, v in _transition(i, 3).items()})
+    steps, envs = gpu.sample_indices(64, torch.Generator().manual_seed(2))
+    assert steps.is_cuda and envs.is_cuda
+    a = cpu.sample(64, torch.Generator().manual_seed(2))
+    b = gpu.sample(64, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a[k], b[k].cpu()) for k in a)
+    loaded = ReplayBuffer(5, 3, _replay_fields(), device="cuda")
+    loaded.load_state_dict(cpu.state_dict())
+    assert all(torch.equal(loaded[k].cpu(), cpu[k]) for k in cpu.fields)
 
 
 # ------------------------------------------------------------------------------------------------

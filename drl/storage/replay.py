@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -15,23 +16,133 @@ class ReplayBuffer(RolloutBuffer):
     """The rollout storage in ring mode: ``[capacity, N, *shape]`` tensors, oldest overwritten.
 
     Used by off-policy agents (SAC/TD3, residual RL, AAWR); a demonstration set is a ReplayBuffer
-    filled once (see :meth:`from_tensors`).
+    filled once (see :meth:`from_tensors`). ``capacity`` counts vectorised steps (rounds): the buffer
+    holds ``capacity * num_envs`` transitions. ``step`` is the next write row (the ring's head) and
+    ``len(self)`` the rows held; n-step targets over the ring: :func:`drl.returns.n_step_replay`.
     """
 
+    #: rows whose per-row views are cached for :meth:`add` (a cached row costs ~0.6 kB per field on
+    #: the host, so a 1M-row single-env buffer falls back to indexed writes instead of ~4 GB of views)
+    max_cached_rows: int = 1 << 14
+
     def add(self, transition: Mapping[str, torch.Tensor]) -> None:
-        """Write one step ``{name: [N, *shape]}``, overwriting the oldest when full."""
-        self._write(self.step, transition)
+        """Write one step ``{name: [N, *shape]}`` at row ``step``, overwriting the oldest when full."""
+        self._check_fields(transition)
+        if self.capacity <= self.max_cached_rows:
+            rows = self._rows[self.step]
+            if rows is None:
+                rows = self._rows[self.step] = {name: tensor[self.step] for name, tensor in self.data.items()}
+            for name, value in transition.items():
+                rows[name].copy_(value)
+        else:
+            for name, value in transition.items():
+                self.data[name][self.step] = value
         self.step = (self.step + 1) % self.capacity
         self.full = self.full or self.step == 0
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Uniform sample with replacement: ``{name: [batch_size, *shape]}``."""
+    def sample_indices(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform draw with replacement over the held transitions: ``(steps[B], envs[B])``.
+
+        Both int64 on the buffer's device. The draw happens on the generator's device (a CPU
+        generator serves a CUDA buffer: drawn on the host, then moved), so the same generator state
+        gives the same indices whatever the buffer's device.
+
+        Raises:
+            RuntimeError: the buffer is empty.
+        """
         size = len(self)
         if size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        flat_index = torch.randint(size * self.num_envs, (batch_size,), generator=generator).to(self.device)
-        steps, envs = flat_index // self.num_envs, flat_index % self.num_envs
-        return {name: tensor[steps, envs] for name, tensor in self.data.items()}
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        flat_index = torch.randint(size * self.num_envs, (batch_size,), generator=generator, device=draw_device)
+        flat_index = flat_index.to(self.device)
+        return flat_index // self.num_envs, flat_index % self.num_envs
+
+    def gather(
+        self, steps: torch.Tensor, envs: torch.Tensor, names: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The transitions at ring rows ``steps[B]`` of envs ``envs[B]``: ``{name: [B, *shape]}`` (copies).
+
+        ``names`` picks fields (default: all), e.g. ``next_obs/<group>`` at the n-step window's
+        ``last_steps`` from :func:`drl.returns.n_step_replay`.
+        """
+        return {name: self.data[name][steps, envs] for name in (names if names is not None else self.data)}
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Uniform sample with replacement: ``{name: [batch_size, *shape]}``.
+
+        :meth:`sample_indices` then :meth:`gather`: the same generator state gives the same rows.
+        """
+        return self.gather(*self.sample_indices(batch_size, generator))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The held rows and the ring position, to save with a checkpoint.
+
+        Layout: ``{"capacity", "num_envs", "step", "full", "data": {name: [len(self), N, *shape]}}``
+        with the rows in *ring* order (row i is ring row i; when full the oldest row is ``step``).
+        Unused capacity is not included: a partly filled buffer gives copies of its first ``step``
+        rows; a full one gives its tensors themselves (no copy: save them before the next :meth:`add`).
+        """
+        held = len(self)
+        data = {name: tensor if held == self.capacity else tensor[:held].clone() for name, tensor in self.data.items()}
+        return {"capacity": self.capacity, "num_envs": self.num_envs, "step": self.step, "full": self.full,
+                "data": data}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (onto this buffer's device), checking every field first.
+
+        With the same capacity the ring is restored row for row, so :meth:`sample_indices` with the
+        same generator state draws the same transitions as before saving. Into a buffer of another
+        capacity the held rows are laid out oldest first from row 0 (same transitions, other rows).
+
+        Raises:
+            ValueError: naming the field, when a field is missing or unknown, its shape or dtype
+                differs, ``num_envs`` differs, or the held rows exceed this buffer's ``capacity``.
+                Nothing is changed then.
+        """
+        for key in ("capacity", "num_envs", "step", "full", "data"):
+            if key not in state:
+                raise ValueError(f"replay state lacks '{key}'")
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(f"replay state 'num_envs' is {state['num_envs']}, this buffer has {self.num_envs}")
+        data = state["data"]
+        for name in self.fields:
+            if name not in data:
+                raise ValueError(f"replay state lacks field '{name}'")
+        for name in data:
+            if name not in self.fields:
+                raise ValueError(f"replay state has field '{name}' this buffer does not declare")
+        held = None
+        for name, tensor in data.items():
+            expected = (self.num_envs, *self.fields[name].shape)
+            if tuple(tensor.shape[1:]) != expected:
+                raise ValueError(f"replay field '{name}' has shape {list(tensor.shape[1:])} per row, "
+                                 f"this buffer expects {list(expected)}")
+            if tensor.dtype != self.fields[name].dtype:
+                raise ValueError(f"replay field '{name}' has dtype {tensor.dtype}, "
+                                 f"this buffer expects {self.fields[name].dtype}")
+            if held is not None and tensor.shape[0] != held:
+                raise ValueError(f"replay field '{name}' holds {tensor.shape[0]} rows, other fields {held}")
+            held = tensor.shape[0]
+        saved_capacity, step, full = int(state["capacity"]), int(state["step"]), bool(state["full"])
+        held = held or 0
+        if not 0 <= step < saved_capacity or held != (saved_capacity if full else step):
+            raise ValueError(f"replay state 'step' {step} / 'full' {full} do not match {held} rows held "
+                             f"of capacity {saved_capacity}")
+        if held > self.capacity:
+            raise ValueError(f"replay state holds {held} rows, more than this buffer's 'capacity' {self.capacity}")
+        if saved_capacity == self.capacity:
+            for name, tensor in data.items():
+                self.data[name][:held].copy_(tensor)
+            self.step, self.full = step % self.capacity, full
+            return
+        order = torch.remainder(torch.arange(held) + (step if full else 0), max(held, 1))  # oldest first
+        for name, tensor in data.items():
+            self.data[name][:held].copy_(tensor[order.to(tensor.device)])
+        self.full = held == self.capacity
+        self.step = held % self.capacity
 
     @classmethod
     def from_tensors(cls, data: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> ReplayBuffer:
