@@ -15,6 +15,7 @@ from drl.runners.on_policy import EVAL_SEED_OFFSET
 
 __all__ = ["write_report", "write_plots", "PLOTS"]
 
+NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
          "steps_per_second": "steps_per_second.png"}
 
@@ -161,6 +162,8 @@ def _throughput_section(comps: dict[str, Any]) -> list[str]:
     lines = ["## 1. Training throughput (env steps per second)", "",
              "End-to-end training steps/s = env steps / training seconds (rollouts + updates + each library's own "
              "logging; evaluation excluded). Ratio > 1: drl is faster.", ""]
+    if not comps["throughput"]:
+        return lines + [NONE, ""]
     rows = []
     for c in comps["throughput"]:
         if c["status"] != "ok":
@@ -182,6 +185,8 @@ def _return_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]
              f"the trained policy, deterministic actions, {episodes} episodes in one gymnasium env, episode i reset "
              f"with seed `{EVAL_SEED_OFFSET} + seed + i`, identical code for both (not timed). Cells: mean ± std "
              "(min .. max) over seeds.", ""]
+    if not comps["return"]:
+        return lines + [NONE, ""]
     rows = []
     for c in comps["return"]:
         if c["status"] != "ok":
@@ -197,6 +202,8 @@ def _return_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]
 
 def _solve_section(comps: dict[str, Any]) -> list[str]:
     lines = ["## 3. Wall-clock to solve CartPole", ""]
+    if not comps["cartpole_solve"]:
+        return lines + [NONE, ""]
     for c in comps["cartpole_solve"]:
         lines += [f"Solved = first evaluation (deterministic, 10 episodes) with mean return >= {c['threshold']:g}, "
                   f"evaluated every {_n(c['eval_interval'])} env steps after an update; the clock is training time "
@@ -251,6 +258,8 @@ def _floor_line(floor: dict[str, Any], comp: dict[str, Any]) -> str:
 
 def _offpolicy_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]:
     episodes = results["meta"]["final_eval_episodes"]
+    if not comps["off_policy"]:
+        return ["## 4. Off-policy: SAC / TD3", "", NONE, ""]
     lines = ["## 4. Off-policy: SAC / TD3", "",
              "SB3's default hyperparameters on both sides (read from SB3's signatures and default policy; drl gets "
              "them mapped onto its config on top of drl's defaults, see Hyperparameters), one env, same process, "
