@@ -597,3 +597,87 @@ def test_registered_readme_blocks_are_added_after_their_anchor_once_the_report_e
     readme = (ROOT / "README.md").read_text()
     for block in BLOCKS.values():  # every anchor exists in the real README or is another registered block
         assert f"<!-- /bench:{block.after} -->" in readme or block.after in BLOCKS
+
+
+def test_drl_offpolicy_side_records_the_same_fields(fake_offpolicy_agents, monkeypatch, tmp_path, sb3_sac_run):
+    """run_drl on an off-policy row, with drl's training stood in for (a run folder with a metrics.csv and
+    an agent acting 0): the record has the SB3 side's fields, at the same env steps."""
+    import numpy as np
+    import torch
+
+    from benchmarks.harness.sides import run_drl
+    from benchmarks.harness.suites import SUITES
+
+    trained = {}
+
+    def train(cfg, run_dir):
+        trained["cfg"] = cfg
+        run_dir.mkdir(parents=True)
+        _write_metrics(run_dir / "metrics.csv", [
+            {"global_step": 100 * i, "wall_s": float(i), "eval_s": 0.25 * (i == 3), "episodes": int(i == 2),
+             "iter_episode_return": -1000.0 if i == 2 else "", "eval_return": -900.0 if i == 3 else ""}
+            for i in (1, 2, 3)])
+        return run_dir, {}
+
+    class Agent:
+        device = torch.device("cpu")
+
+        def act(self, obs, deterministic=False, update_stats=True):
+            assert deterministic and not update_stats and obs.shape == (1, 3)
+            return torch.zeros(1, 1), {}
+
+    monkeypatch.setattr("benchmarks.harness.sides.train", train)
+    monkeypatch.setattr("benchmarks.harness.sides.load_agent", lambda run_dir, which, device: (Agent(), None))
+    row = next(r for r in SUITES["tiny"].rows if r.name == "sac-pendulum")
+    run = run_drl(row, row.variants[0], 0, tmp_path, eval_episodes=2)
+    assert trained["cfg"].algo.num_steps == 100 and trained["cfg"].total_steps == 300
+    assert run["curve"]["step"] == sb3_sac_run["curve"]["step"] == [100, 200, 300]
+    assert run["curve"]["train_s"] == [1.0, 2.0, 2.75] and run["sps"] == pytest.approx(300 / 2.75)
+    assert run["curve"]["episodes"] == [0, 1, 0] and run["curve"]["return"][1] == -1000.0
+    assert set(sb3_sac_run) <= set(run) and run["final_eval"]["episodes"] == 2
+    assert np.isfinite(run["final_eval"]["mean"])
+    hp = run["hyperparameters"]
+    assert hp["agent"] == "sac" and hp["sb3_unmatched"] == [] and hp["sb3_mapping"]["activation_fn"] == {
+        "activation": "relu"}
+
+
+def test_pendulum_solve_drl_runs_use_the_configs_with_the_benchmarks_settings(monkeypatch, tmp_path):
+    """drl's side of pendulum_solve with training stood in for: the overrides it trains with, and the solve
+    read back from the run's metrics.csv."""
+    from types import SimpleNamespace
+
+    from benchmarks.pendulum_solve import VARIANTS, parse_args, run_drl
+
+    calls = []
+
+    def load_config(agent, env_id, overrides):
+        calls.append((agent, env_id, overrides))
+        env = SimpleNamespace(num_envs=overrides["env"].get("num_envs", 512))
+        return SimpleNamespace(env=env, device=overrides["device"], total_steps=overrides.get("total_steps", 99_999),
+                               eval_interval=overrides["eval_interval"], algo=SimpleNamespace(), source="tuned")
+
+    def train(cfg, run_dir):
+        run_dir.mkdir(parents=True)
+        _write_metrics(run_dir / "metrics.csv", [
+            {"global_step": 2048, "eval_return": -400.0, "wall_s": 3.0, "eval_s": 0.5},
+            {"global_step": 4096, "eval_return": -180.0, "wall_s": 6.0, "eval_s": 1.0}])
+        return run_dir, {"steps": 4096}
+
+    monkeypatch.setattr("drl.api.load_config", load_config)
+    monkeypatch.setattr("drl.api.train", train)
+    monkeypatch.setattr("drl.config.to_dict", lambda algo: {})
+    args = parse_args(["--steps", "5000", "--eval-every", "500", "--parallel-steps", "8192"])
+    by_name = {v.name: v for v in VARIANTS}
+    one = run_drl(by_name["drl-td3"], 1, args, tmp_path)
+    parallel = run_drl(by_name["drl-sac-parallel"], 2, args, tmp_path)
+    (agent, env_id, o1), (agent_p, env_id_p, op) = calls
+    assert (agent, env_id, o1["device"], o1["total_steps"], o1["eval_interval"], o1["env"]["num_envs"]) == (
+        "td3", "Pendulum-v1", "cpu", 5000, 500, 1)
+    assert (agent_p, env_id_p, op["device"], op["total_steps"], op["eval_interval"]) == (
+        "sac", "drl/Pendulum-v0", "cpu", 8192, 1)
+    for o, seed in ((o1, 1), (op, 2)):
+        assert (o["seed"], o["torch_threads"], o["eval_episodes"], o["checkpoint_interval"]) == (seed, 1, 10, 0)
+        assert o["algo"] == {"save_replay": False} and o["env"]["num_eval_envs"] == 10
+    assert "num_envs" not in op["env"]  # the parallel config's own
+    assert one["solve"] == parallel["solve"] == {"step": 4096, "train_s": 5.0, "eval_return": -180.0}
+    assert (parallel["num_envs"], parallel["steps"], parallel["config"]["source"]) == (512, 4096, "tuned")
