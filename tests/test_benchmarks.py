@@ -639,6 +639,7 @@ def test_drl_offpolicy_side_records_the_same_fields(fake_offpolicy_agents, monke
     hp = run["hyperparameters"]
     assert hp["agent"] == "sac" and hp["sb3_unmatched"] == [] and hp["sb3_mapping"]["activation_fn"] == {
         "activation": "relu"}
+    assert set(hp["sb3_by_contract"]) == {"target_entropy", "target_update_interval"}
 
 
 def test_pendulum_solve_drl_runs_use_the_configs_with_the_benchmarks_settings(monkeypatch, tmp_path):

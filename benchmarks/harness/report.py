@@ -54,7 +54,9 @@ def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
         mapping = hp.get("sb3_mapping") or {}
         mapped = {k: ", ".join(f"{field}={value}" for field, value in fields.items()) for k, fields in mapping.items()}
         unmatched = {k: "(no drl field)" for k in hp.get("sb3_unmatched") or []}
+        contract = {k: f"(drl's default) {v}" for k, v in (hp.get("sb3_by_contract") or {}).items()}
         return {"total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"), **mapped, **unmatched,
+                **contract,
                 **{f"algo.{k}": v for k, v in algo.items()}, "device": hp.get("device"),
                 "torch threads": hp.get("torch_threads")}
     lr = algo.get("learning_rate")
@@ -245,7 +247,7 @@ def _hp_summary(hp: dict[str, Any]) -> str:
 
 def _floor_line(floor: dict[str, Any], comp: dict[str, Any]) -> str:
     if floor.get("status") != "ok":
-        return f"- Floor of the {comp['title']} update: {floor.get('status', 'floor not measured')}."
+        return f"- Floor of the SAC update: {floor.get('status', 'floor not measured')}."
     ms = ", ".join(f"{name} {value:.2f} ms" for name, value in floor["ms_per_update"].items())
     end_to_end = ""
     if finite(comp.get("drl_ms_per_step")) and finite(comp.get("sb3_ms_per_step")):

@@ -174,9 +174,11 @@ def run_drl(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes
     record["final_eval"] = _summary(returns)
     record["hyperparameters"] = {k: v for k, v in to_dict(cfg).items() if k not in ("seed", "progress")}
     if row.kind == "offpolicy":  # which drl field carries each SB3 default, and which have none
-        _, mapping, unmatched = drl_offpolicy_overrides(row.agent, sb3_offpolicy_defaults(row.agent))
+        sb3 = sb3_offpolicy_defaults(row.agent)
+        _, mapping, unmatched = drl_offpolicy_overrides(row.agent, sb3)
         record["hyperparameters"]["sb3_mapping"] = _readable(mapping)
         record["hyperparameters"]["sb3_unmatched"] = unmatched
+        record["hyperparameters"]["sb3_by_contract"] = {k: v for k, v in OFFPOLICY_SAME_BY_CONTRACT.items() if k in sb3}
     return _finish(record)
 
 
