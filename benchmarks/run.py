@@ -71,7 +71,7 @@ TIMING = (
 )
 
 # Rough env steps/s per (env id, num_envs) on 2 CPU cores, for the up-front estimate only: used when no
-# earlier results.json under benchmarks/results/ measured that (lib, env, num_envs, device).
+# earlier results.json under benchmarks/results/ measured that (agent, lib, env, num_envs, device).
 ROUGH_SPS = {"HalfCheetah-v5": {1: 2000, 8: 3500}, "Hopper-v5": {1: 2000, 8: 3500}, "CartPole-v1": {8: 2500},
              "Pendulum-v1": {8: 4000}, "drl/CartPole-v0": {256: 40_000}}
 # Rough SB3 env steps/s of the SAC/TD3 rows with one env (SAC on HalfCheetah-v5: about 11.4 ms per step here).
