@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The CUDA check of drl on one NVIDIA GPU with no package registry, in one call of at most 8 minutes.
+# The CUDA check of drl on one NVIDIA GPU with no package registry, in one call of at most 8 minutes
+# per phase (its time limits add up to 420 s for torch and 480 s for mjwarp).
 #
 #   bash benchmarks/gpu_check.sh [torch|mjwarp|all] [OUT_DIR]
 #
 #   torch   CUDA tests of the torch-batched envs, storage, returns and PPO, then the GPU rows of
-#           benchmarks.torch_ppo on drl/CartPole-v0 and drl/Pendulum-v0 (needs gymnasium: part 1
-#           of the carried wheels).
-#   mjwarp  CUDA tests of MuJoCo Warp, then the drl/HalfCheetah-v0 row (needs every part).
+#           benchmarks.torch_ppo on drl/CartPole-v0 and drl/Pendulum-v0 (PPO), then the parallel-mode
+#           SAC/TD3 steps/s rows on drl/Pendulum-v0 (needs gymnasium: part 1 of the carried wheels).
+#   mjwarp  CUDA tests of MuJoCo Warp, then the drl/HalfCheetah-v0 rows: PPO, then SAC/TD3 parallel
+#           mode steps/s (needs every part).
 #   all     both (the default).
+# The SAC/TD3 rows are short: a warm-up (learning_starts + one iteration of updates), then a fixed
+# number of vectorised steps timed (benchmarks/torch_ppo.py ROWS); 100 s for both rows of a phase.
 #
 # Wheels: `python -m benchmarks.gpu_wheels pack` here writes .wheels/part-<i>; carry one part per
 # call; each call installs what it brought into .gpu_site (kept on the GPU machine between calls).
@@ -78,14 +82,16 @@ if [ "$phase" = torch ] || [ "$phase" = all ]; then
   else
     run_rows 150 --rows cartpole pendulum --scale "$scale"
   fi
+  run_rows 100 --rows sac-pendulum td3-pendulum
 fi
 if [ "$phase" = mjwarp ] || [ "$phase" = all ]; then
-  run_tests mjwarp 200 tests -k mjwarp
+  run_tests mjwarp 180 tests -k mjwarp
   if [ "$device" = cuda ]; then
-    run_rows 230 --rows halfcheetah --steps halfcheetah=40000000
+    run_rows 200 --rows halfcheetah --steps halfcheetah=40000000
   else
-    run_rows 230 --rows halfcheetah --scale 0.25
+    run_rows 200 --rows halfcheetah --scale 0.25
   fi
+  run_rows 100 --rows sac-halfcheetah td3-halfcheetah
 fi
 [ "$(realpath "$out")" = "$(realpath "$dest")" ] || cp -r "$out"/. "$dest"/
 ls -la "$dest"

@@ -5,14 +5,48 @@
 Each README block between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` is replaced by the
 report ``benchmarks/results/NAME/report.md`` (its first heading dropped, other headings demoted, and
 relative image links rewritten to point into the results folder).
+
+A report registered in :data:`BLOCKS` whose block is not in the README yet gets one, with its
+heading and introduction, right after the block named by its ``after``, the first time the report
+exists (never a placeholder for a benchmark that has not run).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A README section for one committed report.
+
+    Args:
+        after: the block (``NAME`` of ``<!-- /bench:NAME -->``) the new section follows.
+        heading: the section's Markdown heading.
+        intro: one paragraph above the block (what ran, and the command that regenerates it).
+    """
+
+    after: str
+    heading: str
+    intro: str
+
+
+BLOCKS: dict[str, Block] = {
+    "offpolicy": Block(
+        after="full", heading="### SAC and TD3 side by side with Stable-Baselines3",
+        intro="SB3's default SAC and TD3 hyperparameters on both sides, one env, HalfCheetah-v5 (target: drl >= 1.5x "
+              "SB3's end-to-end steps/s, return not worse beyond seed noise) and Pendulum-v1, with the floor of the "
+              "SAC update: `python -m benchmarks.run --suite full --only sac-halfcheetah td3-halfcheetah sac-pendulum "
+              "td3-pendulum --floor --out benchmarks/results/offpolicy`."),
+    "pendulum_solve": Block(
+        after="offpolicy", heading="### Wall-clock to solve Pendulum: SB3 SAC vs drl SAC/TD3 vs drl's parallel mode",
+        intro="Training seconds until the evaluation return reaches -200 on one CPU core (target: the parallel mode "
+              "on `drl/Pendulum-v0` >= 10x sooner than SB3): `python -m benchmarks.pendulum_solve`."),
+}
 
 
 def report_block(name: str) -> str:
@@ -32,8 +66,30 @@ def report_block(name: str) -> str:
     return "\n".join(out).strip()
 
 
+def add_registered(text: str, blocks: dict[str, Block] | None = None, root: Path = ROOT) -> str:
+    """``text`` with an empty block (heading, intro, markers) for each registered report that exists
+    under ``root/benchmarks/results`` and has no block yet, after its ``after`` block (or at the end)."""
+    blocks = BLOCKS if blocks is None else blocks
+    for name, block in blocks.items():
+        if f"<!-- bench:{name} -->" in text or not (root / "benchmarks" / "results" / name / "report.md").is_file():
+            continue
+        section = f"{block.heading}\n\n{block.intro}\n\n<!-- bench:{name} -->\n<!-- /bench:{name} -->\n"
+        after, seen = block.after, {name}
+        while f"<!-- /bench:{after} -->" not in text and after in blocks and after not in seen:  # not in yet: go up
+            seen.add(after)
+            after = blocks[after].after
+        anchor = f"<!-- /bench:{after} -->\n"
+        at = text.find(anchor)
+        if at < 0:
+            text = text.rstrip("\n") + "\n\n" + section
+        else:
+            at += len(anchor)
+            text = text[:at] + "\n" + section + text[at:]
+    return text
+
+
 def update(readme: Path = ROOT / "README.md") -> list[str]:
-    text = readme.read_text()
+    text = add_registered(readme.read_text())
     names = re.findall(r"<!-- bench:([\w-]+) -->", text)
     for name in names:
         pattern = re.compile(rf"(<!-- bench:{name} -->).*?(<!-- /bench:{name} -->)", re.S)

@@ -1,6 +1,7 @@
-"""End-to-end PPO on drl's torch-batched envs: env steps per second and return vs wall-clock.
+"""End to end on drl's torch-batched envs: PPO, and SAC/TD3's parallel mode; env steps/s and return vs wall-clock.
 
-    python -m benchmarks.torch_ppo [--device cuda|cpu|auto] [--rows cartpole pendulum halfcheetah]
+    python -m benchmarks.torch_ppo [--device cuda|cpu|auto] [--rows cartpole pendulum halfcheetah
+                                    sac-pendulum td3-pendulum sac-halfcheetah td3-halfcheetah]
                                    [--scale 1.0] [--steps ROW=N ...] [--evals 20] [--append]
                                    [--out benchmarks/results/torch_ppo_<device>/]
 
@@ -19,6 +20,14 @@ report can be built over several calls.
 
 On the CPU the same rows run at a small scale (few envs, short budgets), which checks the pipeline
 rather than the targets. ``--scale`` multiplies every step budget (e.g. 0.01 for a smoke run).
+
+The off-policy rows (``sac-*``, ``td3-*``) measure the parallel mode's throughput (FastTD3's recipe:
+many envs, large batches, UTD below 1, n-step returns) with the agent's tuned config for the env
+(``configs/<agent>/drl-Pendulum-v0.yaml``, ``configs/<agent>/drl-HalfCheetah-v0.yaml``; its
+num_envs on CUDA, a few envs on the CPU): a short warm-up (the config's ``learning_starts`` of random
+actions, then one iteration of updates, which pays any compile) and then a fixed number of
+vectorised steps (``--steps sac-pendulum=N``: N vectorised steps). ``steps/s after warm-up`` is
+measured over those; there is no return target for them (the run is too short).
 
 Writes ``results.json``, ``report.md`` and ``return_vs_wall.png`` to ``--out``.
 """
@@ -42,6 +51,7 @@ import torch
 from benchmarks.harness.machine import load_average, machine_info, versions
 from benchmarks.harness.sides import read_drl_curve
 from drl.api import load_config, train
+from drl.config import to_dict
 from envs.core import resolve_device
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -51,9 +61,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 class Scale:
     """A row's settings on one device kind."""
 
-    num_envs: int
-    total_steps: int
-    algo: dict[str, Any] = field(default_factory=dict, hash=False)
+    num_envs: int  # off-policy rows: 0 = the tuned config's own
+    total_steps: int  # env steps (PPO rows; unused by off-policy rows)
+    algo: dict[str, Any] = field(default_factory=dict, hash=False)  # must set num_steps (steps per iteration)
+    vec_steps: int = 0  # off-policy rows: vectorised steps timed after the warm-up
 
 
 @dataclass(frozen=True)
@@ -62,9 +73,10 @@ class TorchRow:
     env_id: str
     cuda: Scale
     cpu: Scale
-    target_sps: float  # end-to-end env steps/s the row is compared to (on CUDA)
+    target_sps: float | None  # end-to-end env steps/s the row is compared to (on CUDA); None: measured only
     target_return: float | None = None  # eval return to reach ...
     target_seconds: float | None = None  # ... within this many training seconds (on CUDA)
+    agent: str = "ppo"
 
 
 ROWS = [
@@ -91,14 +103,21 @@ ROWS = [
                                "normalize_reward": True}),
         target_sps=5e5, target_return=6_000.0, target_seconds=300.0,
     ),
+    *[TorchRow(f"{agent}-{short}", env_id, agent=agent, target_sps=None,
+               cuda=Scale(0, 0, {"num_steps": 50}, vec_steps=cuda_steps),
+               cpu=Scale(16, 0, {"num_steps": 8, "buffer_size": 16_000, "learning_starts": 128}, vec_steps=32))
+      for short, env_id, cuda_steps in (("pendulum", "drl/Pendulum-v0", 500),
+                                        ("halfcheetah", "drl/HalfCheetah-v0", 300))
+      for agent in ("sac", "td3")],
 ]
+OFF_POLICY_ROWS = [r.name for r in ROWS if r.agent != "ppo"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.torch_ppo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     parser.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], default=None,
-                        help="rows to run (default: all on CUDA; cartpole and pendulum on the CPU)")
+                        help="rows to run (default: every PPO row on CUDA; cartpole and pendulum on the CPU)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this")
     parser.add_argument("--steps", nargs="+", default=[], metavar="ROW=N",
                         help="a row's step budget on this device, e.g. halfcheetah=4e7 (before --scale)")
@@ -126,18 +145,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def offpolicy_plan(num_envs: int, num_steps: int, learning_starts: int, vec_steps: int) -> tuple[int, int]:
+    """``(total env steps, env steps at the end of the warm-up)`` of an off-policy row, whole iterations.
+
+    Warm-up: the iterations that hold the ``learning_starts`` env steps of random actions, plus one
+    iteration of updates (which pays any compile); then ``vec_steps`` vectorised steps, rounded up to
+    whole iterations of ``num_steps``.
+    """
+    iteration = num_envs * num_steps
+    warm_iterations = math.ceil(learning_starts / iteration) + 1
+    timed_iterations = max(math.ceil(vec_steps / num_steps), 1)
+    return (warm_iterations + timed_iterations) * iteration, warm_iterations * iteration
+
+
+def steady_sps(curve: dict[str, list], after_step: int) -> float | None:
+    """Env steps/s between the first logged row at ``global_step >= after_step`` and the last one."""
+    rows = [i for i, step in enumerate(curve["step"]) if step >= after_step]
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    seconds = curve["train_s"][last] - curve["train_s"][first]
+    return (curve["step"][last] - curve["step"][first]) / seconds if seconds > 0 else None
+
+
+def _row_config(row: TorchRow, settings: Scale, device: torch.device, scale: float, seed: int, steps: int | None,
+                evals: int) -> tuple[Any, int | None]:
+    """The row's resolved drl config, and (off-policy rows) the env step where its warm-up ends."""
+    common = {"seed": seed, "device": str(device), "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
+              "eval_episodes": 10, "algo": dict(settings.algo)}
+    if row.agent == "ppo":
+        total_steps = max(int((steps if steps is not None else settings.total_steps) * scale), 1)
+        batch = settings.num_envs * settings.algo["num_steps"]  # every row sets its rollout length
+        overrides = {**common, "total_steps": max(total_steps, batch),
+                     "eval_interval": max(total_steps // evals, batch),
+                     "env": {"num_envs": settings.num_envs, "num_eval_envs": 10}}
+        return load_config("ppo", row.env_id, overrides=overrides), None
+    tuned = load_config(row.agent, row.env_id, overrides={"device": str(device)})  # its num_envs, learning_starts
+    num_envs = settings.num_envs or tuned.env.num_envs
+    vec_steps = max(int((steps if steps is not None else settings.vec_steps) * scale), 1)
+    learning_starts = common["algo"].get("learning_starts", tuned.algo.learning_starts)
+    total, warm = offpolicy_plan(num_envs, settings.algo["num_steps"], learning_starts, vec_steps)
+    overrides = {**common, "total_steps": total, "eval_interval": 0, "algo": {"save_replay": False, **common["algo"]},
+                 "env": {"num_envs": num_envs, "num_eval_envs": 10}}
+    return load_config(row.agent, row.env_id, overrides=overrides), warm
+
+
 def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_dir: Path,
             steps: int | None = None, evals: int = 20) -> dict[str, Any]:
     """Train one row (``steps``: its budget instead of the device's default); return its measurements."""
     settings = row.cuda if device.type == "cuda" else row.cpu
-    total_steps = max(int((steps if steps is not None else settings.total_steps) * scale), 1)
-    batch = settings.num_envs * settings.algo["num_steps"]  # every row sets its rollout length
-    overrides = {
-        "seed": seed, "device": str(device), "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
-        "total_steps": max(total_steps, batch), "eval_interval": max(total_steps // evals, batch), "eval_episodes": 10,
-        "env": {"num_envs": settings.num_envs, "num_eval_envs": 10}, "algo": dict(settings.algo),
-    }
-    cfg = load_config("ppo", row.env_id, overrides=overrides)
+    cfg, warm = _row_config(row, settings, device, scale, seed, steps, evals)
     run_dir, summary = train(cfg, work_dir / row.name)
     curve = read_drl_curve(run_dir)
     train_s = curve["train_s"][-1]
@@ -148,15 +205,20 @@ def run_row(row: TorchRow, device: torch.device, scale: float, seed: int, work_d
             if not math.isnan(value) and value >= row.target_return:
                 reached = {"step": step, "train_s": seconds, "eval_return": value}
                 break
-    return {"row": row.name, "env_id": row.env_id, "device": str(device), "num_envs": settings.num_envs,
-            "steps": steps, "train_s": train_s, "sps": steps / train_s if train_s > 0 else math.nan,
+    return {"row": row.name, "agent": row.agent, "env_id": row.env_id, "device": str(device),
+            "num_envs": cfg.env.num_envs, "steps": steps, "train_s": train_s,
+            "sps": steps / train_s if train_s > 0 else math.nan,
+            "steady_sps": steady_sps(curve, warm) if warm is not None else None, "warmup_steps": warm,
             "final_eval": summary["final_eval_return"], "reached": reached, "curve": curve,
-            "config": {"total_steps": cfg.total_steps, "algo": settings.algo}}
+            "config": {"total_steps": cfg.total_steps, "algo": to_dict(cfg.algo) if warm is not None
+                       else settings.algo}}
 
 
 def _verdict(row: TorchRow, result: dict[str, Any]) -> str:
     if result["device"].startswith("cpu"):
         return "CPU scale (the targets are for a GPU)"
+    if row.target_sps is None:
+        return f"measured ({row.agent.upper()} parallel mode, after a warm-up of {result['warmup_steps']:,} env steps)"
     parts = [f"steps/s {'>=' if result['sps'] >= row.target_sps else '<'} {row.target_sps:,.0f}"]
     if row.target_return is not None:
         reached = result["reached"]
@@ -170,24 +232,28 @@ def write_report(out: Path, results: list[dict[str, Any]], notes: list[str], com
     machine, software = machine_info(), versions()
     device_names = sorted({r["device"] for r in results})
     lines = [
-        "# PPO end to end on drl's torch-batched envs", "",
+        "# End to end on drl's torch-batched envs: PPO, and SAC/TD3 parallel mode", "",
         f"Generated {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} by `{command}`. "
         "Every number comes from this run's `results.json`.", "",
         f"Machine: {machine['cpu']}, {machine['usable_cores']} cores; GPU: {', '.join(machine['gpu'] or ['none'])}; "
         f"devices used: {', '.join(device_names) or 'none'}; torch {software['torch']}; load average "
         f"{load_average()}.", "",
-        "Steps/s = env steps / training seconds (the whole loop; evaluations excluded).", "",
-        "| row | env | device | num_envs | env steps | train s | steps/s | final eval | target return reached at | "
-        "vs targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Steps/s = env steps / training seconds (the whole loop; evaluations excluded). Steps/s after warm-up "
+        "(SAC/TD3 rows): over the logged rows after the `learning_starts` random steps and one iteration of updates.",
+        "",
+        "| row | env | device | num_envs | env steps | train s | steps/s | steps/s after warm-up | final eval | "
+        "target return reached at | vs targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {r.name: r for r in ROWS}
     for r in results:
         reached = r["reached"]
         at = f"{reached['train_s']:.1f} s @ {reached['step']:,}" if reached else "not reached"
         final = "-" if r["final_eval"] is None else f"{r['final_eval']:.1f}"
+        steady = "-" if r.get("steady_sps") is None else f"{r['steady_sps']:,.0f}"
+        verdict = _verdict(rows[r["row"]], r)
         lines.append(f"| {r['row']} | {r['env_id']} | {r['device']} | {r['num_envs']:,} | {r['steps']:,} | "
-                     f"{r['train_s']:.1f} | {r['sps']:,.0f} | {final} | {at} | {_verdict(rows[r['row']], r)} |")
+                     f"{r['train_s']:.1f} | {r['sps']:,.0f} | {steady} | {final} | {at} | {verdict} |")
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     lines += ["", "![return vs wall-clock](return_vs_wall.png)", ""]
@@ -219,7 +285,8 @@ def _plot(out: Path, results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    names = args.rows or ([r.name for r in ROWS] if device.type == "cuda" else ["cartpole", "pendulum"])
+    ppo_rows = [r.name for r in ROWS if r.agent == "ppo"]
+    names = args.rows or (ppo_rows if device.type == "cuda" else ["cartpole", "pendulum"])
     out = args.out or RESULTS_DIR / f"torch_ppo_{device.type}"
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.torch_ppo " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -242,11 +309,16 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{row.name} ({row.env_id}) did not run: {type(err).__name__}: {err}")
                 traceback.print_exc()
                 continue
-            print(f"  {result['steps']:,} steps in {result['train_s']:.1f} s = {result['sps']:,.0f} steps/s; "
+            steady = "" if result["steady_sps"] is None else f" ({result['steady_sps']:,.0f} after warm-up)"
+            print(f"  {result['steps']:,} steps in {result['train_s']:.1f} s = {result['sps']:,.0f} steps/s{steady}; "
                   f"final eval {result['final_eval']}", flush=True)
             results.append(result)
-            default = (row.cuda if device.type == "cuda" else row.cpu).total_steps
-            if row.name in args.steps and args.steps[row.name] != default:
+            settings = row.cuda if device.type == "cuda" else row.cpu
+            default = settings.total_steps if row.agent == "ppo" else settings.vec_steps
+            if row.name in args.steps and args.steps[row.name] != default and row.agent != "ppo":
+                notes.append(f"{row.name} timed {args.steps[row.name]:,} vectorised steps after its warm-up (--steps; "
+                             f"the row's default is {default:,})")
+            elif row.name in args.steps and args.steps[row.name] != default:
                 notes.append(f"{row.name} ran {args.steps[row.name]:,} steps (--steps; the row's default is "
                              f"{default:,}), so its return target is judged within that budget only")
     (out / "results.json").write_text(json.dumps({"command": command, "machine": machine_info(),

@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.harness.suites import SOLVE_THRESHOLD
 
-__all__ = ["final_train_return", "compare", "finite"]
+__all__ = ["final_train_return", "compare", "finite", "not_worse"]
 
 LAST_FRACTION = 0.1  # "training return at the end": episodes finished in the last 10% of env steps
 
@@ -118,15 +118,51 @@ def _solve(row: dict, runs: list[dict]) -> dict[str, Any]:
             "variants": variants}
 
 
-def _offpolicy(row: dict, runs: list[dict]) -> dict[str, Any]:
-    out = {"agent": row["agent"], "row": row["name"], "env_id": row["env_id"], "status": row["status"]}
-    if row["status"] == "ok":
-        out |= {"throughput": _throughput(row, runs), "returns": _returns(row, runs)}
+NOISE_SIGMAS = 2.0  # "not worse beyond seed noise": drl's mean >= SB3's mean - 2 standard errors of the difference
+
+
+def not_worse(drl: list[float], sb3: list[float]) -> dict[str, Any]:
+    """Is drl's mean return not worse than SB3's beyond seed noise?
+
+    ``difference`` = mean(drl) - mean(sb3); ``margin`` = 2 x sqrt(s_d^2 / n_d + s_s^2 / n_s) with the
+    sample standard deviations over seeds (Welch's standard error of the difference). ``verdict``:
+    ``"not worse"`` when difference >= -margin, ``"worse"`` otherwise, ``"n/a ..."`` with fewer than
+    two finite values per side.
+    """
+    d, s = [v for v in drl if finite(v)], [v for v in sb3 if finite(v)]
+    if len(d) < 2 or len(s) < 2:
+        return {"difference": statistics.fmean(d) - statistics.fmean(s) if d and s else None, "margin": None,
+                "verdict": "n/a (needs >= 2 seeds per side)"}
+    difference = statistics.fmean(d) - statistics.fmean(s)
+    margin = NOISE_SIGMAS * math.sqrt(statistics.variance(d) / len(d) + statistics.variance(s) / len(s))
+    return {"difference": difference, "margin": margin, "verdict": "not worse" if difference >= -margin else "worse"}
+
+
+def _offpolicy(row: dict, runs: list[dict], floor: dict[str, Any] | None) -> dict[str, Any]:
+    out = {"agent": row["agent"], "row": row["name"], "title": row["title"], "env_id": row["env_id"],
+           "status": row["status"], "target_ratio": row.get("target_ratio")}
+    if row["agent"] == "sac" and floor is not None:
+        out["floor"] = floor
+    if row["status"] != "ok":
+        return out
+    throughput, returns = _throughput(row, runs), _returns(row, runs)
+    ratio, target = throughput["median_ratio"], row.get("target_ratio")
+    out |= {
+        "throughput": throughput, "returns": returns,
+        "drl_ms_per_step": 1000.0 / throughput["drl_median_sps"] if finite(throughput["drl_median_sps"]) else None,
+        "sb3_ms_per_step": 1000.0 / throughput["sb3_median_sps"] if finite(throughput["sb3_median_sps"]) else None,
+        "speed_verdict": None if target is None or ratio is None else ("met" if ratio >= target else "not met"),
+        "eval_not_worse": not_worse(returns["drl"]["per_seed_eval"], returns["sb3"]["per_seed_eval"]),
+        "train_not_worse": not_worse(returns["drl"]["per_seed_train"], returns["sb3"]["per_seed_train"]),
+    }
     return out
 
 
-def compare(rows: list[dict], runs: list[dict]) -> dict[str, list[dict]]:
-    """``{"throughput", "return", "cartpole_solve", "off_policy"}``: one entry per row of each kind."""
+def compare(rows: list[dict], runs: list[dict], floor: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+    """``{"throughput", "return", "cartpole_solve", "off_policy"}``: one entry per row of each kind.
+
+    ``floor``: the SAC update's floor (``benchmarks.run --floor``), attached to the SAC rows.
+    """
     out: dict[str, list[dict]] = {"throughput": [], "return": [], "cartpole_solve": [], "off_policy": []}
     for row in rows:
         if row["kind"] == "ppo":
@@ -135,5 +171,5 @@ def compare(rows: list[dict], runs: list[dict]) -> dict[str, list[dict]]:
         elif row["kind"] == "solve":
             out["cartpole_solve"].append(_solve(row, runs))
         elif row["kind"] == "offpolicy":
-            out["off_policy"].append(_offpolicy(row, runs))
+            out["off_policy"].append(_offpolicy(row, runs, floor))
     return out

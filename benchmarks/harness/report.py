@@ -15,6 +15,7 @@ from drl.runners.on_policy import EVAL_SEED_OFFSET
 
 __all__ = ["write_report", "write_plots", "PLOTS"]
 
+NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
          "steps_per_second": "steps_per_second.png"}
 
@@ -49,9 +50,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # --- hyperparameters ------------------------------------------------------------------------
 def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
     algo, env = hp.get("algo") or {}, hp.get("env") or {}
-    if hp.get("agent") != "ppo":
-        return {"agent": hp.get("agent"), "total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"),
-                **{f"algo.{k}": v for k, v in algo.items()}, "device": hp.get("device")}
+    if hp.get("agent") != "ppo":  # an off-policy row: SB3's names first (the drl fields that carry them)
+        mapping = hp.get("sb3_mapping") or {}
+        mapped = {k: ", ".join(f"{field}={value}" for field, value in fields.items()) for k, fields in mapping.items()}
+        unmatched = {k: "(no drl field)" for k in hp.get("sb3_unmatched") or []}
+        contract = {k: f"(drl's default) {v}" for k, v in (hp.get("sb3_by_contract") or {}).items()}
+        return {"total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"), **mapped, **unmatched,
+                **contract,
+                **{f"algo.{k}": v for k, v in algo.items()}, "device": hp.get("device"),
+                "torch threads": hp.get("torch_threads")}
     lr = algo.get("learning_rate")
     return {
         "total env steps": hp.get("total_steps"), "num_envs": env.get("num_envs"),
@@ -73,8 +80,17 @@ def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sb3_view(hp: dict[str, Any]) -> dict[str, Any]:
-    if not hp.get("class", "").endswith("PPO('MlpPolicy')"):
-        return dict(hp)
+    if not hp.get("class", "").endswith("PPO('MlpPolicy')"):  # SAC / TD3: SB3's names, as drl's view lists them
+        pk = hp.get("policy_kwargs") or {}
+        view = {"total env steps": hp.get("total_timesteps"), "num_envs": hp.get("n_envs"),
+                **{k: v for k, v in hp.items() if k not in ("policy_kwargs", "total_timesteps", "n_envs")},
+                "net_arch": pk.get("net_arch"), "activation_fn": pk.get("activation_fn"),
+                "n_critics": pk.get("n_critics")}
+        if "train_freq" in hp and "gradient_steps" in hp:
+            view["updates_per_step"] = f"gradient_steps {hp['gradient_steps']} / train_freq {hp['train_freq']}"
+        if "action_noise" in hp:
+            view["action_noise_std"] = hp["action_noise"]
+        return view
     pk = hp.get("policy_kwargs") or {}
     arch = pk.get("net_arch") or {}
     norm = hp.get("VecNormalize")
@@ -148,6 +164,8 @@ def _throughput_section(comps: dict[str, Any]) -> list[str]:
     lines = ["## 1. Training throughput (env steps per second)", "",
              "End-to-end training steps/s = env steps / training seconds (rollouts + updates + each library's own "
              "logging; evaluation excluded). Ratio > 1: drl is faster.", ""]
+    if not comps["throughput"]:
+        return lines + [NONE, ""]
     rows = []
     for c in comps["throughput"]:
         if c["status"] != "ok":
@@ -169,6 +187,8 @@ def _return_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]
              f"the trained policy, deterministic actions, {episodes} episodes in one gymnasium env, episode i reset "
              f"with seed `{EVAL_SEED_OFFSET} + seed + i`, identical code for both (not timed). Cells: mean ± std "
              "(min .. max) over seeds.", ""]
+    if not comps["return"]:
+        return lines + [NONE, ""]
     rows = []
     for c in comps["return"]:
         if c["status"] != "ok":
@@ -184,6 +204,8 @@ def _return_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]
 
 def _solve_section(comps: dict[str, Any]) -> list[str]:
     lines = ["## 3. Wall-clock to solve CartPole", ""]
+    if not comps["cartpole_solve"]:
+        return lines + [NONE, ""]
     for c in comps["cartpole_solve"]:
         lines += [f"Solved = first evaluation (deterministic, 10 episodes) with mean return >= {c['threshold']:g}, "
                   f"evaluated every {_n(c['eval_interval'])} env steps after an update; the clock is training time "
@@ -208,18 +230,80 @@ def _solve_section(comps: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _offpolicy_section(comps: dict[str, Any]) -> list[str]:
-    lines = ["## 4. Off-policy: SAC / TD3", ""]
+def _hp_summary(hp: dict[str, Any]) -> str:
+    """One line of an SB3 off-policy run's hyperparameters (its recorded arguments)."""
+    pk = hp.get("policy_kwargs") or {}
+    parts = [f"{hp.get('class', '?')}", f"net_arch {pk.get('net_arch')} {pk.get('activation_fn')}",
+             f"{pk.get('n_critics')} critics", f"batch {hp.get('batch_size')}", f"lr {hp.get('learning_rate')}",
+             f"buffer {_n(hp.get('buffer_size'))}", f"learning_starts {hp.get('learning_starts')}",
+             f"train_freq {hp.get('train_freq')} / gradient_steps {hp.get('gradient_steps')}", f"tau {hp.get('tau')}",
+             f"gamma {hp.get('gamma')}"]
+    for key in ("ent_coef", "target_entropy", "policy_delay", "target_policy_noise", "target_noise_clip",
+                "action_noise"):
+        if key in hp:
+            parts.append(f"{key} {hp[key]}")
+    return ", ".join(parts)
+
+
+def _floor_line(floor: dict[str, Any], comp: dict[str, Any]) -> str:
+    if floor.get("status") != "ok":
+        return f"- Floor of the SAC update: {floor.get('status', 'floor not measured')}."
+    ms = ", ".join(f"{name} {value:.2f} ms" for name, value in floor["ms_per_update"].items())
+    end_to_end = ""
+    if finite(comp.get("drl_ms_per_step")) and finite(comp.get("sb3_ms_per_step")):
+        end_to_end = (f"; end to end on this row (median, one update per env step): drl "
+                      f"{comp['drl_ms_per_step']:.2f} ms, SB3 {comp['sb3_ms_per_step']:.2f} ms per env step")
+    return (f"- Floor of the SAC update (`benchmarks.sac_floor.measure({floor['num_updates']})`: the same "
+            f"forward/backward/optimiser math in a tight loop, no env, no RL loop around it), per update: {ms}"
+            f"{end_to_end}.")
+
+
+def _offpolicy_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    episodes = results["meta"]["final_eval_episodes"]
+    if not comps["off_policy"]:
+        return ["## 4. Off-policy: SAC / TD3", "", NONE, ""]
+    lines = ["## 4. Off-policy: SAC / TD3", "",
+             "SB3's default hyperparameters on both sides (read from SB3's signatures and default policy; drl gets "
+             "them mapped onto its config on top of drl's defaults, see Hyperparameters), one env, same process, "
+             "seeds interleaved, timed as in Setup. TD3's exploration noise is not an SB3 default (SB3 has none): "
+             "both sides get Gaussian noise of std 0.1 on actions scaled to [-1, 1]. Ratio > 1: drl is faster.", ""]
+    summaries = {}
+    for run in results["runs"]:
+        if run["lib"] == "sb3" and "hyperparameters" in run and run["row"] not in summaries:
+            summaries[run["row"]] = _hp_summary(run["hyperparameters"])
+    lines += [f"- `{row}`: {summary}" for row, summary in summaries.items()]
+    lines += ["", "### Throughput (env steps per second)", ""]
     rows = []
     for c in comps["off_policy"]:
         if c["status"] != "ok":
-            rows.append([c["agent"].upper(), c["env_id"], c["status"], "-", "-", "-", "-", "-"])
+            rows.append([c["title"], "-", "-", "-", "-", c["status"]])
             continue
-        t, r = c["throughput"], c["returns"]
-        rows.append([c["agent"].upper(), c["env_id"], "ran", _n(t["drl_median_sps"]), _n(t["sb3_median_sps"]),
-                     _x(t["median_ratio"]), _ms(r["drl"]["eval"]), _ms(r["sb3"]["eval"])])
-    lines += _table(["agent", "env", "status", "drl steps/s (median)", "SB3 steps/s (median)", "drl / SB3",
-                     "drl final eval", "SB3 final eval"], rows)
+        t = c["throughput"]
+        for p in t["per_seed"]:
+            rows.append([c["title"], f"seed {p['seed']}", _n(p["drl_sps"]), _n(p["sb3_sps"]), _x(p["ratio"]), ""])
+        target = "-" if c["target_ratio"] is None else f"{c['target_ratio']:g}x: {c['speed_verdict'] or '-'}"
+        rows.append([f"**{c['title']}**", "**median**", f"**{_n(t['drl_median_sps'])}**",
+                     f"**{_n(t['sb3_median_sps'])}**", f"**{_x(t['median_ratio'])}**", target])
+    lines += _table(["row", "seed", "drl steps/s", "SB3 steps/s", "drl / SB3", "target"], rows)
+    lines += ["", "### Return at equal env steps", "",
+              "Training return and final eval as in section 2 (final eval: deterministic, "
+              f"{episodes} episodes). *Not worse beyond seed noise*: drl's mean >= SB3's mean minus twice the "
+              "standard error of the difference (sample std over seeds, Welch); it needs >= 2 seeds per side.", ""]
+    rows = []
+    for c in comps["off_policy"]:
+        if c["status"] != "ok":
+            continue
+        r, ev, tr = c["returns"], c["eval_not_worse"], c["train_not_worse"]
+        rows.append([c["title"], _n(r["steps"]), str(len(r["drl"]["seeds"])), _ms(r["drl"]["train"]),
+                     _ms(r["sb3"]["train"]), tr["verdict"], _ms(r["drl"]["eval"]), _ms(r["sb3"]["eval"]),
+                     f"{_n(ev['difference'], 1)} (± {_n(ev['margin'], 1)})" if ev["margin"] is not None
+                     else _n(ev["difference"], 1), ev["verdict"]])
+    lines += _table(["row", "env steps", "seeds", "drl training return", "SB3 training return",
+                     "training: not worse?", "drl final eval", "SB3 final eval", "eval drl - SB3 (margin)",
+                     "eval: not worse?"], rows or [["-"] * 10])
+    sac = sorted((c for c in comps["off_policy"] if "floor" in c), key=lambda c: c["env_id"] != "HalfCheetah-v5")
+    if sac:  # next to the SAC row it matters for (HalfCheetah-v5 when it is in the suite)
+        lines += ["", "### Floor", "", _floor_line(sac[0]["floor"], sac[0])]
     return lines + [""]
 
 
@@ -232,7 +316,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     lines += _throughput_section(comps)
     lines += _return_section(comps, results)
     lines += _solve_section(comps)
-    lines += _offpolicy_section(comps)
+    lines += _offpolicy_section(comps, results)
     lines += ["## Plots", "", "Lines: mean over seeds; bands: min .. max over seeds.", ""]
     lines += [f"![{name}]({file})" for name, file in PLOTS.items()] + [""]
     lines += ["## Hyperparameters", "", "Per row, from the first seed's run (the other seeds differ only in the "

@@ -3,10 +3,10 @@
 What the clock covers, on both sides: from just before the first ``env.reset`` of training to the
 end of the last update, in one process with ``torch.set_num_threads(1)``.
 
-* Excluded on both sides: building the envs and the model (drl: the runner's constructor; SB3:
-  ``make_vec_env`` + ``PPO(...)``), every evaluation (drl's ``eval_s``; SB3: evaluations run inside
-  the callback are timed and subtracted), the final deterministic evaluation, and the harness's own
-  bookkeeping in the SB3 callback.
+* Excluded on both sides: building the envs and the model, replay buffer included (drl: the
+  runner's constructor; SB3: ``make_vec_env`` + ``PPO(...)`` / ``SAC(...)`` / ``TD3(...)``), every
+  evaluation (drl's ``eval_s``; SB3: evaluations run inside the callback are timed and subtracted),
+  the final deterministic evaluation, and the harness's own bookkeeping in the SB3 callback.
 * Included on both sides: each library's own per-iteration logging (drl: ``metrics.csv`` and
   TensorBoard; SB3: its logger), episode statistics (drl: its on-device tracker; SB3: ``Monitor``).
 
@@ -17,6 +17,7 @@ recorded by :class:`Recorder` after every update, at the same env steps as drl's
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gc
 import math
 import re
@@ -30,12 +31,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchmarks.harness.suites import SOLVE_THRESHOLD, TORCH_CARTPOLE, Row, Variant, sb3_ppo_defaults
+from benchmarks.harness.suites import (
+    SOLVE_THRESHOLD,
+    TORCH_CARTPOLE,
+    Row,
+    Variant,
+    sb3_offpolicy_defaults,
+    sb3_ppo_defaults,
+)
 from drl.api import config_path_for, load_agent, load_config, train
 from drl.config import TrainConfig, merge, to_dict
+from drl.registry import AGENTS, resolve_config
 from drl.runners.on_policy import EVAL_SEED_OFFSET
 
-__all__ = ["drl_config", "run_drl", "run_sb3", "sb3_ppo_kwargs", "evaluate_actor", "EVAL_ENV_OF"]
+__all__ = ["drl_config", "run_drl", "run_sb3", "sb3_ppo_kwargs", "sb3_offpolicy_kwargs", "drl_offpolicy_overrides",
+           "evaluate_actor", "EVAL_ENV_OF", "OFFPOLICY_FIELDS", "OFFPOLICY_SAME_BY_CONTRACT"]
 
 EVAL_ENV_OF = {"drl/CartPole-v0": "CartPole-v1", "drl/Pendulum-v0": "Pendulum-v1"}  # same dynamics, gymnasium's code
 Actor = Callable[[Any], Any]
@@ -52,6 +62,14 @@ def drl_config(row: Row, variant: Variant, seed: int) -> TrainConfig:
     else:  # drl's runner still evaluates once at the end (untimed); the harness's final evaluation is used
         common["eval_episodes"] = 1
         common["env"]["num_eval_envs"] = 1
+    if row.kind == "offpolicy":  # drl's defaults (no tuned file) + SB3's defaults mapped onto drl's fields
+        algo, _, _ = drl_offpolicy_overrides(row.agent, sb3_offpolicy_defaults(row.agent))
+        algo |= {"num_steps": max(row.log_every // (row.num_envs or 1), 1), "save_replay": False, **row.algo}
+        raw = merge({"agent": row.agent, "env": {"id": variant.env_id, "num_envs": row.num_envs or 1},
+                     "total_steps": row.total_steps, "algo": algo}, common)
+        cfg = resolve_config(merge(raw, variant.overrides))
+        cfg.source = f"drl's {row.agent} defaults + SB3's default {row.agent.upper()} hyperparameters (benchmarks)"
+        return cfg
     if variant.recipe == "torch-cartpole":
         raw = merge({} if config_path_for("ppo", variant.env_id).is_file() else TORCH_CARTPOLE, common)
     else:
@@ -155,6 +173,12 @@ def run_drl(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes
     returns = evaluate_actor(drl_actor(agent), variant.env_id, eval_episodes, seed + EVAL_SEED_OFFSET, cfg.env.kwargs)
     record["final_eval"] = _summary(returns)
     record["hyperparameters"] = {k: v for k, v in to_dict(cfg).items() if k not in ("seed", "progress")}
+    if row.kind == "offpolicy":  # which drl field carries each SB3 default, and which have none
+        sb3 = sb3_offpolicy_defaults(row.agent)
+        _, mapping, unmatched = drl_offpolicy_overrides(row.agent, sb3)
+        record["hyperparameters"]["sb3_mapping"] = _readable(mapping)
+        record["hyperparameters"]["sb3_unmatched"] = unmatched
+        record["hyperparameters"]["sb3_by_contract"] = {k: v for k, v in OFFPOLICY_SAME_BY_CONTRACT.items() if k in sb3}
     return _finish(record)
 
 
@@ -205,13 +229,87 @@ def sb3_ppo_kwargs(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return kwargs, normalize
 
 
-def _sb3_offpolicy_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The SAC/TD3 hyperparameters drl's config shares with SB3's (names that exist on both)."""
-    a = cfg.algo
-    kwargs = {k: getattr(a, k) for k in ("learning_rate", "gamma", "tau", "batch_size", "buffer_size",
-                                         "learning_starts", "train_freq", "gradient_steps") if hasattr(a, k)}
-    if hasattr(a, "actor_hidden") and hasattr(a, "critic_hidden"):
-        kwargs["policy_kwargs"] = {"net_arch": {"pi": list(a.actor_hidden), "qf": list(a.critic_hidden)}}
+# SB3 hyperparameter -> the drl off-policy config field(s) that carry it (every one of them that exists
+# on the agent's config class is set). ``updates_per_step`` is SB3's gradient_steps / train_freq.
+OFFPOLICY_FIELDS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("learning_rate", "actor_learning_rate", "critic_learning_rate", "temperature_learning_rate",
+                      "alpha_learning_rate", "actor_lr", "critic_lr", "alpha_lr"),
+    "buffer_size": ("buffer_size",),
+    "learning_starts": ("learning_starts",),
+    "batch_size": ("batch_size",),
+    "tau": ("tau",),
+    "gamma": ("gamma",),
+    "updates_per_step": ("updates_per_step",),
+    "n_steps": ("n_step", "n_steps", "nstep"),
+    "net_arch": ("actor_hidden", "critic_hidden"),
+    "activation_fn": ("activation",),
+    "n_critics": ("num_critics", "num_q", "num_qs", "ensemble_size", "num_q_heads"),
+    "ent_coef": ("init_temperature", "initial_temperature", "init_alpha", "initial_alpha", "alpha_init"),
+    "policy_delay": ("policy_delay", "actor_delay", "policy_frequency"),
+    "target_policy_noise": ("target_policy_noise", "policy_noise", "target_noise"),
+    "target_noise_clip": ("target_noise_clip", "noise_clip"),
+    "action_noise_std": ("exploration_noise", "action_noise", "exploration_std", "exploration_noise_std"),
+}
+# SB3 hyperparameters whose default drl matches by the issue-9 contract, with no drl value to set.
+OFFPOLICY_SAME_BY_CONTRACT = {
+    "target_entropy": "'auto' = -|A| (drl's default target entropy)",
+    "target_update_interval": "1: Polyak-average the targets after every gradient step (drl does)",
+}
+
+
+def _drl_value(key: str, value: Any) -> Any:
+    """An SB3 value in drl's form (``ent_coef`` 'auto' / 'auto_0.1' -> the initial temperature 1.0 / 0.1)."""
+    if key == "activation_fn":
+        return value.__name__.lower()
+    if key == "net_arch":
+        return list(value)
+    if key == "ent_coef" and isinstance(value, str):
+        return float(value.split("_", 1)[1]) if "_" in value else 1.0
+    return value
+
+
+def drl_offpolicy_overrides(agent: str, hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict], list[str]]:
+    """SB3 hyperparameters (:func:`~benchmarks.harness.suites.sb3_offpolicy_defaults`) -> drl ``algo`` overrides.
+
+    Returns ``(algo overrides, {sb3 key: {drl field: value}}, unmatched sb3 keys)``: every field of
+    :data:`OFFPOLICY_FIELDS` that exists on ``drl.registry.AGENTS[agent].config_class`` is set; an SB3
+    key with none of its fields there (and not in :data:`OFFPOLICY_SAME_BY_CONTRACT`) is unmatched,
+    and the report lists it. An unregistered agent maps nothing (everything unmatched).
+    """
+    spec = AGENTS.get(agent)
+    names = {f.name for f in dataclasses.fields(spec.config_class)} if spec is not None else set()
+    sb3 = dict(hparams)
+    train_freq = sb3.pop("train_freq", 1)
+    train_freq = train_freq[0] if isinstance(train_freq, tuple) else train_freq
+    sb3["updates_per_step"] = sb3.pop("gradient_steps", 1) / train_freq
+    overrides: dict[str, Any] = {}
+    mapping: dict[str, dict[str, Any]] = {}
+    unmatched = []
+    for key, value in sb3.items():
+        fields = [name for name in OFFPOLICY_FIELDS.get(key, ()) if name in names]
+        if fields:
+            mapping[key] = {name: _drl_value(key, value) for name in fields}
+            overrides |= mapping[key]
+        elif key not in OFFPOLICY_SAME_BY_CONTRACT:
+            unmatched.append(key)
+    return overrides, mapping, unmatched
+
+
+def sb3_offpolicy_kwargs(agent: str, hparams: dict[str, Any], action_dim: int) -> dict[str, Any]:
+    """SB3 hyperparameters -> ``stable_baselines3.SAC`` / ``TD3`` keyword arguments (all explicit).
+
+    ``action_noise_std`` (TD3) becomes ``NormalActionNoise(0, std)`` on every action dimension; SB3
+    adds it to the action scaled to [-1, 1] and clips.
+    """
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    kwargs = {k: v for k, v in hparams.items() if k not in ("net_arch", "activation_fn", "n_critics",
+                                                             "action_noise_std")}
+    kwargs["policy_kwargs"] = {"net_arch": list(hparams["net_arch"]), "activation_fn": hparams["activation_fn"],
+                               "n_critics": hparams["n_critics"]}
+    if "action_noise_std" in hparams:
+        std = float(hparams["action_noise_std"])
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(action_dim), np.full(action_dim, std))
     return kwargs
 
 
@@ -222,6 +320,8 @@ def _readable(kwargs: dict[str, Any]) -> dict[str, Any]:
             out[k] = _readable(v)
         elif isinstance(v, type):
             out[k] = v.__name__
+        elif type(v).__name__ == "NormalActionNoise":
+            out[k] = repr(v)
         elif callable(v):
             out[k] = repr(v)
         else:
@@ -298,45 +398,60 @@ def sb3_actor(model: Any, venv: Any) -> Actor:
     return act
 
 
+def _sb3_offpolicy_setup(row: Row, variant: Variant) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """SB3's default hyperparameters for the row's agent, the kwargs from them, and the action size."""
+    hparams = sb3_offpolicy_defaults(row.agent)
+    probe = gym.make(variant.env_id)
+    action_dim = int(np.prod(probe.action_space.shape))
+    probe.close()
+    return hparams, sb3_offpolicy_kwargs(row.agent, hparams, action_dim), action_dim
+
+
 def run_sb3(row: Row, variant: Variant, seed: int, eval_episodes: int) -> dict[str, Any]:
-    """Train ``stable_baselines3.PPO`` (or SAC/TD3) with the row's config mapped onto SB3 names."""
+    """Train ``stable_baselines3.PPO`` (the row's drl config mapped onto SB3 names) or SAC/TD3 (SB3's defaults)."""
     import stable_baselines3 as sb3
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    cfg = drl_config(row, variant, seed)
-    torch.set_num_threads(1)
-    venv = make_vec_env(variant.env_id, n_envs=cfg.env.num_envs, seed=seed, env_kwargs=cfg.env.kwargs,
-                        vec_env_cls=DummyVecEnv)  # each env wrapped in Monitor
     normalize: dict[str, Any] = {}
-    if row.agent == "ppo":
+    if row.kind == "offpolicy":  # needs no drl agent: SB3's defaults are the row's definition
+        num_envs, env_kwargs, eval_interval, eval_n = row.num_envs or 1, {}, row.eval_interval, 10
+        _, kwargs, _ = _sb3_offpolicy_setup(row, variant)
+        record_every = max(row.log_every, num_envs)
+        record = {"row": row.name, "variant": variant.label, "lib": variant.lib, "env_id": variant.env_id,
+                  "device": variant.device, "seed": seed, "num_envs": num_envs, "total_steps": row.total_steps}
+        total_steps = row.total_steps
+    else:
+        cfg = drl_config(row, variant, seed)
+        num_envs, env_kwargs, eval_interval, eval_n = cfg.env.num_envs, cfg.env.kwargs, cfg.eval_interval, \
+            cfg.eval_episodes
         kwargs, normalize = sb3_ppo_kwargs(cfg)
         record_every = cfg.algo.num_steps * cfg.env.num_envs
-    else:
-        kwargs = _sb3_offpolicy_kwargs(cfg)
-        record_every = max(cfg.total_steps // 50, cfg.env.num_envs)
+        record = _base_record(row, variant, seed, cfg)
+        total_steps = cfg.total_steps
+    torch.set_num_threads(1)
+    venv = make_vec_env(variant.env_id, n_envs=num_envs, seed=seed, env_kwargs=env_kwargs,
+                        vec_env_cls=DummyVecEnv)  # each env wrapped in Monitor
     if normalize:
         venv = VecNormalize(venv, **normalize)
     model = getattr(sb3, row.agent.upper())("MlpPolicy", venv, seed=seed, device=variant.device, verbose=0, **kwargs)
 
     def evaluate(m: Any) -> list[float]:
-        return evaluate_actor(sb3_actor(m, venv), variant.env_id, cfg.eval_episodes, seed + EVAL_SEED_OFFSET,
-                              cfg.env.kwargs)
+        return evaluate_actor(sb3_actor(m, venv), variant.env_id, eval_n, seed + EVAL_SEED_OFFSET, env_kwargs)
 
     callback = _recorder()
     gc.collect()
-    callback.setup(record_every, cfg.eval_interval, evaluate if cfg.eval_interval else None)  # starts the clock
-    model.learn(total_timesteps=cfg.total_steps, callback=callback)
-    record = _base_record(row, variant, seed, cfg)
+    callback.setup(record_every, eval_interval, evaluate if eval_interval else None)  # starts the clock
+    model.learn(total_timesteps=total_steps, callback=callback)
     record["curve"] = callback.curve
     returns = evaluate_actor(sb3_actor(model, venv), variant.env_id, eval_episodes, seed + EVAL_SEED_OFFSET,
-                             cfg.env.kwargs)
+                             env_kwargs)
     record["final_eval"] = _summary(returns)
     record["hyperparameters"] = {
-        "class": f"stable_baselines3.{row.agent.upper()}('MlpPolicy')", "total_timesteps": cfg.total_steps,
-        "n_envs": cfg.env.num_envs, "vec_env": "DummyVecEnv of Monitor(gym.make(env_id))",
+        "class": f"stable_baselines3.{row.agent.upper()}('MlpPolicy')", "total_timesteps": total_steps,
+        "n_envs": num_envs, "vec_env": "DummyVecEnv of Monitor(gym.make(env_id))",
         "VecNormalize": normalize or None, "device": variant.device, **_readable(kwargs),
-        "eval_interval": cfg.eval_interval, "eval_episodes": cfg.eval_episodes if cfg.eval_interval else None,
+        "eval_interval": eval_interval, "eval_episodes": eval_n if eval_interval else None,
     }
     venv.close()
     return _finish(record)

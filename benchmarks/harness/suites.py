@@ -13,6 +13,14 @@ Hyperparameters come from one place per row (``hparams``):
 
 Either way the resolved drl config is the source of truth, and the SB3 side gets the same values
 mapped onto SB3's argument names (:func:`benchmarks.harness.sides.sb3_ppo_kwargs`).
+
+The off-policy rows (``kind="offpolicy"``, SAC and TD3) go the other way: their hyperparameters are
+SB3's own defaults for that algorithm, read from SB3's signatures and its default policy
+(:func:`sb3_offpolicy_defaults`); SB3 gets them as explicit arguments, and drl gets them mapped onto
+its config's fields on top of drl's defaults (never a tuned file), see
+:func:`benchmarks.harness.sides.drl_offpolicy_overrides`. The one value that is not SB3's default:
+TD3's exploration noise, which SB3 leaves off (``action_noise=None``); both sides get Gaussian
+noise of std :data:`TD3_EXPLORATION_NOISE` (in actions scaled to [-1, 1]), as in the TD3 paper.
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Variant", "Row", "Suite", "SUITES", "SOLVE_THRESHOLD", "TORCH_CARTPOLE", "sb3_ppo_defaults"]
+__all__ = ["Variant", "Row", "Suite", "SUITES", "SOLVE_THRESHOLD", "TORCH_CARTPOLE", "TD3_EXPLORATION_NOISE",
+           "OFFPOLICY_TARGET_RATIO", "sb3_ppo_defaults", "sb3_offpolicy_defaults"]
 
 SOLVE_THRESHOLD = 475.0  # gymnasium's CartPole-v1 reward_threshold
 CARTPOLE_EVAL_INTERVAL = 4096  # env steps between evaluations in the solve rows (all variants)
+TD3_EXPLORATION_NOISE = 0.1  # std of TD3's Gaussian exploration noise on both sides (SB3's default: none)
+OFFPOLICY_TARGET_RATIO = 1.5  # issue 9: drl >= 1.5x SB3's end-to-end steps/s on HalfCheetah-v5 with one env
 
 # drl/CartPole-v0 on many envs when configs/ppo/drl-CartPole-v0.yaml does not exist (yet): one
 # iteration = 256 envs x 16 steps = 4096 env steps = one evaluation interval.
@@ -63,7 +74,8 @@ class Row:
     """One comparison setting.
 
     ``kind``: ``"ppo"`` (throughput and return at equal steps), ``"solve"`` (wall-clock to an
-    evaluation return of :data:`SOLVE_THRESHOLD`) or ``"offpolicy"`` (SAC/TD3, when drl has them).
+    evaluation return of :data:`SOLVE_THRESHOLD`) or ``"offpolicy"`` (SAC/TD3 with SB3's defaults:
+    throughput and return at equal steps, run once drl's registry has the agent).
     """
 
     name: str
@@ -78,6 +90,8 @@ class Row:
     algo: dict[str, Any] = field(default_factory=dict)  # algo overrides on top of ``hparams``
     eval_interval: int = 0  # env steps between (untimed) evaluations during training; 0: none
     agent: str = "ppo"
+    log_every: int = 0  # off-policy rows: env steps per logged row (drl's ``algo.num_steps`` x num_envs)
+    target_ratio: float | None = None  # the drl / SB3 steps/s the row is judged against, if any
 
 
 @dataclass
@@ -122,9 +136,18 @@ def _cartpole(steps: int | None, seeds: int, eval_interval: int = CARTPOLE_EVAL_
     return row
 
 
-def _offpolicy(agent: str, steps: int, seeds: int) -> Row:
-    return Row(agent, f"{agent.upper()} on Pendulum-v1", "offpolicy", "Pendulum-v1", steps, seeds,
-               _pair("Pendulum-v1"), "drl-tuned", agent=agent)
+def _offpolicy(agent: str, env: str, steps: int, seeds: int, log_every: int = 1000) -> Row:
+    """A SAC/TD3 row with SB3's default hyperparameters on both sides, one env (``--only`` name:
+    ``<agent>-<env>``, e.g. ``sac-halfcheetah``); HalfCheetah-v5 rows carry the 1.5x speed target."""
+    short = env.split("-")[0].lower()
+    target = OFFPOLICY_TARGET_RATIO if env == "HalfCheetah-v5" else None
+    return Row(f"{agent}-{short}", f"{agent.upper()}, {env}, 1 env", "offpolicy", env, steps, seeds, _pair(env),
+               "sb3-defaults", 1, agent=agent, log_every=min(log_every, steps), target_ratio=target)
+
+
+def _offpolicy_rows(halfcheetah_steps: int, pendulum_steps: int, seeds: int, log_every: int = 1000) -> list[Row]:
+    return [_offpolicy(agent, env, steps, seeds, log_every) for env, steps in
+            (("HalfCheetah-v5", halfcheetah_steps), ("Pendulum-v1", pendulum_steps)) for agent in ("sac", "td3")]
 
 
 SUITES: dict[str, Suite] = {
@@ -137,29 +160,29 @@ SUITES: dict[str, Suite] = {
             _mujoco("HalfCheetah-v5", 1, 1024, 1, {"num_steps": 512, "minibatch_size": 128, "num_epochs": 2},
                     normalize=True),
             _cartpole(2048, 1, eval_interval=1024, torch_overrides={"total_steps": 8192}),
-            _offpolicy("sac", 500, 1),
-            _offpolicy("td3", 500, 1),
+            *_offpolicy_rows(300, 300, 1, log_every=100),
         ],
         final_eval_episodes=2,
     ),
     "quick": Suite(
         "quick",
         "HalfCheetah-v5 with 1 and 8 envs at 32,768 steps (SB3 defaults; 1 env also with obs + reward "
-        "normalisation), CartPole solve; 2 seeds (< 15 min)",
+        "normalisation), CartPole solve; 2 seeds (< 15 min); SAC and TD3 (SB3 defaults, 1 env) on HalfCheetah-v5 "
+        "and Pendulum-v1 at 5,000 steps, 3 seeds (about 20 more minutes)",
         [
             _mujoco("HalfCheetah-v5", 1, 32_768, 2),
             _mujoco("HalfCheetah-v5", 8, 32_768, 2),
             _mujoco("HalfCheetah-v5", 1, 32_768, 2, normalize=True),
             _cartpole(None, 2),
-            _offpolicy("sac", 5_000, 1),
-            _offpolicy("td3", 5_000, 1),
+            *_offpolicy_rows(5_000, 5_000, 3),
         ],
     ),
     "full": Suite(
         "full",
         "HalfCheetah-v5 and Hopper-v5 with 1 and 8 envs at 500k steps (SB3 defaults; HalfCheetah-v5 with 1 env "
         "also with obs + reward normalisation), Pendulum-v1 (drl's tuned config), CartPole solve; 3 seeds each "
-        "(about two and a half hours on 2 shared CPU cores)",
+        "(about two and a half hours on 2 shared CPU cores); SAC and TD3 (SB3 defaults, 1 env) on HalfCheetah-v5 "
+        "at 50,000 steps and Pendulum-v1 at 20,000 steps, 3 seeds (about two more hours)",
         [
             _mujoco("HalfCheetah-v5", 1, 500_000, 3),
             _mujoco("HalfCheetah-v5", 8, 500_000, 3),
@@ -169,8 +192,7 @@ SUITES: dict[str, Suite] = {
             Row("pendulum-8env", "Pendulum-v1, 8 envs (drl's tuned config)", "ppo", "Pendulum-v1", 0, 3,
                 _pair("Pendulum-v1"), "drl-tuned"),
             _cartpole(None, 3),
-            _offpolicy("sac", 20_000, 2),
-            _offpolicy("td3", 20_000, 2),
+            *_offpolicy_rows(50_000, 20_000, 3),
         ],
     ),
 }
@@ -201,3 +223,38 @@ def sb3_ppo_defaults() -> dict[str, Any]:
             "squash_actions": False,
         },
     }
+
+
+def warm_up_row(agent: str) -> Row:
+    """The untimed warm-up of an off-policy agent: 200 steps on Pendulum-v1 (100 of them updates)."""
+    return _offpolicy(agent, "Pendulum-v1", 200, 1, log_every=100)
+
+
+SB3_OFFPOLICY_KEYS = ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma", "train_freq",
+                      "gradient_steps", "n_steps", "ent_coef", "target_entropy", "target_update_interval",
+                      "policy_delay", "target_policy_noise", "target_noise_clip")
+OFFPOLICY_EXTRA: dict[str, dict[str, Any]] = {"td3": {"action_noise_std": TD3_EXPLORATION_NOISE}}
+
+
+def sb3_offpolicy_defaults(agent: str) -> dict[str, Any]:
+    """SB3's default SAC/TD3 hyperparameters (``agent``: ``"sac"`` or ``"td3"``), in SB3's names.
+
+    Read from ``SAC.__init__`` / ``TD3.__init__``'s signature (the keys of :data:`SB3_OFFPOLICY_KEYS`
+    this SB3 version has) and from its default ``MlpPolicy`` built on a tiny Box space:
+    ``net_arch`` (SAC: [256, 256]; TD3: [400, 300], actor and each critic alike), ``activation_fn``
+    (ReLU) and ``n_critics`` (2). Plus :data:`OFFPOLICY_EXTRA` (TD3's exploration noise std, not an
+    SB3 default). A non-list ``net_arch`` (a newer SB3 with separate actor/critic defaults) raises.
+    """
+    import stable_baselines3 as sb3
+    from gymnasium.spaces import Box
+
+    cls = getattr(sb3, agent.upper())
+    signature = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    out = {k: signature[k] for k in SB3_OFFPOLICY_KEYS if k in signature}
+    policy = cls.policy_aliases["MlpPolicy"](Box(-1.0, 1.0, (3,)), Box(-1.0, 1.0, (1,)), lambda _: 1e-3)
+    if not isinstance(policy.net_arch, list):
+        raise RuntimeError(f"this SB3 version's {agent.upper()} policy has net_arch {policy.net_arch!r}, not one "
+                           "shared list; update benchmarks/harness/suites.py")
+    out |= {"net_arch": list(policy.net_arch), "activation_fn": policy.activation_fn,
+            "n_critics": int(policy.critic_kwargs["n_critics"])}
+    return out | OFFPOLICY_EXTRA.get(agent, {})
