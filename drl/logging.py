@@ -85,14 +85,15 @@ class RunLogger:
         logged_step: rows (and TensorBoard events) after this step are dropped on resume; default
             ``start_step`` (a run resumed inside an iteration drops the partial row it logged).
 
-    A row with keys that are not columns yet (an agent's own metrics) adds them: the file is
-    rewritten once with the wider header, earlier rows get empty cells there.
+        grow_columns: a row with keys that are not columns yet (an agent's own metrics) adds them:
+            the file is rewritten once with the wider header, earlier rows get empty cells there.
+            Off: such keys are not written to ``metrics.csv`` (TensorBoard gets every key).
     """
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, progress: bool = True,
                  extra_columns: list[str] | None = None, config: dict[str, Any] | None = None,
                  config_source: str | None = None, log_interval: int = 0, stream: TextIO | None = None,
-                 logged_step: int | None = None):
+                 logged_step: int | None = None, grow_columns: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
         stream = stream if stream is not None else sys.stdout
@@ -115,6 +116,7 @@ class RunLogger:
             with csv_path.open("w", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns).writeheader()
         self._csv_path = csv_path
+        self.grow_columns = grow_columns
         self._open_csv()
         tb_dir = run_dir / "tensorboard"
         # TensorBoard hides events at steps >= purge_step from earlier sessions: the checkpoint's own row stays
@@ -136,7 +138,7 @@ class RunLogger:
     def log(self, row: dict[str, Any]) -> None:
         """Record one iteration; non-finite and missing values are written as empty cells."""
         step = int(row["global_step"])
-        new_columns = [key for key in row if key not in self.columns]
+        new_columns = [key for key in row if key not in self.columns] if self.grow_columns else []
         if new_columns:  # e.g. an off-policy agent's metrics, from its first update on
             self._csv_file.close()
             self.columns += new_columns

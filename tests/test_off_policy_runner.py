@@ -356,3 +356,67 @@ def test_nan_in_the_update_stops_with_an_emergency_checkpoint(tmp_path: Path) ->
     assert emergency["runner"]["global_step"] == 64 and emergency["runner"]["iteration"] == 2  # iteration 3's start
     assert torch.isfinite(emergency["agent_state"]["weight"]).all()
     assert not (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+
+
+def test_signal_inside_evaluation_saves_the_step_boundary_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """SIGINT inside the evaluation at the end of iteration 3: the run is saved after its last step with
+    the iteration's rows pending (nothing of the evaluation or the row); the resume evaluates, logs the
+    row and ends like the uninterrupted run. Through the CLI: exit 130 and the resume line."""
+    import drl.runners.off_policy as off_policy
+    from drl.cli import main
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    OffPolicyRunner(_resume_cfg(), LinearAgent, whole).train()
+    original, calls = off_policy.evaluate_policy, []
+
+    def evaluate(*args: Any, **kwargs: Any) -> list[float]:
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(off_policy, "evaluate_policy", evaluate)
+    args = ["train", "linear", "--env", "drl/Pendulum-v0", "--run-dir", str(parts), "--no-progress",
+            "--device", "cpu", "--steps", str(TOTAL), "--seed", "5", "--num-envs", str(NUM_ENVS),
+            "--set", "eval_interval=32", "--set", "eval_episodes=2", "--set", "checkpoint_interval=0",
+            "--set", "env.num_eval_envs=2", "--set", "env.kwargs.max_episode_steps=7",
+            "--set", "algo.learning_starts=40", "--set", "algo.updates_per_step=0.75", "--set", "algo.num_steps=8"]
+    assert main(args) == 130
+    assert "at step 96; continue from step 96 with: drl train --resume" in capsys.readouterr().err
+    stopped = load_checkpoint(parts / "checkpoints" / "latest.pt")
+    assert stopped["runner"]["global_step"] == 96 and stopped["runner"]["iteration"] == 2
+    assert len(stopped["iteration_rows"]["replay_rows"]) == 8  # the whole iteration, not yet logged
+    assert [int(r["global_step"]) for r in _rows(parts)] == [32, 64]
+    monkeypatch.setattr(off_policy, "evaluate_policy", original)
+    assert main(["train", "--resume", str(parts)]) == 0
+    assert _rows(parts) == _rows(whole)
+    final_whole = load_checkpoint(whole / "checkpoints" / "latest.pt")
+    final_parts = load_checkpoint(parts / "checkpoints" / "latest.pt")
+    _assert_trees_equal(final_whole["agent_state"], final_parts["agent_state"], "agent_state")
+
+
+def test_second_signal_inside_a_step_goes_back_to_the_iteration_start(tmp_path: Path) -> None:
+    """A second signal forces a stop inside an update: the step is half done, so latest.pt is the copy
+    taken when the iteration began, and no replay.pt is written for it (the replay is ahead of it)."""
+    runner = OffPolicyRunner(_resume_cfg(), LinearAgent, tmp_path / "run")
+    update, calls = runner.agent.update, [0]
+
+    def update_then_forced_stop(replay, num_updates, progress):
+        calls[0] += 1
+        metrics = update(replay, num_updates, progress)
+        if calls[0] == 14:  # at global_step 112, in iteration 4 (96 .. 128)
+            runner.stop.request(signal.SIGINT)
+            runner.stop.request(signal.SIGINT)  # raises TrainingInterrupted here, inside the step
+        return metrics
+
+    runner.agent.update = update_then_forced_stop
+    summary = runner.train()
+    assert summary["interrupted"] and summary["steps"] == 96
+    latest = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert latest["runner"]["global_step"] == 96 and latest["iteration_rows"]["replay_rows"] == []
+    # replay.pt, if any, is from a best.pt at or before step 96 and holds what the replay held then
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / REPLAY_FILE)
+    replay = ReplayBuffer(runner.capacity, NUM_ENVS, runner.agent.storage_fields())
+    replay.load_state_dict(saved["replay"])
+    assert saved["global_step"] <= 96 and len(replay) * NUM_ENVS == saved["global_step"]

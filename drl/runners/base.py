@@ -514,13 +514,13 @@ class Runner:
         self.eval_env.close()
         return summary
 
-    def _open_logger(self, logged_step: int | None = None) -> RunLogger:
+    def _open_logger(self, logged_step: int | None = None, grow_columns: bool = False) -> RunLogger:
         """The run's logger, continuing from ``global_step``; rows past ``logged_step`` (default:
-        ``global_step``) that an earlier process logged are dropped."""
+        ``global_step``) that an earlier process logged are dropped; ``grow_columns``: see :class:`RunLogger`."""
         cfg = self.cfg
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
                          config=to_dict(cfg), config_source=getattr(cfg, "source", None),
-                         log_interval=cfg.log_interval, logged_step=logged_step)
+                         log_interval=cfg.log_interval, logged_step=logged_step, grow_columns=grow_columns)
 
     def _evaluate_if_due(self, clock: Stopwatch, last: bool) -> tuple[float, float]:
         """Evaluate when due (``global_step`` reached ``next_eval_step``, or ``last``): ``(mean, std)``

@@ -260,9 +260,11 @@ class OffPolicyRunner(Runner):
                 "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
                 "wall_s": state["wall_s"], "sps": sps}
 
-    def _open_logger(self, logged_step: int | None = None) -> RunLogger:
-        """A run stopped inside an iteration logged a partial row: a resume drops it (the whole row comes)."""
-        return super()._open_logger(self.state["row_start_step"] if logged_step is None else logged_step)
+    def _open_logger(self, logged_step: int | None = None, grow_columns: bool = True) -> RunLogger:
+        """The agent's metrics become columns of metrics.csv; a run stopped inside an iteration logged a
+        partial row, which a resume drops (the whole row comes)."""
+        return super()._open_logger(self.state["row_start_step"] if logged_step is None else logged_step,
+                                    grow_columns)
 
     def _skip_past_evaluations(self) -> None:
         """Nothing to skip: a checkpoint inside an iteration may precede its due evaluation, which is done."""
