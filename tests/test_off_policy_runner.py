@@ -420,3 +420,45 @@ def test_second_signal_inside_a_step_goes_back_to_the_iteration_start(tmp_path: 
     replay = ReplayBuffer(runner.capacity, NUM_ENVS, runner.agent.storage_fields())
     replay.load_state_dict(saved["replay"])
     assert saved["global_step"] <= 96 and len(replay) * NUM_ENVS == saved["global_step"]
+
+
+def test_resume_without_env_state_drops_the_episodes_in_progress(tmp_path: Path) -> None:
+    """Gymnasium adapter (no env state): the envs are reset on resume, inside iteration 4; its row counts
+    only the episodes that began after the reset, the replay (restored) goes on from there."""
+    cfg = api.load_config("linear", "Pendulum-v1", overrides={
+        "total_steps": TOTAL, "progress": False, "device": "cpu", "seed": 5, "eval_interval": 32, "eval_episodes": 2,
+        "checkpoint_interval": 0, "env": {"num_envs": NUM_ENVS, "num_eval_envs": 2,
+                                          "kwargs": {"max_episode_steps": 7}},
+        "algo": {"learning_starts": 40, "updates_per_step": 0.75, "num_steps": 8}})
+    run_dir = tmp_path / "run"
+    _train_interrupted(cfg, run_dir)
+    assert "env_state" not in load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    resumed = OffPolicyRunner(cfg, LinearAgent, run_dir, resume=True)
+    assert len(resumed.replay) == STOP_AT
+    resumed.train()
+    assert len(resumed.replay) == 60
+    rows = _rows(run_dir)
+    assert [int(r["global_step"]) for r in rows] == [32 * i for i in range(1, 8)] + [240]
+    # 7-step episodes end at vectorised steps 7, 14, 21 (rows 1-3); the reset after step 27 restarts them:
+    # none ends in row 4 (steps 25-32), the next at step 34 (row 5)
+    assert [int(r["episodes"]) for r in rows[:5]] == [4, 4, 4, 0, 4]
+
+
+def test_env_error_leaves_an_emergency_checkpoint_of_the_iteration_start(tmp_path: Path) -> None:
+    from envs.core import EnvStepError
+
+    runner = OffPolicyRunner(_resume_cfg(), LinearAgent, tmp_path / "run")
+    env_step, calls = runner.env.step, [0]
+
+    def failing_step(actions: torch.Tensor):
+        calls[0] += 1
+        if calls[0] == 20:  # vectorised step 20: row t=3 of iteration 3
+            raise RuntimeError("simulator exploded")
+        return env_step(actions)
+
+    runner.env.step = failing_step
+    with pytest.raises(EnvStepError, match="simulator exploded") as info:
+        runner.train()
+    assert "global_step 80" in str(info.value) and "t=3" in str(info.value)
+    emergency = load_checkpoint(tmp_path / "run" / "checkpoints" / "emergency.pt")
+    assert emergency["runner"]["global_step"] == 64 and emergency["emergency"]["error_type"] == "EnvStepError"
