@@ -462,3 +462,13 @@ def test_env_error_leaves_an_emergency_checkpoint_of_the_iteration_start(tmp_pat
     assert "global_step 80" in str(info.value) and "t=3" in str(info.value)
     emergency = load_checkpoint(tmp_path / "run" / "checkpoints" / "emergency.pt")
     assert emergency["runner"]["global_step"] == 64 and emergency["emergency"]["error_type"] == "EnvStepError"
+
+
+def test_a_replay_that_does_not_fit_is_refused_before_allocating(tmp_path: Path) -> None:
+    from drl.resources import ResourceError
+
+    with pytest.raises(ResourceError, match=r"the replay buffer \(algo.buffer_size = 10,000,000,000,000 transitions "
+                                            r"of 34 bytes, as 5,000,000,000,000 rounds of env.num_envs = 2\).*"
+                                            r"lower config key 'algo.buffer_size'"):
+        OffPolicyRunner(_cfg(buffer_size=10**13), LinearAgent, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
