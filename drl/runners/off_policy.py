@@ -178,6 +178,8 @@ class OffPolicyRunner(Runner):
         self._updates = int(rows.get("updates", 0))
         self._metric_sums = {name: torch.tensor(value, dtype=getattr(torch, dtype), device=self.device)
                              for name, (value, dtype) in rows.get("metric_sums", {}).items()}
+        if self.finished:
+            return  # nothing left to train (api.resume leaves the run as it is): the replay is not needed
         step, reason = self.state["global_step"], self._load_replay(path.parent / REPLAY_FILE)
         if reason is None:
             self._replay_step = self._replay_file_step = step
