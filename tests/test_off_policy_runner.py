@@ -472,3 +472,15 @@ def test_a_replay_that_does_not_fit_is_refused_before_allocating(tmp_path: Path)
                                             r"lower config key 'algo.buffer_size'"):
         OffPolicyRunner(_cfg(buffer_size=10**13), LinearAgent, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_more_steps_continues_after_the_short_last_iteration(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    OffPolicyRunner(_resume_cfg(), LinearAgent, run_dir).train()  # rows end ..., 224, 240 (a short last one)
+    summary = api.resume(run_dir, total_steps=310)
+    assert "note: total_steps 310 rounded up to 312" in capsys.readouterr().err
+    assert summary["steps"] == 312 and not summary["interrupted"]
+    assert [int(r["global_step"]) for r in _rows(run_dir)][-5:] == [224, 240, 272, 304, 312]  # 32 per iteration again
+    assert "total_steps: 312" in (run_dir / "config.yaml").read_text()
+    assert api.resume(run_dir)["already_finished"] is True
