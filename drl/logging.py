@@ -82,11 +82,18 @@ class RunLogger:
             its rows at ``global_step <= start_step`` and TensorBoard purges later events, so the
             logs continue exactly from the checkpoint.
         progress: show the rich progress bar.
+        logged_step: rows (and TensorBoard events) after this step are dropped on resume; default
+            ``start_step`` (a run resumed inside an iteration drops the partial row it logged).
+
+        grow_columns: a row with keys that are not columns yet (an agent's own metrics) adds them:
+            the file is rewritten once with the wider header, earlier rows get empty cells there.
+            Off: such keys are not written to ``metrics.csv`` (TensorBoard gets every key).
     """
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, progress: bool = True,
                  extra_columns: list[str] | None = None, config: dict[str, Any] | None = None,
-                 config_source: str | None = None, log_interval: int = 0, stream: TextIO | None = None):
+                 config_source: str | None = None, log_interval: int = 0, stream: TextIO | None = None,
+                 logged_step: int | None = None, grow_columns: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
         stream = stream if stream is not None else sys.stdout
@@ -97,19 +104,24 @@ class RunLogger:
 
         self.run_dir = run_dir
         self.columns = CSV_COLUMNS + [c for c in (extra_columns or []) if c not in CSV_COLUMNS]
+        logged_step = start_step if logged_step is None else logged_step
         csv_path = run_dir / "metrics.csv"
         if csv_path.is_file() and csv_path.stat().st_size > 0:
             # a resumed run: keep the rows up to the checkpoint's step, drop what ran past it
-            truncate_metrics(csv_path, start_step, self.columns)
+            with csv_path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            self.columns += [c for c in header if c and c not in self.columns]  # columns an agent added
+            truncate_metrics(csv_path, logged_step, self.columns)
         else:
             with csv_path.open("w", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns).writeheader()
-        self._csv_file = csv_path.open("a", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
+        self._csv_path = csv_path
+        self.grow_columns = grow_columns
+        self._open_csv()
         tb_dir = run_dir / "tensorboard"
         # TensorBoard hides events at steps >= purge_step from earlier sessions: the checkpoint's own row stays
         resumed_tb = tb_dir.is_dir() and any(tb_dir.glob("events.out.tfevents.*"))
-        self.tb = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step + 1 if resumed_tb else None)
+        self.tb = SummaryWriter(log_dir=str(tb_dir), purge_step=logged_step + 1 if resumed_tb else None)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
@@ -119,9 +131,19 @@ class RunLogger:
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, sps=0.0, ret="-")
         self.progress.start()
 
+    def _open_csv(self) -> None:
+        self._csv_file = self._csv_path.open("a", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
+
     def log(self, row: dict[str, Any]) -> None:
         """Record one iteration; non-finite and missing values are written as empty cells."""
         step = int(row["global_step"])
+        new_columns = [key for key in row if key not in self.columns] if self.grow_columns else []
+        if new_columns:  # e.g. an off-policy agent's metrics, from its first update on
+            self._csv_file.close()
+            self.columns += new_columns
+            truncate_metrics(self._csv_path, step, self.columns)  # the same rows under the wider header
+            self._open_csv()
         for key, value in row.items():
             if key not in ("global_step", "iteration") and isinstance(value, (int, float)) and math.isfinite(value):
                 self.tb.add_scalar(key, value, step)

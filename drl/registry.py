@@ -20,6 +20,7 @@ class AgentSpec:
     description: str
 
 
+# an off-policy agent (SAC, TD3) is registered with drl.runners.off_policy.OffPolicyRunner as its runner_class
 AGENTS: dict[str, AgentSpec] = {
     "ppo": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Proximal Policy Optimisation (discrete and continuous)"),
 }

@@ -9,6 +9,9 @@ The runner knows nothing about the algorithm. It asks the agent for
 * optionally ``on_env_reset()``: every env was reset outside the rollout (a resume without env
   state), so per-env running quantities (PPO: the reward scaler's discounted returns) restart.
 
+What is not the rollout loop (envs, agent, run folder, checkpoints, failures, evaluation) is
+:class:`drl.runners.base.Runner`, shared with the off-policy runner.
+
 Resume. A checkpoint holds the state as of an iteration boundary: the agent, the RNGs, the runner
 counters, the episode tracker's unfinished episodes, the current observation and, for envs with
 the state capability (:func:`envs.core.supports_env_state`: the torch-batched and MuJoCo Warp
@@ -22,330 +25,65 @@ with masked tensor ops and read back once per iteration.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import random
-import sys
-import warnings
-from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import torch
 
-from drl.checkpoint import load_agent_state, rng_state, save_checkpoint, set_rng_state
-from drl.config import TrainConfig, to_dict
-from drl.guards import (
-    EnvStepError,
-    NonFiniteError,
-    RunWriteError,
-    atomic_write_text,
-    check_rollout,
-    check_update,
-    first_non_finite,
-    value_name,
-    writing,
-)
-from drl.logging import EpisodeWindow, RunLogger, Stopwatch, run_metadata, write_hparams
-from drl.resources import check_env_fits, check_storage_fits
-from drl.runners.common import (
-    RunLock,
-    StopSignals,
-    TrainingInterrupted,
-    children_ignore_sigint,
-    create_run_dir,
-    default_run_dir,
-    find_resume_checkpoint,
-    note,
-    signal_name,
+from drl.guards import EnvStepError, NonFiniteError, check_update
+from drl.logging import EpisodeWindow, RunLogger, Stopwatch
+from drl.resources import check_storage_fits
+from drl.runners.base import (  # noqa: F401 - EVAL_SEED_OFFSET, seed_everything, _copy_tensors: imported from here too
+    EVAL_SEED_OFFSET,
+    EpisodeTracker,
+    Runner,
+    _copy_tensors,
+    evaluate_policy,
+    seed_everything,
 )
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
-from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
-__all__ = ["OnPolicyRunner", "EpisodeTracker", "evaluate_policy", "seed_everything"]
-
-EVAL_SEED_OFFSET = 1_000_003  # eval envs get their own seed stream, fixed per run
+__all__ = ["OnPolicyRunner", "EpisodeTracker", "evaluate_policy", "seed_everything", "EVAL_SEED_OFFSET"]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpisodeTracker:
-    """Episode returns/lengths from a whole rollout at once, carried across rollouts.
-
-    The runner writes each step's env reward and done flag into ``[T, N]`` tensors (two copies per
-    step) and calls :meth:`update` once per rollout: the per-step path stays free of bookkeeping.
-    """
-
-    def __init__(self, num_envs: int, device: torch.device):
-        self.carry_return = torch.zeros(num_envs, dtype=torch.float64, device=device)
-        self.carry_length = torch.zeros(num_envs, dtype=torch.int64, device=device)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The unfinished episodes' return ``[N]`` float64 and length ``[N]`` int64 (copies)."""
-        return {"carry_return": self.carry_return.clone(), "carry_length": self.carry_length.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`; raises ``ValueError`` if its shapes do not match ``num_envs``."""
-        for key in ("carry_return", "carry_length"):
-            mine, saved = getattr(self, key), torch.as_tensor(state[key])
-            if saved.shape != mine.shape:
-                raise ValueError(f"episode tracker: saved {key} has shape {tuple(saved.shape)}, "
-                                 f"this run has {tuple(mine.shape)}")
-            mine.copy_(saved)
-
-    def reset(self) -> None:
-        """Every env starts a new episode (the envs were reset)."""
-        self.carry_return.zero_()
-        self.carry_length.zero_()
-
-    def update(self, rewards: torch.Tensor, done: torch.Tensor) -> tuple[float, float, int]:
-        """Mean return, mean length and number of the episodes that ended in this rollout.
-
-        Args:
-            rewards: ``[T, N]`` env rewards.
-            done: ``[T, N]`` bool, the episode ended at step t (terminated or truncated).
-        """
-        num_steps = rewards.shape[0]
-        cumulative = rewards.to(torch.float64).cumsum(0)  # C[t] = r_0 + ... + r_t
-        step = torch.arange(num_steps, device=rewards.device).unsqueeze(1).expand_as(done)
-        last_end = torch.where(done, step, -1).cummax(0).values  # last episode end at or before t
-        prev_end = torch.cat([torch.full_like(last_end[:1], -1), last_end[:-1]])  # strictly before t
-        started_here = prev_end >= 0  # the episode ending at t began inside this rollout
-        before = torch.gather(cumulative, 0, prev_end.clamp(min=0))
-        returns = torch.where(started_here, cumulative - before, cumulative + self.carry_return)
-        lengths = torch.where(started_here, step - prev_end, step + 1 + self.carry_length)
-        count = int(done.sum().item())
-        self.finished_returns, self.finished_lengths = returns[done], lengths[done]  # [count], in env order per t
-        # carry the unfinished episodes into the next rollout
-        final_end = last_end[-1]
-        tail = cumulative[-1] - torch.gather(cumulative, 0, final_end.clamp(min=0).unsqueeze(0)).squeeze(0)
-        self.carry_return = torch.where(final_end >= 0, tail, self.carry_return + cumulative[-1])
-        self.carry_length = torch.where(final_end >= 0, num_steps - 1 - final_end, self.carry_length + num_steps)
-        if count == 0:
-            return float("nan"), float("nan"), 0
-        return returns[done].mean().item(), lengths[done].double().mean().item(), count
-
-
-def _copy_tensors(tree: Any) -> Any:
-    """A copy of a nested dict/list/tuple in which every tensor is cloned (other leaves are shared)."""
-    if isinstance(tree, torch.Tensor):
-        return tree.clone()
-    if isinstance(tree, dict):
-        return {k: _copy_tensors(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        if all(isinstance(v, _SCALARS) for v in tree):  # e.g. python's RNG state: 625 ints
-            return tree if isinstance(tree, tuple) else list(tree)
-        return type(tree)(_copy_tensors(v) for v in tree)
-    return tree
-
-
-_SCALARS = (int, float, str, bool, type(None))
-
-
-def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
-    """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies.
-
-    Each copy runs a fixed quota of episodes, so short episodes are not over-represented.
-    Observation statistics are used but not updated. ``env_reward`` in info (the env's own
-    reward, kept by reward wrappers) is what is summed when present.
-    """
-    num_envs = env.num_envs
-    quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
-    quota[: episodes % num_envs] += 1
-    done_counts = torch.zeros(num_envs, dtype=torch.int64)
-    running = torch.zeros(num_envs, dtype=torch.float64)
-    returns: list[float] = []
-    obs, _ = env.reset(seed=seed)
-    for _ in range(max_steps):
-        if bool((done_counts >= quota).all()):
-            break
-        action, _ = agent.act(obs, deterministic=True, update_stats=False)
-        obs, reward, terminated, truncated, info = env.step(action)
-        running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
-        done = (terminated | truncated).cpu()
-        for i in torch.nonzero(done).flatten().tolist():
-            if done_counts[i] < quota[i]:
-                returns.append(float(running[i]))
-                done_counts[i] += 1
-        running[done] = 0.0
-    else:
-        raise RuntimeError(f"evaluation did not finish {episodes} episodes within {max_steps} steps")
-    return returns
-
-
-class OnPolicyRunner:
+class OnPolicyRunner(Runner):
     """Owns the env, storage, agent, logging and checkpoints of one on-policy run.
 
-    Args:
-        cfg: the resolved training config.
-        agent_class: the agent to build (e.g. :class:`drl.agents.ppo.PPO`).
-        run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
-        resume: continue the run in ``run_dir`` from its newest checkpoint (``latest.pt`` or a newer
-            ``best.pt``); with none there, start again from step 0 in the same folder.
-        overwrite: a fresh run may replace the drl run already in ``run_dir``.
-
-    Raises:
-        FileExistsError: a fresh run's ``run_dir`` already holds files (and not ``overwrite``).
-        CheckpointError: resume found a checkpoint it cannot load.
+    An iteration is one rollout of ``algo.num_steps`` steps of every env, then one
+    ``agent.update``; ``total_steps`` rounds up to whole iterations. See :class:`Runner` for the
+    arguments and errors.
     """
 
-    def __init__(self, cfg: TrainConfig, agent_class: type, run_dir: Path | None, resume: bool = False,
-                 overwrite: bool = False):
-        self.cfg = cfg
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
-        check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
-                       self.device, cfg.env.vectorization, cfg.env.kwargs)
-        with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
-            self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
-            self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
-                                         cfg.env.kwargs)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
-                                 cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
+    def _build_storage(self) -> None:
+        cfg = self.cfg
         self.num_steps = cfg.algo.num_steps
         self.steps_per_iteration = self.num_steps * cfg.env.num_envs
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
         check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
                            extra_bytes_per_step=5)
-        self._rounding_note: str | None = None  # said when training starts
-        if self.num_iterations * self.steps_per_iteration != cfg.total_steps:  # a new total, also on resume
-            effective = self.num_iterations * self.steps_per_iteration
-            self._rounding_note = (f"note: total_steps {cfg.total_steps:,} rounded up to {effective:,} "
-                                   f"({self.num_iterations} whole iterations of num_steps x num_envs = "
-                                   f"{self.steps_per_iteration:,}); config.yaml records {effective:,}")
-            cfg.total_steps = effective
+        self._round_total_steps(self.steps_per_iteration, f"{self.num_iterations} whole iterations of num_steps x "
+                                                          f"num_envs = {self.steps_per_iteration:,}")
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
-        self.tracker = EpisodeTracker(cfg.env.num_envs, self.device)
-        self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
-        self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
-        self._in_iteration = False
-        self._best_pending = False  # an evaluation of this iteration beat best_eval_return
-        self.state = {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
-                      "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
-                      "next_checkpoint_step": self._first(cfg.checkpoint_interval),
-                      "episode_window": EpisodeWindow().state_dict()}
-        self.stop = StopSignals()
-        self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
-        self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
-        if resume:
-            self._lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
-            found = find_resume_checkpoint(self.run_dir, map_location=self.device)
-            if found is None:
-                note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
-                     "starting again from step 0 with its saved config")
-            else:
-                self.resumed_from = found[0]
-                self._restore(found[1], found[0])
-                self.checkpoint_step = self.state["global_step"]
-                while self.state["next_eval_step"] <= self.state["global_step"]:  # best.pt is saved mid-evaluation
-                    self.state["next_eval_step"] += cfg.eval_interval or 2**62
-        else:
-            # claimed only once everything above was built: a bad env or config leaves nothing behind
-            with writing(self.run_dir):
-                self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
-                                              overwrite=overwrite)
-            self._lock = RunLock(self.run_dir).acquire()
+
+    @property
+    def planned_steps(self) -> int:
+        return self.num_iterations * self.steps_per_iteration
 
     @property
     def finished(self) -> bool:
         """The run has done all its iterations (resuming it has nothing to do)."""
         return self.state["iteration"] >= self.num_iterations
 
-    @staticmethod
-    def _first(interval: int) -> int:
-        return interval if interval > 0 else 2**62
+    # drl.runners.on_policy.make_vec_env / evaluate_policy stay the names to patch (tests, tools)
+    def _env_factory(self) -> Callable[..., Any]:
+        return make_vec_env
 
-    # --- checkpoints ----------------------------------------------------------------------
-    def checkpoint_payload(self) -> dict[str, Any]:
-        """The run's state now (tensors may be live references: save or copy it before training on).
+    def _policy_evaluator(self) -> Callable[..., list[float]]:
+        return evaluate_policy
 
-        Besides the agent, RNGs and counters it holds the episode tracker's unfinished episodes
-        (``tracker``) and, once the envs were reset and when the env has the state capability,
-        ``env_state`` (``env.state_dict()``, whose ``obs`` is the obs the agent acts on next).
-        """
-        payload = {
-            "agent": self.cfg.agent,
-            "env": self.cfg.env.id,
-            "config": to_dict(self.cfg),
-            "agent_state": self.agent.state_dict(),
-            "runner": dict(self.state),
-            "rng": rng_state(),
-            "generator": self.generator.get_state(),
-            "tracker": self.tracker.state_dict(),
-        }
-        if self._obs is not None and supports_env_state(self.env):
-            payload["env_state"] = self.env.state_dict()
-        return payload
-
-    def boundary_payload(self) -> dict[str, Any]:
-        """The payload as of the last iteration boundary: what a checkpoint written on an
-        interruption (or an error) must hold. Inside an iteration (a partial rollout, an update or
-        an evaluation under way) it is the copy taken when the iteration began, so nothing of the
-        unfinished iteration (env steps, normaliser statistics, RNG draws, weights) is in it."""
-        if self._in_iteration and self._boundary is not None:
-            return self._boundary
-        return self.checkpoint_payload()
-
-    def _begin_iteration(self) -> None:
-        self._boundary = _copy_tensors(self.checkpoint_payload())
-        self._in_iteration = True
-
-    def _end_iteration(self) -> None:
-        self._in_iteration = False
-        self._boundary = None
-
-    def save(self, name: str = "latest.pt", payload: dict[str, Any] | None = None, **extra: Any) -> Path:
-        """Write ``payload`` (default: :meth:`checkpoint_payload`) and ``extra`` keys to ``checkpoints/<name>``
-        atomically, never torn by a stop signal; refused (NonFiniteError) if the agent state is not finite."""
-        payload = self.checkpoint_payload() if payload is None else payload
-        with self.stop.shielded():  # a stop signal never tears a checkpoint write
-            path = save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
-        if name in ("latest.pt", "best.pt"):  # what --resume may continue from
-            self.checkpoint_step = max(self.checkpoint_step or 0, payload["runner"]["global_step"])
-        return path
-
-    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
-        if ckpt.get("agent") != self.cfg.agent:
-            raise ValueError(f"checkpoint is for agent '{ckpt.get('agent')}', this run is '{self.cfg.agent}'")
-        load_agent_state(self.agent, ckpt["agent_state"], path)
-        self.state.update(ckpt["runner"])
-        set_rng_state(ckpt["rng"])
-        self.generator.set_state(ckpt["generator"].cpu())
-        if "tracker" in ckpt:
-            self.tracker.load_state_dict(ckpt["tracker"])
-        env_state = ckpt.get("env_state")
-        if env_state is not None and supports_env_state(self.env):
-            try:
-                self.env.load_state_dict(env_state)
-            except (ValueError, RuntimeError) as err:
-                warnings.warn(f"the checkpoint's env state was not restored ({err}); the envs are reset, so "
-                              "this resume is not identical to an uninterrupted run", stacklevel=2)
-            else:
-                self._obs = obs_to(env_state["obs"], self.device)
-
-    def _reset_envs(self) -> Obs:
-        """Reset every env (a new run, or a resume without env state): the episodes in progress
-        are dropped, so the tracker's carries and the agent's per-env running quantities restart."""
-        obs, _ = self.env.reset(seed=self.cfg.seed + self.state["iteration"])
-        self.tracker.reset()
-        on_env_reset = getattr(self.agent, "on_env_reset", None)
-        if on_env_reset is not None:
-            on_env_reset()
-        return obs
-
-    # --- failures (see drl.guards) ---------------------------------------------------------
     def _rollout_tensors(self, env_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
         """What a rollout's finiteness check reads: the env's rewards ``[T, N]`` first (so a NaN
         reward is named at its source, before values scaled from it), then every floating storage
@@ -353,70 +91,6 @@ class OnPolicyRunner:
         tensors = {"reward": env_rewards}
         tensors.update((name, x) for name, x in self.storage.items() if x.is_floating_point())
         return tensors
-
-    def _check_rollout(self, env_rewards: torch.Tensor, rows: int | None = None, obs: Any = None,
-                       detail: str = "") -> None:
-        """Raise :class:`NonFiniteError` naming the first non-finite value of the current rollout
-        (its first ``rows`` steps), or of ``obs`` (the latest obs from the env, ``[N, ...]``)."""
-        state, num_envs = self.state, self.cfg.env.num_envs
-        detail = detail or "stopped before the update"
-        check_rollout(self._rollout_tensors(env_rewards), state["global_step"], num_envs, state["iteration"] + 1,
-                      rows=rows, detail=detail)
-        groups = obs.items() if isinstance(obs, dict) else [("", obs)] if obs is not None else []
-        for group, x in groups:
-            hit = first_non_finite(x) if isinstance(x, torch.Tensor) else None
-            if hit is not None:
-                raise NonFiniteError(f"obs/{group}" if group else "obs", value_name(hit[1]), env_index=hit[0][0],
-                                     iteration=state["iteration"] + 1, detail=f"in the latest obs; {detail}")
-
-    def _raise_env_error(self, err: Exception, t: int | None, env_rewards: torch.Tensor | None = None,
-                         obs: Any = None) -> NoReturn:
-        """Raise :class:`EnvStepError` for an exception out of ``env.step`` at rollout step ``t`` (None: reset).
-
-        A non-finite value already in the rollout is reported instead (NaN actions computed from a
-        NaN obs make many envs raise): that is the cause to fix.
-        """
-        error = err if isinstance(err, EnvStepError) else EnvStepError(self.cfg.env.id, None, err,
-                                                                       call="reset" if t is None else "step")
-        if t is not None and env_rewards is not None:
-            self._check_rollout(env_rewards, rows=t, obs=obs, detail=f"then the env raised: {error}")
-        step = self.state["global_step"] + (0 if t is None else (t + 1) * self.cfg.env.num_envs)
-        error.add_context(global_step=step, t=t, seed=self.cfg.seed)
-        if error is err:
-            raise err  # the adapter's error: its cause is the env's own exception
-        raise error from err
-
-    def _record_failure(self, err: EnvStepError | NonFiniteError) -> None:
-        """Leave what can be saved: ``checkpoints/emergency.pt`` and ``summary.json`` with the error.
-
-        The emergency checkpoint is :meth:`boundary_payload`: the whole run (agent, normaliser and
-        reward-scaler statistics, RNGs, env state where the env has one) as of the end of the last
-        completed iteration, nothing of the failed one. It is written only if every tensor in it is
-        finite; ``latest.pt`` and ``best.pt`` are never touched here.
-        """
-        emergency: Path | None = None
-        try:
-            emergency = self.save("emergency.pt", payload=self.boundary_payload(),
-                                  emergency={"error": str(err), "error_type": type(err).__name__})
-            note = (f"emergency checkpoint {emergency} (the agent after the update of iteration "
-                    f"{self.state['iteration']}, global_step {self.state['global_step']})")
-        except NonFiniteError:
-            note = "no emergency checkpoint (the agent state is not finite); earlier checkpoints are kept"
-        except OSError:
-            note = "no emergency checkpoint (cannot write the run folder); earlier checkpoints are kept"
-        if isinstance(err, EnvStepError):
-            err.add_context(note=note)
-        else:
-            err.detail = f"{err.detail}; {note}" if err.detail else note
-        try:
-            self._write_summary(False, error=err, emergency=emergency)
-        except OSError:
-            pass  # the failure being reported matters more than its summary
-        for env in (self.env, self.eval_env):
-            try:
-                env.close()
-            except Exception:  # noqa: BLE001 - a broken env may fail to close; the run is over anyway
-                pass
 
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -429,179 +103,70 @@ class OnPolicyRunner:
         written at the end of the iteration whose evaluation set a new best, so both checkpoints are
         iteration boundaries.
         """
-        try:
-            with self.stop.installed():
-                return self._train()
-        finally:
-            self.close()
+        return super().train()
 
-    def close(self) -> None:
-        """Release the run folder (its lock); the envs are closed by :meth:`train` or here."""
-        self._lock.release()
-
-    def _train(self) -> dict[str, Any]:
-        cfg, state = self.cfg, self.state
-        if self._rounding_note:
-            print(self._rounding_note, file=sys.stderr, flush=True)
-        stop = self.stop
-        with writing(self.run_dir):
-            logger = RunLogger(self.run_dir, self.num_iterations * self.steps_per_iteration, state["global_step"],
-                               progress=cfg.progress, config=to_dict(cfg),
-                               config_source=getattr(cfg, "source", None), log_interval=cfg.log_interval)
-        clock = Stopwatch(offset=state["wall_s"])
+    def _train_loop(self, logger: RunLogger, clock: Stopwatch) -> bool:
+        cfg, state, stop = self.cfg, self.state, self.stop
         tracker = self.tracker
         window = EpisodeWindow()
         window.load_state_dict(state.get("episode_window", {}))
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
-        interrupted = False
+        # a restored env state continues where the checkpoint left it; otherwise the envs are reset
         try:
-            # a restored env state continues where the checkpoint left it; otherwise the envs are reset
-            try:
-                obs = self._obs = self._reset_envs() if self._obs is None else self._obs
+            obs = self._obs = self._reset_envs() if self._obs is None else self._obs
+        except Exception as err:
+            self._raise_env_error(err, None)
+        while state["iteration"] < self.num_iterations:
+            self._begin_iteration()
+            iteration_start = clock()
+            self.storage.clear()
+            t = 0
+            try:  # free unless something raises; then a non-finite input is looked for first
+                for t in range(self.num_steps):
+                    action, record = self.agent.act(obs)
+                    try:
+                        obs, reward, terminated, truncated, info = self.env.step(action)
+                    except Exception as err:
+                        self._raise_env_error(err, t, env_rewards, obs)
+                    self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
+                                                               info["final_obs"]))
+                    reward_rows[t].copy_(info.get("env_reward", reward))
+                    torch.logical_or(terminated, truncated, out=end_rows[t])
+                    if stop.requested:
+                        break
+            except (EnvStepError, NonFiniteError):
+                raise
             except Exception as err:
-                self._raise_env_error(err, None)
-            while state["iteration"] < self.num_iterations:
-                self._begin_iteration()
-                iteration_start = clock()
-                self.storage.clear()
-                t = 0
-                try:  # free unless something raises; then a non-finite input is looked for first
-                    for t in range(self.num_steps):
-                        action, record = self.agent.act(obs)
-                        try:
-                            obs, reward, terminated, truncated, info = self.env.step(action)
-                        except Exception as err:
-                            self._raise_env_error(err, t, env_rewards, obs)
-                        self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
-                                                                   info["final_obs"]))
-                        reward_rows[t].copy_(info.get("env_reward", reward))
-                        torch.logical_or(terminated, truncated, out=end_rows[t])
-                        if stop.requested:
-                            break
-                except (EnvStepError, NonFiniteError):
-                    raise
-                except Exception as err:
-                    cause = f"then {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
-                    self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
-                    raise
-                self._obs = obs
-                if stop.requested:
-                    interrupted = True  # the partial rollout is dropped: resume redoes it
-                    break
-                self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
-                with stop.interruptible():
-                    metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
-                check_update(metrics, self.agent.state_dict(), state["global_step"] + self.steps_per_iteration,
-                             state["iteration"] + 1, detail="no checkpoint written from this state")
-                state["iteration"] += 1
-                state["global_step"] += self.steps_per_iteration
-                state["wall_s"] = clock()
-                iter_return, _, episodes = tracker.update(env_rewards, episode_ends)
-                if episodes:
-                    window.extend(tracker.finished_returns.tolist(), tracker.finished_lengths.tolist())
-                    state["episode_window"] = window.state_dict()
-                row = {"global_step": state["global_step"], "iteration": state["iteration"],
-                       "episode_return": window.mean_return, "episode_length": window.mean_length,
-                       "episodes": episodes, "iter_episode_return": iter_return,
-                       "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
-                       "wall_s": state["wall_s"],
-                       "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
-                last = state["iteration"] == self.num_iterations
-                if state["global_step"] >= state["next_eval_step"] or last:
-                    eval_start = clock()
-                    row["eval_return"], row["eval_return_std"] = self._evaluate()
-                    state["eval_s"] += clock() - eval_start
-                    row["wall_s"] = state["wall_s"] = clock()
-                    while state["next_eval_step"] <= state["global_step"]:
-                        state["next_eval_step"] += cfg.eval_interval or 2**62
-                row["eval_s"] = state["eval_s"]  # wall_s - eval_s is the time spent training
-                with writing(self.run_dir / "metrics.csv"):
-                    logger.log(row)
-                if state["global_step"] >= state["next_checkpoint_step"] and not last:  # the last one is saved below
-                    self.save()
-                    while state["next_checkpoint_step"] <= state["global_step"]:
-                        state["next_checkpoint_step"] += cfg.checkpoint_interval or 2**62
-                if self._best_pending:  # after the row is logged: best.pt resumes like latest.pt
-                    self.save("best.pt")
-                    self._best_pending = False
-                self._end_iteration()
-        except (EnvStepError, NonFiniteError) as err:
-            self._record_failure(err)
-            raise
-        except TrainingInterrupted:
-            interrupted = True  # stopped inside an update or evaluation: that iteration is redone on resume
-            self._best_pending = False
-            boundary = self.boundary_payload()["runner"]
-            state["iteration"], state["global_step"] = boundary["iteration"], boundary["global_step"]
-        finally:
-            failing = sys.exc_info()[0] is not None  # a failure on its way out is the one to report
+                cause = f"then {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+                self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
+                raise
+            self._obs = obs
+            if stop.requested:
+                return True  # the partial rollout is dropped: resume redoes it
+            self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
+            with stop.interruptible():
+                metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
+            check_update(metrics, self.agent.state_dict(), state["global_step"] + self.steps_per_iteration,
+                         state["iteration"] + 1, detail="no checkpoint written from this state")
+            state["iteration"] += 1
+            state["global_step"] += self.steps_per_iteration
             state["wall_s"] = clock()
-            try:
-                logger.close()
-            except OSError as err:
-                if not failing:
-                    raise RunWriteError(self.run_dir / "metrics.csv", err) from err
-        # the state at the last iteration boundary: an interrupted iteration (rollout, update or
-        # evaluation) is redone on resume, and nothing of it is saved
-        self.save(payload=self.boundary_payload())
-        summary = self._write_summary(interrupted)  # a signal after the last iteration leaves a complete run
-        self.env.close()
-        self.eval_env.close()
-        return summary
-
-    def _evaluate(self) -> tuple[float, float]:
-        try:
-            with self.stop.interruptible():
-                returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
-        except EnvStepError as err:
-            err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
-                                                     f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
-            raise
-        mean, std = float(np.mean(returns)), float(np.std(returns))
-        self.state["last_eval_return"] = mean
-        if mean > self.state["best_eval_return"]:
-            self.state["best_eval_return"] = mean
-            self._best_pending = True  # saved at the end of the iteration, a boundary like latest.pt
-        return mean, std
-
-    def _write_summary(self, interrupted: bool, error: BaseException | None = None,
-                       emergency: Path | None = None) -> dict[str, Any]:
-        """Write ``summary.json`` (atomically) and ``curve.png``; ``error``: the failure that ended the run."""
-        from drl.plotting import plot_runs
-
-        state = self.state
-        summary = {
-            "agent": self.cfg.agent,
-            "env": self.cfg.env.id,
-            "steps": state["global_step"],
-            "total_steps": self.num_iterations * self.steps_per_iteration,
-            "wall_s": round(state["wall_s"], 3),
-            "eval_s": round(state["eval_s"], 3),
-            "sps": round(state["global_step"] / max(state["wall_s"], 1e-9), 1),
-            # training throughput: evaluation time excluded
-            "train_sps": round(state["global_step"] / max(state["wall_s"] - state["eval_s"], 1e-9), 1),
-            "final_eval_return": None if math.isnan(state["last_eval_return"]) else state["last_eval_return"],
-            "best_eval_return": None if math.isinf(state["best_eval_return"]) else state["best_eval_return"],
-            "seed": self.cfg.seed,
-            "device": str(self.device),
-            "interrupted": interrupted,
-            "interrupted_by": signal_name(self.stop.signum) if interrupted and self.stop.signum is not None else None,
-            "checkpoint_step": self.checkpoint_step,  # where --resume continues from
-            **run_metadata(),
-        }
-        if error is not None:
-            summary["error"] = str(error)
-            summary["error_type"] = type(error).__name__
-            summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-        if error is None:
-            write_hparams(self.run_dir, to_dict(self.cfg), summary)
-        try:
-            with writing(self.run_dir / "curve.png"):
-                plot_runs([self.run_dir], self.run_dir / "curve.png")
-        except ValueError:
-            pass  # no finished iteration yet: nothing to plot
-        return summary
+            iter_return, _, episodes = tracker.update(env_rewards, episode_ends)
+            if episodes:
+                window.extend(tracker.finished_returns.tolist(), tracker.finished_lengths.tolist())
+                state["episode_window"] = window.state_dict()
+            row = {"global_step": state["global_step"], "iteration": state["iteration"],
+                   "episode_return": window.mean_return, "episode_length": window.mean_length,
+                   "episodes": episodes, "iter_episode_return": iter_return,
+                   "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
+                   "wall_s": state["wall_s"],
+                   "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
+            last = state["iteration"] == self.num_iterations
+            if state["global_step"] >= state["next_eval_step"] or last:
+                row["eval_return"], row["eval_return_std"] = self._evaluate_if_due(clock, last)
+                row["wall_s"] = state["wall_s"] = clock()
+            self._log_and_checkpoint(logger, row, last)
+            self._end_iteration()
+        return False
