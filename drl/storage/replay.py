@@ -144,32 +144,6 @@ class ReplayBuffer(RolloutBuffer):
         self.full = held == self.capacity
         self.step = held % self.capacity
 
-    def state_dict(self) -> dict[str, object]:
-        """The held rows ``{"data": {name: [len(self), N, *shape]}, "step": int, "full": bool}`` (copies)."""
-        held = len(self)
-        return {"data": {name: tensor[:held].clone() for name, tensor in self.data.items()},
-                "step": self.step, "full": self.full}
-
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
-        """Restore :meth:`state_dict`; raises ``ValueError`` naming the first field whose name, shape or
-        dtype does not match this buffer (capacity, num_envs and fields must be the same)."""
-        data, step, full = state["data"], int(state["step"]), bool(state["full"])  # type: ignore[call-overload]
-        if not isinstance(data, Mapping) or data.keys() != self.data.keys():
-            names = sorted(data) if isinstance(data, Mapping) else data
-            raise ValueError(f"replay state has fields {names}, this buffer has {sorted(self.data)}")
-        held = self.capacity if full else step
-        if not 0 <= step < self.capacity:
-            raise ValueError(f"replay state: step {step} is outside this buffer's capacity {self.capacity}")
-        for name, tensor in self.data.items():
-            saved = data[name]
-            expected = (held, *tensor.shape[1:])
-            if not isinstance(saved, torch.Tensor) or tuple(saved.shape) != expected or saved.dtype != tensor.dtype:
-                got = f"{saved.dtype} {tuple(saved.shape)}" if isinstance(saved, torch.Tensor) else type(saved).__name__
-                raise ValueError(f"replay state: field '{name}' is {got}, this buffer holds {tensor.dtype} {expected}")
-        for name, tensor in self.data.items():
-            tensor[:held].copy_(data[name])
-        self.step, self.full = step, full
-
     @classmethod
     def from_tensors(cls, data: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> ReplayBuffer:
         """A full buffer holding flat ``{name: [M, *shape]}`` tensors (e.g. demonstrations), N = 1."""
