@@ -232,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             return _dispatch(args)
     except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"drl {command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        run_dir = getattr(err, "run_dir", None)  # set by a runner that had claimed its folder
+        if run_dir is not None:
+            from drl.runners.common import resume_command
+
+            print(f"drl {command}: interrupted by {signal.Signals(signum).name}; continue from its newest "
+                  f"checkpoint with: {resume_command(run_dir)}", file=sys.stderr)
+        else:
+            print(f"drl {command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
 
 

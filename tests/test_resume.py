@@ -398,3 +398,21 @@ def test_a_run_in_progress_is_neither_resumed_nor_overwritten_meanwhile(tmp_path
         lock.release()
     assert main(["train", "--resume", str(run_dir), "--steps", "256"]) == 0
     assert _steps(run_dir) == [64, 128, 192, 256]
+
+
+def test_a_second_ctrl_c_while_finishing_still_names_the_resume_command(tmp_path, monkeypatch, capsys):
+    """Two signals while the run writes its summary (after latest.pt): the second one ends the process
+    at once, and the one line it prints still says how to continue."""
+    import drl.plotting
+
+    def plot_runs(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the first only sets the flag
+        os.kill(os.getpid(), signal.SIGINT)  # the second raises here
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(drl.plotting, "plot_runs", plot_runs)
+    run_dir = tmp_path / "run"
+    assert main(["train", *CLI_TINY, "--run-dir", str(run_dir)]) == 130
+    assert capsys.readouterr().err == (f"drl train: interrupted by SIGINT; continue from its newest checkpoint with: "
+                                       f"drl train --resume {run_dir}\n")
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()

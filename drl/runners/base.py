@@ -472,6 +472,9 @@ class Runner:
         try:
             with self.stop.installed():
                 return self._train()
+        except TrainingInterrupted as err:  # a second signal cut the stop short: the CLI names the resume command
+            err.run_dir = self.run_dir
+            raise
         finally:
             self.close()
 
