@@ -14,14 +14,17 @@ data with ``torch.set_num_threads(threads)``:
   flat Adam, one ``lerp_`` Polyak), replay sampling included;
 * ``drl compiled``: the same update as one ``torch.compile``d graph (compile time reported apart).
 
-Reports the median over ``repeats`` timing blocks of ``updates`` updates each (ms/update), after warm-up.
+Reports the min and median over ``repeats`` interleaved timing blocks of ``updates`` updates each (ms/update),
+after warm-up; on a shared machine the min is the number to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import torch
@@ -92,25 +95,12 @@ class PlainSAC:
                 tp.mul_(1 - self.tau).add_(p, alpha=self.tau)
 
 
-def _blocks(step: object, updates: int, repeats: int) -> float:
-    """Median ms per update over ``repeats`` blocks of ``updates`` calls of ``step()``."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(updates):
-            step()
-        times.append((time.perf_counter() - start) / updates * 1e3)
-    return statistics.median(times)
-
-
-def time_plain(updates: int, repeats: int) -> float:
+def plain_step() -> Callable[[], None]:
     torch.manual_seed(0)
     plain = PlainSAC()
     data = [torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1, torch.randn(BATCH),
             torch.zeros(BATCH), torch.randn(BATCH, OBS_DIM)]
-    for _ in range(10):
-        plain.update(*data)
-    return _blocks(lambda: plain.update(*data), updates, repeats)
+    return lambda: plain.update(*data)
 
 
 def make_agent(compile: bool) -> tuple[SAC, ReplayBuffer]:
@@ -126,34 +116,50 @@ def make_agent(compile: bool) -> tuple[SAC, ReplayBuffer]:
     return agent, replay
 
 
-def time_drl(compile: bool, updates: int, repeats: int) -> tuple[float, float]:
-    """``(ms per update, seconds spent in the first call, i.e. compiling)``."""
+def drl_step(compile: bool) -> tuple[Callable[[], None], float]:
+    """``(one update, seconds spent in the first call, i.e. compiling)``."""
     agent, replay = make_agent(compile)
     start = time.perf_counter()
     agent.update(replay, 1)
-    first = time.perf_counter() - start
-    agent.update(replay, 10)
-    return _blocks(lambda: agent.update(replay, 1), updates, repeats), first
+    return (lambda: agent.update(replay, 1)), time.perf_counter() - start
+
+
+def measure(steps: dict[str, Callable[[], None]], updates: int, repeats: int) -> dict[str, list[float]]:
+    """ms per update of each step, in ``repeats`` interleaved blocks of ``updates`` calls (after a warm-up),
+    so that load from other processes hits every variant alike."""
+    for step in steps.values():
+        for _ in range(10):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(updates):
+                step()
+            times[name].append((time.perf_counter() - start) / updates * 1e3)
+    return times
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"SAC update, obs {OBS_DIM}, actions {ACT_DIM}, [{HIDDEN}, {HIDDEN}], batch {BATCH}, "
-          f"{args.threads} thread(s), torch {torch.__version__}")
-    plain = time_plain(args.updates, args.repeats)
-    print(f"plain eager (nn.Linear, torch.optim.Adam): {plain:7.3f} ms/update")
-    eager, _ = time_drl(False, args.updates, args.repeats)
-    print(f"drl eager (batched Q, flat Adam):          {eager:7.3f} ms/update  ({plain / eager:.2f}x plain)")
+          f"{args.threads} thread(s), torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}")
+    steps = {"plain eager (nn.Linear, torch.optim.Adam)": plain_step(),
+             "drl eager (batched Q, flat Adam)": drl_step(False)[0]}
     if not args.no_compile:
-        compiled, first = time_drl(True, args.updates, args.repeats)
-        print(f"drl compiled (one graph):                  {compiled:7.3f} ms/update  ({plain / compiled:.2f}x plain; "
-              f"compile {first:.1f} s)")
+        steps["drl compiled (one graph)"], first = drl_step(True)
+        print(f"compiling the drl update took {first:.1f} s")
+    times = measure(steps, args.updates, args.repeats)
+    plain_min = min(next(iter(times.values())))
+    for name, values in times.items():
+        best, median = min(values), statistics.median(values)
+        print(f"{name:45s} min {best:7.3f}  median {median:7.3f} ms/update  ({plain_min / best:.2f}x plain, by min)")
 
 
 if __name__ == "__main__":
