@@ -56,7 +56,7 @@ def test_update_means_count_each_stat_over_the_steps_that_made_it() -> None:
 def test_target_smoothing_is_clipped_hand_values() -> None:
     target_action = torch.tensor([[0.9, -0.2, 0.0, -0.9]])
     noise = torch.tensor([[10.0, -10.0, 1.0, -1.0]])
-    # std * noise = [2, -2, 0.2, -0.2] -> clipped to [0.5, -0.5, 0.2, -0.2] -> [1.4, -0.7, 0.2, -1.1] -> [1, -.7, .2, -1]
+    # std * noise = [2, -2, .2, -.2] -> clipped [.5, -.5, .2, -.2] -> [1.4, -.7, .2, -1.1] -> clamped [1, -.7, .2, -1]
     smoothed = smoothed_target_action(target_action, noise, 0.2, 0.5)
     assert smoothed[0].tolist() == pytest.approx([1.0, -0.7, 0.2, -1.0])
 
