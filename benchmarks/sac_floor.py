@@ -103,10 +103,10 @@ def plain_step() -> Callable[[], None]:
     return lambda: plain.update(*data)
 
 
-def make_agent(compile: bool) -> tuple[SAC, ReplayBuffer]:
+def make_agent(compile: bool, amp: bool = False) -> tuple[SAC, ReplayBuffer]:
     obs_space = gym.spaces.Box(-10.0, 10.0, (OBS_DIM,))
     act_space = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,))
-    agent = SAC(obs_space, act_space, SACConfig(compile=compile), 1, torch.device("cpu"),
+    agent = SAC(obs_space, act_space, SACConfig(compile=compile, amp=amp), 1, torch.device("cpu"),
                 torch.Generator().manual_seed(0))
     replay = ReplayBuffer(10_000, 1, agent.storage_fields())
     no = torch.zeros(1, dtype=torch.bool)
@@ -116,9 +116,9 @@ def make_agent(compile: bool) -> tuple[SAC, ReplayBuffer]:
     return agent, replay
 
 
-def drl_step(compile: bool) -> tuple[Callable[[], None], float]:
+def drl_step(compile: bool, amp: bool = False) -> tuple[Callable[[], None], float]:
     """``(one update, seconds spent in the first call, i.e. compiling)``."""
-    agent, replay = make_agent(compile)
+    agent, replay = make_agent(compile, amp)
     start = time.perf_counter()
     agent.update(replay, 1)
     return (lambda: agent.update(replay, 1)), time.perf_counter() - start
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--amp", action="store_true", help="also time the bfloat16-autocast update (algo.amp)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"SAC update, obs {OBS_DIM}, actions {ACT_DIM}, [{HIDDEN}, {HIDDEN}], batch {BATCH}, "
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_compile:
         steps["drl compiled (one graph)"], first = drl_step(True)
         print(f"compiling the drl update took {first:.1f} s")
+    if args.amp:
+        steps["drl eager, amp (bfloat16 matmuls)"] = drl_step(False, True)[0]
+        if not args.no_compile:
+            steps["drl compiled, amp (bfloat16 matmuls)"], first = drl_step(True, True)
+            print(f"compiling the drl amp update took {first:.1f} s")
     times = measure(steps, args.updates, args.repeats)
     plain_min = min(next(iter(times.values())))
     for name, values in times.items():

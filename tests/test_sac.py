@@ -12,6 +12,7 @@ from off_policy_loop import train_and_evaluate
 from drl.agents.off_policy_base import _n_step_replay
 from drl.agents.sac import SAC, SACConfig, squashed_gaussian
 from drl.config import ConfigError, TrainConfig, build
+from drl.optim import compiler_available
 from drl.storage import ReplayBuffer
 
 OBS = gym.spaces.Box(-5.0, 5.0, (3,))
@@ -19,7 +20,8 @@ ACT = gym.spaces.Box(-2.0, 2.0, (1,))
 
 
 def make_sac(obs_space: gym.Space = OBS, action_space: gym.Space = ACT, seed: int = 0, **overrides: object) -> SAC:
-    cfg = SACConfig(actor_hidden=[16, 16], critic_hidden=[16, 16], batch_size=8, compile=False, **overrides)
+    settings = {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "batch_size": 8, "compile": False} | overrides
+    cfg = SACConfig(**settings)
     return SAC(obs_space, action_space, cfg, 1, torch.device("cpu"), torch.Generator().manual_seed(seed))
 
 
@@ -159,3 +161,19 @@ def test_n_step_batches_hand_values() -> None:
 def test_sac_learns_pendulum() -> None:
     cfg = SACConfig(compile=False)
     assert train_and_evaluate(SAC, cfg, "Pendulum-v1", total_steps=4000, seed=0) >= -250.0
+
+
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler")
+def test_compiled_update_equals_eager_update() -> None:
+    eager, compiled = make_sac(seed=0), make_sac(seed=0, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    replay = filled_replay(eager)
+    compiled.generator.set_state(eager.generator.get_state())
+    for _ in range(3):
+        first, second = eager.update(replay, 1), compiled.update(replay, 1)
+        for name in first:
+            torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-5)
+    assert compiled.step.compile  # it did compile (no eager fallback)
+    torch.testing.assert_close(eager.step.params.data, compiled.step.params.data, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eager.step.target.data, compiled.step.target.data, rtol=1e-4, atol=1e-5)
+    assert eager.step.adams["log_alpha"].step_count.item() == compiled.step.adams["log_alpha"].step_count.item() == 3

@@ -82,6 +82,9 @@ class OffPolicyConfig:
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
     critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
     normalize_obs: bool = False
+    # bfloat16 autocast of the update (matmuls in bfloat16 with float32 accumulation, as FastTD3's
+    # amp); parameters, Adam and the acting policy stay float32
+    amp: bool = False
     # one torch.compile'd graph per update (losses, gradient, Adam, Polyak); "auto": for runs long
     # enough to repay the compile time (COMPILE_AUTO_MIN_UPDATES) where a C++ compiler exists
     compile: bool | Literal["auto"] = "auto"
@@ -214,12 +217,13 @@ class FusedUpdate:
         loss_fn: ``(params, detached, target, batch, variant) -> (loss, stats)``; ``params``,
             ``detached`` and ``target`` map child names to parameter lists (views of the flat vectors,
             differentiable, detached, target); it must not draw random numbers (they come in ``batch``).
+        amp: run ``loss_fn`` under bfloat16 autocast.
         compile: fuse each variant of the step into one ``torch.compile``d graph (falls back to eager
             with a warning when compiling fails).
     """
 
     def __init__(self, nets: nn.ModuleDict, learning_rates: dict[str, float], target: nn.ModuleDict | None,
-                 tau: float, loss_fn: LossFn, compile: bool = False):
+                 tau: float, loss_fn: LossFn, compile: bool = False, amp: bool = False):
         self.nets = nets
         self.params = FlatParameters(nets)
         self.names = list(nets.keys())
@@ -240,6 +244,7 @@ class FusedUpdate:
         self.target_numel = self.target.numel if self.target is not None else 0
         self.tau = tau
         self.loss_fn = loss_fn
+        self.amp = amp
         self.compile = compile
         self._compiled: dict[tuple, Callable[..., Losses]] = {}
         for module in nets.modules():  # parameters now live in the flat vector: drop cached lists
@@ -258,7 +263,9 @@ class FusedUpdate:
     def _losses(self, flat: torch.Tensor, target: torch.Tensor | None, batch: dict[str, torch.Tensor],
                 variant: str) -> tuple[torch.Tensor, Losses]:
         targets = self.split(target, self.target_names) if target is not None else {}
-        return self.loss_fn(self.split(flat), self.split(flat.detach()), targets, batch, variant)
+        with torch.autocast(flat.device.type, torch.bfloat16, enabled=self.amp):
+            loss, stats = self.loss_fn(self.split(flat), self.split(flat.detach()), targets, batch, variant)
+        return loss.float(), {name: value.float() for name, value in stats.items()}
 
     def _apply(self, flat: torch.Tensor, gradient: torch.Tensor, target: torch.Tensor | None,
                state: dict[str, tuple[torch.Tensor, ...]], groups: tuple[str, ...], polyak: bool) -> None:
@@ -378,7 +385,7 @@ class OffPolicyAgent:
             target.to(self.device)
         self.nets, self.target = nets, target
         self.step = FusedUpdate(nets, learning_rates, target, cfg.tau, self._loss,
-                                compile=self._should_compile(num_envs, total_steps))
+                                compile=self._should_compile(num_envs, total_steps), amp=cfg.amp)
         self.support = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, device=self.device)
         self.num_updates = 0
 
