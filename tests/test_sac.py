@@ -177,3 +177,12 @@ def test_compiled_update_equals_eager_update() -> None:
     torch.testing.assert_close(eager.step.params.data, compiled.step.params.data, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(eager.step.target.data, compiled.step.target.data, rtol=1e-4, atol=1e-5)
     assert eager.step.adams["log_alpha"].step_count.item() == compiled.step.adams["log_alpha"].step_count.item() == 3
+
+
+def test_categorical_ensemble_with_layer_norm_and_n_step_trains() -> None:
+    agent = make_sac(critic_type="categorical", num_atoms=11, v_min=-5.0, v_max=5.0, num_q=5,
+                     num_q_target_pair=2, layer_norm=True, n_step=3)
+    replay = filled_replay(agent)
+    stats = agent.update(replay, 4)
+    assert all(torch.isfinite(v) for v in stats.values())
+    assert agent.critic.weight0.shape[0] == 5 and "ln_weight0" in dict(agent.critic.named_parameters())

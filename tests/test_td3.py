@@ -16,7 +16,8 @@ ACT = gym.spaces.Box(-2.0, 2.0, (2,))
 
 
 def make_td3(seed: int = 0, obs_space: gym.Space = OBS, action_space: gym.Space = ACT, **overrides: object) -> TD3:
-    cfg = TD3Config(actor_hidden=[16, 16], critic_hidden=[16, 16], batch_size=8, compile=False, **overrides)
+    settings = {"actor_hidden": [16, 16], "critic_hidden": [16, 16], "batch_size": 8, "compile": False} | overrides
+    cfg = TD3Config(**settings)
     return TD3(obs_space, action_space, cfg, 1, torch.device("cpu"), torch.Generator().manual_seed(seed))
 
 
