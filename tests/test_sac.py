@@ -186,3 +186,28 @@ def test_categorical_ensemble_with_layer_norm_and_n_step_trains() -> None:
     stats = agent.update(replay, 4)
     assert all(torch.isfinite(v) for v in stats.values())
     assert agent.critic.weight0.shape[0] == 5 and "ln_weight0" in dict(agent.critic.named_parameters())
+
+
+def test_warm_up_actions_and_observation_normalisation() -> None:
+    agent = make_sac(normalize_obs=True)
+    obs = torch.randn(500, 3) * 2.0 + 5.0
+    env_action, record = agent.random_act(obs)
+    # uniform in the Box [-2, 2]; stored normalised to [-1, 1]
+    assert (env_action.abs() <= 2.0).all() and torch.equal(env_action, 2.0 * record["actions"])
+    assert env_action.mean().abs() < 0.2 and env_action.std() == pytest.approx(4.0 / math.sqrt(12.0), rel=0.1)
+    assert torch.equal(record["obs/policy"], obs)  # raw obs stored; the batch is normalised when sampled
+    normalizer = agent.obs_normalizers["policy"]
+    torch.testing.assert_close(normalizer.mean.float(), obs.mean(0), rtol=1e-3, atol=1e-3)
+    replay = ReplayBuffer(4, 1, agent.storage_fields())
+    no = torch.zeros(1, dtype=torch.bool)
+    for row in range(4):
+        _, record = agent.act(obs[row:row + 1], update_stats=False)
+        replay.add(agent.record_outcome(record, torch.zeros(1), no, no, obs[row + 1:row + 2]))
+    batch = agent.sample_batch(replay)
+    expected = normalizer.normalize(replay["obs/policy"][:, 0])
+    assert all(any(torch.equal(x, e) for e in expected) for x in batch["obs/policy"])
+    before = normalizer.mean.clone()
+    agent.act(obs[:1] + 100.0, deterministic=True)  # evaluation does not move the statistics
+    assert torch.equal(normalizer.mean, before)
+    agent.act(obs[:1] + 100.0)
+    assert not torch.equal(normalizer.mean, before)
