@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from drl.agents.ppo import PPO, PPOConfig
+from drl.agents.sac import SAC, SACConfig
+from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
+from drl.runners.off_policy import OffPolicyRunner
 from drl.runners.on_policy import OnPolicyRunner
 
 __all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
@@ -20,9 +23,10 @@ class AgentSpec:
     description: str
 
 
-# an off-policy agent (SAC, TD3) is registered with drl.runners.off_policy.OffPolicyRunner as its runner_class
 AGENTS: dict[str, AgentSpec] = {
     "ppo": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Proximal Policy Optimisation (discrete and continuous)"),
+    "sac": AgentSpec(SAC, SACConfig, OffPolicyRunner, "Soft Actor-Critic (continuous; ensembles, n-step, C51)"),
+    "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)"),
 }
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from off_policy_loop import train_and_evaluate
 
-from drl.agents.off_policy_base import _n_step_replay
 from drl.agents.sac import SAC, SACConfig, squashed_gaussian
 from drl.config import ConfigError, TrainConfig, build
 from drl.optim import compiler_available
+from drl.returns import n_step_replay as _n_step_replay
 from drl.storage import ReplayBuffer
 
 OBS = gym.spaces.Box(-5.0, 5.0, (3,))

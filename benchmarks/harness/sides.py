@@ -244,7 +244,7 @@ OFFPOLICY_FIELDS: dict[str, tuple[str, ...]] = {
     "net_arch": ("actor_hidden", "critic_hidden"),
     "activation_fn": ("activation",),
     "n_critics": ("num_critics", "num_q", "num_qs", "ensemble_size", "num_q_heads"),
-    "ent_coef": ("init_temperature", "initial_temperature", "init_alpha", "initial_alpha", "alpha_init"),
+    "ent_coef": ("ent_coef_init", "init_temperature", "initial_temperature", "init_alpha", "initial_alpha"),
     "policy_delay": ("policy_delay", "actor_delay", "policy_frequency"),
     "target_policy_noise": ("target_policy_noise", "policy_noise", "target_noise"),
     "target_noise_clip": ("target_noise_clip", "noise_clip"),

@@ -40,6 +40,7 @@ from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim
 from drl.optim import FlatAdam, FlatParameters, adam_update, compiler_available
+from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
 
 __all__ = ["OffPolicyConfig", "OffPolicyAgent", "FusedUpdate", "COMPILE_AUTO_MIN_UPDATES", "box_action_space",
@@ -156,48 +157,6 @@ def group_space(space: gym.Space, group: str, role: str, agent: str) -> gym.spac
     if not isinstance(space, gym.spaces.Box):
         raise TypeError(f"{agent} needs Box observations (or a Dict of Box groups), got {space}")
     return space
-
-
-# --- replay access ------------------------------------------------------------------------------
-# TODO(merge): the three functions below stand in for ``ReplayBuffer.sample_indices``,
-# ``ReplayBuffer.gather`` and ``drl.returns.n_step_replay`` of the SPEC (same signatures); replace
-# their calls with those and delete them once the storage/returns branches are merged.
-def _sample_indices(replay: ReplayBuffer, batch_size: int, generator: torch.Generator | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(steps[B], envs[B])`` uniform over the held transitions, on the buffer's device."""
-    size = len(replay)
-    if size == 0:
-        raise RuntimeError("cannot sample from an empty replay buffer")
-    device = generator.device if generator is not None else torch.device("cpu")
-    flat = torch.randint(size * replay.num_envs, (batch_size,), generator=generator, device=device).to(replay.device)
-    return flat // replay.num_envs, flat % replay.num_envs
-
-
-def _gather(replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-    return {name: replay.data[name][steps, envs] for name in names}
-
-
-def _n_step_replay(rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor, steps: torch.Tensor,
-                   envs: torch.Tensor, head: int, size: int, gamma: float, n: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n-step returns from ring rows ``steps`` of envs ``envs`` (see the SPEC of ``drl.returns.n_step_replay``)."""
-    capacity = rewards.shape[0]
-    newer = (head - 1 - steps) % capacity  # rows written after row ``steps`` (the window may not pass them)
-    returns = torch.zeros(steps.shape, dtype=rewards.dtype, device=rewards.device)
-    discount = torch.ones_like(returns)
-    last_steps = steps.clone()
-    last_terminated = torch.zeros_like(returns)
-    alive = torch.ones(steps.shape, dtype=torch.bool, device=rewards.device)
-    for k in range(n):
-        row = (steps + k) % capacity
-        active = alive & (newer >= k)
-        returns = returns + torch.where(active, discount * rewards[row, envs], 0.0)
-        last_steps = torch.where(active, row, last_steps)
-        term = terminated[row, envs]
-        last_terminated = torch.where(active, term.to(returns.dtype), last_terminated)
-        discount = torch.where(active, discount * gamma, discount)
-        alive = active & ~(term | truncated[row, envs])
-    return returns, discount * (1.0 - last_terminated), last_steps
 
 
 # --- the fused update ---------------------------------------------------------------------------
@@ -492,18 +451,18 @@ class OffPolicyAgent:
         n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row).
         """
         cfg = self.cfg
-        steps, envs = _sample_indices(replay, cfg.batch_size, self.generator)
-        batch = _gather(replay, steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
+        steps, envs = replay.sample_indices(cfg.batch_size, self.generator)
+        batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
         if cfg.n_step == 1:
             last = steps
-            rows = _gather(replay, steps, envs, ["rewards", "terminated"])
+            rows = replay.gather(steps, envs, ["rewards", "terminated"])
             batch["returns"] = rows["rewards"]
             batch["discounts"] = cfg.gamma * (1.0 - rows["terminated"].float())
         else:
-            batch["returns"], batch["discounts"], last = _n_step_replay(
+            batch["returns"], batch["discounts"], last = n_step_replay(
                 replay.data["rewards"], replay.data["terminated"], replay.data["truncated"], steps, envs,
                 replay.step, len(replay), cfg.gamma, cfg.n_step)
-        batch |= _gather(replay, last, envs, [f"next_obs/{g}" for g in self.groups])
+        batch |= replay.gather(last, envs, [f"next_obs/{g}" for g in self.groups])
         if cfg.normalize_obs:
             for name in list(batch):
                 prefix, _, group = name.partition("/")
