@@ -195,6 +195,12 @@ SUITES: dict[str, Suite] = {
             *_offpolicy_rows(50_000, 20_000, 3),
         ],
     ),
+    "offpolicy": Suite(
+        "offpolicy",
+        "SAC and TD3 (SB3 defaults, 1 env) on HalfCheetah-v5 at 25,000 steps (long enough for drl's "
+        "compile: auto) and Pendulum-v1 at 5,000 steps, 3 seeds (about an hour on one core)",
+        _offpolicy_rows(25_000, 5_000, 3),
+    ),
 }
 
 

@@ -46,9 +46,10 @@ from drl.storage import Field, ReplayBuffer
 __all__ = ["OffPolicyConfig", "OffPolicyAgent", "FusedUpdate", "COMPILE_AUTO_MIN_UPDATES", "box_action_space",
            "group_space", "scalar_parameter"]
 
-# A cold torch.compile of a SAC step takes ~13-19 s on a CPU core and saves ~1.7 ms per update at
-# SB3's sizes (10.4 -> 8.7 ms, benchmarks/sac_floor.py): it pays from about 10k updates on.
-COMPILE_AUTO_MIN_UPDATES = 30_000
+# A cold torch.compile of a SAC step takes ~13-19 s on a CPU core (a few seconds once torch's cache
+# holds it) and saves ~1.7 ms per update at SB3's sizes (10.4 -> 8.7 ms, benchmarks/sac_floor.py):
+# it pays from about 10k updates on; "auto" compiles from twice that.
+COMPILE_AUTO_MIN_UPDATES = 20_000
 MAX_WIDTH = 65_536
 MAX_HIDDEN_WEIGHTS = 2**27
 MAX_HEADS = 1024
