@@ -104,10 +104,12 @@ ROWS = [
         target_sps=5e5, target_return=6_000.0, target_seconds=300.0,
     ),
     *[TorchRow(f"{agent}-{short}", env_id, agent=agent, target_sps=None,
-               cuda=Scale(0, 0, {"num_steps": 50}, vec_steps=cuda_steps),
+               cuda=Scale(cuda_envs, 0, {"num_steps": 50, **cuda_algo}, vec_steps=cuda_steps),
                cpu=Scale(16, 0, {"num_steps": 8, "buffer_size": 16_000, "learning_starts": 128}, vec_steps=32))
-      for short, env_id, cuda_steps in (("pendulum", "drl/Pendulum-v0", 500),
-                                        ("halfcheetah", "drl/HalfCheetah-v0", 300))
+      # Pendulum's tuned config is sized for one CPU core (32 envs): on a GPU, 1024 envs and a batch of 8192
+      for short, env_id, cuda_envs, cuda_algo, cuda_steps in (
+          ("pendulum", "drl/Pendulum-v0", 1024, {"batch_size": 8192, "learning_starts": 8192}, 500),
+          ("halfcheetah", "drl/HalfCheetah-v0", 0, {}, 300))
       for agent in ("sac", "td3")],
 ]
 OFF_POLICY_ROWS = [r.name for r in ROWS if r.agent != "ppo"]
