@@ -46,7 +46,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
-    env_id = args.env if args.env is not None else (None if args.config else DEFAULT_ENV)
+    if args.env is not None or args.config:
+        env_id = args.env
+    else:  # the agent's own default env (a continuous one for SAC/TD3)
+        from drl.registry import AGENTS
+
+        env_id = AGENTS[agent].default_env if agent in AGENTS else DEFAULT_ENV
     cfg = api.load_config(agent, env_id, args.config, overrides)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from drl.agents.ppo import PPO, PPOConfig
@@ -17,16 +17,24 @@ __all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
 
 @dataclass(frozen=True)
 class AgentSpec:
+    """What the registry knows of an agent: its classes, what ``drl list`` says, the env ``drl train AGENT``
+    uses when none is given, and run-config defaults of its own (merged over :class:`TrainConfig`'s)."""
+
     agent_class: type
     config_class: type
     runner_class: type
     description: str
+    default_env: str = "drl/CartPole-v0"
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 AGENTS: dict[str, AgentSpec] = {
     "ppo": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Proximal Policy Optimisation (discrete and continuous)"),
-    "sac": AgentSpec(SAC, SACConfig, OffPolicyRunner, "Soft Actor-Critic (continuous; ensembles, n-step, C51)"),
-    "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)"),
+    # off-policy: one env unless a config says otherwise (SB3's default; updates_per_step counts per vectorised step)
+    "sac": AgentSpec(SAC, SACConfig, OffPolicyRunner, "Soft Actor-Critic (continuous; ensembles, n-step, C51)",
+                     default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
+    "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)",
+                     default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
 }
 
 
@@ -39,7 +47,7 @@ def _spec(agent: Any) -> AgentSpec:
 def default_config_dict(agent: str) -> dict[str, Any]:
     """Every key of a run config for ``agent``, at its default."""
     spec = _spec(agent)
-    data = to_dict(TrainConfig(agent=agent))
+    data = merge(to_dict(TrainConfig(agent=agent)), spec.defaults)
     data["algo"] = to_dict(spec.config_class())
     return data
 

@@ -435,7 +435,11 @@ def test_resume_without_env_state_drops_the_episodes_in_progress(tmp_path: Path)
     assert "env_state" not in load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     resumed = OffPolicyRunner(cfg, LinearAgent, run_dir, resume=True)
     assert len(resumed.replay) == STOP_AT
+    assert not resumed.replay.data["truncated"][STOP_AT - 1].all()  # time limit 7: not every env just ended
     resumed.train()
+    # the envs were reset: the last transition of every env before it ends its episode (no n-step window
+    # runs from the old episode into the new one); its next_obs is still the true next obs
+    assert resumed.replay.data["truncated"][STOP_AT - 1].all()
     assert len(resumed.replay) == 60
     rows = _rows(run_dir)
     assert [int(r["global_step"]) for r in rows] == [32 * i for i in range(1, 8)] + [240]

@@ -130,7 +130,7 @@ class OffPolicyConfig:
         check(self.v_min < self.v_max, key("v_max"), f"must be > v_min = {self.v_min}, got {self.v_max}")
         for name in ("actor_obs", "critic_obs"):
             group = getattr(self, name)
-            check(group.isidentifier() and not hasattr(nn.Module, group), key(name),
+            check(group.isidentifier() and not hasattr(nn.Module(), group), key(name),
                   f"must be an obs group name (letters, digits, _; not a torch Module attribute), got {group!r}")
 
     def lr(self, group: str) -> float:
@@ -149,12 +149,15 @@ def box_action_space(space: gym.Space, agent: str) -> gym.spaces.Box:
 
 
 def group_space(space: gym.Space, group: str, role: str, agent: str) -> gym.spaces.Box:
-    """The Box an obs group names; a plain Box env serves every group."""
+    """The Box an obs group names; a plain Box env is the "policy" group (any other name is a ValueError)."""
     if isinstance(space, gym.spaces.Dict):
         if group not in space.spaces:
             raise ValueError(f"{role} reads obs group '{group}', but the env's groups are {list(space.spaces)}; "
                              f"set algo.{role}_obs to one of them")
         space = space.spaces[group]
+    elif group != "policy":  # a plain observation is the "policy" group; it holds no privileged state
+        raise ValueError(f"{role} reads obs group '{group}', but the env returns one plain observation (no "
+                         f"groups); set algo.{role}_obs to policy, or use an env with obs groups")
     if not isinstance(space, gym.spaces.Box):
         raise TypeError(f"{agent} needs Box observations (or a Dict of Box groups), got {space}")
     return space
@@ -426,7 +429,11 @@ class OffPolicyAgent:
 
     @torch.inference_mode()
     def random_act(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Warm-up action: uniform in the Box bounds, drawn from the agent's generator."""
+        """Warm-up action for ``obs`` ``[N, ...]``: uniform in the Box bounds, drawn from the agent's generator.
+
+        Returns ``(env_action [N, A] in the env's bounds, record)``; the record holds the action
+        normalised to ``[-1, 1]`` (``"actions"`` ``[N, A]``) and the obs groups read (``"obs/<g>"`` ``[N, D_g]``).
+        """
         groups = self._groups_of(obs)
         n = next(iter(groups.values())).shape[0]
         uniform = torch.rand((n, self.action_dim), generator=self.generator, device=self.generator.device)
@@ -436,7 +443,9 @@ class OffPolicyAgent:
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
                        truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
-        """Complete a step's record with its reward, flags and the true next obs (``info["final_obs"]``)."""
+        """Complete a step's record with ``reward`` ``[N]``, ``terminated``/``truncated`` ``[N]`` bool and the
+        true next obs ``final_obs`` ``[N, ...]`` (``info["final_obs"]``: the episode's last obs where it ended);
+        returns the transition the runner adds to the replay buffer (the fields of :meth:`storage_fields`)."""
         for g, x in self._groups_of(final_obs).items():
             record[f"next_obs/{g}"] = x
         record["rewards"] = reward
@@ -480,8 +489,10 @@ class OffPolicyAgent:
         return torch.randn(shape, generator=self.generator, device=self.generator.device).to(self.device)
 
     def update(self, replay: ReplayBuffer, num_updates: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
-        """Run ``num_updates`` gradient steps; returns 0-d tensors: the mean of each stat over the steps
-        that produced it (not synced to the host)."""
+        """Run ``num_updates`` gradient steps on batches of ``algo.batch_size`` transitions sampled uniformly
+        from ``replay`` (``[C, N, ...]`` ring) with the agent's generator; ``progress`` (in [0, 1]) is unused
+        (constant learning rates, as SB3). Returns 0-d tensors: the mean of each stat over the steps that
+        produced it (left on the device, not synced to the host)."""
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         for _ in range(num_updates):

@@ -104,7 +104,7 @@ class PPOConfig:
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
         for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
             group = getattr(self, name)
-            check(group.isidentifier() and not hasattr(nn.Module, group), key(name),
+            check(group.isidentifier() and not hasattr(nn.Module(), group), key(name),
                   f"must be an obs group name (letters, digits, _; not a torch Module attribute), got {group!r}")
         check_range(self.log_std_init, key("log_std_init"), -20.0, 20.0, what="the log of the initial action std")
         for name in ("actor_hidden", "critic_hidden"):
@@ -117,7 +117,7 @@ class PPOConfig:
 
 
 def _group_space(space: gym.Space, group: str, role: str) -> gym.spaces.Box:
-    """The Box an obs group names; a plain Box env serves every group."""
+    """The Box an obs group names; a plain Box env is the "policy" group (any other name is a ValueError)."""
     if isinstance(space, gym.spaces.Dict):
         if group not in space.spaces:
             raise ValueError(
@@ -125,6 +125,9 @@ def _group_space(space: gym.Space, group: str, role: str) -> gym.spaces.Box:
                 f"set algo.{role}_obs to one of them"
             )
         space = space.spaces[group]
+    elif group != "policy":  # a plain observation is the "policy" group; it holds no privileged state
+        raise ValueError(f"{role} reads obs group '{group}', but the env returns one plain observation (no "
+                         f"groups); set algo.{role}_obs to policy, or use an env with obs groups")
     if not isinstance(space, gym.spaces.Box):
         raise TypeError(f"PPO needs Box observations (or a Dict of Box groups), got {space}")
     return space

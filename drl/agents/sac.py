@@ -161,7 +161,8 @@ class SAC(OffPolicyAgent):
         # on log alpha: entropy above target (log pi + H_target < 0) -> alpha decreases, below -> increases
         alpha_loss = -(log_alpha * (log_prob.detach() + self.target_entropy)).mean()
         loss = critic_loss + actor_loss + (alpha_loss if self.learn_alpha else 0.0)
-        stats = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
-                 "alpha_loss": alpha_loss.detach(), "alpha": alpha, "entropy": -log_prob.detach().mean(),
-                 "q": q_values(out.detach(), support).mean()}
+        stats = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
+                 "entropy": -log_prob.detach().mean(), "q": q_values(out.detach(), support).mean()}
+        if self.learn_alpha:  # a fixed ent_coef has no temperature loss to report
+            stats["alpha_loss"] = alpha_loss.detach()
         return loss, stats

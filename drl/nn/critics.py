@@ -186,6 +186,7 @@ def categorical_projection(probs: torch.Tensor, target_atoms: torch.Tensor, supp
     Returns:
         ``[B, Z]`` projected probabilities (rows sum to 1); O(B Z) memory, for batches of any size.
     """
+    probs, target_atoms = probs.float(), target_atoms.float()  # under bfloat16 autocast: project in float32
     num_atoms = support.numel()
     v_min, v_max = support[0], support[-1]
     delta = (v_max - v_min) / (num_atoms - 1)

@@ -70,6 +70,14 @@ class OffPolicyRunner(Runner):
     the stop rule and replay persistence.
     """
 
+    def _reset_envs(self) -> Any:
+        """Reset every env (see :meth:`Runner._reset_envs`). On a resume without env state the replay
+        already holds transitions: the newest one of every env is marked ``truncated`` (its ``next_obs``
+        is the true next obs), so no n-step window runs from the old episode into the new one."""
+        if len(self.replay) > 0:
+            self.replay.data["truncated"][(self.replay.step - 1) % self.replay.capacity] = True
+        return super()._reset_envs()
+
     # --- storage and schedule ---------------------------------------------------------------
     def _build_storage(self) -> None:
         algo, num_envs = self.cfg.algo, self.cfg.env.num_envs
@@ -85,6 +93,16 @@ class OffPolicyRunner(Runner):
                    f"{step_bytes(fields):,} bytes, as {self.capacity:,} rounds of env.num_envs = {num_envs})",
                    "lower config key 'algo.buffer_size'")
         self.replay = ReplayBuffer(self.capacity, num_envs, fields, self.device)
+        notes = [self._rounding_note] if self._rounding_note else []
+        if self.capacity * num_envs != algo.buffer_size:
+            notes.append(f"note: algo.buffer_size {algo.buffer_size:,} rounded up to {self.capacity * num_envs:,} "
+                         f"transitions ({self.capacity:,} whole vectorised steps of env.num_envs = {num_envs})")
+        if algo.learning_starts >= self.cfg.total_steps:
+            notes.append(f"note: algo.learning_starts {algo.learning_starts:,} >= total_steps "
+                         f"{self.cfg.total_steps:,}: every action is random (the warm-up lasts the whole run, so "
+                         "the agent is trained on at most the last step); lower algo.learning_starts or raise "
+                         "total_steps")
+        self._rounding_note = "\n".join(notes) or None
         self._replay_step: int | None = 0  # the global_step the replay's contents match; None: mid-step
         self._replay_file_step: int | None = None  # the global_step of the replay.pt on disk, when known
         # the current iteration's rows so far: env rewards and done flags [num_steps, N], the replay row
