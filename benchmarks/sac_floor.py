@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from drl.agents.sac import SAC, SACConfig
+from drl.optim import compiler_available
 from drl.storage import ReplayBuffer
 
 OBS_DIM, ACT_DIM, HIDDEN, BATCH = 17, 6, 256, 256
@@ -124,7 +125,7 @@ def drl_step(compile: bool, amp: bool = False) -> tuple[Callable[[], None], floa
     return (lambda: agent.update(replay, 1)), time.perf_counter() - start
 
 
-def measure(steps: dict[str, Callable[[], None]], updates: int, repeats: int) -> dict[str, list[float]]:
+def time_steps(steps: dict[str, Callable[[], None]], updates: int, repeats: int) -> dict[str, list[float]]:
     """ms per update of each step, in ``repeats`` interleaved blocks of ``updates`` calls (after a warm-up),
     so that load from other processes hits every variant alike."""
     for step in steps.values():
@@ -138,6 +139,18 @@ def measure(steps: dict[str, Callable[[], None]], updates: int, repeats: int) ->
                 step()
             times[name].append((time.perf_counter() - start) / updates * 1e3)
     return times
+
+
+def measure(num_updates: int, repeats: int = 5) -> dict[str, float]:
+    """ms per update (min over ``repeats`` interleaved blocks of ``num_updates`` updates, after warm-up) of
+    the plain eager loop (``eager_torch``), drl's eager update (``drl_eager``), drl's compiled update
+    (``drl``; only where a C++ compiler exists) and drl's compiled bfloat16-autocast update (``drl_amp``,
+    algo.amp): what ``python -m benchmarks.run --floor`` puts in its report. Uses the current torch threads."""
+    steps = {"eager_torch": plain_step(), "drl_eager": drl_step(False)[0]}
+    if compiler_available():
+        steps["drl"] = drl_step(True)[0]
+        steps["drl_amp"] = drl_step(True, True)[0]
+    return {name: min(values) for name, values in time_steps(steps, num_updates, repeats).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_compile:
             steps["drl compiled, amp (bfloat16 matmuls)"], first = drl_step(True, True)
             print(f"compiling the drl amp update took {first:.1f} s")
-    times = measure(steps, args.updates, args.repeats)
+    times = time_steps(steps, args.updates, args.repeats)
     plain_min = min(next(iter(times.values())))
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
