@@ -53,7 +53,7 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
         tuned = config_path_for(guess_agent, guess_env)
         if tuned.is_file():
             raw = load_yaml(tuned)
-            source = f"tuned config {tuned}"
+            source = f"tuned config configs/{tuned.parent.name}/{tuned.name}"  # where it lives in the repo
     if agent is not None:
         raw["agent"] = agent
     if env_id is not None:
