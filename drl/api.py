@@ -53,7 +53,8 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
         tuned = config_path_for(guess_agent, guess_env)
         if tuned.is_file():
             raw = load_yaml(tuned)
-            source = f"tuned config configs/{tuned.parent.name}/{tuned.name}"  # where it lives in the repo
+            root = Path(__file__).resolve().parents[1]  # a source checkout names it by its place in the repo
+            source = f"tuned config {tuned.relative_to(root) if tuned.resolve().is_relative_to(root) else tuned}"
     if agent is not None:
         raw["agent"] = agent
     if env_id is not None:

@@ -200,6 +200,6 @@ def test_redirected_stdout_shows_rows_while_training(tmp_path):
         proc.kill()
         proc.wait()
     assert lines[0] == f"run folder: {tmp_path / 'run'}\n"
-    assert lines[1] == "config: tuned config " + str(ROOT / "configs" / "ppo" / "drl-CartPole-v0.yaml") + \
+    assert lines[1] == "config: tuned config " + str(Path("configs") / "ppo" / "drl-CartPole-v0.yaml") + \
         " + overrides\n"
     assert header.split()[1] == "iter" and [r[:2] for r in rows] == [["64", "1"], ["128", "2"]]
