@@ -37,15 +37,21 @@ class Block:
 
 BLOCKS: dict[str, Block] = {
     "offpolicy": Block(
-        after="full", heading="### SAC and TD3 side by side with Stable-Baselines3",
-        intro="SB3's default SAC and TD3 hyperparameters on both sides, one env, HalfCheetah-v5 (target: drl >= 1.5x "
-              "SB3's end-to-end steps/s, return not worse beyond seed noise) and Pendulum-v1, with the floor of the "
-              "SAC update: `python -m benchmarks.run --suite full --only sac-halfcheetah td3-halfcheetah sac-pendulum "
-              "td3-pendulum --floor --out benchmarks/results/offpolicy`."),
+        after="full", heading="### SAC side by side with Stable-Baselines3",
+        intro="SB3's default SAC hyperparameters on both sides, one env, HalfCheetah-v5 at 25,000 steps, 3 seeds "
+              "(target: drl >= 1.5x SB3's end-to-end steps/s, return not worse beyond seed noise), with the floor "
+              "of the SAC update: `python -m benchmarks.run --suite offpolicy --only sac-halfcheetah --floor "
+              "--out benchmarks/results/offpolicy`."),
+    "offpolicy_td3": Block(
+        after="offpolicy", heading="### TD3 side by side with Stable-Baselines3",
+        intro="SB3's default TD3 hyperparameters on both sides (plus Gaussian exploration noise 0.1 on both), one "
+              "env, HalfCheetah-v5 at 25,000 steps, 3 seeds: `python -m benchmarks.run --suite offpolicy --only "
+              "td3-halfcheetah --out benchmarks/results/offpolicy_td3`."),
     "pendulum_solve": Block(
-        after="offpolicy", heading="### Wall-clock to solve Pendulum: SB3 SAC vs drl SAC/TD3 vs drl's parallel mode",
+        after="offpolicy_td3", heading="### Wall-clock to solve Pendulum: SB3 SAC vs drl SAC vs drl's parallel mode",
         intro="Training seconds until the evaluation return reaches -200 on one CPU core (target: the parallel mode "
-              "on `drl/Pendulum-v0` >= 10x sooner than SB3): `python -m benchmarks.pendulum_solve`."),
+              "on `drl/Pendulum-v0` >= 10x sooner than SB3): `python -m benchmarks.pendulum_solve --only sb3-sac "
+              "drl-sac drl-sac-parallel drl-td3-parallel --steps 10000`."),
 }
 
 
