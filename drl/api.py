@@ -54,7 +54,8 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
         if tuned.is_file():
             raw = load_yaml(tuned)
             root = Path(__file__).resolve().parents[1]  # a source checkout names it by its place in the repo
-            source = f"tuned config {tuned.relative_to(root) if tuned.resolve().is_relative_to(root) else tuned}"
+            in_checkout = (root / "pyproject.toml").is_file() and tuned.resolve().is_relative_to(root)
+            source = f"tuned config {tuned.resolve().relative_to(root) if in_checkout else tuned}"
     if agent is not None:
         raw["agent"] = agent
     if env_id is not None:

@@ -115,7 +115,7 @@ def test_normalised_row_gives_sb3_vecnormalize_with_its_defaults():
     from drl.nn import RewardScaler, RunningMeanStd
 
     defaults = {k: p.default for k, p in inspect.signature(VecNormalize.__init__).parameters.items()}
-    for suite in SUITES.values():
+    for suite in (SUITES[name] for name in ("tiny", "quick", "full")):  # the suites with PPO rows
         (row,) = [r for r in suite.rows if r.name == "halfcheetah-1env-norm"]
         cfg = drl_config(row, row.variants[0], seed=0)
         assert cfg.env.num_envs == 1 and cfg.algo.normalize_obs and cfg.algo.normalize_reward

@@ -52,7 +52,8 @@ def _paths(data: dict[str, Any], prefix: str = "") -> list[str]:
 
 KEYS = _paths(default_config_dict("ppo")) + ["env.kwargs.max_episode_steps", "bogus", "algo.bogus", "env.bogus"]
 # keys whose bad values only the env or the machine can judge: they may fail with the env's own one-line error
-RUNTIME_KEYS = ("env.id", "env.kwargs", "device")
+# keys checked against the env when the run is built (obs groups: whether the env has that group)
+RUNTIME_KEYS = ("env.id", "env.kwargs", "device", "algo.actor_obs", "algo.critic_obs")
 RUNTIME_ERRORS = (ConfigError, gym.error.Error, ValueError, TypeError, ImportError)
 
 EXTREMES = [0, -1, 1, 3, 2**31, 2**64, 10**9, 10**30, 1e9, 1e30, -1e30, 1.5, 0.5, -0.0, math.inf, -math.inf,
