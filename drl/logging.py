@@ -343,10 +343,16 @@ class ConsoleTable:
             self._print(self.pending)
 
     def _print(self, row: dict[str, Any]) -> None:
+        wanted = self._choose_columns(row)
+        grown = self.columns is not None and any(column not in self.columns for column in wanted)
         if self.columns is None:
-            self.columns = self._choose_columns(row)
+            self.columns = wanted
+        elif grown:  # losses that start later (an off-policy warm-up): add their columns, say so with a header
+            middle = self.columns[len(self.LEADING):-len(self.TRAILING)]
+            middle += [column for column in wanted[len(self.LEADING):-len(self.TRAILING)] if column not in middle]
+            self.columns = self.LEADING + middle + self.TRAILING
         lines = []
-        if self.rows_printed % self.header_every == 0:
+        if self.rows_printed % self.header_every == 0 or grown:
             lines.append(self.header())
         lines.append(self.format_row(row))
         print("\n".join(lines), file=self.stream, flush=True)

@@ -61,6 +61,23 @@ def test_console_table_prints_by_time_evals_and_last_row():
     assert lines[3].split()[4] == "42"
 
 
+def test_console_table_gains_the_losses_that_start_after_a_warm_up():
+    """Off-policy runs log no loss before learning_starts: the columns appear with the first row that has
+    them (under a new header line), and rows without them show '-'."""
+    out = io.StringIO()
+    table = ConsoleTable(out, log_interval=1, clock=FakeClock())
+    warm_up = {k: v for k, v in _row(1).items() if not k.endswith("_loss") and k != "entropy"}
+    table.add(warm_up)
+    table.add({**_row(2), "actor_loss": -3.0, "value_loss": 2.0})
+    table.add(warm_up | {"iteration": 3})
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["global_step", "iter", "ep_return", "ep_length", "eval_return", "sps", "time_s"]
+    assert lines[2].split() == ["global_step", "iter", "ep_return", "ep_length", "eval_return", "policy_loss",
+                                "value_loss", "actor_loss", "entropy", "sps", "time_s"]
+    assert lines[3].split() == ["200", "2", "1.5", "10", "-", "-0.25", "2", "-3", "0.5", "1000", "1"]
+    assert lines[4].split()[5:9] == ["-", "-", "-", "-"] and len(lines) == 5
+
+
 def test_console_table_every_k_iterations():
     out = io.StringIO()
     table = ConsoleTable(out, log_interval=3, clock=FakeClock())
