@@ -351,13 +351,10 @@ def _status(variant: SolveVariant) -> str:
 
 
 def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+    """JSON-safe: NaN/inf -> null (the side-by-side harness's rule)."""
+    from benchmarks.run import _clean as json_safe
+
+    return json_safe(obj)
 
 
 def main(argv: list[str] | None = None) -> int:
