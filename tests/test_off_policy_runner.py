@@ -363,7 +363,7 @@ def test_signal_inside_evaluation_saves_the_step_boundary_before_it(tmp_path: Pa
     """SIGINT inside the evaluation at the end of iteration 3: the run is saved after its last step with
     the iteration's rows pending (nothing of the evaluation or the row); the resume evaluates, logs the
     row and ends like the uninterrupted run. Through the CLI: exit 130 and the resume line."""
-    import drl.runners.off_policy as off_policy
+    import drl.runners.base as off_policy  # where the runners call them
     from drl.cli import main
 
     whole, parts = tmp_path / "whole", tmp_path / "parts"

@@ -230,7 +230,7 @@ def test_signal_inside_update_stops_it_and_saves_the_last_completed_iteration(tm
 
 
 def test_signal_inside_evaluation_stops_it(tmp_path, monkeypatch, capsys):
-    import drl.runners.on_policy as on_policy
+    import drl.runners.base as on_policy  # where the runners call them
 
     original = on_policy.evaluate_policy
     calls = []
@@ -271,7 +271,7 @@ def test_stop_signals_rule():
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, monkeypatch, capsys):
-    import drl.runners.on_policy as on_policy
+    import drl.runners.base as on_policy  # where the runners call them
 
     def make_vec_env(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)

@@ -27,7 +27,6 @@ import math
 import random
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -210,10 +209,9 @@ class Runner:
         seed_everything(cfg.seed)
         check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
                        self.device, cfg.env.vectorization, cfg.env.kwargs)
-        make_env = self._env_factory()
         with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
-            self.env = make_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
-            self.eval_env = make_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
+            self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
+            self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
                                      cfg.env.kwargs)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
@@ -281,14 +279,6 @@ class Runner:
         return self.state["global_step"]
 
     # --- hooks with a default -----------------------------------------------------------------
-    def _env_factory(self) -> Callable[..., Any]:
-        """``make_vec_env`` (a subclass may return its module's, so it can be patched there)."""
-        return make_vec_env
-
-    def _policy_evaluator(self) -> Callable[..., list[float]]:
-        """``evaluate_policy`` (a subclass may return its module's, so it can be patched there)."""
-        return evaluate_policy
-
     def _initial_state(self) -> dict[str, Any]:
         """The run state of a fresh run (counters, schedules, best evaluation, the episode window)."""
         cfg = self.cfg
@@ -557,7 +547,7 @@ class Runner:
     def _evaluate(self) -> tuple[float, float]:
         try:
             with self.stop.interruptible():
-                returns = self._policy_evaluator()(self.agent, self.eval_env, self.cfg.eval_episodes,
+                returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
                                                    seed=self.cfg.seed + EVAL_SEED_OFFSET)
         except EnvStepError as err:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "

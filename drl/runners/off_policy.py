@@ -37,7 +37,6 @@ credit, the replay and the iteration's rows all come back.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +46,9 @@ from drl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drl.guards import EnvStepError, NonFiniteError, check_update, writing
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch
 from drl.resources import check_fits, step_bytes, storage_bytes
-from drl.runners.base import EpisodeTracker, Runner, evaluate_policy
+from drl.runners.base import EpisodeTracker, Runner
 from drl.runners.common import note
 from drl.storage import ReplayBuffer
-from envs import make_vec_env
 
 __all__ = ["OffPolicyRunner", "REPLAY_FILE"]
 
@@ -138,13 +136,6 @@ class OffPolicyRunner(Runner):
 
     def _rollout_start_step(self) -> int:
         return self.state["row_start_step"]
-
-    # drl.runners.off_policy.make_vec_env / evaluate_policy are the names to patch (tests, tools)
-    def _env_factory(self) -> Callable[..., Any]:
-        return make_vec_env
-
-    def _policy_evaluator(self) -> Callable[..., list[float]]:
-        return evaluate_policy
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:

@@ -26,7 +26,6 @@ with masked tensor ops and read back once per iteration.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,7 +42,6 @@ from drl.runners.base import (  # noqa: F401 - EVAL_SEED_OFFSET, seed_everything
     seed_everything,
 )
 from drl.storage import RolloutBuffer
-from envs import make_vec_env
 
 __all__ = ["OnPolicyRunner", "EpisodeTracker", "evaluate_policy", "seed_everything", "EVAL_SEED_OFFSET"]
 
@@ -76,13 +74,6 @@ class OnPolicyRunner(Runner):
     def finished(self) -> bool:
         """The run has done all its iterations (resuming it has nothing to do)."""
         return self.state["iteration"] >= self.num_iterations
-
-    # drl.runners.on_policy.make_vec_env / evaluate_policy stay the names to patch (tests, tools)
-    def _env_factory(self) -> Callable[..., Any]:
-        return make_vec_env
-
-    def _policy_evaluator(self) -> Callable[..., list[float]]:
-        return evaluate_policy
 
     def _rollout_tensors(self, env_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
         """What a rollout's finiteness check reads: the env's rewards ``[T, N]`` first (so a NaN
