@@ -38,13 +38,13 @@ from torch import nn
 
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
-from drl.nn.mlp import flat_dim
+from drl.nn.mlp import flat_dim, group_space
 from drl.optim import FlatAdam, FlatParameters, adam_update, compiler_available
 from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
 
 __all__ = ["OffPolicyConfig", "OffPolicyAgent", "FusedUpdate", "COMPILE_AUTO_MIN_UPDATES", "box_action_space",
-           "group_space", "scalar_parameter"]
+           "scalar_parameter"]
 
 # A cold torch.compile of a SAC step takes ~13-19 s on a CPU core (a few seconds once torch's cache
 # holds it) and saves ~1.7 ms per update at SB3's sizes (10.4 -> 8.7 ms, benchmarks/sac_floor.py):
@@ -145,21 +145,6 @@ def box_action_space(space: gym.Space, agent: str) -> gym.spaces.Box:
         raise TypeError(f"{agent} needs a Box action space; for Discrete actions use: ppo (got {space})")
     if not (torch.isfinite(torch.as_tensor(space.low)).all() and torch.isfinite(torch.as_tensor(space.high)).all()):
         raise ValueError(f"{agent} needs finite action bounds (it squashes actions into them), got {space}")
-    return space
-
-
-def group_space(space: gym.Space, group: str, role: str, agent: str) -> gym.spaces.Box:
-    """The Box an obs group names; a plain Box env is the "policy" group (any other name is a ValueError)."""
-    if isinstance(space, gym.spaces.Dict):
-        if group not in space.spaces:
-            raise ValueError(f"{role} reads obs group '{group}', but the env's groups are {list(space.spaces)}; "
-                             f"set algo.{role}_obs to one of them")
-        space = space.spaces[group]
-    elif group != "policy":  # a plain observation is the "policy" group; it holds no privileged state
-        raise ValueError(f"{role} reads obs group '{group}', but the env returns one plain observation (no "
-                         f"groups); set algo.{role}_obs to policy, or use an env with obs groups")
-    if not isinstance(space, gym.spaces.Box):
-        raise TypeError(f"{agent} needs Box observations (or a Dict of Box groups), got {space}")
     return space
 
 

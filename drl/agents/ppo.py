@@ -26,7 +26,7 @@ from torch import nn
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
-from drl.nn.mlp import flat_dim, forward_layers
+from drl.nn.mlp import flat_dim, forward_layers, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
 from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
@@ -116,23 +116,6 @@ class PPOConfig:
                   f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
 
 
-def _group_space(space: gym.Space, group: str, role: str) -> gym.spaces.Box:
-    """The Box an obs group names; a plain Box env is the "policy" group (any other name is a ValueError)."""
-    if isinstance(space, gym.spaces.Dict):
-        if group not in space.spaces:
-            raise ValueError(
-                f"{role} reads obs group '{group}', but the env's groups are {list(space.spaces)}; "
-                f"set algo.{role}_obs to one of them"
-            )
-        space = space.spaces[group]
-    elif group != "policy":  # a plain observation is the "policy" group; it holds no privileged state
-        raise ValueError(f"{role} reads obs group '{group}', but the env returns one plain observation (no "
-                         f"groups); set algo.{role}_obs to policy, or use an env with obs groups")
-    if not isinstance(space, gym.spaces.Box):
-        raise TypeError(f"PPO needs Box observations (or a Dict of Box groups), got {space}")
-    return space
-
-
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs over (possibly different) flat observation groups."""
 
@@ -180,8 +163,8 @@ class PPO:
         self.action_space = action_space
         self.generator = generator
         self.grouped_obs = isinstance(observation_space, gym.spaces.Dict)
-        actor_space = _group_space(observation_space, cfg.actor_obs, "actor")
-        critic_space = _group_space(observation_space, cfg.critic_obs, "critic")
+        actor_space = group_space(observation_space, cfg.actor_obs, "actor", "PPO")
+        critic_space = group_space(observation_space, cfg.critic_obs, "critic", "PPO")
         self.groups = sorted({cfg.actor_obs, cfg.critic_obs})
         self.group_shapes = {cfg.actor_obs: actor_space.shape, cfg.critic_obs: critic_space.shape}
         self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init", "forward_layers"]
+__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init", "forward_layers", "flat_dim", "group_space"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -67,3 +68,25 @@ def forward_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = layer.forward(x)
     return x
+
+
+def group_space(space: gym.Space, group: str, role: str, agent: str) -> gym.spaces.Box:
+    """The Box that obs group ``group`` names in the env's observation ``space`` (what the agent's
+    ``role`` network, "actor" or "critic", is sized from); a plain Box env is the "policy" group.
+
+    Raises:
+        ValueError: the group is not in a Dict space, or is not "policy" for a plain Box (one line
+            naming ``algo.<role>_obs``).
+        TypeError: the group is not a Box (``agent`` names who needs one).
+    """
+    if isinstance(space, gym.spaces.Dict):
+        if group not in space.spaces:
+            raise ValueError(f"{role} reads obs group '{group}', but the env's groups are {list(space.spaces)}; "
+                             f"set algo.{role}_obs to one of them")
+        space = space.spaces[group]
+    elif group != "policy":  # a plain observation is the "policy" group; it holds no privileged state
+        raise ValueError(f"{role} reads obs group '{group}', but the env returns one plain observation (no "
+                         f"groups); set algo.{role}_obs to policy, or use an env with obs groups")
+    if not isinstance(space, gym.spaces.Box):
+        raise TypeError(f"{agent} needs Box observations (or a Dict of Box groups), got {space}")
+    return space
