@@ -486,7 +486,7 @@ class OffPolicyAgent:
             for name, value in stats.items():
                 sums[name] = value if name not in sums else sums[name] + value
                 counts[name] = counts.get(name, 0) + 1
-        return {name: value / counts[name] for name, value in sums.items()}
+        return {name: value if counts[name] == 1 else value / counts[name] for name, value in sums.items()}
 
     # --- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

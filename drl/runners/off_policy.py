@@ -324,8 +324,8 @@ class OffPolicyRunner(Runner):
                         if num_updates:
                             state["update_credit"] -= num_updates
                             metrics = agent.update(replay, num_updates, state["global_step"] / cfg.total_steps)
-                            for name, value in metrics.items():
-                                weighted = value.detach() * num_updates
+                            for name, value in metrics.items():  # no op per metric for the usual one update
+                                weighted = value.detach() if num_updates == 1 else value.detach() * num_updates
                                 self._metric_sums[name] = (weighted if name not in self._metric_sums
                                                            else self._metric_sums[name] + weighted)
                             self._updates += num_updates
