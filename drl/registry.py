@@ -18,7 +18,9 @@ __all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
 @dataclass(frozen=True)
 class AgentSpec:
     """What the registry knows of an agent: its classes, what ``drl list`` says, the env ``drl train AGENT``
-    uses when none is given, and run-config defaults of its own (merged over :class:`TrainConfig`'s)."""
+    uses when none is given, and run-config defaults of its own (merged over :class:`TrainConfig`'s; an
+    ``"algo"`` entry is merged over the config class's own defaults, so one agent class can back several
+    registry names, e.g. a variant with another default obs group)."""
 
     agent_class: type
     config_class: type
@@ -47,8 +49,9 @@ def _spec(agent: Any) -> AgentSpec:
 def default_config_dict(agent: str) -> dict[str, Any]:
     """Every key of a run config for ``agent``, at its default."""
     spec = _spec(agent)
-    data = merge(to_dict(TrainConfig(agent=agent)), spec.defaults)
-    data["algo"] = to_dict(spec.config_class())
+    own = {key: value for key, value in spec.defaults.items() if key != "algo"}
+    data = merge(to_dict(TrainConfig(agent=agent)), own)
+    data["algo"] = merge(to_dict(spec.config_class()), spec.defaults.get("algo", {}))
     return data
 
 
