@@ -14,7 +14,8 @@ is started with the tuned config ``configs/<agent>/<env>.yaml`` (rl-baselines3-z
     drl train AGENT --config configs/AGENT/ENV.yaml --steps 300000 --seed S
         --set checkpoint_interval=10000 --run-dir RUNS_DIR/AGENT-ENV-sS --no-progress
 
-Each is a subprocess (``--jobs K`` at once, optionally under ``nice -n N``), its output in
+Run it from the repository root (the config paths are relative; ``drl`` is the console script on
+PATH). Each is a subprocess (``--jobs K`` at once, optionally under ``nice -n N``), its output in
 ``RUNS_DIR/<run>.log``; every command is printed and appended to ``RUNS_DIR/commands.jsonl``.
 Each run takes about an hour of one CPU core.
 
@@ -354,6 +355,8 @@ def summarise(specs: list[RunSpec], steps: int, references: list[Reference] | No
             status = "finished" if int(summary.get("steps") or 0) >= steps or r["last_step"] >= steps else "at steps"
         elif not r["exists"] or not (spec.run_dir / "metrics.csv").is_file():
             status = "missing"
+        elif int(summary.get("steps") or 0) >= steps or r["last_step"] >= steps:
+            status = "no evaluation at steps"  # its eval_interval does not hit --steps
         else:
             status = "unfinished"
         runs.append({"agent": spec.agent, "env": spec.env, "seed": spec.seed, "status": status, **r})
@@ -451,7 +454,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {r['agent']}-{r['env']}-s{r['seed']} | {r['status']} | {_n(r['last_step'])} | {evals} | "
                      f"{_n(r['train_sps'])} |")
     lines += ["", "Status: *finished* (summary at or past the step count), *at steps* (evaluated at the step count, "
-              "the run still going), *unfinished* (not there yet: resume with `python -m benchmarks.offpolicy_quality "
+              "the run still going), *no evaluation at steps* (past the step count, but its `eval_interval` skipped "
+              "it), *unfinished* (not there yet: resume with `python -m benchmarks.offpolicy_quality "
               "run`), *missing* (no run folder or no metrics yet)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -191,3 +191,9 @@ def test_references_are_documented_and_cover_the_grid():
 def test_readme_block_is_registered():
     block = BLOCKS["offpolicy_quality"]
     assert block.after in BLOCKS and "benchmarks.offpolicy_quality" in block.intro
+
+
+def test_a_finished_run_without_an_evaluation_at_the_step_count_says_so(tmp_path):
+    fake_run(tmp_path / "td3-Hopper-v5-s0", {280_000: 100.0}, 300_000)  # eval_interval that skips 300k
+    (run,) = opq.summarise(opq.grid(["td3"], ["Hopper-v5"], [0], tmp_path), 300_000, [])["runs"]
+    assert run["status"] == "no evaluation at steps" and run["eval_at_steps"] is None
