@@ -467,6 +467,7 @@ def write_plot(results: dict[str, Any], out: Path, runs_dir: Path | None = None)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     groups, steps = results["groups"], results["meta"]["steps"]
     cols = min(2, max(1, len(groups)))
@@ -477,12 +478,12 @@ def write_plot(results: dict[str, Any], out: Path, runs_dir: Path | None = None)
         by_step: dict[int, list[float]] = {}
         for r in runs:
             xs = [e["step"] for e in r["evals"]]
-            ax.plot(xs, [e["eval_return"] for e in r["evals"]], color="C0", linewidth=0.8, alpha=0.5)
+            ax.plot(xs, [e["eval_return"] for e in r["evals"]], color="C0", linewidth=0.8, alpha=0.5, marker=".")
             for e in r["evals"]:
                 by_step.setdefault(e["step"], []).append(e["eval_return"])
         if by_step:
             xs = sorted(by_step)
-            ax.plot(xs, [statistics.fmean(by_step[x]) for x in xs], color="C0", linewidth=2.5,
+            ax.plot(xs, [statistics.fmean(by_step[x]) for x in xs], color="C0", linewidth=2.5, marker="o",
                     label=f"drl, mean of {len(runs)} seed{'s' if len(runs) != 1 else ''} (thin: seeds)")
         for i, ref in enumerate(r for r in g["references"] if r["steps"] == steps):
             x = steps * (1.0 + 0.012 * (i + 1))
@@ -491,6 +492,8 @@ def write_plot(results: dict[str, Any], out: Path, runs_dir: Path | None = None)
             ax.errorbar([x], [ref["value"]], yerr=yerr, fmt="o" if ref["kind"] == "table" else "s", color=f"C{i + 1}",
                         capsize=3, label=label)
         ax.axvline(steps, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(0, steps * 1.08)  # the whole budget, also while the runs are young
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         ax.set_title(f"{g['agent'].upper()} on {g['env']}", fontsize=10)
         ax.set_xlabel("env steps")
         ax.set_ylabel("evaluation return (10 deterministic episodes)")
