@@ -103,7 +103,7 @@ _SEUNGJU = ("seungju-k1m/sac-td3-td7 README, 'Experiment Results' table (a PyTor
 _SEUNGJU_URL = "https://github.com/seungju-k1m/sac-td3-td7/blob/c3d51f608d40aa907409c471aeaf7e4dc70df7c6/README.md"
 _ZOO = ("rl-baselines3-zoo benchmark.md (SB3 with the zoo's hyperparameters, the ones drl's configs copy; one "
         "trained agent, mean ± std over its evaluation episodes)")
-_ZOO_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md"
+_ZOO_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/22e3ff2450fd92033f7f032915e1f64894a09584/benchmark.md"
 _CLEANRL_SAC_URL = "https://docs.cleanrl.dev/rl-algorithms/sac/#experiment-results"
 _CLEANRL_TD3_URL = "https://docs.cleanrl.dev/rl-algorithms/td3/#experiment-results"
 
