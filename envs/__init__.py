@@ -78,6 +78,15 @@ for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goa
                  f"Franka Panda: {_what}; 'policy'/'critic' obs groups", extra="pybullet")
 
 
+_PRIVILEGED = "'policy' (partial) / 'critic' (full state) obs groups"
+register_env("drl/CartPoleNoVel-v0", "envs.tasks.partial:CartPoleNoVel", _CLASSIC, "cpu, cuda",
+             f"CartPole-v1, velocities removed from the policy; {_PRIVILEGED}")
+register_env("drl/PendulumNoVel-v0", "envs.tasks.partial:PendulumNoVel", _CLASSIC, "cpu, cuda",
+             f"Pendulum-v1, velocity removed from the policy; {_PRIVILEGED}")
+register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
+             f"2-D active search: find a target with a 60 deg sensor, reach it; sparse; demonstrator; {_PRIVILEGED}")
+
+
 def make_vec_env(
     env_id: str,
     num_envs: int,
