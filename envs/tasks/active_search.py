@@ -16,9 +16,16 @@ import numpy as np
 import torch
 
 from envs.core import TorchVecEnv
-from envs.torch_classic.pendulum import angle_normalize
 
-__all__ = ["ActiveSearch", "reference_searcher", "DEMO_SUCCESS_RATE", "REFERENCE_SUCCESS_RATE"]
+TWO_PI = 2 * math.pi
+
+
+def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Angles to ``[-pi, pi)``; an angle already there comes back bit for bit (no rounding when nothing wraps)."""
+    return theta - TWO_PI * torch.floor((theta + math.pi) / TWO_PI)
+
+
+__all__ = ["ActiveSearch", "wrap_angle", "reference_searcher", "DEMO_SUCCESS_RATE", "REFERENCE_SUCCESS_RATE"]
 
 # Measured with envs.tasks.demos (1000 episodes, seed 0, 64 envs, default max_episode_steps=100):
 DEMO_SUCCESS_RATE = 0.489  # ActiveSearch.expert_action (the slow, noisy demonstrator)
@@ -154,7 +161,7 @@ class ActiveSearch(TorchVecEnv):
         """New start pose and target for the envs where ``mask[N]`` is true (fixed draws: no host sync)."""
         n, a = self.num_envs, self.ARENA
         xy = self._uniform(-a, a, (n, 2))
-        heading = self._uniform(-math.pi, math.pi, (n, 1))
+        heading = wrap_angle(self._uniform(-math.pi, math.pi, (n, 1)))  # float32 may round up to pi
         candidates = self._uniform(-a, a, (n, self.CANDIDATES, 2))
         far = (candidates - xy[:, None, :]).norm(dim=-1) >= self.MIN_START_DISTANCE  # [N, K]
         first = far.to(torch.int8).argmax(dim=-1)  # index of the first far candidate (0 when none is)
@@ -180,7 +187,7 @@ class ActiveSearch(TorchVecEnv):
         if tuple(actions.shape) != (self.num_envs, 2):
             raise ValueError(f"actions must have shape {(self.num_envs, 2)}, got {tuple(actions.shape)}")
         act = torch.nan_to_num(actions.to(device=self.device, dtype=torch.float32)).clamp(-1.0, 1.0)
-        heading = angle_normalize(self.pose[:, 2] + act[:, 1] * self.MAX_TURN)
+        heading = wrap_angle(self.pose[:, 2] + act[:, 1] * self.MAX_TURN)
         step = act[:, 0] * self.MAX_MOVE
         x = (self.pose[:, 0] + step * torch.cos(heading)).clamp(-self.ARENA, self.ARENA)
         y = (self.pose[:, 1] + step * torch.sin(heading)).clamp(-self.ARENA, self.ARENA)
@@ -196,7 +203,7 @@ class ActiveSearch(TorchVecEnv):
                              f"got {tuple(state.shape)}")
         state = state.to(device=self.device, dtype=torch.float32)
         xy = state[:, :2].clamp(-self.ARENA, self.ARENA)
-        self.pose = torch.cat((xy, angle_normalize(state[:, 2:3])), dim=-1)
+        self.pose = torch.cat((xy, wrap_angle(state[:, 2:3])), dim=-1)
         self.target = state[:, 3:5].clamp(-self.ARENA, self.ARENA).clone()
 
     def _get_state(self) -> dict[str, torch.Tensor]:
@@ -222,7 +229,7 @@ class ActiveSearch(TorchVecEnv):
         seen = self.in_view(rel)
         xy, heading = self.pose[:, :2], self.pose[:, 2]
         # searching: turn counter-clockwise; creep toward the arena centre when facing it
-        to_centre = angle_normalize(torch.atan2(-xy[:, 1], -xy[:, 0]) - heading)
+        to_centre = wrap_angle(torch.atan2(-xy[:, 1], -xy[:, 0]) - heading)
         drift = (to_centre.abs() < math.pi / 6) & (xy.norm(dim=-1) > self.DEMO_CENTRE_RADIUS)
         search = torch.stack((drift.to(torch.float32) * speed, torch.full_like(heading, turn)), dim=-1)
         # in view: steer at the target, drive at `speed`
@@ -279,7 +286,7 @@ def reference_searcher(env: gym.vector.VectorEnv, obs: Any = None) -> torch.Tens
     bearing = torch.atan2(rel[:, 1], rel[:, 0])
     approach = torch.stack((ones, (2.0 * bearing / task.MAX_TURN).clamp(-1.0, 1.0)), dim=-1)
     spin = torch.stack((zeros, ones), dim=-1)
-    to_centre = angle_normalize(torch.atan2(-xy[:, 1], -xy[:, 0]) - heading)
+    to_centre = wrap_angle(torch.atan2(-xy[:, 1], -xy[:, 0]) - heading)
     go = torch.stack(((to_centre.abs() < math.pi / 6).to(torch.float32), (to_centre / task.MAX_TURN).clamp(-1.0, 1.0)),
                      dim=-1)
     full_turn = math.ceil(2 * math.pi / task.MAX_TURN)
