@@ -76,6 +76,9 @@ for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goa
                      ("PickPlace", "pick a cube and place it at a goal")):
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",
                  f"Franka Panda: {_what}; 'policy'/'critic' obs groups", extra="pybullet")
+register_env("drl/PandaPickOccluded-v0", "envs.tasks.panda:PandaPickOccluded", "pybullet", "cpu",
+             "Franka Panda pick-and-place; the policy's cube position is occluded at random steps (last seen "
+             "+ flag), the true pose in 'critic'", extra="pybullet")
 
 
 _PRIVILEGED = "'policy' (partial) / 'critic' (full state) obs groups"
