@@ -77,17 +77,15 @@ for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goa
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",
                  f"Franka Panda: {_what}; 'policy'/'critic' obs groups", extra="pybullet")
 register_env("drl/PandaPickOccluded-v0", "envs.tasks.panda:PandaPickOccluded", "pybullet", "cpu",
-             "Franka Panda pick-and-place; the policy's cube position is occluded at random steps (last seen "
-             "+ flag), the true pose in 'critic'", extra="pybullet")
+             "Franka Panda: pick-and-place, the cube occluded from 'policy' at random steps", extra="pybullet")
 
 
-_PRIVILEGED = "'policy' (partial) / 'critic' (full state) obs groups"
 register_env("drl/CartPoleNoVel-v0", "envs.tasks.partial:CartPoleNoVel", _CLASSIC, "cpu, cuda",
-             f"CartPole-v1, velocities removed from the policy; {_PRIVILEGED}")
+             "CartPole-v1; 'policy': (x, theta), 'critic': the full state")
 register_env("drl/PendulumNoVel-v0", "envs.tasks.partial:PendulumNoVel", _CLASSIC, "cpu, cuda",
-             f"Pendulum-v1, velocity removed from the policy; {_PRIVILEGED}")
+             "Pendulum-v1; 'policy': (cos, sin), 'critic': with the velocity")
 register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
-             f"2-D active search: find a target with a 60 deg sensor, reach it; sparse; demonstrator; {_PRIVILEGED}")
+             "find a target with a 60 deg sensor, reach it; sparse; 'critic': the target; demonstrator")
 
 
 def make_vec_env(
