@@ -15,16 +15,16 @@ import gymnasium as gym
 import pytest
 import torch
 import yaml
+from privileged_standin import CARTPOLE_ID, register
 
 from drl import api
-from drl.agents.aacd import AACD, AACDConfig
+from drl.agents.aacd import AACD
 from drl.agents.ppo import PPO
 from drl.cli import main
 from drl.config import ConfigError, merge
 from drl.registry import resolve_config
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
-from privileged_standin import CARTPOLE_ID, register
 
 register()
 
