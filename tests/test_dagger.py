@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from privileged_standin import CARTPOLE_ID, PENDULUM_ID, register
 
 from drl import api
 from drl.agents.dagger import DAgger
@@ -21,7 +22,6 @@ from drl.config import ConfigError, merge
 from drl.registry import resolve_config
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
-from privileged_standin import CARTPOLE_ID, PENDULUM_ID, register
 
 register()
 
