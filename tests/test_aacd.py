@@ -124,6 +124,30 @@ def test_frozen_critic_gets_no_gradient_and_stays_bitwise_equal(teacher_dir: Pat
     assert agent.obs_normalizers["policy"].count > policy_count
 
 
+def test_frozen_critic_keeps_the_teachers_reward_scale(tmp_path: Path) -> None:
+    """With normalize_reward the teacher's values are in units of its scaled rewards: the student's reward
+    scale starts from the teacher's return statistics; frozen keeps them, finetune goes on updating them."""
+    teacher_dir = tmp_path / "teacher"
+    api.train(run_config("aac", total_steps=512, actor_obs="critic", normalize_reward=True), teacher_dir)
+    teacher, _ = api.load_agent(teacher_dir)
+    stats = teacher.reward_scaler.return_stats
+    frozen = make_aacd(teacher=str(teacher_dir), critic_mode="frozen", normalize_reward=True)
+    storage = rollout(frozen)
+    rewards = storage["rewards"].clone()
+    frozen.update(storage)
+    assert torch.equal(frozen.reward_scaler.return_stats.var, stats.var)
+    assert torch.equal(frozen.reward_scaler.return_stats.count, stats.count)
+    expected = (rewards / stats.std_as(torch.float32)).clamp(-10.0, 10.0)
+    assert torch.equal(frozen.reward_scaler.scale_rollout(rewards, storage["terminated"], storage["truncated"]),
+                        expected)
+    finetune = make_aacd(teacher=str(teacher_dir), critic_mode="finetune", normalize_reward=True)
+    assert torch.equal(finetune.reward_scaler.return_stats.var, stats.var)
+    finetune.update(rollout(finetune))
+    assert finetune.reward_scaler.return_stats.count > stats.count
+    with pytest.raises(ConfigError, match="normalize_reward True vs False here"):
+        make_aacd(teacher=str(teacher_dir))
+
+
 def test_finetuned_critic_moves_at_its_own_learning_rate(teacher_dir: Path) -> None:
     """One Adam step from zero moments moves every coordinate by lr * g / (|g| + eps) ~= lr: the critic's
     by critic_learning_rate, the actor's by learning_rate."""

@@ -13,8 +13,9 @@ Not actor imitation: the *critic* is what is transferred.
 
 * ``frozen``: the loaded critic never changes. Its parameters are left out of the optimised flat
   vector (no gradient reaches them, and Adam cannot move them: a zero learning rate would not be
-  enough, Adam's step ``lr * m / sqrt(v)`` is only zero while ``lr`` is), and its obs normaliser is
-  not updated, so V is exactly the teacher's function of the privileged state. TacSL: learns fastest.
+  enough, Adam's step ``lr * m / sqrt(v)`` is only zero while ``lr`` is), and neither its obs
+  normaliser nor (with ``normalize_reward``) the reward scale it was trained for is updated, so V is
+  exactly the teacher's function of the privileged state, in the teacher's units. TacSL: learns fastest.
 * ``finetune``: the loaded critic is trained with the PPO value loss as usual, optionally at its own
   ``critic_learning_rate``. TacSL: best asymptote.
 * ``scratch``: no teacher; a random critic on the privileged group: plain asymmetric actor-critic
@@ -38,6 +39,7 @@ from torch import nn
 
 from drl.agents.ppo import PPO, PPOConfig
 from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range, merge, to_dict
+from drl.nn import RewardScaler
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
 
@@ -96,7 +98,8 @@ class AACD(PPO):
 
     Same constructor and interface as :class:`PPO`. The critic (and the critic group's observation
     normaliser) is copied from ``cfg.teacher`` unless ``critic_mode`` is ``scratch``; the actor is
-    PPO's fresh random initialisation. The teacher is read once, at construction (a resumed run then
+    PPO's fresh random initialisation. With ``normalize_reward`` the reward scaler starts from the
+    teacher's return statistics (frozen: keeps them). The teacher is read once, at construction (a resumed run then
     loads its own checkpoint over it).
 
     Raises:
@@ -150,7 +153,8 @@ class AACD(PPO):
             if tuple(shape) != tuple(own):
                 differences.append(f"its critic input '{mine.critic_obs}' has shape {tuple(shape)}, this env's "
                                    f"{tuple(own)}")
-        for name in ("critic_hidden", "activation", "normalize_obs"):
+        # V's inputs and its units: the same architecture, input normalisation, discount and reward scaling
+        for name in ("critic_hidden", "activation", "normalize_obs", "gamma", "normalize_reward"):
             if getattr(theirs, name) != getattr(mine, name):
                 differences.append(f"{name} {getattr(theirs, name)!r} vs {getattr(mine, name)!r} here")
         if differences:
@@ -160,6 +164,11 @@ class AACD(PPO):
             self.model.critic.load_state_dict(teacher.model.critic.state_dict())
             self.obs_normalizers[mine.critic_obs].load_state_dict(
                 teacher.obs_normalizers[theirs.critic_obs].state_dict())
+            # the teacher's values are in units of its scaled rewards: start from (frozen: keep) its scale
+            self.reward_scaler.return_stats.load_state_dict(teacher.reward_scaler.return_stats.state_dict())
+        if cfg.critic_mode == "frozen":
+            self.reward_scaler = _FixedRewardScaler(self.num_envs, cfg.gamma).to(self.device).load_from(
+                self.reward_scaler)
 
     def _normalize(self, groups: dict[str, torch.Tensor], update: bool) -> dict[str, torch.Tensor]:
         """PPO's, except that a frozen critic's input normaliser keeps the teacher's statistics."""
@@ -167,6 +176,18 @@ class AACD(PPO):
             return groups
         return {g: self.obs_normalizers[g].update_normalize(x, update and g not in self.frozen_groups)
                 for g, x in groups.items()}
+
+
+class _FixedRewardScaler(RewardScaler):
+    """A frozen critic's reward scale: rewards / std(return) with the teacher's statistics, never updated
+    (the running returns ``[N]`` are kept, unused, so the state dict is the same as PPO's)."""
+
+    def load_from(self, scaler: RewardScaler) -> _FixedRewardScaler:
+        self.load_state_dict(scaler.state_dict())
+        return self
+
+    def scale_rollout(self, rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+        return (rewards / self.return_stats.std_as(rewards.dtype)).clamp(-self.clip, self.clip)
 
 
 class _CriticLRStep(TrainStep):
