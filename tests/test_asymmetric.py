@@ -133,3 +133,21 @@ def test_off_policy_actor_never_sees_the_critic_group(agent_class: type, config_
     assert all(is_policy(x) for x in actor_seen)
     # the critic reads obs (online Q) and next_obs (target Q), both privileged
     assert len(critic_seen) >= 2 * 4 and all(is_critic(x) for x in critic_seen)
+
+
+NEW_CONFIGS = ["aac/drl-CartPoleNoVel-v0", "aac/drl-PendulumNoVel-v0", "aacd/drl-CartPoleNoVel-v0",
+               "aacd/drl-PendulumNoVel-v0", "dagger/drl-CartPoleNoVel-v0", "dagger/drl-PendulumNoVel-v0",
+               "sac/drl-PendulumNoVel-v0", "td3/drl-PendulumNoVel-v0"]
+
+
+@pytest.mark.parametrize("name", NEW_CONFIGS)
+def test_privileged_configs_resolve_with_the_actor_on_policy(name: str) -> None:
+    from drl.api import CONFIG_DIR
+    from drl.config import load_yaml
+
+    agent, env = name.split("/")
+    cfg = resolve_config(load_yaml(CONFIG_DIR / f"{name}.yaml"))
+    assert cfg.agent == agent and cfg.env.id == env.replace("drl-", "drl/")
+    assert cfg.algo.actor_obs == "policy"
+    if agent != "dagger":
+        assert cfg.algo.critic_obs == "critic"
