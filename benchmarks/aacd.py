@@ -120,10 +120,9 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path, names: list[str]) 
     from drl import api
     from drl.agents.aacd import teacher_config
 
-    stage2 = config("aacd", args, seed, {}, args.steps)
+    stage2 = config("aacd", args, seed, {} if args.teacher_steps is None else {"teacher_steps": args.teacher_steps},
+                    args.steps)
     teacher_cfg = teacher_config(stage2)
-    if args.teacher_steps is not None:
-        teacher_cfg.total_steps = args.teacher_steps
     teacher_dir = work / f"teacher-s{seed}"
     api.train(teacher_cfg, teacher_dir)
     records = [{"variant": "teacher", "seed": seed, "points": eval_points(teacher_dir),

@@ -260,3 +260,21 @@ def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.Capt
     assert main(["train", "ppo", "--teacher", str(teacher_dir), "--run-dir", str(tmp_path / "ppo"), *common]) == 2
     assert "--teacher: agent 'ppo' learns without a teacher run; agents that take one: ['aacd', 'dagger']" in (
         capsys.readouterr().err)
+
+
+def test_benchmark_summary_hand_values() -> None:
+    """benchmarks/aacd.py: final eval = the last evaluation (median, min, max over seeds); steps to the
+    threshold = the first evaluation at or above it (median over the seeds that reached it)."""
+    from benchmarks.aacd import summarise
+
+    def run(variant: str, seed: int, returns: list[float]) -> dict[str, Any]:
+        return {"variant": variant, "seed": seed, "points": [{"step": 100 * (i + 1), "eval_return": r}
+                                                             for i, r in enumerate(returns)]}
+
+    runs = [run("teacher", 0, [5, 50]), run("frozen", 0, [10, 60, 40]), run("frozen", 1, [20, 30, 70]),
+            run("frozen", 2, [0, 10, 20]), {"variant": "dagger", "seed": 0, "error": "boom"}]
+    teacher, frozen, dagger = summarise(runs, ["frozen", "dagger"], threshold=50.0)
+    assert teacher["final_median"] == 50 and teacher["median_steps_to_threshold"] == 200
+    assert (frozen["seeds"], frozen["final_median"], frozen["final_min"], frozen["final_max"]) == (3, 40, 20, 70)
+    assert frozen["reached"] == 2 and frozen["median_steps_to_threshold"] == 250  # seeds 0 (200) and 1 (300)
+    assert dagger["seeds"] == 0 and dagger["errors"] == 1 and dagger["final_median"] is None
