@@ -286,3 +286,36 @@ def test_benchmark_summary_hand_values() -> None:
     assert (frozen["seeds"], frozen["final_median"], frozen["final_min"], frozen["final_max"]) == (3, 40, 20, 70)
     assert frozen["reached"] == 2 and frozen["median_steps_to_threshold"] == 250  # seeds 0 (200) and 1 (300)
     assert dagger["seeds"] == 0 and dagger["errors"] == 1 and dagger["final_median"] is None
+
+
+def agent_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    from drl.checkpoint import load_checkpoint
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(tree, dict):
+            return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix: tree}
+
+    return flat(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent_state"])
+
+
+@pytest.mark.parametrize("agent", ["aacd", "dagger"])
+def test_resume_is_bitwise(tmp_path: Path, teacher_dir: Path, agent: str) -> None:
+    """Half a run, resumed to the end, ends in the uninterrupted run's exact agent state (the teacher is
+    re-read on resume without touching the RNG streams)."""
+    algo = {"teacher": str(teacher_dir)} if agent == "aacd" else {
+        "teacher": str(teacher_dir), "num_steps": 16, "num_updates": 3, "minibatch_size": 32}
+    if agent == "dagger":
+        raw = {"agent": "dagger", "total_steps": 256, "device": "cpu", "progress": False, "log_interval": -1,
+               "eval_episodes": 1, "eval_interval": 0, "checkpoint_interval": 0,
+               "env": {"id": CARTPOLE_ID, "num_envs": 4, "num_eval_envs": 1}, "algo": algo}
+        full_cfg, half_cfg = resolve_config(raw), resolve_config({**raw, "total_steps": 128})
+    else:
+        full_cfg, half_cfg = run_config(agent, total_steps=256, **algo), run_config(agent, total_steps=128, **algo)
+    api.train(full_cfg, tmp_path / "full")
+    api.train(half_cfg, tmp_path / "half")
+    api.resume(tmp_path / "half", total_steps=256)
+    full, resumed = agent_state(tmp_path / "full"), agent_state(tmp_path / "half")
+    assert full.keys() == resumed.keys()
+    for key, value in full.items():
+        assert torch.equal(value, resumed[key]) if isinstance(value, torch.Tensor) else value == resumed[key], key
