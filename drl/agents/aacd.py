@@ -99,13 +99,15 @@ class AACD(PPO):
     Same constructor and interface as :class:`PPO`. The critic (and the critic group's observation
     normaliser) is copied from ``cfg.teacher`` unless ``critic_mode`` is ``scratch``; the actor is
     PPO's fresh random initialisation. With ``normalize_reward`` the reward scaler starts from the
-    teacher's return statistics (frozen: keeps them). The teacher is read once, at construction (a resumed run then
-    loads its own checkpoint over it).
+    teacher's return statistics (frozen: keeps them). The teacher is read once, at construction (a
+    resumed run then loads its own checkpoint over it), so rebuilding the agent needs the teacher's
+    run folder.
 
     Raises:
         ConfigError: no teacher for ``frozen``/``finetune``; the teacher cannot be loaded, is not a
             PPO-family agent, or its critic differs from this config's (one message listing every
-            difference: obs group, input shape, hidden widths, activation, normalize_obs).
+            difference: obs group, input shape, hidden widths, activation, normalize_obs, gamma,
+            normalize_reward).
     """
 
     config_class = AACDConfig
