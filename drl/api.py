@@ -75,13 +75,19 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
         run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
         overwrite: replace the drl run already in ``run_dir`` (otherwise a folder holding files is refused).
 
+    An agent whose registry entry has a ``prepare`` step (AACD: train the teacher first) runs it
+    here, before its runner is built; it may choose and create ``run_dir`` and fill sub-folders of it.
+
     Raises:
         FileExistsError: ``run_dir`` holds files and ``overwrite`` is off (or it is not a drl run folder).
     """
-    if run_dir is not None:
-        check_run_dir_free(run_dir, overwrite)  # before building anything; the runner claims it atomically
-    runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class,
-                                            Path(run_dir) if run_dir is not None else None, overwrite=overwrite)
+    spec = AGENTS[cfg.agent]
+    if run_dir is not None:  # before building anything; the runner claims it atomically
+        check_run_dir_free(run_dir, overwrite, getattr(spec.agent_class, "run_subfolders", ()))
+    if spec.prepare is not None:  # e.g. AACD trains its teacher first, in a sub-folder of the run
+        run_dir = spec.prepare(cfg, Path(run_dir) if run_dir is not None else None, overwrite)
+    runner = spec.runner_class(cfg, spec.agent_class, Path(run_dir) if run_dir is not None else None,
+                               overwrite=overwrite)
     return runner.run_dir, runner.train()
 
 

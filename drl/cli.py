@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -46,6 +46,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
+    if args.teacher is not None:
+        _check_takes_teacher(agent, args.config)
+        overrides.setdefault("algo", {})["teacher"] = args.teacher
     if args.env is not None or args.config:
         env_id = args.env
     else:  # the agent's own default env (a continuous one for SAC/TD3)
@@ -57,6 +60,23 @@ def _train(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
     return _exit_code(summary, run_dir)
+
+
+def _check_takes_teacher(agent: str | None, config_file: str | None) -> None:
+    """``--teacher`` only for an agent whose config has a ``teacher`` field (one ConfigError otherwise)."""
+    import dataclasses
+
+    from drl.config import ConfigError, load_yaml
+    from drl.registry import AGENTS
+
+    if agent is None and config_file is not None:
+        agent = load_yaml(config_file).get("agent", DEFAULT_AGENT)
+    if agent not in AGENTS:
+        return  # the config's own check names an unknown agent
+    takes = sorted(name for name, spec in AGENTS.items()
+                   if "teacher" in {f.name for f in dataclasses.fields(spec.config_class)})
+    if agent not in takes:
+        raise ConfigError(f"--teacher: agent '{agent}' learns without a teacher run; agents that take one: {takes}")
 
 
 def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
@@ -189,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")
+    train.add_argument("--teacher", metavar="RUN_DIR", help="a trained teacher run (sets algo.teacher; aacd, "
+                       "dagger); aacd without it trains its teacher first, in <run-dir>/teacher")
     train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=_train)

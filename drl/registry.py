@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
+from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
@@ -20,7 +24,11 @@ class AgentSpec:
     """What the registry knows of an agent: its classes, what ``drl list`` says, the env ``drl train AGENT``
     uses when none is given, and run-config defaults of its own (merged over :class:`TrainConfig`'s; an
     ``"algo"`` entry is merged over the config class's own defaults, so one agent class can back several
-    registry names, e.g. a variant with another default obs group)."""
+    registry names, e.g. a variant with another default obs group).
+
+    ``prepare(cfg, run_dir, overwrite) -> run_dir``, when set, runs in :func:`drl.api.train` before the
+    runner is built (e.g. AACD trains its teacher first); it may choose and create the run folder (given
+    None) and write into the sub-folders the agent class names in ``run_subfolders``."""
 
     agent_class: type
     config_class: type
@@ -28,6 +36,7 @@ class AgentSpec:
     description: str
     default_env: str = "drl/CartPole-v0"
     defaults: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[TrainConfig, Path | None, bool], Path | None] | None = None
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -37,6 +46,16 @@ AGENTS: dict[str, AgentSpec] = {
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
     "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)",
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
+    # privileged information (issue 10): the critic reads the "critic" obs group, the actor "policy"
+    "aac": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Asymmetric actor-critic PPO (Pinto et al. 2017): critic "
+                     "on the privileged 'critic' obs group", default_env="drl/CartPoleNoVel-v0",
+                     defaults={"algo": {"critic_obs": "critic"}}),
+    "aacd": AgentSpec(AACD, AACDConfig, OnPolicyRunner, "AACD (TacSL): PPO with a new actor and a privileged "
+                      "teacher's critic, frozen or fine-tuned (trains the teacher first without --teacher)",
+                      default_env="drl/CartPoleNoVel-v0", prepare=prepare_teacher),
+    "dagger": AgentSpec(DAgger, DAggerConfig, OnPolicyRunner, "DAgger: a student on 'policy' imitates a "
+                        "privileged teacher run's actor (beta-mixed rollouts, expert labels)",
+                        default_env="drl/CartPoleNoVel-v0"),
 }
 
 

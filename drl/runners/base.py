@@ -242,7 +242,7 @@ class Runner:
             # claimed only once everything above was built: a bad env or config leaves nothing behind
             with writing(self.run_dir):
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
-                                              overwrite=overwrite)
+                                              overwrite=overwrite, keep=getattr(agent_class, "run_subfolders", ()))
             self._lock = RunLock(self.run_dir).acquire()
 
     # --- what a subclass defines --------------------------------------------------------------
@@ -512,6 +512,7 @@ class Runner:
         ``global_step``) that an earlier process logged are dropped; ``grow_columns``: see :class:`RunLogger`."""
         cfg = self.cfg
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
+                         extra_columns=getattr(self.agent, "metric_columns", None),  # an agent's own metrics
                          config=to_dict(cfg), config_source=getattr(cfg, "source", None),
                          log_interval=cfg.log_interval, logged_step=logged_step, grow_columns=grow_columns)
 

@@ -35,7 +35,8 @@ from drl.checkpoint import CheckpointError, load_run_checkpoint, remove_stale_te
 
 __all__ = [
     "TrainingInterrupted", "StopSignals", "children_ignore_sigint", "signal_name", "resume_command",
-    "default_run_dir", "check_run_dir_free", "create_run_dir", "RUN_FILES", "find_resume_checkpoint", "note",
+    "default_run_dir", "check_run_dir_free", "claim_unique_dir", "create_run_dir", "RUN_FILES",
+    "find_resume_checkpoint", "note",
 ]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -214,24 +215,27 @@ def default_run_dir(agent: str, env_id: str, seed: int, root: str | Path = "runs
     return Path(root) / f"{agent}-{env_id.replace('/', '-').replace(':', '-')}-s{seed}-{stamp}"
 
 
-def _holds_files(folder: Path) -> bool:
-    """Any file below ``folder`` (empty subfolders, e.g. from an interrupted start, do not count)."""
-    return any(not p.is_dir() for p in folder.rglob("*"))
+def _holds_files(folder: Path, keep: tuple[str, ...] = ()) -> bool:
+    """Any file below ``folder`` (empty subfolders, e.g. from an interrupted start, do not count),
+    outside its top-level entries named in ``keep``."""
+    return any(not p.is_dir() and p.relative_to(folder).parts[0] not in keep for p in folder.rglob("*"))
 
 
 def _looks_like_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
 
 
-def check_run_dir_free(run_dir: str | Path, overwrite: bool = False) -> None:
+def check_run_dir_free(run_dir: str | Path, overwrite: bool = False, keep: tuple[str, ...] = ()) -> None:
     """Raise ``FileExistsError`` (one line) if a fresh run may not use ``run_dir``.
 
     Cheap and early (before envs are built); :func:`create_run_dir` makes the race-free claim.
+    ``keep``: top-level sub-folders that belong to this run (an agent's ``run_subfolders``, e.g. the
+    teacher run AACD trains first) and do not make the folder taken.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise FileExistsError(f"run folder '{run_dir}' exists and is not a folder; choose another --run-dir")
-    if not run_dir.is_dir() or not _holds_files(run_dir):
+    if not run_dir.is_dir() or not _holds_files(run_dir, keep):
         return
     if not overwrite:
         raise FileExistsError(
@@ -246,8 +250,22 @@ def check_run_dir_free(run_dir: str | Path, overwrite: bool = False) -> None:
         )
 
 
+def claim_unique_dir(run_dir: str | Path) -> Path:
+    """Create ``run_dir``, or ``<name>-2``, ``<name>-3``, ... on a collision (each try an atomic ``mkdir``)."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    base, n = run_dir, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+
+
 def create_run_dir(run_dir: str | Path, config: dict[str, Any], *, unique: bool = False,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, keep: tuple[str, ...] = ()) -> Path:
     """Claim a run folder for a fresh run and write its ``config.yaml``; returns the folder.
 
     Args:
@@ -256,6 +274,7 @@ def create_run_dir(run_dir: str | Path, config: dict[str, Any], *, unique: bool 
         unique: the name is a default: on a collision take ``<name>-2``, ``<name>-3``, ... (each
             try an atomic ``mkdir``), so concurrent runs never share a folder.
         overwrite: an existing drl run folder is replaced (its run files removed first).
+        keep: top-level sub-folders already written for this run (see :func:`check_run_dir_free`).
 
     Raises:
         FileExistsError: the folder holds files (and ``overwrite`` is off or it is not a drl run
@@ -263,17 +282,9 @@ def create_run_dir(run_dir: str | Path, config: dict[str, Any], *, unique: bool 
     """
     run_dir = Path(run_dir)
     if unique:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        base, n = run_dir, 1
-        while True:
-            try:
-                run_dir.mkdir()
-                break
-            except FileExistsError:
-                n += 1
-                run_dir = base.with_name(f"{base.name}-{n}")
+        run_dir = claim_unique_dir(run_dir)
     else:
-        check_run_dir_free(run_dir, overwrite)
+        check_run_dir_free(run_dir, overwrite, keep)
         if overwrite and run_dir.is_dir():
             for name in RUN_FILES:
                 entry = run_dir / name
