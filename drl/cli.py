@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "demos")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -43,6 +43,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.num_envs is not None:
         overrides.setdefault("env", {})["num_envs"] = args.num_envs
+    if args.demos is not None:  # an absolute path: a resume from another folder finds the same file
+        overrides.setdefault("algo", {})["demos"] = str(Path(args.demos).resolve())
     if args.no_progress:
         overrides["progress"] = False
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
@@ -52,11 +54,28 @@ def _train(args: argparse.Namespace) -> int:
         from drl.registry import AGENTS
 
         env_id = AGENTS[agent].default_env if agent in AGENTS else DEFAULT_ENV
+    if args.demos is not None:
+        _check_takes_demos(agent, args.config)
     cfg = api.load_config(agent, env_id, args.config, overrides)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
     return _exit_code(summary, run_dir)
+
+
+def _check_takes_demos(agent: str | None, config_file: str | None) -> None:
+    """ConfigError unless the agent's config has an ``algo.demos`` field (what ``--demos`` sets)."""
+    from dataclasses import fields
+
+    from drl.config import ConfigError, load_yaml
+    from drl.registry import AGENTS
+
+    if agent is None and config_file:
+        agent = load_yaml(config_file).get("agent", DEFAULT_AGENT)
+    takes = sorted(name for name, spec in AGENTS.items() if "demos" in {f.name for f in fields(spec.config_class)})
+    if agent in AGENTS and agent not in takes:
+        raise ConfigError(f"--demos: agent '{agent}' does not learn from demonstrations (agents that do: "
+                          f"{', '.join(takes)})")
 
 
 def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
@@ -186,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-envs", type=_integer(1, "num-envs"), help="parallel envs")
     train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
+    train.add_argument("--demos", metavar="FILE", help="demonstrations to learn from (sets algo.demos; a file "
+                       "written by `drl demos`), for agents that take them (aawr, bc)")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")

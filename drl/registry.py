@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
 from drl.runners.off_policy import OffPolicyRunner
+from drl.runners.offline_to_online import OfflineToOnlineRunner
 from drl.runners.on_policy import OnPolicyRunner
 
 __all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
@@ -37,6 +39,14 @@ AGENTS: dict[str, AgentSpec] = {
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
     "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)",
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
+    # privileged-information agents: offline on demos (algo.demos / --demos), then online
+    "aawr": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Asymmetric advantage-weighted regression (IQL "
+                      "critics on privileged state; offline on demos, then online; continuous)",
+                      default_env="drl/ActiveSearch-v0", defaults={"env": {"num_envs": 1}}),
+    # BC: the same code with uniform weights (the critics are skipped) on demonstrations only
+    "bc": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (AAWR's code "
+                    "with uniform weights; continuous)", default_env="drl/ActiveSearch-v0",
+                    defaults={"env": {"num_envs": 1}, "algo": {"weighting": "uniform", "demo_fraction": 1.0}}),
 }
 
 

@@ -446,7 +446,19 @@ class OffPolicyAgent:
         n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row).
         """
         cfg = self.cfg
-        steps, envs = replay.sample_indices(cfg.batch_size, self.generator)
+        batch = self.gather_transitions(replay, *replay.sample_indices(cfg.batch_size, self.generator))
+        if cfg.num_q_target_pair < cfg.num_q:  # REDQ: a fresh subset of target heads each update
+            heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
+            batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
+        self._draw_noise(batch)
+        return batch
+
+    def gather_transitions(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
+        """The transitions at ring rows ``steps[B]`` of envs ``envs[B]`` of ``replay``, as a batch
+        ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` (normalised obs when
+        ``normalize_obs``); see :meth:`sample_batch` for ``returns`` and ``discounts``."""
+        cfg = self.cfg
         batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
         if cfg.n_step == 1:
             last = steps
@@ -463,10 +475,6 @@ class OffPolicyAgent:
                 prefix, _, group = name.partition("/")
                 if prefix in ("obs", "next_obs"):
                     batch[name] = self.obs_normalizers[group].normalize(batch[name])
-        if cfg.num_q_target_pair < cfg.num_q:  # REDQ: a fresh subset of target heads each update
-            heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
-            batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
-        self._draw_noise(batch)
         return batch
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
