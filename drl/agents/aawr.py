@@ -99,11 +99,6 @@ class AAWRConfig(OffPolicyConfig):
               f"{self.critic_type!r}")
         check(self.demos is None or (isinstance(self.demos, str) and self.demos != ""), f"{prefix}.demos",
               f"must be the path of a demo file (drl demos ENV --out FILE) or null, got {self.demos!r}")
-        if self.demos is None:
-            check(self.weighting != "uniform", f"{prefix}.demos", "behaviour cloning (weighting: uniform) "
-                  "needs demonstrations: set algo.demos (drl train ... --demos FILE)")
-            check(self.demo_fraction < 1.0, f"{prefix}.demos", f"demo_fraction {self.demo_fraction} draws every "
-                  "batch from demonstrations: set algo.demos (drl train ... --demos FILE)")
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -239,12 +234,18 @@ class AAWR(OffPolicyAgent):
 
         Raises:
             ConfigError: naming ``algo.demos`` and the file: it is missing, not a demo file, or does not
-                match the env (an obs group the agent reads is absent or of another size, or the action size).
+                match the env (an obs group the agent reads is absent or of another size, or the action size);
+                or no demos are set but the config needs them (``weighting: uniform`` or ``demo_fraction: 1``).
         """
         from envs.tasks.demos import load_demos
 
-        path = self.cfg.demos
-        if path is None:
+        cfg = self.cfg
+        path = cfg.demos
+        if path is None:  # checked here, not in validate(): a config file may leave the demos to --demos
+            check(cfg.weighting != "uniform", "algo.demos", "behaviour cloning (weighting: uniform) needs "
+                  "demonstrations: set algo.demos (drl train ... --demos FILE)")
+            check(cfg.demo_fraction < 1.0, "algo.demos", f"demo_fraction {cfg.demo_fraction} draws every batch "
+                  "from demonstrations: set algo.demos (drl train ... --demos FILE)")
             return 0
         try:
             data = load_demos(path)
