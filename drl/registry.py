@@ -43,10 +43,11 @@ AGENTS: dict[str, AgentSpec] = {
     "aawr": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Asymmetric advantage-weighted regression (IQL "
                       "critics on privileged state; offline on demos, then online; continuous)",
                       default_env="drl/ActiveSearch-v0", defaults={"env": {"num_envs": 1}}),
-    # BC: the same code with uniform weights (the critics are skipped) on demonstrations only
+    # BC: the same code with uniform weights (no critic loss is computed) on demonstrations only
     "bc": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (AAWR's code "
                     "with uniform weights; continuous)", default_env="drl/ActiveSearch-v0",
-                    defaults={"env": {"num_envs": 1}, "algo": {"weighting": "uniform", "demo_fraction": 1.0}}),
+                    defaults={"env": {"num_envs": 1},
+                              "algo": {"weighting": "uniform", "demo_fraction": 1.0, "critic_obs": "policy"}}),
 }
 
 

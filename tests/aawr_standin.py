@@ -58,6 +58,10 @@ class SearchStandIn(TorchVecEnv):
         self._step_info = {"success": success}
         return success.float(), success
 
+    def expert_action(self) -> torch.Tensor:
+        """The scripted expert (noise-free) on the current observation: ``[N, 1]``."""
+        return expert_action(self._observe()["policy"])
+
     def _get_state(self) -> dict[str, torch.Tensor]:
         return {"x": self.x.clone(), "goal": self.goal.clone()}
 
@@ -93,3 +97,6 @@ def write_demos(path, episodes: int = 40, seed: int = 0, noise: float = 0.3):
     demos = collect_demos(ENV_ID, episodes, seed=seed, num_envs=8,
                           policy=lambda _env, obs: expert_action(obs["policy"], noise, generator))
     return save_demos(demos, path), demos["meta"]["success_rate"]
+
+
+register()  # importing the module registers the task (benchmarks.active_search --import tests.aawr_standin)

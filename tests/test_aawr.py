@@ -308,6 +308,7 @@ def test_registry_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert AGENTS["aawr"].runner_class is OfflineToOnlineRunner and AGENTS["bc"].agent_class is AAWR
     assert AGENTS["aawr"].default_env == "drl/ActiveSearch-v0"
     assert default_config_dict("bc")["algo"]["weighting"] == "uniform"
+    assert default_config_dict("bc")["algo"]["critic_obs"] == "policy"
     assert default_config_dict("aawr")["algo"]["learning_starts"] == 0
     assert main(["train", "sac", "--demos", "x.pt"]) == 2
     err = capsys.readouterr().err
@@ -426,3 +427,22 @@ def test_aawr_learns_the_search_task_from_noisy_demos(tmp_path: Path, seed: int)
     assert summary["final_eval_return"] >= 0.9
     offline_eval = [float(r["eval_return"]) for r in _rows(tmp_path / "run") if r["global_step"] == "0"]
     assert offline_eval[0] >= 0.9  # the offline phase alone already solved it
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+def test_active_search_benchmark_smoke(tmp_path: Path) -> None:
+    """The benchmark end to end at a tiny size on the stand-in task: three variants, one seed."""
+    import json
+
+    from benchmarks.active_search import main as active_search
+
+    out = tmp_path / "out"
+    assert active_search(["--dry-run"]) == 0
+    assert active_search(["--env", standin.ENV_ID, "--seeds", "1", "--offline-updates", "4", "--steps", "6",
+                          "--demo-episodes", "2", "--eval-episodes", "2", "--eval-every", "3", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["variant"], "error" in r) for r in results["runs"]] == [("aawr", False), ("awr", False), ("bc", False)]
+    for run in results["runs"]:
+        assert [p["step"] for p in run["points"]] == [0, 3, 6]  # end of the offline phase, then every 3 steps
+        assert 0.0 <= run["final_success"] <= 1.0 and run["final_success"] == run["points"][-1]["success"]
+    assert (out / "success.png").is_file() and "| AAWR (privileged critics) | 1 |" in (out / "report.md").read_text()
