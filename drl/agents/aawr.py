@@ -22,8 +22,15 @@ Weighting (``weighting``): ``exp`` (AWR), ``binary`` (``1[A > 0]``, the paper's 
 ``uniform`` (``w = 1``: behaviour cloning). With ``uniform`` the critic and value losses are not computed
 at all (the ``bc`` variant of the update steps only the actor): under uniform weights they cannot change
 a single actor gradient, so BC gets the same batches, the same number of actor steps and the same learning
-rate as AAWR and AWR, only without the cost of critics it never reads. Symmetric AWR (the paper's
-baseline) is this code with ``critic_obs: policy``.
+rate as AAWR and AWR, only without the cost of critics it never reads (the registry's ``bc`` also sets
+``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
+this code with ``critic_obs: policy``.
+
+Demonstrations (``demos``: a file of :mod:`envs.tasks.demos`) fill a demo replay buffer; offline updates
+sample it alone, online updates draw ``round(demo_fraction * batch_size)`` rows of each batch from it
+(:class:`drl.storage.replay.MixedSampler`) and the rest from the online replay. Without demos AAWR trains
+online only (``learning_starts`` gives a uniform warm-up); BC (``weighting: uniform``) or
+``demo_fraction: 1`` without demos is refused by :meth:`AAWR.load_demos`.
 
 The policy is a Gaussian on ``R^A`` with mean ``tanh(mu(z))`` in ``(-1, 1)^A`` and log-std ``clamp(.., -5, 2)``
 (both from one MLP); acting samples it and clamps to ``[-1, 1]`` (the replay stores the clamped action),
