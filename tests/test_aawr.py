@@ -132,7 +132,7 @@ def _fixed_batch(agent: AAWR, terminated: torch.Tensor, heads: list[int] | None)
     return batch
 
 
-def _losses(agent: AAWR, batch: dict[str, torch.Tensor], variant: str = "all") -> dict[str, torch.Tensor]:
+def _losses(agent: AAWR, batch: dict[str, torch.Tensor], variant: str = "exp") -> dict[str, torch.Tensor]:
     params = agent.step.split(agent.step.params.data)
     target = agent.step.split(agent.step.target.data, agent.step.target_names)
     return agent._loss(params, params, target, batch, variant)[1]
@@ -173,7 +173,7 @@ def test_value_regresses_toward_the_min_of_the_drawn_target_heads() -> None:
 
 
 def test_actor_loss_is_the_weighted_negative_log_likelihood() -> None:
-    agent = _agent(weighting="binary")
+    agent = _agent()
     batch = _fixed_batch(agent, torch.zeros(8, dtype=torch.bool), [0, 2])
     with torch.no_grad():
         heads = agent.critic.q(list(agent.target["critic"].parameters()), batch["obs/critic"],
@@ -182,8 +182,23 @@ def test_actor_loss_is_the_weighted_negative_log_likelihood() -> None:
         mean, log_std = agent._mean_log_std(agent.actor.own_params(), batch["obs/policy"])
         log_prob = gaussian_log_prob(batch["actions"], mean, log_std)
     expected = -((adv > 0).float() * log_prob).mean()
-    assert _losses(agent, batch)["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert _losses(agent, batch, "bc")["actor_loss"].item() == pytest.approx(-log_prob.mean().item(), rel=1e-5)
+    assert _losses(agent, batch, "binary")["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    weights = torch.exp(torch.clamp(3.0 * adv, max=math.log(100.0)))
+    assert _losses(agent, batch)["actor_loss"].item() == pytest.approx(-(weights * log_prob).mean().item(), rel=1e-5)
+    assert _losses(agent, batch, "uniform")["actor_loss"].item() == pytest.approx(-log_prob.mean().item(), rel=1e-5)
+    assert set(_losses(agent, batch, "uniform")) == {"actor_loss", "log_prob", "std"}  # no critic loss at all
+
+
+def test_online_weighting_switches_the_weights_of_mixed_batches_only(tmp_path: Path) -> None:
+    agent = _agent(demos=str(save_demos(_demo_dict(), tmp_path / "d.pt")), online_weighting="binary")
+    agent.load_demos()
+    variants: list[str] = []
+    step = agent.step
+    agent.step = lambda batch, variant, groups, polyak: variants.append(variant) or step(batch, variant, groups, polyak)
+    agent.offline_update(2)
+    agent.update(_online_replay(agent), 1)
+    agent.offline_update(1)
+    assert variants == ["exp", "exp", "binary", "exp"]
 
 
 def test_bc_steps_only_the_actor_and_aawr_updates_the_targets_every_second_step() -> None:
@@ -315,6 +330,8 @@ def test_registry_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "--demos: agent 'sac' does not learn from demonstrations (agents that do: aawr, bc)" in err
     assert main(["train", "aawr", "--env", standin.ENV_ID, "--demos", str(tmp_path / "none.pt")]) == 2
     assert f"'algo.demos': demo file '{tmp_path / 'none.pt'}' does not exist" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--demos", "x.pt"]) == 2
+    assert "drop ['demos']" in capsys.readouterr().err  # a resumed run keeps the demos it started with
 
 
 # --- the runner ---------------------------------------------------------------------------------

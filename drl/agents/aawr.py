@@ -19,8 +19,10 @@ select the top ``1 - expectile`` share of actions in expectation; ``mean`` (all 
 less pessimistic option.
 
 Weighting (``weighting``): ``exp`` (AWR), ``binary`` (``1[A > 0]``, the paper's online option) or
-``uniform`` (``w = 1``: behaviour cloning). With ``uniform`` the critic and value losses are not computed
-at all (the ``bc`` variant of the update steps only the actor): under uniform weights they cannot change
+``uniform`` (``w = 1``: behaviour cloning); ``online_weighting`` (null: the same) switches it for the
+online phase, e.g. ``exp`` offline and ``binary`` online (each weighting is its own variant of the fused
+update). With ``uniform`` the critic and value losses are not computed at all (that variant of the update
+steps only the actor): under uniform weights they cannot change
 a single actor gradient, so BC gets the same batches, the same number of actor steps and the same learning
 rate as AAWR and AWR, only without the cost of critics it never reads (the registry's ``bc`` also sets
 ``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
@@ -84,6 +86,7 @@ class AAWRConfig(OffPolicyConfig):
     beta: float = 1.0 / 3.0  # temperature: w = exp(A / beta)
     max_weight: float = 100.0  # w is clipped to at most this
     weighting: Literal["exp", "binary", "uniform"] = "exp"  # uniform: behaviour cloning
+    online_weighting: Literal["exp", "binary", "uniform"] | None = None  # online phase; null: weighting
     advantage_q: Literal["min", "mean"] = "min"  # the target Q in A: the random-pair min, or the mean of all heads
     actor_hidden: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
@@ -166,6 +169,7 @@ class AAWR(OffPolicyAgent):
         actor = EnsembleMLP(actor_dim, cfg.actor_hidden, 2 * action_dim, 1, cfg.activation, cfg.layer_norm)
         self.critic, self.value, self.actor = critic, value, actor
         self.demo_buffer: ReplayBuffer | None = None
+        self._offline = False  # inside offline_update
         self._sampler: MixedSampler | None = None
         nets = nn.ModuleDict({"critic": critic, "value": value, "actor": actor})
         target = nn.ModuleDict({"critic": copy.deepcopy(critic)})
@@ -203,7 +207,7 @@ class AAWR(OffPolicyAgent):
         mean, log_std = self._mean_log_std(params["actor"], obs_actor)
         log_prob = gaussian_log_prob(actions, mean, log_std)  # [B]
         stats: dict[str, torch.Tensor] = {"log_prob": log_prob.detach().mean(), "std": log_std.detach().exp().mean()}
-        if variant == "bc":  # behaviour cloning: maximise E[log pi(a|z)]; no critic is read
+        if variant == "uniform":  # behaviour cloning: maximise E[log pi(a|z)]; no critic is read
             actor_loss = -log_prob.mean()
             stats["actor_loss"] = actor_loss.detach()
             return actor_loss, stats
@@ -219,7 +223,7 @@ class AAWR(OffPolicyAgent):
         critic_loss = td_critic_loss(out, next_v, batch["returns"], batch["discounts"])
         # policy: maximise E[w log pi(a|z)], w = min(exp(A / beta), max_weight), A = Q'(s, a) - V(s)
         advantages = (q_min if cfg.advantage_q == "min" else q_mean) - v.detach()
-        weights = awr_weights(advantages, cfg.beta, cfg.max_weight, cfg.weighting)
+        weights = awr_weights(advantages, cfg.beta, cfg.max_weight, variant)  # variant: exp | binary
         actor_loss = -(weights * log_prob).mean()
         stats |= {"critic_loss": critic_loss.detach(), "value_loss": value_loss.detach(),
                   "actor_loss": actor_loss.detach(), "q": out.detach().mean(), "v": v.detach().mean(),
@@ -228,10 +232,14 @@ class AAWR(OffPolicyAgent):
         return critic_loss + value_loss + actor_loss, stats
 
     def _update_once(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.cfg.weighting == "uniform":
-            return self.step(batch, "bc", ("actor",), polyak=False)
-        polyak = (self.num_updates + 1) % self.cfg.target_update_interval == 0
-        return self.step(batch, "all", None, polyak=polyak)
+        """One fused step; the weighting (the step's variant) is ``weighting`` on demos only (the offline
+        phase), ``online_weighting`` (when set) on mixed batches."""
+        cfg = self.cfg
+        weighting = cfg.weighting if self._offline or cfg.online_weighting is None else cfg.online_weighting
+        if weighting == "uniform":
+            return self.step(batch, "uniform", ("actor",), polyak=False)
+        polyak = (self.num_updates + 1) % cfg.target_update_interval == 0
+        return self.step(batch, weighting, None, polyak=polyak)
 
     # --- demonstrations ---------------------------------------------------------------------
     def load_demos(self) -> int:
@@ -287,7 +295,11 @@ class AAWR(OffPolicyAgent):
         mean of each stat over the steps (0-d tensors on the device). Raises RuntimeError without demos."""
         if self.demo_buffer is None:
             raise RuntimeError("offline_update needs demonstrations: set algo.demos and call load_demos() first")
-        return self.update(self.demo_buffer, num_updates)
+        self._offline = True
+        try:
+            return self.update(self.demo_buffer, num_updates)
+        finally:
+            self._offline = False
 
     def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
         """:meth:`OffPolicyAgent.sample_batch`, with ``round(demo_fraction * B)`` rows from the demos (all of them
