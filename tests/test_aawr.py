@@ -218,6 +218,25 @@ def test_bc_steps_only_the_actor_and_aawr_updates_the_targets_every_second_step(
     assert torch.allclose(aawr.step.target.data, 0.99 * target0 + 0.01 * online)
 
 
+@pytest.mark.parametrize(("max_grad_norm", "first_moments"), [(10.0, [0.6, 0.8]), (None, [3.0, 4.0])])
+def test_the_update_clips_the_global_gradient_norm(max_grad_norm: float | None, first_moments: list[float]) -> None:
+    """Loss 30 a + 40 b: gradient (30, 40), norm 50; clipped to norm 10 -> (6, 8); Adam's first moment 0.1 g."""
+    from torch import nn
+
+    from drl.agents.off_policy_base import FusedUpdate, scalar_parameter
+
+    nets = nn.ModuleDict({"a": scalar_parameter(1.0), "b": scalar_parameter(2.0)})
+
+    def loss_fn(params: Any, detached: Any, target: Any, batch: Any, variant: str) -> tuple[torch.Tensor, dict]:
+        return 30.0 * params["a"][0] + 40.0 * params["b"][0], {}
+
+    step = FusedUpdate(nets, {"a": 0.1, "b": 0.1}, None, 0.01, loss_fn, max_grad_norm=max_grad_norm)
+    step({})
+    moments = [float(step.adams[name].exp_avg) for name in ("a", "b")]
+    assert moments == pytest.approx(first_moments, rel=1e-5)
+    assert AAWRConfig().max_grad_norm == 10.0 and _agent().step.max_grad_norm == 10.0
+
+
 # --- demos and batches --------------------------------------------------------------------------
 def test_demo_actions_are_normalised_and_clamped(tmp_path: Path) -> None:
     demos = _demo_dict()

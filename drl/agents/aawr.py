@@ -41,10 +41,10 @@ own at ``a``, finite for every ``a`` including ``+-1`` (a tanh-squashed density 
 ``atanh(+-1) = inf`` there and blow up on demos recorded against the action limits); demo actions are
 normalised with the replay's affine map and clamped into ``[-1, 1]`` (what the env does to them).
 
-Left out of the official code's recipe: the global gradient-norm clip (10); one Adam over all losses is
-one Adam per parameter group here (:class:`drl.agents.off_policy_base.FusedUpdate`; per coordinate the
-same steps, all groups step together). A history window of policy observations is not implemented
-(the policy reads the current ``z``).
+One Adam over all losses (official) is one Adam per parameter group here
+(:class:`drl.agents.off_policy_base.FusedUpdate`: per coordinate the same steps, all groups step together);
+the gradient of the summed loss is clipped to a global norm of ``max_grad_norm`` (10) first, as officially.
+Not implemented: a history window of policy observations (the policy reads the current ``z`` only).
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class AAWRConfig(OffPolicyConfig):
     max_weight: float = 100.0  # w is clipped to at most this
     weighting: Literal["exp", "binary", "uniform"] = "exp"  # uniform: behaviour cloning
     online_weighting: Literal["exp", "binary", "uniform"] | None = None  # online phase; null: weighting
+    max_grad_norm: float | None = 10.0  # the official code's clip of the global gradient norm
     advantage_q: Literal["min", "mean"] = "min"  # the target Q in A: the random-pair min, or the mean of all heads
     actor_hidden: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
