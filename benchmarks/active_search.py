@@ -24,9 +24,11 @@ evaluation) and at the end of the online phase.
 imports a module first (one that registers such a task, e.g. the tests' stand-in ``tests.aawr_standin``).
 Writes ``results.json``, ``report.md`` and ``success.png`` to ``--out``.
 
-Cost: a run is ``offline_updates + steps`` updates of [256, 256] networks (5 Q heads, V, policy; BC only
-the policy); on one CPU core ~10 ms each, so the defaults take roughly 10-12 minutes per run, 2.5-3 hours
-for 5 seeds x 3 variants (``--device cuda``: faster updates, the env stepping is one env either way).
+Cost: a run is ``offline_updates + steps`` gradient steps of [256, 256] networks (5 Q heads, V and the policy;
+BC only the policy). Measured eagerly with one torch thread on a loaded 2-core machine (load average ~5):
+42 ms per AAWR/AWR update, 12 ms per BC update, so at the defaults (70k updates) an AAWR or AWR run takes
+~50 min there and the whole benchmark (5 seeds) ~9 h; an idle core, ``compile`` (auto from 20k updates) or
+``--device cuda`` cut that, as do smaller ``--offline-updates`` / ``--steps`` (the same for every variant).
 """
 
 from __future__ import annotations
