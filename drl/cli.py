@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -43,18 +43,22 @@ def _train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.num_envs is not None:
         overrides.setdefault("env", {})["num_envs"] = args.num_envs
+    if args.demos is not None:  # an absolute path: a resume from another folder finds the same file
+        overrides.setdefault("algo", {})["demos"] = str(Path(args.demos).resolve())
     if args.no_progress:
         overrides["progress"] = False
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
     if args.teacher is not None:
-        _check_takes_teacher(agent, args.config)
-        overrides.setdefault("algo", {})["teacher"] = args.teacher
+        _check_takes("--teacher", "teacher", "learns without a teacher run", agent, args.config)
+        overrides.setdefault("algo", {})["teacher"] = str(Path(args.teacher).resolve())  # as --demos
     if args.env is not None or args.config:
         env_id = args.env
     else:  # the agent's own default env (a continuous one for SAC/TD3)
         from drl.registry import AGENTS
 
         env_id = AGENTS[agent].default_env if agent in AGENTS else DEFAULT_ENV
+    if args.demos is not None:
+        _check_takes("--demos", "demos", "does not learn from demonstrations", agent, args.config)
     cfg = api.load_config(agent, env_id, args.config, overrides)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
@@ -62,8 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     return _exit_code(summary, run_dir)
 
 
-def _check_takes_teacher(agent: str | None, config_file: str | None) -> None:
-    """``--teacher`` only for an agent whose config has a ``teacher`` field (one ConfigError otherwise)."""
+def _check_takes(flag: str, field_name: str, what: str, agent: str | None, config_file: str | None) -> None:
+    """``flag`` sets ``algo.<field_name>``: one ConfigError unless the agent's config has that field."""
     import dataclasses
 
     from drl.config import ConfigError, load_yaml
@@ -74,9 +78,9 @@ def _check_takes_teacher(agent: str | None, config_file: str | None) -> None:
     if agent not in AGENTS:
         return  # the config's own check names an unknown agent
     takes = sorted(name for name, spec in AGENTS.items()
-                   if "teacher" in {f.name for f in dataclasses.fields(spec.config_class)})
+                   if field_name in {f.name for f in dataclasses.fields(spec.config_class)})
     if agent not in takes:
-        raise ConfigError(f"--teacher: agent '{agent}' learns without a teacher run; agents that take one: {takes}")
+        raise ConfigError(f"{flag}: agent '{agent}' {what}; agents that take one: {takes}")
 
 
 def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-envs", type=_integer(1, "num-envs"), help="parallel envs")
     train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
+    train.add_argument("--demos", metavar="FILE", help="demonstrations to learn from (sets algo.demos; a file "
+                       "written by `drl demos`), for agents that take them (aawr, bc)")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")

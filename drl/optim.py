@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-__all__ = ["FlatParameters", "FlatAdam", "TrainStep", "compiler_available"]
+__all__ = ["FlatParameters", "FlatAdam", "TrainStep", "clip_by_global_norm", "compiler_available"]
 
 Losses = dict[str, torch.Tensor]
 
@@ -144,6 +144,17 @@ class _LossModule(nn.Module):
         return self.loss_fn(minibatch)
 
 
+def clip_by_global_norm(gradient: torch.Tensor, max_norm: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gradient [P] scaled to a global L2 norm of at most max_norm, its norm before)``; ``None``: unscaled.
+
+    ``torch.nn.utils.clip_grad_norm_``'s rule on one flat gradient: scale by ``min(1, max_norm / (norm + 1e-6))``.
+    """
+    norm = torch.linalg.vector_norm(gradient)
+    if max_norm is None:
+        return gradient, norm
+    return gradient * torch.clamp(max_norm / (norm + 1e-6), max=1.0), norm
+
+
 class TrainStep:
     """One optimiser step of ``loss_fn`` on a minibatch: gradient, global-norm clipping, Adam.
 
@@ -224,7 +235,4 @@ class TrainStep:
 
     def _clip(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, its norm before)``."""
-        norm = torch.linalg.vector_norm(gradient)
-        if self.max_grad_norm is None:
-            return gradient, norm
-        return gradient * torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0), norm
+        return clip_by_global_norm(gradient, self.max_grad_norm)

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
+from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
 from drl.runners.off_policy import OffPolicyRunner
+from drl.runners.offline_to_online import OfflineToOnlineRunner
 from drl.runners.on_policy import OnPolicyRunner
 
 __all__ = ["AgentSpec", "AGENTS", "resolve_config", "default_config_dict"]
@@ -56,6 +58,15 @@ AGENTS: dict[str, AgentSpec] = {
     "dagger": AgentSpec(DAgger, DAggerConfig, OnPolicyRunner, "DAgger: a student on 'policy' imitates a "
                         "privileged teacher run's actor (beta-mixed rollouts, expert labels)",
                         default_env="drl/CartPoleNoVel-v0"),
+    # privileged-information agents: offline on demos (algo.demos / --demos), then online
+    "aawr": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Asymmetric advantage-weighted regression (IQL "
+                      "critics on privileged state; offline on demos, then online; continuous)",
+                      default_env="drl/ActiveSearch-v0", defaults={"env": {"num_envs": 1}}),
+    # BC: the same code with uniform weights (no critic loss is computed) on demonstrations only
+    "bc": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (AAWR's code "
+                    "with uniform weights; continuous)", default_env="drl/ActiveSearch-v0",
+                    defaults={"env": {"num_envs": 1},
+                              "algo": {"weighting": "uniform", "demo_fraction": 1.0, "critic_obs": "policy"}}),
 }
 
 

@@ -167,7 +167,7 @@ def test_type_coercions_that_are_exact():
         ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
-        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'dagger', 'ppo', 'sac', 'td3']"),
+        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'ppo', 'sac', 'td3']"),
         ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
         ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),
         ({"total_steps": 0}, "total_steps", "must be >= 1"),
@@ -264,8 +264,10 @@ def test_every_config_file_resolves(path):
     raw = load_yaml(path)
     cfg = resolve_config(raw)
     assert cfg.agent == path.parent.name
-    # the file is named after its env (a "drl/" namespace is written "drl-")
-    assert cfg.env.id.replace("/", "-") == path.stem
+    # the file is named after its env (a "drl/" namespace is written "drl-"), a variant after a last "-"
+    # (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml)
+    env_name = cfg.env.id.replace("/", "-")
+    assert path.stem == env_name or (path.stem.startswith(f"{env_name}-") and path.stem[len(env_name) + 1:].isalpha())
 
 
 # ------------------------------------------------------------------------------------------------

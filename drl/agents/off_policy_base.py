@@ -39,7 +39,7 @@ from torch import nn
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim, group_space
-from drl.optim import FlatAdam, FlatParameters, adam_update, compiler_available
+from drl.optim import FlatAdam, FlatParameters, adam_update, clip_by_global_norm, compiler_available
 from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
 
@@ -91,6 +91,7 @@ class OffPolicyConfig:
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
     critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
     normalize_obs: bool = False
+    max_grad_norm: float | None = None  # clip the global gradient norm of an update (all losses); null: none (SB3)
     # bfloat16 autocast of the update (matmuls in bfloat16 with float32 accumulation, as FastTD3's
     # amp); parameters, Adam and the acting policy stay float32
     amp: bool = False
@@ -126,6 +127,8 @@ class OffPolicyConfig:
         check_range(self.num_q, key("num_q"), 1, MAX_HEADS)
         check_range(self.num_q_target_pair, key("num_q_target_pair"), 1, self.num_q,
                     what=f"heads in the target's min, at most num_q = {self.num_q}")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0, key("max_grad_norm"),
+              f"must be > 0 or null, got {self.max_grad_norm}")
         check_range(self.num_atoms, key("num_atoms"), 2, MAX_ATOMS)
         check(self.v_min < self.v_max, key("v_max"), f"must be > v_min = {self.v_min}, got {self.v_max}")
         for name in ("actor_obs", "critic_obs"):
@@ -175,10 +178,13 @@ class FusedUpdate:
         amp: run ``loss_fn`` under bfloat16 autocast.
         compile: fuse each variant of the step into one ``torch.compile``d graph (falls back to eager
             with a warning when compiling fails).
+        max_grad_norm: clip the global L2 norm of the whole gradient (every group's part together, as one
+            ``clip_grad_norm_`` over all parameters before one optimiser step) to this; None: no clipping.
     """
 
     def __init__(self, nets: nn.ModuleDict, learning_rates: dict[str, float], target: nn.ModuleDict | None,
-                 tau: float, loss_fn: LossFn, compile: bool = False, amp: bool = False):
+                 tau: float, loss_fn: LossFn, compile: bool = False, amp: bool = False,
+                 max_grad_norm: float | None = None):
         self.nets = nets
         self.params = FlatParameters(nets)
         self.names = list(nets.keys())
@@ -200,6 +206,7 @@ class FusedUpdate:
         self.tau = tau
         self.loss_fn = loss_fn
         self.amp = amp
+        self.max_grad_norm = max_grad_norm
         self.compile = compile
         self._compiled: dict[tuple, Callable[..., Losses]] = {}
         for module in nets.modules():  # parameters now live in the flat vector: drop cached lists
@@ -224,6 +231,8 @@ class FusedUpdate:
 
     def _apply(self, flat: torch.Tensor, gradient: torch.Tensor, target: torch.Tensor | None,
                state: dict[str, tuple[torch.Tensor, ...]], groups: tuple[str, ...], polyak: bool) -> None:
+        if self.max_grad_norm is not None:
+            gradient = clip_by_global_norm(gradient, self.max_grad_norm)[0]
         for name in groups:
             part = self.slices[name]
             exp_avg, exp_avg_sq, step_count, lr = state[name]
@@ -340,7 +349,8 @@ class OffPolicyAgent:
             target.to(self.device)
         self.nets, self.target = nets, target
         self.step = FusedUpdate(nets, learning_rates, target, cfg.tau, self._loss,
-                                compile=self._should_compile(num_envs, total_steps), amp=cfg.amp)
+                                compile=self._should_compile(num_envs, total_steps), amp=cfg.amp,
+                                max_grad_norm=cfg.max_grad_norm)
         self.support = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, device=self.device)
         self.num_updates = 0
 
@@ -446,7 +456,19 @@ class OffPolicyAgent:
         n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row).
         """
         cfg = self.cfg
-        steps, envs = replay.sample_indices(cfg.batch_size, self.generator)
+        batch = self.gather_transitions(replay, *replay.sample_indices(cfg.batch_size, self.generator))
+        if cfg.num_q_target_pair < cfg.num_q:  # REDQ: a fresh subset of target heads each update
+            heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
+            batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
+        self._draw_noise(batch)
+        return batch
+
+    def gather_transitions(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
+        """The transitions at ring rows ``steps[B]`` of envs ``envs[B]`` of ``replay``, as a batch
+        ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` (normalised obs when
+        ``normalize_obs``); see :meth:`sample_batch` for ``returns`` and ``discounts``."""
+        cfg = self.cfg
         batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
         if cfg.n_step == 1:
             last = steps
@@ -463,10 +485,6 @@ class OffPolicyAgent:
                 prefix, _, group = name.partition("/")
                 if prefix in ("obs", "next_obs"):
                     batch[name] = self.obs_normalizers[group].normalize(batch[name])
-        if cfg.num_q_target_pair < cfg.num_q:  # REDQ: a fresh subset of target heads each update
-            heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
-            batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
-        self._draw_noise(batch)
         return batch
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:

@@ -178,15 +178,28 @@ class MixedSampler:
         self.online = online
         self.demo_fraction = demo_fraction
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``{name: [batch_size, *shape]}``: the first ``round(f * B)`` rows come from demos."""
+    def sample_indices(self, batch_size: int, generator: torch.Generator | None = None
+                       ) -> list[tuple[ReplayBuffer, torch.Tensor, torch.Tensor]]:
+        """Where each row of a batch comes from: ``[(buffer, steps[b], envs[b]), ...]``, demos first.
+
+        ``round(demo_fraction * batch_size)`` rows come from ``demos`` and the rest from ``online``
+        (all from ``demos`` while ``online`` is empty); parts with no rows are left out. The indices
+        are :meth:`ReplayBuffer.sample_indices` of each buffer, drawn in that order from ``generator``,
+        so an agent can read each part its own way (e.g. n-step returns within each buffer).
+        """
         num_demo = round(self.demo_fraction * batch_size)
         if len(self.online) == 0:
             num_demo = batch_size  # nothing online yet: all from demos
         parts = []
         if num_demo > 0:
-            parts.append(self.demos.sample(num_demo, generator))
+            parts.append((self.demos, *self.demos.sample_indices(num_demo, generator)))
         if batch_size - num_demo > 0:
-            parts.append(self.online.sample(batch_size - num_demo, generator))
+            parts.append((self.online, *self.online.sample_indices(batch_size - num_demo, generator)))
+        return parts
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``{name: [batch_size, *shape]}``: the first ``round(f * B)`` rows come from demos (see
+        :meth:`sample_indices`)."""
+        parts = [buffer.gather(steps, envs) for buffer, steps, envs in self.sample_indices(batch_size, generator)]
         names = self.online.fields.keys()
         return {name: torch.cat([p[name] for p in parts]) for name in names}
