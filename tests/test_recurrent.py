@@ -82,7 +82,7 @@ def _rollout(agent: PPO, env: Any, seed: int = 1) -> tuple[RolloutBuffer, list[d
     seen = []
     obs, _ = env.reset(seed=seed)
     for _ in range(agent.cfg.num_steps):
-        seen.append({role: h.clone() for role, h in agent.memory.items()})
+        seen.append({role: h.clone() for role, h in agent.memory.states.items()})
         action, record = agent.act(obs)
         obs, reward, terminated, truncated, info = env.step(action)
         storage.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
@@ -231,12 +231,12 @@ def test_update_runs_and_keeps_the_training_memory() -> None:
     for rnn_type in ("gru", "lstm"):
         agent, env = _agent(rnn_type, num_epochs=2)
         storage, _ = _rollout(agent, env)
-        memory = {k: v.clone() for k, v in agent.memory.items()}
+        memory = {k: v.clone() for k, v in agent.memory.states.items()}
         before = agent.train_step.params.data.clone()
         metrics = agent.update(storage)
         assert np.isfinite(metrics["policy_loss"]) and metrics["epochs"] == 2
         assert not torch.equal(before, agent.train_step.params.data)
-        assert all(torch.equal(memory[k], agent.memory[k]) for k in memory)
+        assert all(torch.equal(memory[k], agent.memory.states[k]) for k in memory)
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -245,13 +245,13 @@ def test_evaluation_uses_its_own_memory() -> None:
     starts at zero and is zeroed at each evaluation episode's end."""
     agent, env = _agent("gru")
     _rollout(agent, env)
-    training = {k: v.clone() for k, v in agent.memory.items()}
+    training = {k: v.clone() for k, v in agent.memory.states.items()}
     assert training["actor"].abs().sum() > 0
     eval_env = make_vec_env(ENV_ID, 3)
     seen, act = [], agent.act
 
     def act_and_record(obs: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(agent.memory["actor"].clone())
+        seen.append(agent.memory.states["actor"].clone())
         return act(obs, *args, **kwargs)
 
     step, dones = eval_env.step, []
@@ -264,7 +264,7 @@ def test_evaluation_uses_its_own_memory() -> None:
     agent.act, eval_env.step = act_and_record, step_and_record
     returns = evaluate_policy(agent, eval_env, episodes=6, seed=5)
     assert len(returns) == 6
-    assert all(torch.equal(training[k], agent.memory[k]) for k in training)
+    assert all(torch.equal(training[k], agent.memory.states[k]) for k in training)
     assert seen[0].shape == (3, 1, 16) and (seen[0] == 0).all()
     for before, done in zip(seen[1:], dones, strict=False):
         assert (before[done] == 0).all() and (before[~done].abs().sum((-1, -2)) > 0).all()
@@ -280,9 +280,9 @@ def test_state_dict_holds_the_memory() -> None:
     assert set(state["memory"]) == {"actor", "critic"}
     other, _ = _agent("lstm", critic_obs="policy", rnn_critic=True)
     other.load_state_dict(state)
-    assert all(torch.equal(other.memory[k], agent.memory[k]) for k in agent.memory)
+    assert all(torch.equal(other.memory.states[k], agent.memory.states[k]) for k in agent.memory.states)
     other.on_env_reset()
-    assert all((h == 0).all() for h in other.memory.values())
+    assert all((h == 0).all() for h in other.memory.states.values())
     assert "memory" not in _agent("none")[0].state_dict()  # a feed-forward agent's state is as before
 
 
@@ -324,7 +324,7 @@ def test_numba_and_compile_auto_are_off_for_recurrent_policies() -> None:
 def test_feed_forward_critic_with_a_privileged_group() -> None:
     """rnn_critic auto: a critic reading another group (privileged state) has no core and no stored state."""
     agent, _ = _agent("gru", critic_obs="critic")
-    assert agent.model.critic_rnn is None and set(agent.memory) == {"actor"}
+    assert agent.model.critic_rnn is None and set(agent.memory.states) == {"actor"}
     assert "hidden/critic" not in agent.storage_fields()
 
 

@@ -41,7 +41,7 @@ from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, forward_layers, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
-from drl.nn.recurrent import RecurrentCore
+from drl.nn.recurrent import RecurrentCore, RecurrentMemory
 from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
 from drl.storage import ChunkSampler, Field, MinibatchSampler, RolloutBuffer
@@ -248,10 +248,8 @@ class PPO:
             self.action_field = Field((), torch.int64)
         else:
             self.action_field = Field((flat_dim(action_space.shape),), torch.float32)
-        # recurrent state per env and core, [N, S, H]; None for a feed-forward policy
-        self.memory: dict[str, torch.Tensor] | None = None
-        if cfg.recurrent:
-            self.memory = {role: core.zero_state(num_envs, device) for role, core in self.model.cores().items()}
+        # each recurrent core's state per env; None for a feed-forward policy
+        self.memory = RecurrentMemory(self.model.cores(), num_envs, device) if cfg.recurrent else None
 
     def _make_numba_actor(self) -> NumbaGaussianActor | None:
         wanted = self.cfg.numba_actor
@@ -339,11 +337,9 @@ class PPO:
         (only the cores in :attr:`memory`: an evaluation steps the actor's alone)."""
         record = {f"obs/{g}": x for g, x in groups.items()}
         features = {}
-        for role, core in self.model.cores().items():
-            if role in self.memory:
-                record[f"hidden/{role}"] = self.memory[role]
-                group = self.cfg.actor_obs if role == "actor" else self.cfg.critic_obs
-                features[role], self.memory[role] = core.step(groups[group], self.memory[role])
+        for role in list(self.memory.states):
+            group = self.cfg.actor_obs if role == "actor" else self.cfg.critic_obs
+            record[f"hidden/{role}"], features[role] = self.memory.step(role, groups[group])
         action, log_prob = self.model.act(features["actor"], deterministic)
         record["actions"] = action
         record["log_probs"] = log_prob
@@ -352,7 +348,7 @@ class PPO:
     def end_episodes(self, done: torch.Tensor) -> None:
         """Zero the recurrent state of the envs whose episode ended (``done [N]`` bool); no-op when feed-forward."""
         if self.memory is not None:
-            self.memory = {role: torch.where(done[:, None, None], 0.0, h) for role, h in self.memory.items()}
+            self.memory.end_episodes(done)
 
     @contextlib.contextmanager
     def fresh_memory(self, num_envs: int) -> Iterator[Callable[[torch.Tensor], None]]:
@@ -362,13 +358,8 @@ class PPO:
         function with each step's ``done [num_envs]`` (terminated or truncated) to zero it where an
         episode ended. On exit the training state is back, untouched. No-op when feed-forward.
         """
-        saved = self.memory
-        if saved is not None:
-            self.memory = {"actor": self.model.actor_rnn.zero_state(num_envs, self.device)}
-        try:
+        with contextlib.nullcontext() if self.memory is None else self.memory.fresh(num_envs, roles=("actor",)):
             yield self.end_episodes
-        finally:
-            self.memory = saved
 
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
@@ -530,7 +521,7 @@ class PPO:
             "reward_scaler": self.reward_scaler.state_dict(),
         }
         if self.memory is not None:
-            state["memory"] = dict(self.memory)
+            state["memory"] = self.memory.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -539,7 +530,7 @@ class PPO:
         self.obs_normalizers.load_state_dict(state["obs_normalizers"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
         if self.memory is not None:
-            self.memory = {role: state["memory"][role].to(self.device, copy=True) for role in self.memory}
+            self.memory.load_state_dict(state["memory"])
 
     def on_env_reset(self) -> None:
         """Every env was reset outside a rollout (a resume without env state): the reward
@@ -547,7 +538,7 @@ class PPO:
         a recurrent policy's state."""
         self.reward_scaler.returns.zero_()
         if self.memory is not None:
-            self.memory = {role: torch.zeros_like(h) for role, h in self.memory.items()}
+            self.memory.reset()
 
     @property
     def policy(self) -> nn.Module:

@@ -18,12 +18,14 @@ runs eagerly and under ``torch.func``. The gate equations are PyTorch's (``nn.GR
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from torch import nn
 
-__all__ = ["RNN_TYPES", "RecurrentCore", "GRUCell", "LSTMCell"]
+__all__ = ["RNN_TYPES", "RecurrentCore", "RecurrentMemory", "GRUCell", "LSTMCell"]
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -136,3 +138,53 @@ class RecurrentCore(nn.Module):
             out, state = self.step(x[:, k], state)
             outputs.append(out)
         return torch.stack(outputs, dim=1), state
+
+
+class RecurrentMemory:
+    """What a recurrent agent remembers between env steps: each core's state per env, ``[N, S, H]``.
+
+    ``states`` maps a role (``"actor"``, ``"critic"``) to its state; :meth:`step` advances one role
+    (new tensors each step, never in place, so a state handed out stays as it was); episode ends
+    zero the state of their envs (:meth:`end_episodes`).
+
+    Args:
+        cores: the recurrent cores by role.
+        num_envs: ``N``.
+        device: where the states live.
+    """
+
+    def __init__(self, cores: dict[str, RecurrentCore], num_envs: int, device: torch.device):
+        self.cores = cores
+        self.device = device
+        self.states = {role: core.zero_state(num_envs, device) for role, core in cores.items()}
+
+    def step(self, role: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance ``role`` on ``x [N, in]``: ``(the state it entered with [N, S, H], features [N, H])``."""
+        before = self.states[role]
+        features, self.states[role] = self.cores[role].step(x, before)
+        return before, features
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """Zero the state of the envs whose episode ended (``done [N]`` bool)."""
+        self.states = {role: torch.where(done[:, None, None], 0.0, h) for role, h in self.states.items()}
+
+    def reset(self) -> None:
+        """Every env starts a new episode."""
+        self.states = {role: torch.zeros_like(h) for role, h in self.states.items()}
+
+    @contextlib.contextmanager
+    def fresh(self, num_envs: int, roles: tuple[str, ...] = ("actor",)) -> Iterator[None]:
+        """Inside: zero states of ``roles`` for ``num_envs`` other envs (an evaluation); on exit the
+        previous states are back, untouched."""
+        saved = self.states
+        self.states = {role: self.cores[role].zero_state(num_envs, self.device) for role in roles}
+        try:
+            yield
+        finally:
+            self.states = saved
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.states)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.states = {role: state[role].to(self.device, copy=True) for role in self.states}
