@@ -459,29 +459,20 @@ class PPO:
         """One epoch's minibatches of whole chunks of ``seq_len`` steps for a recurrent policy (a new
         order per call): per-step fields ``[B * seq_len, ...]`` (with ``resets``: the step starts an
         episode) and the chunks' initial states ``hidden/<role> [B, S, H]``."""
-        cfg = self.cfg
-        sampler = ChunkSampler(storage.capacity, storage.num_envs, cfg.seq_len, cfg.minibatch_size, self.generator,
-                               self.device)
-        steps = {name: sampler.chunks(storage[name]) for name in [f"obs/{g}" for g in self.groups]
-                 + ["actions", "log_probs"]}
-        steps |= {"values": sampler.chunks(values), "advantages": sampler.chunks(advantages),
-                  "returns": sampler.chunks(returns),
-                  "resets": sampler.resets(storage["terminated"] | storage["truncated"])}
-        initial = {f"hidden/{role}": sampler.initial(storage[f"hidden/{role}"]) for role in self.model.cores()}
-        return partial(sampler.minibatches, steps, initial)
+        sampler = ChunkSampler(storage.capacity, storage.num_envs, self.cfg.seq_len, self.cfg.minibatch_size,
+                               self.generator, self.device)
+        steps = {name: storage[name] for name in [f"obs/{g}" for g in self.groups] + ["actions", "log_probs"]}
+        steps |= {"values": values, "advantages": advantages, "returns": returns}
+        initial = {f"hidden/{role}": storage[f"hidden/{role}"] for role in self.model.cores()}
+        done = storage["terminated"] | storage["truncated"]
+        return partial(sampler.minibatches, *sampler.split(steps, initial, done))
 
     def _features(self, mb: dict[str, torch.Tensor], role: str) -> torch.Tensor:
         """What the actor's or critic's MLP reads on minibatch ``mb``: its obs group ``[M, D]``, or, with a
         recurrent core, the core's features ``[M, H]`` unrolled over the minibatch's chunks."""
         obs = mb[f"obs/{self.cfg.actor_obs if role == 'actor' else self.cfg.critic_obs}"]
         core = self.model.cores().get(role)
-        if core is None:
-            return obs
-        initial = mb[f"hidden/{role}"]
-        chunks = initial.shape[0]
-        features, _ = core.unroll(obs.view(chunks, self.cfg.seq_len, -1), initial,
-                                  mb["resets"].view(chunks, self.cfg.seq_len))
-        return features.flatten(0, 1)
+        return obs if core is None else core.unroll_flat(obs, mb[f"hidden/{role}"], mb["resets"])
 
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""

@@ -139,6 +139,13 @@ class RecurrentCore(nn.Module):
             outputs.append(out)
         return torch.stack(outputs, dim=1), state
 
+    def unroll_flat(self, x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:
+        """:meth:`unroll` on chunk-major flat rows (row ``b * L + k`` is step ``k`` of sequence ``b``):
+        ``x [B * L, in]``, ``state [B, S, H]``, ``resets [B * L]`` -> ``features [B * L, H]``."""
+        batch = state.shape[0]
+        features, _ = self.unroll(x.view(batch, -1, x.shape[-1]), state, resets.view(batch, -1))
+        return features.flatten(0, 1)
+
 
 class RecurrentMemory:
     """What a recurrent agent remembers between env steps: each core's state per env, ``[N, S, H]``.

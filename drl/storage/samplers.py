@@ -108,6 +108,14 @@ class ChunkSampler:
         resets[:, 0] = False
         return resets
 
+    def split(self, steps: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor], done: torch.Tensor
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Rollout fields ``[T, N, ...]`` -> the arguments of :meth:`minibatches`: ``steps`` as chunks
+        ``[C, seq_len, ...]`` plus ``resets`` (from ``done [T, N]``), ``initial`` at each chunk's first
+        step ``[C, ...]``."""
+        chunked = {name: self.chunks(x) for name, x in steps.items()} | {"resets": self.resets(done)}
+        return chunked, {name: self.initial(x) for name, x in initial.items()}
+
     def permutation(self) -> torch.Tensor:
         """A random order ``[C]`` of the chunks."""
         return torch.randperm(self.num_chunks, generator=self.generator).to(self.device)
