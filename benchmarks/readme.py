@@ -52,6 +52,13 @@ BLOCKS: dict[str, Block] = {
         intro="Training seconds until the evaluation return reaches -200 on one CPU core (target: the parallel mode "
               "on `drl/Pendulum-v0` >= 10x sooner than SB3): `python -m benchmarks.pendulum_solve --only sb3-sac "
               "drl-sac drl-sac-parallel drl-td3-parallel --steps 10000`."),
+    "offpolicy_quality": Block(
+        after="pendulum_solve", heading="### SAC and TD3 learning quality on MuJoCo at 300k steps",
+        intro="drl's SAC and TD3 with the rl-baselines3-zoo hyperparameters (`configs/sac/`, `configs/td3/`) on "
+              "HalfCheetah-v5 and Hopper-v5, 300,000 env steps, 3 seeds, against published SAC/TD3 figures at the "
+              "same step count (sources and how each figure was read are in the table): `python -m "
+              "benchmarks.offpolicy_quality run --out RUNS --nice 19` (about an hour of one CPU core per run), then "
+              "`python -m benchmarks.offpolicy_quality report --runs RUNS`."),
 }
 
 

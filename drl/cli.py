@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="draw every run on its own instead of the mean, 95%% CI and IQM over runs of one agent/env")
     plot.set_defaults(func=_plot)
 
-    demos = sub.add_parser("demos", help="record scripted-expert demonstrations (Panda tasks)")
+    demos = sub.add_parser("demos", help="record scripted-expert demonstrations (envs with an "
+                           "expert_action: the Panda tasks, drl/ActiveSearch-v0)")
     demos.add_argument("env", help="e.g. drl/PandaPickPlace-v0")
     demos.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=50)
     demos.add_argument("--out", required=True, help="output .pt file")

@@ -76,6 +76,16 @@ for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goa
                      ("PickPlace", "pick a cube and place it at a goal")):
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",
                  f"Franka Panda: {_what}; 'policy'/'critic' obs groups", extra="pybullet")
+register_env("drl/PandaPickOccluded-v0", "envs.tasks.panda:PandaPickOccluded", "pybullet", "cpu",
+             "Franka Panda: pick-and-place, the cube occluded from 'policy' at random steps", extra="pybullet")
+
+
+register_env("drl/CartPoleNoVel-v0", "envs.tasks.partial:CartPoleNoVel", _CLASSIC, "cpu, cuda",
+             "CartPole-v1; 'policy': (x, theta), 'critic': the full state")
+register_env("drl/PendulumNoVel-v0", "envs.tasks.partial:PendulumNoVel", _CLASSIC, "cpu, cuda",
+             "Pendulum-v1; 'policy': (cos, sin), 'critic': with the velocity")
+register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
+             "find a target with a 60 deg sensor, reach it; sparse; 'critic': the target; demonstrator")
 
 
 def make_vec_env(

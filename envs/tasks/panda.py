@@ -18,6 +18,8 @@ Observation, a dict of float32 groups:
   position ``[3]`` and velocity ``[3]``, gripper opening ``[1]``, then the cube position ``[3]`` (push,
   pick-and-place) and the goal ``[3]``, both with Gaussian noise of std ``obs_noise`` metres (held fixed
   between physics steps, so ``final_obs`` equals ``obs`` on envs that did not finish).
+  :class:`PandaPickOccluded` (``drl/PandaPickOccluded-v0``) also hides the cube from the policy at random
+  steps (probability ``occlusion_prob``): the policy then gets the last cube position it saw and a flag.
 * ``"critic"`` ``[N, C]``: privileged and exact: joint positions and velocities, EE position, orientation
   (quaternion xyzw) and velocity, gripper opening, goal; then EE-to-goal ``[3]`` (reach) or the cube's
   position, orientation, linear and angular velocity, left/right finger-cube contact flags, cube-minus-EE
@@ -52,7 +54,8 @@ from envs.tasks.panda_scene import (
     import_pybullet,
 )
 
-__all__ = ["PandaTaskEnv", "PandaReach", "PandaPush", "PandaPickPlace", "expert_action", "SUCCESS_DISTANCE"]
+__all__ = ["PandaTaskEnv", "PandaReach", "PandaPush", "PandaPickPlace", "PandaPickOccluded", "expert_action",
+           "SUCCESS_DISTANCE"]
 
 SUCCESS_DISTANCE = 0.05  # m
 EE_HOME = (0.4, 0.0, 0.2)  # where every episode starts the EE
@@ -451,6 +454,58 @@ class PandaPickPlace(_CubeTask):
         target = torch.where(holding[:, None], carry, target)
         gripper = torch.where(at_grasp | holding, -1.0, 1.0)[:, None]
         return torch.cat([_toward(target, ee, self.action_scale), gripper], dim=-1)
+
+
+class PandaPickOccluded(PandaPickPlace):
+    """Pick-and-place whose policy loses sight of the cube now and then (4-D action, 100 steps).
+
+    Every step after a reset, independently with probability ``occlusion_prob`` (default 0.3), the cube is
+    occluded: the policy group's cube position is then the last one it saw (its noisy reading of the last
+    unoccluded step, held) and a flag says so. The first observation of an episode always sees the cube.
+    The policy group is PandaPickPlace's with the flag appended, ``[N, 28]``: ..., ``obj_pos_seen [3]``,
+    ``goal_noisy [3]``, ``occluded [1]`` (1.0 occluded, 0.0 seen). The critic group, dynamics, reward,
+    success and expert are PandaPickPlace's: for the same seed and actions the critic group is identical
+    (occlusions are drawn from the observation-noise generator, not from the episode generator).
+
+    Its own id rather than a keyword of ``drl/PandaPickPlace-v0`` because the policy group has one more
+    entry (the flag): one id, one observation space, and configs and benchmarks name the task by its id.
+
+    Args:
+        occlusion_prob: probability in ``[0, 1]`` that the cube is hidden from the policy at a step.
+        **kwargs: :class:`PandaTaskEnv`'s arguments.
+    """
+
+    env_id = "drl/PandaPickOccluded-v0"
+    policy_dim = 28  # PandaPickPlace's 27 + the occluded flag
+
+    def __init__(self, num_envs: int, device: str | torch.device = "cpu", occlusion_prob: float = 0.3,
+                 **kwargs: Any):
+        if not 0.0 <= occlusion_prob <= 1.0:
+            raise ValueError(f"occlusion_prob must be in [0, 1], got {occlusion_prob}")
+        self.occlusion_prob = float(occlusion_prob)
+        super().__init__(num_envs, device, **kwargs)
+        self.occluded = torch.zeros(num_envs, dtype=torch.bool, device=self.device)  # [N]
+        self.obj_pos_seen = torch.zeros(num_envs, 3, device=self.device)  # [N, 3] what the policy last saw
+
+    def _reset_envs(self, mask: torch.Tensor) -> None:
+        super()._reset_envs(mask)
+        rows = mask.nonzero().flatten()
+        self.occluded[rows] = False
+        self.obj_pos_seen[rows] = self.obj_pos[rows] + self._noise[rows, :3]
+
+    def _physics_step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        result = super()._physics_step(actions)
+        draw = torch.rand(self.num_envs, generator=self._noise_generator, device=self.device)
+        self.occluded = draw < self.occlusion_prob
+        reading = self.obj_pos + self._noise[:, :3]
+        self.obj_pos_seen = torch.where(self.occluded[:, None], self.obj_pos_seen, reading)
+        return result
+
+    def _task_obs(self) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
+        _, critic = super()._task_obs()
+        policy = [("obj_pos_seen", self.obj_pos_seen), ("goal_noisy", self.goal + self._noise[:, 3:]),
+                  ("occluded", self.occluded.float()[:, None])]
+        return policy, critic
 
 
 def expert_action(env: gym.vector.VectorEnv) -> torch.Tensor:

@@ -84,7 +84,8 @@ def test_classic_state_round_trip_cuda(cls: type, randomize: dict) -> None:
     _check_round_trip(lambda: cls(NUM_ENVS, device="cuda", max_episode_steps=HORIZON, randomize=randomize))
 
 
-@pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0"])
+@pytest.mark.parametrize("env_id", ["drl/CartPole-v0", "drl/Pendulum-v0", "drl/CartPoleNoVel-v0",
+                                    "drl/PendulumNoVel-v0", "drl/ActiveSearch-v0"])
 def test_registered_ids_have_the_capability(env_id: str) -> None:
     env = envs.make_vec_env(env_id, 2)
     assert supports_env_state(env)

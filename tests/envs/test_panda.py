@@ -24,6 +24,7 @@ from envs.tasks.demos import (  # noqa: E402
 from envs.tasks.panda import (  # noqa: E402
     EE_HOME,
     SUCCESS_DISTANCE,
+    PandaPickOccluded,
     PandaPickPlace,
     PandaPush,
     PandaReach,
@@ -367,3 +368,84 @@ def test_unreadable_and_foreign_files(tmp_path):
     torch.save({**fake_demos(), "extra": NotATensor()}, pickled)
     with pytest.raises(ValueError, match="not a readable demo file"):
         load_demos(pickled)
+
+
+# --- occluded pick-and-place ------------------------------------------------------------------------
+def test_occluded_pick_spaces_layout_and_registration():
+    env = gym.make_vec("drl/PandaPickOccluded-v0", num_envs=2, occlusion_prob=0.25, max_episode_steps=9)
+    assert isinstance(env, PandaPickOccluded) and isinstance(env, PandaPickPlace)
+    assert env.occlusion_prob == 0.25 and env.max_episode_steps == 9
+    assert env.single_observation_space["policy"].shape == (28,)
+    assert env.single_observation_space["critic"].shape == (49,) and env.single_action_space.shape == (4,)
+    layout = env.observation_layout("policy")
+    assert layout["obj_pos_seen"] == slice(21, 24) and layout["goal_noisy"] == slice(24, 27)
+    assert layout["occluded"] == slice(27, 28)
+    assert env.observation_layout("critic") == PandaPickPlace(num_envs=1).observation_layout("critic")
+    obs, _ = env.reset(seed=0)
+    assert obs["policy"].shape == (2, 28) and env.observation_space.contains({k: v.numpy() for k, v in obs.items()})
+    env.close()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="occlusion_prob"):
+            PandaPickOccluded(num_envs=1, occlusion_prob=bad)
+
+
+def test_occluded_pick_critic_is_pick_and_place_critic():
+    """Occlusions come from the noise generator: same seed, same actions -> the same critic group and rewards."""
+    occluded, plain = PandaPickOccluded(num_envs=2, occlusion_prob=0.5), PandaPickPlace(num_envs=2)
+    obs_o, _ = occluded.reset(seed=4)
+    obs_p, _ = plain.reset(seed=4)
+    for actions in random_actions(2, 4, seed=1, steps=6):
+        assert torch.equal(obs_o["critic"], obs_p["critic"])
+        obs_o, reward_o, term_o, trunc_o, _ = occluded.step(actions)
+        obs_p, reward_p, term_p, trunc_p, _ = plain.step(actions)
+        assert torch.equal(reward_o, reward_p) and torch.equal(term_o, term_p) and torch.equal(trunc_o, trunc_p)
+    policy = occluded.observation_layout("policy")
+    same = [name for name in policy if name not in ("obj_pos_seen", "occluded", "goal_noisy")]
+    for name in same:  # the robot's own measurements are PandaPickPlace's
+        assert torch.equal(obs_o["policy"][:, policy[name]], obs_p["policy"][:, policy[name]])
+
+
+def test_occlusion_holds_the_last_seen_cube_position():
+    """p = 0.5, zero actions (nothing moves, no episode ends): an occluded step repeats the previous reading
+    exactly and raises the flag; a seen step gives a fresh noisy reading of the true position."""
+    env = PandaPickOccluded(num_envs=4, occlusion_prob=0.5, obs_noise=0.005)
+    obs, _ = env.reset(seed=3)
+    policy, critic = env.observation_layout("policy"), env.observation_layout("critic")
+    assert not obs["policy"][:, policy["occluded"]].any()  # an episode starts with the cube in sight
+    flags = []
+    for _ in range(30):
+        previous = obs["policy"][:, policy["obj_pos_seen"]]
+        obs, _, terminated, truncated, info = env.step(torch.zeros(4, 4))
+        assert not (terminated | truncated).any()
+        occluded = obs["policy"][:, policy["occluded"]].squeeze(-1).bool()
+        assert torch.equal(occluded, env.occluded)
+        seen = obs["policy"][:, policy["obj_pos_seen"]]
+        assert torch.equal(seen[occluded], previous[occluded])
+        error = seen[~occluded] - obs["critic"][~occluded][:, critic["obj_pos"]]
+        assert (error.abs() < 5 * 0.005).all()
+        assert not (seen[~occluded] == previous[~occluded]).all(-1).any()  # fresh noise at every seen step
+        assert torch.equal(info["final_obs"]["policy"], obs["policy"])
+        flags.append(occluded)
+    rate = float(torch.stack(flags).float().mean())  # 120 draws: binomial std 0.046
+    assert 0.3 <= rate <= 0.7, rate
+
+
+def test_always_occluded_keeps_the_first_sighting_and_never_is_zero_when_seen():
+    hidden, open_view = PandaPickOccluded(num_envs=2, occlusion_prob=1.0), PandaPickOccluded(num_envs=2,
+                                                                                             occlusion_prob=0.0)
+    for env in (hidden, open_view):
+        obs, _ = env.reset(seed=6)
+        policy, critic = env.observation_layout("policy"), env.observation_layout("critic")
+        first = obs["policy"][:, policy["obj_pos_seen"]].clone()
+        for _ in range(12):  # the expert lifts the cube from where it was first seen (both succeed at step 14)
+            obs, _, terminated, truncated, _ = env.step(env.expert_action())
+            assert not (terminated | truncated).any()
+            seen = obs["policy"][:, policy["obj_pos_seen"]]
+            flag = obs["policy"][:, policy["occluded"]]
+            if env is hidden:
+                assert torch.equal(seen, first) and flag.eq(1.0).all()
+            else:
+                assert flag.eq(0.0).all()
+                assert float((seen - obs["critic"][:, critic["obj_pos"]]).abs().max()) < 5 * env.obs_noise
+        moved = (obs["critic"][:, critic["obj_pos"]] - first).norm(dim=-1)
+        assert (moved > 0.03).all()  # the held reading really is stale for the hidden env
