@@ -1,18 +1,13 @@
 """Recurrent PPO (``algo.rnn_type: gru | lstm``): cells, chunk sampling, resets at episode starts,
 the hidden state through rollouts, evaluation and checkpoints, config errors, and learning a task
 a feed-forward policy cannot solve.
-
-The masked-velocity CartPole here is a stand-in (:class:`CartPoleNoVelStandIn`) until the tasks
-helper's ``drl/CartPoleNoVel-v0`` is merged; then :data:`ENV_ID` switches to that id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -25,36 +20,9 @@ from drl.config import ConfigError
 from drl.nn.recurrent import GRUCell, LSTMCell, RecurrentCore
 from drl.runners.base import evaluate_policy
 from drl.storage import ChunkSampler, RolloutBuffer
-from envs import ENVS, make_vec_env, register_env
-from envs.torch_classic.cartpole import CartPole
+from envs import make_vec_env
 
-ENV_ID = "drl/CartPoleNoVelStandIn-v0"  # the lead switches this to drl/CartPoleNoVel-v0 after the merge
-
-
-class CartPoleNoVelStandIn(CartPole):
-    """CartPole whose ``"policy"`` group is ``(x, theta)`` (no velocities); ``"critic"`` is the full state."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        full = self.single_observation_space
-        policy = gym.spaces.Box(full.low[[0, 2]], full.high[[0, 2]], dtype=np.float32)
-        self.single_observation_space = gym.spaces.Dict({"policy": policy, "critic": full})
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-
-    def _observe(self) -> dict[str, torch.Tensor]:
-        state = super()._observe()
-        return {"policy": state[:, [0, 2]], "critic": state}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stand_in_env() -> Iterator[None]:
-    registered = ENV_ID not in ENVS
-    if registered:
-        register_env(ENV_ID, CartPoleNoVelStandIn, "torch (batched)", "cpu", "stand-in: CartPole without velocities")
-    yield
-    if registered:
-        del ENVS[ENV_ID]
-        del gym.registry[ENV_ID]
+ENV_ID = "drl/CartPoleNoVel-v0"  # policy: (x, theta); critic: the full state
 
 
 @pytest.fixture(autouse=True)
@@ -337,7 +305,7 @@ def _train_masked_cartpole(tmp_path: Path, rnn_type: str) -> dict[str, Any]:
         "eval_episodes": 10, "env": {"num_envs": 32, "num_eval_envs": 10},
         "algo": {"num_steps": 32, "minibatch_size": 256, "num_epochs": 4, "learning_rate": 1e-3, "anneal_lr": True,
                  "gamma": 0.98, "normalize_obs": True, "actor_hidden": [64], "critic_hidden": [64],
-                 "rnn_type": rnn_type, "rnn_hidden_size": 64, "seq_len": 8},
+                 "rnn_type": rnn_type, "rnn_hidden_size": 64, "seq_len": 8, "target_kl": None},
     })
     return api.train(cfg, tmp_path / rnn_type)[1]
 
