@@ -8,7 +8,7 @@ The policy sees positions only (CartPole: ``x, theta``; Pendulum: ``cos, sin``);
 group holds the full state. Issue 10's claims: asymmetric PPO beats symmetric PPO at equal steps,
 and the recurrent actor beats the feed-forward one.
 
-Variants (``--only`` names), all from one config per task (``configs/ppo/<env>-gru.yaml``, the
+Variants (``--only`` names), all from one config per task (``configs/ppo/<env>.yaml``, the
 tuned recurrent PPO) with one or two switches flipped, so every variant of a task has the same
 budget, envs, rollout, minibatches and learning rate:
 
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.masked_velocity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per variant and task (0 .. N-1)")
     parser.add_argument("--env", nargs="+", default=list(THRESHOLDS),
-                        help="task ids (each needs configs/ppo/<env>-gru.yaml)")
+                        help="task ids (each needs configs/ppo/<env>.yaml)")
     parser.add_argument("--steps", type=int, default=None,
                         help="env steps per run (default: each config's total_steps)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
@@ -98,8 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_file(env_id: str) -> Path:
     from drl.api import config_path_for
 
-    path = config_path_for("ppo", env_id)
-    return path.with_name(f"{path.stem}-gru.yaml")
+    return config_path_for("ppo", env_id)
 
 
 def threshold(env_id: str) -> float:
@@ -128,7 +127,7 @@ def run(env_id: str, variant: Variant, seed: int, args: argparse.Namespace, work
     solve = next((p["step"] for p in points if p["eval_return"] >= threshold(env_id)), None)
     return {"points": points, "final": points[-1]["eval_return"] if points else None, "solve_step": solve,
             "steps": summary["steps"], "train_s": summary["wall_s"] - summary["eval_s"],
-            "config": {"file": str(config_file(env_id).name), "total_steps": cfg.total_steps,
+            "config": {"file": f"configs/ppo/{config_file(env_id).name}", "total_steps": cfg.total_steps,
                        "num_envs": cfg.env.num_envs, "eval_interval": cfg.eval_interval, "algo": to_dict(cfg.algo)}}
 
 
@@ -184,7 +183,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              f"torch {v.get('torch')}; one torch thread; device {meta['device']}; load average at start / end "
              f"{meta['load_start']} / {meta['load_end']}; the whole benchmark took {_n(meta.get('elapsed_s'))} s.", "",
              f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
-             "(`configs/ppo/<env>-gru.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
+             "(`configs/ppo/<env>.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
              f"rollout and optimiser settings are equal. Final = the last evaluation ({EVAL_EPISODES} deterministic "
              "episodes) of each seed, mean +- std over seeds. Steps to threshold = median over the seeds that "
              "reached it (first evaluation at or above).", "", "## Claims (issue 10)", ""]
@@ -197,10 +196,13 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                      f"{_n(s['median_solve_step'])} | {_n(s['train_s_mean'], 1)} |")
     lines += ["", f"![eval return vs env steps]({PLOT})", "", "## Configs", ""]
     seen = set()
-    for r in results["runs"]:
-        if "config" in r and (r["env"], r["variant"]) not in seen:
-            seen.add((r["env"], r["variant"]))
-            lines.append(f"- {r['env']} `{r['variant']}`: `{json.dumps(r['config'], default=str)}`")
+    for r in results["runs"]:  # one line per task: what its variants share (they switch rnn_type, critic_obs)
+        if "config" in r and r["env"] not in seen:
+            seen.add(r["env"])
+            shared = {k: v for k, v in r["config"]["algo"].items() if k not in ("rnn_type", "critic_obs")}
+            lines.append(f"- {r['env']}: `{r['config']['file']}`, total_steps {r['config']['total_steps']:,}, "
+                         f"num_envs {r['config']['num_envs']}, eval_interval {r['config']['eval_interval']:,}; algo "
+                         f"`{json.dumps(shared, default=str)}`")
     errors = [r for r in results["runs"] if "error" in r]
     lines += ["", "## Notes", ""] + ([f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`"
                                       for r in errors] or ["- none"])

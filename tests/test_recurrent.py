@@ -298,7 +298,7 @@ def test_feed_forward_critic_with_a_privileged_group() -> None:
 
 # --- learning ----------------------------------------------------------------------------------
 def _train_masked_cartpole(tmp_path: Path, rnn_type: str) -> dict[str, Any]:
-    """configs/ppo/drl-CartPoleNoVel-v0-gru.yaml's settings without its target_kl (which steadies the
+    """configs/ppo/drl-CartPoleNoVel-v0.yaml's settings without its target_kl (which steadies the
     later iterations but slows the first solve), rnn_type switched, for 30 iterations."""
     cfg = api.load_config("ppo", ENV_ID, overrides={
         "total_steps": 30 * 1024, "progress": False, "seed": 0, "device": "cpu", "eval_interval": 10_240,
