@@ -58,6 +58,7 @@ MAX_EPOCHS = 10_000
 MAX_WIDTH = 65_536
 MAX_HIDDEN_WEIGHTS = 2**27
 MAX_RNN_LAYERS = 64
+MAX_LOSS_COEF = 10_000
 
 
 @dataclass
@@ -132,8 +133,8 @@ class PPOConfig:
         check(0 <= self.gae_lambda <= 1, key("gae_lambda"), f"must be in [0, 1], got {self.gae_lambda}")
         check(self.clip_coef > 0, key("clip_coef"), f"must be > 0, got {self.clip_coef}")
         check(self.clip_value is None or self.clip_value > 0, key("clip_value"), "must be > 0 or null")
-        check(self.ent_coef >= 0, key("ent_coef"), f"must be >= 0, got {self.ent_coef}")
-        check(self.vf_coef >= 0, key("vf_coef"), f"must be >= 0, got {self.vf_coef}")
+        for name in ("ent_coef", "vf_coef"):  # a weight of 1e19 overflows the gradient norm in float32
+            check_range(getattr(self, name), key(name), 0, MAX_LOSS_COEF, what="a weight in the loss")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
         for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
