@@ -240,6 +240,23 @@ def test_evaluation_uses_its_own_memory() -> None:
     assert evaluate_policy(agent, make_vec_env(ENV_ID, 3), episodes=6, seed=5) == returns  # fresh each time
 
 
+def test_api_evaluate_and_video_of_a_recurrent_run(tmp_path: Path) -> None:
+    """``drl eval`` on a recurrent run: the agent rebuilt from its checkpoint (training memory for the
+    run's num_envs) evaluates on other envs, and the one-env video path runs it too."""
+    cfg = api.load_config("ppo", ENV_ID, overrides={
+        "total_steps": 2 * 32 * 4, "progress": False, "device": "cpu", "eval_interval": 0, "eval_episodes": 2,
+        "env": {"num_envs": 4, "num_eval_envs": 2}, "algo": {"num_steps": 32, "minibatch_size": 64, "seq_len": 8}})
+    run_dir, _ = api.train(cfg, tmp_path / "run")
+    agent, _ = api.load_agent(run_dir, "latest")
+    assert agent.memory.states["actor"].shape[0] == 4
+    result = api.evaluate(run_dir, episodes=3, checkpoint="latest")
+    assert len(result["returns"]) == 3 and all(r >= 1 for r in result["returns"])
+    pytest.importorskip("imageio.v2")
+    pytest.importorskip("imageio_ffmpeg")
+    video = api.evaluate(run_dir, episodes=1, checkpoint="latest", video=True, video_dir=tmp_path / "videos")
+    assert video["video_frames"] >= 1 and Path(video["video"]).stat().st_size > 0
+
+
 # --- checkpoints -------------------------------------------------------------------------------
 def test_state_dict_holds_the_memory() -> None:
     agent, env = _agent("lstm", critic_obs="policy", rnn_critic=True)
