@@ -58,7 +58,7 @@ MAX_EPOCHS = 10_000
 MAX_WIDTH = 65_536
 MAX_HIDDEN_WEIGHTS = 2**27
 MAX_RNN_LAYERS = 64
-MAX_LOSS_COEF = 10_000
+MAX_LOSS_COEF = 10**12  # a loss weight: far past any published setting (the float32 gradient norm overflows near 1e19)
 
 
 @dataclass
@@ -133,7 +133,7 @@ class PPOConfig:
         check(0 <= self.gae_lambda <= 1, key("gae_lambda"), f"must be in [0, 1], got {self.gae_lambda}")
         check(self.clip_coef > 0, key("clip_coef"), f"must be > 0, got {self.clip_coef}")
         check(self.clip_value is None or self.clip_value > 0, key("clip_value"), "must be > 0 or null")
-        for name in ("ent_coef", "vf_coef"):  # a weight of 1e19 overflows the gradient norm in float32
+        for name in ("ent_coef", "vf_coef"):
             check_range(getattr(self, name), key(name), 0, MAX_LOSS_COEF, what="a weight in the loss")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
@@ -150,9 +150,9 @@ class PPOConfig:
             check(weights <= MAX_HIDDEN_WEIGHTS, key(name), f"the hidden layers hold {weights:,} weights; at most "
                   f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
         if self.recurrent:
-            self._validate_recurrent(key, train)
+            self._validate_recurrent(key)
 
-    def _validate_recurrent(self, key: Callable[[str], str], train: TrainConfig) -> None:
+    def _validate_recurrent(self, key: Callable[[str], str]) -> None:
         check_range(self.rnn_hidden_size, key("rnn_hidden_size"), 1, MAX_WIDTH)
         check_range(self.rnn_num_layers, key("rnn_num_layers"), 1, MAX_RNN_LAYERS)
         check(1 <= self.seq_len and self.num_steps % self.seq_len == 0, key("seq_len"),
@@ -161,7 +161,7 @@ class PPOConfig:
               f"must be a multiple of algo.seq_len = {self.seq_len} (minibatches are whole chunks); "
               f"got {self.minibatch_size}")
         check(self.numba_actor is not True, key("numba_actor"),
-              f"the numba kernel computes feed-forward actors only; set it to auto or false with "
+              "the numba kernel computes feed-forward actors only; set it to auto or false with "
               f"rnn_type {self.rnn_type}")
         check(self.compile is not True, key("compile"),
               f"a recurrent policy trains eagerly; set it to auto or false with rnn_type {self.rnn_type}")
