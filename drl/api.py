@@ -14,6 +14,7 @@ from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoin
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.guards import atomic_write_text
 from drl.registry import AGENTS, resolve_config
+from drl.runners.base import episode_memory
 from drl.runners.common import check_run_dir_free
 from drl.runners.on_policy import EVAL_SEED_OFFSET, evaluate_policy
 from envs import make_vec_env
@@ -282,15 +283,16 @@ def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int,
     env = make_vec_env(cfg.env.id, 1, agent.device, "sync", kwargs)
     episode_return = 0.0
     try:
-        obs, _ = env.reset(seed=seed)
-        frames = [_frame(env, cfg.env.id)]
-        for _ in range(max_steps):
-            action, _ = agent.act(obs, deterministic=True, update_stats=False)
-            obs, reward, terminated, truncated, info = env.step(action)
-            episode_return += float(info.get("env_reward", reward)[0])
-            if bool(terminated[0] or truncated[0]):
-                break  # SAME_STEP autoreset: the env already shows the next episode's start
-            frames.append(_frame(env, cfg.env.id))
+        with episode_memory(agent, 1):  # one episode from a fresh memory (a recurrent policy's state)
+            obs, _ = env.reset(seed=seed)
+            frames = [_frame(env, cfg.env.id)]
+            for _ in range(max_steps):
+                action, _ = agent.act(obs, deterministic=True, update_stats=False)
+                obs, reward, terminated, truncated, info = env.step(action)
+                episode_return += float(info.get("env_reward", reward)[0])
+                if bool(terminated[0] or truncated[0]):
+                    break  # SAME_STEP autoreset: the env already shows the next episode's start
+                frames.append(_frame(env, cfg.env.id))
         fps = getattr(env, "render_fps", None)
         if fps is None:
             inner = getattr(env, "envs", None)

@@ -12,11 +12,24 @@ Two choices differ from most peers and are deliberate:
 
 The critic may read another obs group than the actor (``critic_obs: critic``): a privileged
 critic is a config switch, not a new agent.
+
+Recurrent policies (``rnn_type: gru | lstm``) put a :class:`drl.nn.recurrent.RecurrentCore` in front
+of the actor MLP (and of the critic MLP with ``rnn_critic``). The agent keeps each core's hidden
+state per env, ``[N, S, H]``, zeroed when an episode ends; each step stores the state it entered
+with (``hidden/actor``, ``hidden/critic``). Training unrolls chunks of ``seq_len`` steps from their
+stored initial states (:class:`drl.storage.ChunkSampler`), zeroing the state at episode starts.
+GAE's values come from one batched step of the critic core per stored step: ``V(obs_t)`` from the
+stored state ``h_t`` it entered with, giving ``h'_t``; ``V(final_obs_t)`` from ``h'_t``, not reset:
+the final obs continues the episode of ``obs_t`` (for a step that does not end an episode it is
+``obs_{t+1}`` and ``h'_t = h_{t+1}``, so both values agree with the next step's).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -28,9 +41,10 @@ from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, forward_layers, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
+from drl.nn.recurrent import RecurrentCore, RecurrentMemory
 from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
-from drl.storage import Field, MinibatchSampler, RolloutBuffer
+from drl.storage import ChunkSampler, Field, MinibatchSampler, RolloutBuffer
 from envs.core import MissingDependencyError
 
 __all__ = ["PPOConfig", "PPO", "ActorCritic", "COMPILE_AUTO_MIN_STEPS"]
@@ -43,6 +57,8 @@ COMPILE_AUTO_MIN_STEPS = 50_000
 MAX_EPOCHS = 10_000
 MAX_WIDTH = 65_536
 MAX_HIDDEN_WEIGHTS = 2**27
+MAX_RNN_LAYERS = 64
+MAX_LOSS_COEF = 10**12  # a loss weight: far past any published setting (the float32 gradient norm overflows near 1e19)
 
 
 @dataclass
@@ -79,6 +95,25 @@ class PPOConfig:
     # sample rollout actions with one numba kernel (CPU, MLP + Gaussian head with a free std);
     # "auto": when numba is installed and the policy is one the kernel computes
     numba_actor: bool | Literal["auto"] = "auto"
+    # recurrent policy: a GRU/LSTM core in front of the actor MLP; "none": feed-forward
+    rnn_type: Literal["none", "gru", "lstm"] = "none"
+    rnn_hidden_size: int = 64
+    rnn_num_layers: int = 1
+    # a core in front of the critic too; "auto": when the critic reads the actor's obs group (a
+    # privileged critic sees the full state and needs no memory)
+    rnn_critic: bool | Literal["auto"] = "auto"
+    seq_len: int = 16  # steps per training chunk (truncated backpropagation through time)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.rnn_type != "none"
+
+    @property
+    def critic_recurrent(self) -> bool:
+        """The critic has its own recurrent core."""
+        if not self.recurrent:
+            return False
+        return self.critic_obs == self.actor_obs if self.rnn_critic == "auto" else bool(self.rnn_critic)
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         def key(name: str) -> str:
@@ -98,8 +133,8 @@ class PPOConfig:
         check(0 <= self.gae_lambda <= 1, key("gae_lambda"), f"must be in [0, 1], got {self.gae_lambda}")
         check(self.clip_coef > 0, key("clip_coef"), f"must be > 0, got {self.clip_coef}")
         check(self.clip_value is None or self.clip_value > 0, key("clip_value"), "must be > 0 or null")
-        check(self.ent_coef >= 0, key("ent_coef"), f"must be >= 0, got {self.ent_coef}")
-        check(self.vf_coef >= 0, key("vf_coef"), f"must be >= 0, got {self.vf_coef}")
+        for name in ("ent_coef", "vf_coef"):
+            check_range(getattr(self, name), key(name), 0, MAX_LOSS_COEF, what="a weight in the loss")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
         for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
@@ -114,18 +149,51 @@ class PPOConfig:
             weights = sum(a * b for a, b in zip(widths, widths[1:], strict=False))
             check(weights <= MAX_HIDDEN_WEIGHTS, key(name), f"the hidden layers hold {weights:,} weights; at most "
                   f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
+        if self.recurrent:
+            self._validate_recurrent(key)
+
+    def _validate_recurrent(self, key: Callable[[str], str]) -> None:
+        check_range(self.rnn_hidden_size, key("rnn_hidden_size"), 1, MAX_WIDTH)
+        check_range(self.rnn_num_layers, key("rnn_num_layers"), 1, MAX_RNN_LAYERS)
+        check(1 <= self.seq_len and self.num_steps % self.seq_len == 0, key("seq_len"),
+              f"must divide algo.num_steps = {self.num_steps}; got {self.seq_len}")
+        check(self.minibatch_size % self.seq_len == 0, key("minibatch_size"),
+              f"must be a multiple of algo.seq_len = {self.seq_len} (minibatches are whole chunks); "
+              f"got {self.minibatch_size}")
+        check(self.numba_actor is not True, key("numba_actor"),
+              "the numba kernel computes feed-forward actors only; set it to auto or false with "
+              f"rnn_type {self.rnn_type}")
+        check(self.compile is not True, key("compile"),
+              f"a recurrent policy trains eagerly; set it to auto or false with rnn_type {self.rnn_type}")
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs over (possibly different) flat observation groups."""
+    """Separate actor and critic MLPs over (possibly different) flat observation groups.
+
+    With ``rnn_type`` set, ``actor_rnn`` (and with ``rnn_critic`` ``critic_rnn``) maps the obs group
+    to ``rnn_hidden_size`` features first; :meth:`act`, :meth:`evaluate` and :meth:`value` then take
+    those features in place of the observation. Without, both are None.
+    """
 
     def __init__(self, actor_dim: int, critic_dim: int, action_space: gym.Space, cfg: PPOConfig):
         super().__init__()
+        self.actor_rnn = self.critic_rnn = None
+        if cfg.recurrent:
+            self.actor_rnn = RecurrentCore(cfg.rnn_type, actor_dim, cfg.rnn_hidden_size, cfg.rnn_num_layers)
+            actor_dim = cfg.rnn_hidden_size
+        if cfg.critic_recurrent:
+            self.critic_rnn = RecurrentCore(cfg.rnn_type, critic_dim, cfg.rnn_hidden_size, cfg.rnn_num_layers)
+            critic_dim = cfg.rnn_hidden_size
         self.actor_body = make_mlp(actor_dim, cfg.actor_hidden, None, cfg.activation)
         width = cfg.actor_hidden[-1] if cfg.actor_hidden else actor_dim
         self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
                                      cfg.squash_actions)
         self.critic = make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
+
+    def cores(self) -> dict[str, RecurrentCore]:
+        """The recurrent cores by role (``"actor"``, ``"critic"``); empty for a feed-forward model."""
+        return {role: core for role, core in (("actor", self.actor_rnn), ("critic", self.critic_rnn))
+                if core is not None}
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         """``[B, critic_dim] -> [B]``."""
@@ -181,10 +249,12 @@ class PPO:
             self.action_field = Field((), torch.int64)
         else:
             self.action_field = Field((flat_dim(action_space.shape),), torch.float32)
+        # each recurrent core's state per env; None for a feed-forward policy
+        self.memory = RecurrentMemory(self.model.cores(), num_envs, device) if cfg.recurrent else None
 
     def _make_numba_actor(self) -> NumbaGaussianActor | None:
         wanted = self.cfg.numba_actor
-        if wanted is False:
+        if wanted is False or self.cfg.recurrent:  # validation refused numba_actor: true with a recurrent policy
             return None
         supported = self.device.type == "cpu" and NumbaGaussianActor.supports(self.model.actor_body, self.model.head)
         if wanted == "auto" and not (supported and numba_available()):
@@ -199,7 +269,7 @@ class PPO:
     def _should_compile(self, num_envs: int, total_steps: int | None) -> bool:
         if self.cfg.compile != "auto":
             return bool(self.cfg.compile)
-        if total_steps is None or not compiler_available():
+        if total_steps is None or not compiler_available() or self.cfg.recurrent:
             return False
         minibatches = self.cfg.num_steps * num_envs // self.cfg.minibatch_size
         iterations = -(-total_steps // (self.cfg.num_steps * num_envs))
@@ -217,6 +287,8 @@ class PPO:
             "terminated": Field((), torch.bool),
             "truncated": Field((), torch.bool),
         }
+        # the recurrent state each core entered the step with
+        fields |= {f"hidden/{role}": Field(core.state_shape) for role, core in self.model.cores().items()}
         return fields
 
     def _groups_of(self, obs: torch.Tensor | dict[str, torch.Tensor], groups: list[str]) -> dict[str, torch.Tensor]:
@@ -240,6 +312,8 @@ class PPO:
         """
         groups = self._groups_of(obs, self.groups)
         actor_key = self.cfg.actor_obs
+        if self.memory is not None:
+            return self._act_recurrent(self._normalize(groups, update=update_stats), deterministic)
         if self.numba_actor is not None and groups[actor_key].shape[0] <= self.numba_actor.max_batch:
             if self.cfg.normalize_obs:  # the kernel normalises the actor's group in the same call
                 others = self._normalize({g: x for g, x in groups.items() if g != actor_key}, update=update_stats)
@@ -258,6 +332,36 @@ class PPO:
         record["log_probs"] = log_prob
         return env_action, record
 
+    def _act_recurrent(self, groups: dict[str, torch.Tensor], deterministic: bool
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`act` of a recurrent policy on normalised groups: record each core's state, then advance it
+        (only the cores in :attr:`memory`: an evaluation steps the actor's alone)."""
+        record = {f"obs/{g}": x for g, x in groups.items()}
+        features = {}
+        for role in list(self.memory.states):
+            group = self.cfg.actor_obs if role == "actor" else self.cfg.critic_obs
+            record[f"hidden/{role}"], features[role] = self.memory.step(role, groups[group])
+        action, log_prob = self.model.act(features["actor"], deterministic)
+        record["actions"] = action
+        record["log_probs"] = log_prob
+        return self.model.head.env_action(action), record
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """Zero the recurrent state of the envs whose episode ended (``done [N]`` bool); no-op when feed-forward."""
+        if self.memory is not None:
+            self.memory.end_episodes(done)
+
+    @contextlib.contextmanager
+    def fresh_memory(self, num_envs: int) -> Iterator[Callable[[torch.Tensor], None]]:
+        """Act on ``num_envs`` other envs (an evaluation, a video) with their own recurrent state.
+
+        Inside, :meth:`act` starts from a zero actor state for ``num_envs`` envs; call the yielded
+        function with each step's ``done [num_envs]`` (terminated or truncated) to zero it where an
+        episode ended. On exit the training state is back, untouched. No-op when feed-forward.
+        """
+        with contextlib.nullcontext() if self.memory is None else self.memory.fresh(num_envs, roles=("actor",)):
+            yield self.end_episodes
+
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
                        truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
@@ -274,6 +378,7 @@ class PPO:
         record["rewards"] = reward
         record["terminated"] = terminated
         record["truncated"] = truncated
+        self.end_episodes(terminated | truncated)
         return record
 
     # --- learning side --------------------------------------------------------------------
@@ -286,8 +391,14 @@ class PPO:
         """
         critic_key = self.cfg.critic_obs
         steps, n = storage.capacity, storage.num_envs
-        values = self.model.value(storage[f"obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
-        next_values = self.model.value(storage[f"final_obs/{critic_key}"].reshape(steps * n, -1)).view(steps, n)
+        obs = storage[f"obs/{critic_key}"].reshape(steps * n, -1)
+        final_obs = storage[f"final_obs/{critic_key}"].reshape(steps * n, -1)
+        core = self.model.critic_rnn
+        if core is not None:  # the state h_t each step entered with gives h'_t; final_obs_t continues from h'_t
+            obs, next_state = core.step(obs, storage["hidden/critic"].flatten(0, 1))
+            final_obs, _ = core.step(final_obs, next_state)
+        values = self.model.value(obs).view(steps, n)
+        next_values = self.model.value(final_obs).view(steps, n)
         advantages, returns = gae(storage["rewards"] if rewards is None else rewards, values, next_values,
                                   storage["terminated"], storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
         return values, advantages, returns
@@ -304,11 +415,15 @@ class PPO:
         if cfg.normalize_reward:
             rewards = self.reward_scaler.scale_rollout(storage["rewards"], storage["terminated"], storage["truncated"])
         values, advantages, returns = self.compute_returns(storage, rewards)
-        batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
-        batch["values"] = values.reshape(-1)
-        batch["advantages"] = advantages.reshape(-1)
-        batch["returns"] = returns.reshape(-1)
-        sampler = MinibatchSampler(batch["values"].shape[0], cfg.minibatch_size, self.generator, self.device)
+        if cfg.recurrent:
+            minibatches = self._chunked(storage, values, advantages, returns)
+        else:
+            batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
+            batch["values"] = values.reshape(-1)
+            batch["advantages"] = advantages.reshape(-1)
+            batch["returns"] = returns.reshape(-1)
+            sampler = MinibatchSampler(batch["values"].shape[0], cfg.minibatch_size, self.generator, self.device)
+            minibatches = partial(sampler.minibatches, batch)
 
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": [],
                  "grad_norm": []}
@@ -316,10 +431,7 @@ class PPO:
         stop = False
         for _ in range(cfg.num_epochs):
             # one gather per field per epoch; the minibatches are then contiguous views
-            order = sampler.permutation()
-            shuffled = {k: v[order] for k, v in batch.items()}
-            for start in range(0, sampler.num_samples, cfg.minibatch_size):
-                minibatch = {k: v[start:start + cfg.minibatch_size] for k, v in shuffled.items()}
+            for minibatch in minibatches():
                 losses = self.train_step(minibatch)
                 for k in stats:
                     stats[k].append(losses[k])
@@ -330,8 +442,9 @@ class PPO:
             if stop:
                 break
 
-        var_returns = batch["returns"].var()
-        explained_var = 1.0 - (batch["returns"] - batch["values"]).var() / var_returns
+        returns, values = returns.reshape(-1), values.reshape(-1)
+        var_returns = returns.var()
+        explained_var = 1.0 - (returns - values).var() / var_returns
         metrics = {k: torch.stack(v).mean().item() for k, v in stats.items()}
         metrics |= {
             "explained_variance": explained_var.item() if var_returns > 0 else float("nan"),
@@ -342,10 +455,30 @@ class PPO:
             metrics["action_std"] = self.model.head.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp().mean().item()
         return metrics
 
+    def _chunked(self, storage: RolloutBuffer, values: torch.Tensor, advantages: torch.Tensor,
+                 returns: torch.Tensor) -> Callable[[], Iterator[dict[str, torch.Tensor]]]:
+        """One epoch's minibatches of whole chunks of ``seq_len`` steps for a recurrent policy (a new
+        order per call): per-step fields ``[B * seq_len, ...]`` (with ``resets``: the step starts an
+        episode) and the chunks' initial states ``hidden/<role> [B, S, H]``."""
+        sampler = ChunkSampler(storage.capacity, storage.num_envs, self.cfg.seq_len, self.cfg.minibatch_size,
+                               self.generator, self.device)
+        steps = {name: storage[name] for name in [f"obs/{g}" for g in self.groups] + ["actions", "log_probs"]}
+        steps |= {"values": values, "advantages": advantages, "returns": returns}
+        initial = {f"hidden/{role}": storage[f"hidden/{role}"] for role in self.model.cores()}
+        done = storage["terminated"] | storage["truncated"]
+        return partial(sampler.minibatches, *sampler.split(steps, initial, done))
+
+    def _features(self, mb: dict[str, torch.Tensor], role: str) -> torch.Tensor:
+        """What the actor's or critic's MLP reads on minibatch ``mb``: its obs group ``[M, D]``, or, with a
+        recurrent core, the core's features ``[M, H]`` unrolled over the minibatch's chunks."""
+        obs = mb[f"obs/{self.cfg.actor_obs if role == 'actor' else self.cfg.critic_obs}"]
+        core = self.model.cores().get(role)
+        return obs if core is None else core.unroll_flat(obs, mb[f"hidden/{role}"], mb["resets"])
+
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""
         cfg = self.cfg
-        log_prob, entropy = self.model.evaluate(mb[f"obs/{cfg.actor_obs}"], mb["actions"])
+        log_prob, entropy = self.model.evaluate(self._features(mb, "actor"), mb["actions"])
         log_ratio = log_prob - mb["log_probs"]
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
@@ -355,7 +488,7 @@ class PPO:
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()
 
-        new_values = self.model.value(mb[f"obs/{cfg.critic_obs}"])
+        new_values = self.model.value(self._features(mb, "critic"))
         if cfg.clip_value is not None:
             clipped = mb["values"] + (new_values - mb["values"]).clamp(-cfg.clip_value, cfg.clip_value)
             value_loss = torch.max((new_values - mb["returns"]).square(), (clipped - mb["returns"]).square()).mean()
@@ -371,23 +504,33 @@ class PPO:
 
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Weights, Adam's moments, normaliser statistics and, for a recurrent policy, ``memory``: each
+        core's state per training env ``[N, S, H]`` (part of the agent: a resumed run continues it)."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.train_step.adam.state_dict(),
             "obs_normalizers": self.obs_normalizers.state_dict(),
             "reward_scaler": self.reward_scaler.state_dict(),
         }
+        if self.memory is not None:
+            state["memory"] = self.memory.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.train_step.adam.load_state_dict(state["optimizer"])
         self.obs_normalizers.load_state_dict(state["obs_normalizers"])
         self.reward_scaler.load_state_dict(state["reward_scaler"])
+        if self.memory is not None:
+            self.memory.load_state_dict(state["memory"])
 
     def on_env_reset(self) -> None:
         """Every env was reset outside a rollout (a resume without env state): the reward
-        scaler's running discounted returns restart at 0, as at an episode end."""
+        scaler's running discounted returns restart at 0, as at an episode end, and so does
+        a recurrent policy's state."""
         self.reward_scaler.returns.zero_()
+        if self.memory is not None:
+            self.memory.reset()
 
     @property
     def policy(self) -> nn.Module:

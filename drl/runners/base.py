@@ -27,6 +27,7 @@ import math
 import random
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,7 +62,7 @@ from drl.runners.common import (
 from envs import make_vec_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
-__all__ = ["Runner", "EpisodeTracker", "evaluate_policy", "seed_everything", "EVAL_SEED_OFFSET"]
+__all__ = ["Runner", "EpisodeTracker", "evaluate_policy", "episode_memory", "seed_everything", "EVAL_SEED_OFFSET"]
 
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs get their own seed stream, fixed per run
@@ -147,12 +148,31 @@ def _copy_tensors(tree: Any) -> Any:
 _SCALARS = (int, float, str, bool, type(None))
 
 
+@contextlib.contextmanager
+def episode_memory(agent: Any, num_envs: int) -> Iterator[Callable[[torch.Tensor], None]]:
+    """Step ``agent`` on ``num_envs`` envs of its own (an evaluation, a video) without touching its
+    training memory; yields ``end_episodes(done [num_envs] bool)``, to call after every env step.
+
+    An agent with memory (a recurrent policy's hidden state) has the optional method
+    ``fresh_memory(num_envs)``, a context manager: inside, ``act`` starts from a fresh memory for
+    ``num_envs`` envs, the function it yields clears that memory where an episode ended, and on exit
+    the training memory is back. For any other agent ``end_episodes`` does nothing.
+    """
+    fresh_memory = getattr(agent, "fresh_memory", None)
+    if fresh_memory is None:
+        yield lambda done: None
+        return
+    with fresh_memory(num_envs) as end_episodes:
+        yield end_episodes
+
+
 def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
     """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies.
 
     Each copy runs a fixed quota of episodes, so short episodes are not over-represented.
     Observation statistics are used but not updated. ``env_reward`` in info (the env's own
-    reward, kept by reward wrappers) is what is summed when present.
+    reward, kept by reward wrappers) is what is summed when present. An agent with memory starts
+    from a fresh one and forgets each episode at its end (:func:`episode_memory`).
     """
     num_envs = env.num_envs
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
@@ -161,20 +181,22 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
     running = torch.zeros(num_envs, dtype=torch.float64)
     returns: list[float] = []
     obs, _ = env.reset(seed=seed)
-    for _ in range(max_steps):
-        if bool((done_counts >= quota).all()):
-            break
-        action, _ = agent.act(obs, deterministic=True, update_stats=False)
-        obs, reward, terminated, truncated, info = env.step(action)
-        running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
-        done = (terminated | truncated).cpu()
-        for i in torch.nonzero(done).flatten().tolist():
-            if done_counts[i] < quota[i]:
-                returns.append(float(running[i]))
-                done_counts[i] += 1
-        running[done] = 0.0
-    else:
-        raise RuntimeError(f"evaluation did not finish {episodes} episodes within {max_steps} steps")
+    with episode_memory(agent, num_envs) as end_episodes:
+        for _ in range(max_steps):
+            if bool((done_counts >= quota).all()):
+                break
+            action, _ = agent.act(obs, deterministic=True, update_stats=False)
+            obs, reward, terminated, truncated, info = env.step(action)
+            end_episodes(terminated | truncated)
+            running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
+            done = (terminated | truncated).cpu()
+            for i in torch.nonzero(done).flatten().tolist():
+                if done_counts[i] < quota[i]:
+                    returns.append(float(running[i]))
+                    done_counts[i] += 1
+            running[done] = 0.0
+        else:
+            raise RuntimeError(f"evaluation did not finish {episodes} episodes within {max_steps} steps")
     return returns
 
 

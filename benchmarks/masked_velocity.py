@@ -1,0 +1,294 @@
+"""Masked-velocity tasks: privileged critic and recurrent actor vs plain PPO, at equal env steps.
+
+    python -m benchmarks.masked_velocity [--seeds 5] [--env drl/CartPoleNoVel-v0 drl/PendulumNoVel-v0]
+                                         [--steps N] [--only NAME ...] [--device cpu|cuda|auto]
+                                         [--out benchmarks/results/masked_velocity] [--dry-run]
+
+The policy sees positions only (CartPole: ``x, theta``; Pendulum: ``cos, sin``); the ``"critic"``
+group holds the full state. Issue 10's claims: asymmetric PPO beats symmetric PPO at equal steps,
+and the recurrent actor beats the feed-forward one.
+
+Variants (``--only`` names), all from one config per task (``configs/ppo/<env>.yaml``, the
+tuned recurrent PPO) with one or two switches flipped, so every variant of a task has the same
+budget, envs, rollout, minibatches and learning rate:
+
+* ``ppo``: feed-forward actor and critic on ``"policy"`` (``rnn_type: none, critic_obs: policy``);
+* ``aac``: asymmetric actor-critic, the critic on ``"critic"`` (``rnn_type: none, critic_obs: critic``);
+* ``ppo-gru``: GRU actor and GRU critic on ``"policy"`` (``rnn_type: gru, critic_obs: policy``);
+* ``aac-gru``: GRU actor on ``"policy"``, feed-forward critic on ``"critic"`` (``rnn_type: gru, critic_obs: critic``).
+
+Each run evaluates (10 deterministic episodes) every ``eval_interval`` env steps of its config.
+Reported per task and variant: the final evaluation return (mean +- std over seeds), the seeds that
+reach the task's threshold and the median env steps to reach it (first evaluation at or above).
+Writes ``results.json``, ``report.md`` and ``curves.png`` (mean eval return vs env steps, band: min
+to max over seeds) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import shlex
+import statistics
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.harness.machine import load_average, machine_info, versions
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+EVAL_EPISODES = 10
+PLOT = "curves.png"
+# solved at a mean eval return >= this (CartPole: gymnasium's threshold; Pendulum: near the full-state optimum)
+THRESHOLDS = {"drl/CartPoleNoVel-v0": 475.0, "drl/PendulumNoVel-v0": -250.0}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    rnn_type: str
+    critic_obs: str
+
+
+VARIANTS = [
+    Variant("ppo", "PPO (symmetric, feed-forward)", "none", "policy"),
+    Variant("aac", "asymmetric PPO (feed-forward)", "none", "critic"),
+    Variant("ppo-gru", "PPO, GRU actor and critic", "gru", "policy"),
+    Variant("aac-gru", "asymmetric PPO, GRU actor", "gru", "critic"),
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.masked_velocity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per variant and task (0 .. N-1)")
+    parser.add_argument("--env", nargs="+", default=list(THRESHOLDS),
+                        help="task ids (each needs configs/ppo/<env>.yaml)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="env steps per run (default: each config's total_steps)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help=f"run only these variants: {[v.name for v in VARIANTS]}")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "masked_velocity")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, then exit")
+    args = parser.parse_args(argv)
+    for name, value in (("--seeds", args.seeds), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            parser.error(f"{name} must be >= 1, got {value}")
+    names = [v.name for v in VARIANTS]
+    for name in args.only or []:
+        if name not in names:
+            parser.error(f"--only: unknown variant '{name}'; valid variants: {names}")
+    for env_id in args.env:
+        if not config_file(env_id).is_file():
+            parser.error(f"--env {env_id}: no config {config_file(env_id)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    return args
+
+
+def config_file(env_id: str) -> Path:
+    from drl.api import config_path_for
+
+    return config_path_for("ppo", env_id)
+
+
+def threshold(env_id: str) -> float:
+    return THRESHOLDS.get(env_id, math.inf)
+
+
+# --- one run --------------------------------------------------------------------------------
+def run(env_id: str, variant: Variant, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from drl.api import load_config, train
+    from drl.config import to_dict
+    from drl.logging import read_metrics
+
+    overrides: dict[str, Any] = {"seed": seed, "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
+                                 "device": args.device, "eval_episodes": EVAL_EPISODES,
+                                 "env": {"id": env_id, "num_eval_envs": EVAL_EPISODES},
+                                 "algo": {"rnn_type": variant.rnn_type, "critic_obs": variant.critic_obs}}
+    if args.steps is not None:
+        overrides["total_steps"] = args.steps
+    cfg = load_config(config_file=config_file(env_id), overrides=overrides)
+    torch.set_num_threads(1)
+    gc.collect()
+    run_dir, summary = train(cfg, work / f"{env_id.replace('/', '-')}-{variant.name}-s{seed}")
+    points = [{"step": int(float(r["global_step"])), "eval_return": float(r["eval_return"])}
+              for r in read_metrics(run_dir / "metrics.csv") if r.get("eval_return") not in (None, "")]
+    points = [p for p in points if math.isfinite(p["eval_return"])]
+    solve = next((p["step"] for p in points if p["eval_return"] >= threshold(env_id)), None)
+    return {"points": points, "final": points[-1]["eval_return"] if points else None, "solve_step": solve,
+            "steps": summary["steps"], "train_s": summary["wall_s"] - summary["eval_s"],
+            "config": {"file": f"configs/ppo/{config_file(env_id).name}", "total_steps": cfg.total_steps,
+                       "num_envs": cfg.env.num_envs, "eval_interval": cfg.eval_interval, "algo": to_dict(cfg.algo)}}
+
+
+# --- summary, report, plot ------------------------------------------------------------------
+def summarise(runs: list[dict[str, Any]], envs: list[str], variants: list[Variant]) -> list[dict[str, Any]]:
+    out = []
+    for env_id in envs:
+        for v in variants:
+            mine = [r for r in runs if r["env"] == env_id and r["variant"] == v.name]
+            done = [r for r in mine if "error" not in r]
+            finals = [r["final"] for r in done if r["final"] is not None]
+            solves = [r["solve_step"] for r in done if r["solve_step"] is not None]
+            out.append({"env": env_id, "variant": v.name, "label": v.label, "seeds": len(done),
+                        "errors": len(mine) - len(done),
+                        "final_mean": statistics.fmean(finals) if finals else None,
+                        "final_std": statistics.pstdev(finals) if finals else None,
+                        "solved": len(solves), "median_solve_step": statistics.median(solves) if solves else None,
+                        "train_s_mean": statistics.fmean([r["train_s"] for r in done]) if done else None})
+    return out
+
+
+def _n(x: Any, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def _verdict(by: dict[str, dict[str, Any]], better: str, worse: str) -> str:
+    a, b = by.get(better, {}).get("final_mean"), by.get(worse, {}).get("final_mean")
+    if a is None or b is None:
+        return "not judged (a variant did not run)"
+    return f"{_n(a, 1)} vs {_n(b, 1)}: {'yes' if a > b else 'no'}"
+
+
+def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """Issue 10's two claims per task, judged on the mean final return over seeds."""
+    lines = []
+    for env_id in dict.fromkeys(s["env"] for s in summary):
+        by = {s["variant"]: s for s in summary if s["env"] == env_id}
+        lines += [f"- {env_id}: asymmetric beats symmetric PPO (`aac` vs `ppo`): {_verdict(by, 'aac', 'ppo')}; "
+                  f"with GRU actors (`aac-gru` vs `ppo-gru`): {_verdict(by, 'aac-gru', 'ppo-gru')}",
+                  f"- {env_id}: the recurrent actor beats the feed-forward one (`ppo-gru` vs `ppo`): "
+                  f"{_verdict(by, 'ppo-gru', 'ppo')}; asymmetric (`aac-gru` vs `aac`): "
+                  f"{_verdict(by, 'aac-gru', 'aac')}"]
+    return lines
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    meta, summary = results["meta"], results["summary"]
+    m, v = meta["machine"], meta["versions"]
+    lines = ["# Masked-velocity tasks: asymmetric critic and recurrent actor", "",
+             f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from this run's "
+             "`results.json`.", "",
+             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, GPU: {', '.join(m['gpu'] or []) or 'none'}; "
+             f"torch {v.get('torch')}; one torch thread; device {meta['device']}; load average at start / end "
+             f"{meta['load_start']} / {meta['load_end']}; the whole benchmark took {_n(meta.get('elapsed_s'))} s.", "",
+             f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
+             "(`configs/ppo/<env>.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
+             f"rollout and optimiser settings are equal. Final = the last evaluation ({EVAL_EPISODES} deterministic "
+             "episodes) of each seed, mean +- std over seeds. Steps to threshold = median over the seeds that "
+             "reached it (first evaluation at or above).", "", "## Claims (issue 10)", ""]
+    lines += claim_lines(summary)
+    lines += ["", "| task | variant | final return | reached threshold | median env steps to threshold | "
+              "mean training s |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['env']} | {s['label']} (`{s['variant']}`) | {_n(s['final_mean'], 1)} +- "
+                     f"{_n(s['final_std'], 1)} | {s['solved']}/{s['seeds']} (>= {threshold(s['env']):g}) | "
+                     f"{_n(s['median_solve_step'])} | {_n(s['train_s_mean'], 1)} |")
+    lines += ["", f"![eval return vs env steps]({PLOT})", "", "## Configs", ""]
+    seen = set()
+    for r in results["runs"]:  # one line per task: what its variants share (they switch rnn_type, critic_obs)
+        if "config" in r and r["env"] not in seen:
+            seen.add(r["env"])
+            shared = {k: v for k, v in r["config"]["algo"].items() if k not in ("rnn_type", "critic_obs")}
+            lines.append(f"- {r['env']}: `{r['config']['file']}`, total_steps {r['config']['total_steps']:,}, "
+                         f"num_envs {r['config']['num_envs']}, eval_interval {r['config']['eval_interval']:,}; algo "
+                         f"`{json.dumps(shared, default=str)}`")
+    errors = [r for r in results["runs"] if "error" in r]
+    lines += ["", "## Notes", ""] + ([f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`"
+                                      for r in errors] or ["- none"])
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_plot(results: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(s["env"] for s in results["summary"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
+    for ax, env_id in zip(axes[0], envs, strict=True):
+        for i, s in enumerate(s for s in results["summary"] if s["env"] == env_id):
+            curves = [r["points"] for r in results["runs"]
+                      if r["env"] == env_id and r["variant"] == s["variant"] and "error" not in r and r["points"]]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)  # equal budgets: equal evaluation steps
+            steps = [p["step"] for p in curves[0][:length]]
+            values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
+            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", marker=".", label=f"{s['label']} ({len(curves)})")
+            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
+                            alpha=0.15)
+        if math.isfinite(threshold(env_id)):
+            ax.axhline(threshold(env_id), color="grey", linestyle="--", linewidth=1)
+        ax.set_title(env_id, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"eval return ({EVAL_EPISODES} episodes): mean, min-max over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / PLOT
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- main -----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.run import _clean as json_safe
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    variants = [v for v in VARIANTS if not args.only or v.name in args.only]
+    print(f"masked_velocity: {args.seeds} seeds, tasks {args.env}, budget "
+          f"{'the configs' if args.steps is None else f'{args.steps:,}'} env steps, device {args.device}")
+    for v in variants:
+        print(f"  {v.name:<8} {v.label}")
+    if args.dry_run:
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = datetime.datetime.now().astimezone()
+    results: dict[str, Any] = {"meta": {
+        "command": "python -m benchmarks.masked_velocity " + shlex.join(argv),
+        "date": start.isoformat(timespec="seconds"), "machine": machine_info(), "versions": versions(),
+        "seeds": args.seeds, "device": args.device, "thresholds": {e: threshold(e) for e in args.env},
+        "eval_episodes": EVAL_EPISODES, "load_start": load_average()},
+        "variants": [vars(v) for v in variants], "runs": []}
+    with tempfile.TemporaryDirectory(prefix="drl-masked-velocity-") as tmp:
+        for env_id in args.env:
+            for seed in range(args.seeds):
+                for v in variants:
+                    record: dict[str, Any] = {"env": env_id, "variant": v.name, "seed": seed}
+                    try:
+                        record |= run(env_id, v, seed, args, Path(tmp))
+                        print(f"{env_id} {v.name} seed {seed}: final {_n(record['final'], 1)}, threshold at "
+                              f"{_n(record['solve_step'])} env steps", flush=True)
+                    except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
+                        traceback.print_exc()
+                        record["error"] = f"{type(err).__name__}: {err}"
+                        print(f"{env_id} {v.name} seed {seed}: FAILED: {record['error']}", flush=True)
+                    results["runs"].append(record)
+    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - start).total_seconds()
+    results["meta"]["load_end"] = load_average()
+    results["summary"] = summarise(results["runs"], args.env, variants)
+    (args.out / "results.json").write_text(json.dumps(json_safe(results), indent=1, allow_nan=False, default=str))
+    report = write_report(results, args.out)
+    write_plot(results, args.out)
+    print(report.read_text())
+    return 0 if any("error" not in r for r in results["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
