@@ -70,6 +70,9 @@ class AACDConfig(PPOConfig):
               f"must be > 0 or null, got {self.critic_learning_rate}")
         check(self.critic_learning_rate is None or self.critic_mode == "finetune", f"{prefix}.critic_learning_rate",
               f"only a fine-tuned critic has a learning rate of its own (critic_mode is '{self.critic_mode}')")
+        check(not self.critic_recurrent or self.critic_mode == "scratch", f"{prefix}.rnn_critic",
+              f"AACD transfers a feed-forward privileged critic; with critic_mode '{self.critic_mode}' set "
+              f"rnn_critic: false (or auto, with the critic on another obs group than the actor)")
         check_range(self.teacher_steps, f"{prefix}.teacher_steps", 1, MAX_STEPS)
         ppo_fields = {f.name for f in dataclasses.fields(PPOConfig)}
         unknown = sorted(set(self.teacher_algo) - ppo_fields)
@@ -156,6 +159,8 @@ class AACD(PPO):
                 differences.append(f"its critic input '{mine.critic_obs}' has shape {tuple(shape)}, this env's "
                                    f"{tuple(own)}")
         # V's inputs and its units: the same architecture, input normalisation, discount and reward scaling
+        if theirs.critic_recurrent:
+            differences.append(f"its critic is recurrent ({theirs.rnn_type}), AACD transfers a feed-forward one")
         for name in ("critic_hidden", "activation", "normalize_obs", "gamma", "normalize_reward"):
             if getattr(theirs, name) != getattr(mine, name):
                 differences.append(f"{name} {getattr(theirs, name)!r} vs {getattr(mine, name)!r} here")
@@ -218,7 +223,8 @@ def teacher_config(cfg: TrainConfig) -> TrainConfig:
     algo: AACDConfig = cfg.algo
     ppo_fields = {f.name for f in dataclasses.fields(PPOConfig)}
     teacher_algo = {k: v for k, v in to_dict(algo).items() if k in ppo_fields}
-    teacher_algo |= {"actor_obs": algo.critic_obs, "critic_obs": algo.critic_obs}
+    # the teacher sees the full state: no memory (a student's rnn_type is its own; teacher_algo may set one)
+    teacher_algo |= {"actor_obs": algo.critic_obs, "critic_obs": algo.critic_obs, "rnn_type": "none"}
     raw = {k: v for k, v in to_dict(cfg).items() if k != "algo"}
     raw |= {"agent": "aac", "total_steps": algo.teacher_steps, "algo": merge(teacher_algo, algo.teacher_algo)}
     teacher = resolve_config(raw)
