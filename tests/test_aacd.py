@@ -2,8 +2,8 @@
 (scratch); the actor is new; mismatched teachers are refused; `drl train aacd` without a teacher trains
 one first and resumes without redoing it.
 
-Env: a stand-in for drl/CartPoleNoVel-v0 (tests/privileged_standin.py) until the tasks helper's id is
-merged; the lead switches CARTPOLE_ID to the real id.
+Env: drl/CartPoleNoVel-v0 (policy (x, theta), critic the full state); the learning test uses
+drl/TestCartPoleGroups-v0 (tests/privileged_fixtures.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gymnasium as gym
 import pytest
 import torch
 import yaml
-from privileged_standin import CARTPOLE_ID, register, solved_teacher_and_config
+from privileged_fixtures import solved_teacher_and_config
 
 from drl import api
 from drl.agents.aacd import AACD
@@ -26,7 +26,7 @@ from drl.registry import resolve_config
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 
-register()
+CARTPOLE_ID = "drl/CartPoleNoVel-v0"
 
 SMALL = {"num_steps": 16, "minibatch_size": 64, "num_epochs": 2, "actor_hidden": [16], "critic_hidden": [16],
          "compile": False, "numba_actor": False, "normalize_obs": True, "learning_rate": 3e-3}
@@ -62,7 +62,7 @@ def make_aacd(seed: int = 0, **algo: Any) -> AACD:
 
 
 def rollout(agent: PPO, steps: int = 16, seed: int = 0) -> RolloutBuffer:
-    """One rollout of ``agent`` on 4 stand-in envs."""
+    """One rollout of ``agent`` on 4 drl/CartPoleNoVel-v0 envs."""
     env = make_vec_env(CARTPOLE_ID, 4)
     storage = RolloutBuffer(steps, 4, agent.storage_fields())
     obs, _ = env.reset(seed=seed)
@@ -252,7 +252,8 @@ def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsy
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
               "algo.num_steps=16", "--set", "algo.minibatch_size=64", "--set", "algo.actor_hidden=[16]", "--set",
-              "algo.critic_hidden=[16]", "--set", "algo.normalize_obs=true", "--set", "eval_episodes=1"]
+              "algo.critic_hidden=[16]", "--set", "algo.normalize_obs=true", "--set", "eval_episodes=1",
+              "--set", "algo.gamma=0.99"]  # the teacher's gamma (the tuned config has 0.98)
     run_dir = tmp_path / "cli"
     assert main(["train", "aacd", "--teacher", str(teacher_dir), "--run-dir", str(run_dir), *common]) == 0
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["algo"]["teacher"] == str(teacher_dir)
