@@ -207,6 +207,83 @@ def test_teacher_errors(tmp_path: Path, teacher_dir: Path) -> None:
         run_config("aacd", actor_obs="critic")
 
 
+# --- a recurrent student actor ---------------------------------------------------------------
+GRU = {"rnn_type": "gru", "rnn_hidden_size": 8, "seq_len": 16}  # num_steps 16, minibatch 64: 4 chunks
+
+
+def test_teacher_config_has_no_memory_even_for_a_recurrent_student() -> None:
+    from drl.agents.aacd import teacher_config
+
+    cfg = run_config("aacd", teacher_steps=256, **GRU)
+    teacher = teacher_config(cfg)
+    assert cfg.algo.rnn_type == "gru" and cfg.algo.recurrent and not cfg.algo.critic_recurrent
+    assert teacher.agent == "aac" and teacher.total_steps == 256
+    assert teacher.algo.rnn_type == "none" and not teacher.algo.recurrent and not teacher.algo.critic_recurrent
+    assert teacher.algo.actor_obs == teacher.algo.critic_obs == "critic"
+    assert teacher.algo.rnn_hidden_size == 8  # the other PPO fields are the student's
+
+
+def test_frozen_critic_with_a_gru_actor(teacher_dir: Path) -> None:
+    """rnn_type gru, critic on "critic" (rnn_critic auto: no critic core): the teacher's feed-forward
+    critic is loaded and stays bitwise unchanged with no gradient, while the actor's GRU core and body
+    train; the optimised vector is exactly actor_rnn + actor_body + head."""
+    teacher, _ = api.load_agent(teacher_dir)
+    agent = make_aacd(teacher=str(teacher_dir), critic_mode="frozen", **GRU)
+    model = agent.model
+    assert model.critic_rnn is None and model.actor_rnn is not None and not agent.train_step.compiled
+    x = torch.randn(32, 4) * 3
+    assert torch.equal(model.value(x), teacher.model.value(x))
+    critic_before, rnn_before, body_before = params(model.critic), params(model.actor_rnn), params(model.actor_body)
+    for seed in range(3):
+        agent.update(rollout(agent, seed=seed))
+    assert all(p.grad is None and not p.requires_grad for p in model.critic.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(params(model.critic), critic_before, strict=True))
+    assert torch.equal(model.value(x), teacher.model.value(x))
+    # every tensor of the GRU core moves (weights and biases of both layers' gates)
+    assert not any(torch.equal(a, b) for a, b in zip(params(model.actor_rnn), rnn_before, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(params(model.actor_body), body_before, strict=True))
+    actor_side = [model.actor_rnn, model.actor_body, model.head]
+    assert agent.train_step.params.numel == sum(p.numel() for m in actor_side for p in m.parameters())
+    assert {name.split(".")[0] for name in agent.train_step.params.names} == {"actor_rnn", "actor_body", "head"}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_a_recurrent_critic_cannot_be_transferred(mode: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        run_config("aacd", critic_mode=mode, rnn_critic=True, **GRU)
+    message = str(err.value)
+    assert message.startswith("config key 'algo.rnn_critic'") and message.count("config key") == 1
+    assert f"critic_mode '{mode}'" in message and "\n" not in message
+    run_config("aacd", critic_mode="scratch", rnn_critic=True, **GRU)  # a new critic may have memory
+
+
+def test_a_recurrent_teacher_critic_is_refused_before_stage_one() -> None:
+    """teacher_algo may give the teacher memory, but with rnn_critic auto its critic (on the actor's group)
+    would be recurrent too: refused at config time, before stage 1 trains it."""
+    from drl.agents.aacd import teacher_config
+
+    with pytest.raises(ConfigError, match=r"^config key 'algo.teacher_algo': rnn_type 'gru' gives the teacher a "
+                                          "recurrent critic"):
+        run_config("aacd", teacher_algo={"rnn_type": "gru"})
+    cfg = run_config("aacd", teacher_algo={"rnn_type": "gru", "rnn_critic": False})
+    teacher = teacher_config(cfg).algo
+    assert teacher.rnn_type == "gru" and teacher.recurrent and not teacher.critic_recurrent
+
+
+def test_a_teacher_with_a_recurrent_critic_is_refused(tmp_path: Path) -> None:
+    """A privileged teacher with a GRU (actor and critic on "critic": rnn_critic auto gives the critic a
+    core) cannot hand its critic to a feed-forward one: one error, naming only that difference."""
+    teacher_dir = tmp_path / "gru-teacher"
+    api.train(run_config("aac", total_steps=64, actor_obs="critic", **GRU), teacher_dir)
+    teacher, _ = api.load_agent(teacher_dir)
+    assert teacher.model.critic_rnn is not None
+    for mode in ("frozen", "finetune"):
+        with pytest.raises(ConfigError) as err:
+            make_aacd(teacher=str(teacher_dir), critic_mode=mode, **GRU)
+        assert str(err.value) == (f"config key 'algo.teacher': the critic of teacher run '{teacher_dir}' does not "
+                                  "fit this config: its critic is recurrent (gru), AACD transfers a feed-forward one")
+
+
 def stamps_of(run_dir: Path) -> dict[Path, int]:
     """Modification times of a run's files (its lock file aside: resuming takes the lock)."""
     return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != ".drl.lock"}
