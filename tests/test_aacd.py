@@ -377,12 +377,15 @@ def agent_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return flat(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent_state"])
 
 
-@pytest.mark.parametrize("agent", ["aacd", "dagger"])
+@pytest.mark.parametrize("agent", ["aacd", "aacd-gru", "dagger"])
 def test_resume_is_bitwise(tmp_path: Path, teacher_dir: Path, agent: str) -> None:
     """Half a run, resumed to the end, ends in the uninterrupted run's exact agent state (the teacher is
-    re-read on resume without touching the RNG streams)."""
+    re-read on resume without touching the RNG streams; aacd-gru: a frozen critic with a GRU actor, whose
+    hidden states and optimised vector are part of the state)."""
     algo = {"teacher": str(teacher_dir)} if agent == "aacd" else {
         "teacher": str(teacher_dir), "num_steps": 16, "num_updates": 3, "minibatch_size": 32}
+    if agent == "aacd-gru":
+        agent, algo = "aacd", {"teacher": str(teacher_dir), **GRU}
     if agent == "dagger":
         raw = {"agent": "dagger", "total_steps": 256, "device": "cpu", "progress": False, "log_interval": -1,
                "eval_episodes": 1, "eval_interval": 0, "checkpoint_interval": 0,
