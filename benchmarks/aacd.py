@@ -2,7 +2,7 @@
 
     python -m benchmarks.aacd [--env drl/CartPoleNoVel-v0] [--seeds 5] [--teacher-steps N] [--steps N]
                               [--eval-every N] [--threshold X] [--only NAME ...] [--set KEY=VALUE ...]
-                              [--out benchmarks/results/aacd] [--standin] [--dry-run]
+                              [--out benchmarks/results/aacd] [--dry-run]
 
 Per seed: one privileged teacher (stage 1: PPO whose actor and critic read the "critic" obs group,
 ``configs/aacd/<env>.yaml`` through :func:`drl.agents.aacd.teacher_config`, ``--teacher-steps`` env
@@ -19,9 +19,6 @@ Every variant's actor reads only the "policy" group. Each is evaluated every ``-
 and the env steps to the first evaluation >= ``--threshold`` (median over the seeds that reached it).
 ``--set`` overrides go to every stage-2 variant (e.g. a recurrent actor once PPO has one).
 
-``--standin`` runs on the test stand-ins (tests/privileged_standin.py) of the privileged tasks, for a
-smoke run before their ids exist; the tuned configs of ``--env`` are still the ones read.
-
 Writes ``results.json``, ``report.md`` and ``curves.png`` to ``--out``.
 """
 
@@ -29,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import shlex
@@ -68,23 +64,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="stage-2 override")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "aacd")
-    parser.add_argument("--standin", action="store_true", help="run on the test stand-ins of the tasks")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, 0.0)
     return args
-
-
-def standin_id(env_id: str) -> str:
-    """Register the test stand-ins and return the one for ``env_id``."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "privileged_standin.py"
-    spec = importlib.util.spec_from_file_location("privileged_standin", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["privileged_standin"] = module  # the env registry imports it by this name
-    spec.loader.exec_module(module)
-    module.register()
-    return {"drl/CartPoleNoVel-v0": module.CARTPOLE_ID, "drl/PendulumNoVel-v0": module.PENDULUM_ID}[env_id]
 
 
 def config(agent: str, args: argparse.Namespace, seed: int, algo: dict[str, Any], total_steps: int | None) -> Any:
@@ -96,7 +80,7 @@ def config(agent: str, args: argparse.Namespace, seed: int, algo: dict[str, Any]
     overrides: dict[str, Any] = {"agent": agent, "seed": seed, "progress": False, "log_interval": -1,
                                  "checkpoint_interval": 0, "torch_threads": 1, "eval_interval": args.eval_every,
                                  "eval_episodes": EVAL_EPISODES,
-                                 "env": {"id": args.env_id, "num_eval_envs": EVAL_EPISODES}, "algo": algo}
+                                 "env": {"id": args.env, "num_eval_envs": EVAL_EPISODES}, "algo": algo}
     if total_steps is not None:
         overrides["total_steps"] = total_steps
     overrides = merge(overrides, parse_overrides(args.set)) if agent != "aac" else overrides
@@ -173,7 +157,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "`results.json`.", "",
              f"Machine: {m['cpu']}, {m['usable_cores']} usable cores; torch {v.get('torch')}; one torch thread; "
              f"load average at start / end {meta['load_start']} / {meta['load_end']}; the whole benchmark took "
-             f"{_n(meta.get('elapsed_s'))} s.{' Ran on the test stand-in env.' if meta['standin'] else ''}", "",
+             f"{_n(meta.get('elapsed_s'))} s.", "",
              f"{meta['seeds']} seeds; per seed one teacher, then every variant for the same env steps. Evaluation: "
              f"{EVAL_EPISODES} deterministic episodes every {meta['eval_every']:,} env steps. Threshold "
              f"{meta['threshold']:g}.", "",
@@ -235,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     names = args.only or list(VARIANTS)
-    args.env_id = standin_id(args.env) if args.standin else args.env
-    print(f"aacd: {args.env}{' (stand-in ' + args.env_id + ')' if args.standin else ''}, {args.seeds} seeds, "
+    print(f"aacd: {args.env}, {args.seeds} seeds, "
           f"variants {names}, threshold {args.threshold:g}")
     if args.dry_run:
         return 0
@@ -245,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     start = datetime.datetime.now().astimezone()
     results: dict[str, Any] = {"meta": {
         "command": "python -m benchmarks.aacd " + shlex.join(argv), "date": start.isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": versions(), "env": args.env, "standin": args.standin,
+        "machine": machine_info(), "versions": versions(), "env": args.env,
         "threshold": args.threshold, "eval_every": args.eval_every, "seeds": args.seeds, "overrides": args.set,
         "load_start": load_average()}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-aacd-") as tmp:

@@ -59,6 +59,24 @@ BLOCKS: dict[str, Block] = {
               "same step count (sources and how each figure was read are in the table): `python -m "
               "benchmarks.offpolicy_quality run --out RUNS --nice 19` (about an hour of one CPU core per run), then "
               "`python -m benchmarks.offpolicy_quality report --runs RUNS`."),
+    "masked_velocity": Block(
+        after="offpolicy_quality", heading="### Masked-velocity tasks: asymmetric and recurrent PPO",
+        intro="PPO on `drl/CartPoleNoVel-v0` and `drl/PendulumNoVel-v0` (the policy sees positions only), four "
+              "variants from one tuned config per task at equal env steps: feed-forward actor and critic on "
+              "`\"policy\"` (`ppo`), the critic on the privileged `\"critic\"` group (`aac`), and both with a GRU "
+              "actor (`ppo-gru`, `aac-gru`); 5 seeds (issue 10: asymmetric beats symmetric, the recurrent actor "
+              "beats the feed-forward one): `python -m benchmarks.masked_velocity --seeds 5`."),
+    "aacd": Block(
+        after="masked_velocity", heading="### AACD: critic transfer vs asymmetric PPO from scratch vs DAgger",
+        intro="Per seed one privileged teacher (stage 1), then a new actor on `\"policy\"` for the same env steps "
+              "with the teacher's critic frozen, fine-tuned, or a random critic (TacSL's ordering: frozen learns "
+              "fastest, fine-tuned ends best, scratch is slowest), and a DAgger student of the same teacher; 5 "
+              "seeds: `python -m benchmarks.aacd --env drl/CartPoleNoVel-v0 --seeds 5`."),
+    "active_search": Block(
+        after="aacd", heading="### ActiveSearch: AAWR vs symmetric AWR vs BC",
+        intro="Success rate on `drl/ActiveSearch-v0` after the same offline phase on the scripted, suboptimal "
+              "demonstrator's episodes and the same online budget, 5 seeds (the paper's simulated tasks show "
+              "roughly 95% / 45% / 25%): `python -m benchmarks.active_search --seeds 5`."),
 }
 
 

@@ -2,8 +2,8 @@
 (scratch); the actor is new; mismatched teachers are refused; `drl train aacd` without a teacher trains
 one first and resumes without redoing it.
 
-Env: a stand-in for drl/CartPoleNoVel-v0 (tests/privileged_standin.py) until the tasks helper's id is
-merged; the lead switches CARTPOLE_ID to the real id.
+Env: drl/CartPoleNoVel-v0 (policy (x, theta), critic the full state); the learning test uses
+drl/TestCartPoleGroups-v0 (tests/privileged_fixtures.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gymnasium as gym
 import pytest
 import torch
 import yaml
-from privileged_standin import CARTPOLE_ID, register, solved_teacher_and_config
+from privileged_fixtures import solved_teacher_and_config
 
 from drl import api
 from drl.agents.aacd import AACD
@@ -26,7 +26,7 @@ from drl.registry import resolve_config
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 
-register()
+CARTPOLE_ID = "drl/CartPoleNoVel-v0"
 
 SMALL = {"num_steps": 16, "minibatch_size": 64, "num_epochs": 2, "actor_hidden": [16], "critic_hidden": [16],
          "compile": False, "numba_actor": False, "normalize_obs": True, "learning_rate": 3e-3}
@@ -62,7 +62,7 @@ def make_aacd(seed: int = 0, **algo: Any) -> AACD:
 
 
 def rollout(agent: PPO, steps: int = 16, seed: int = 0) -> RolloutBuffer:
-    """One rollout of ``agent`` on 4 stand-in envs."""
+    """One rollout of ``agent`` on 4 drl/CartPoleNoVel-v0 envs."""
     env = make_vec_env(CARTPOLE_ID, 4)
     storage = RolloutBuffer(steps, 4, agent.storage_fields())
     obs, _ = env.reset(seed=seed)
@@ -207,6 +207,83 @@ def test_teacher_errors(tmp_path: Path, teacher_dir: Path) -> None:
         run_config("aacd", actor_obs="critic")
 
 
+# --- a recurrent student actor ---------------------------------------------------------------
+GRU = {"rnn_type": "gru", "rnn_hidden_size": 8, "seq_len": 16}  # num_steps 16, minibatch 64: 4 chunks
+
+
+def test_teacher_config_has_no_memory_even_for_a_recurrent_student() -> None:
+    from drl.agents.aacd import teacher_config
+
+    cfg = run_config("aacd", teacher_steps=256, **GRU)
+    teacher = teacher_config(cfg)
+    assert cfg.algo.rnn_type == "gru" and cfg.algo.recurrent and not cfg.algo.critic_recurrent
+    assert teacher.agent == "aac" and teacher.total_steps == 256
+    assert teacher.algo.rnn_type == "none" and not teacher.algo.recurrent and not teacher.algo.critic_recurrent
+    assert teacher.algo.actor_obs == teacher.algo.critic_obs == "critic"
+    assert teacher.algo.rnn_hidden_size == 8  # the other PPO fields are the student's
+
+
+def test_frozen_critic_with_a_gru_actor(teacher_dir: Path) -> None:
+    """rnn_type gru, critic on "critic" (rnn_critic auto: no critic core): the teacher's feed-forward
+    critic is loaded and stays bitwise unchanged with no gradient, while the actor's GRU core and body
+    train; the optimised vector is exactly actor_rnn + actor_body + head."""
+    teacher, _ = api.load_agent(teacher_dir)
+    agent = make_aacd(teacher=str(teacher_dir), critic_mode="frozen", **GRU)
+    model = agent.model
+    assert model.critic_rnn is None and model.actor_rnn is not None and not agent.train_step.compiled
+    x = torch.randn(32, 4) * 3
+    assert torch.equal(model.value(x), teacher.model.value(x))
+    critic_before, rnn_before, body_before = params(model.critic), params(model.actor_rnn), params(model.actor_body)
+    for seed in range(3):
+        agent.update(rollout(agent, seed=seed))
+    assert all(p.grad is None and not p.requires_grad for p in model.critic.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(params(model.critic), critic_before, strict=True))
+    assert torch.equal(model.value(x), teacher.model.value(x))
+    # every tensor of the GRU core moves (weights and biases of both layers' gates)
+    assert not any(torch.equal(a, b) for a, b in zip(params(model.actor_rnn), rnn_before, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(params(model.actor_body), body_before, strict=True))
+    actor_side = [model.actor_rnn, model.actor_body, model.head]
+    assert agent.train_step.params.numel == sum(p.numel() for m in actor_side for p in m.parameters())
+    assert {name.split(".")[0] for name in agent.train_step.params.names} == {"actor_rnn", "actor_body", "head"}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_a_recurrent_critic_cannot_be_transferred(mode: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        run_config("aacd", critic_mode=mode, rnn_critic=True, **GRU)
+    message = str(err.value)
+    assert message.startswith("config key 'algo.rnn_critic'") and message.count("config key") == 1
+    assert f"critic_mode '{mode}'" in message and "\n" not in message
+    run_config("aacd", critic_mode="scratch", rnn_critic=True, **GRU)  # a new critic may have memory
+
+
+def test_a_recurrent_teacher_critic_is_refused_before_stage_one() -> None:
+    """teacher_algo may give the teacher memory, but with rnn_critic auto its critic (on the actor's group)
+    would be recurrent too: refused at config time, before stage 1 trains it."""
+    from drl.agents.aacd import teacher_config
+
+    with pytest.raises(ConfigError, match=r"^config key 'algo.teacher_algo': rnn_type 'gru' gives the teacher a "
+                                          "recurrent critic"):
+        run_config("aacd", teacher_algo={"rnn_type": "gru"})
+    cfg = run_config("aacd", teacher_algo={"rnn_type": "gru", "rnn_critic": False})
+    teacher = teacher_config(cfg).algo
+    assert teacher.rnn_type == "gru" and teacher.recurrent and not teacher.critic_recurrent
+
+
+def test_a_teacher_with_a_recurrent_critic_is_refused(tmp_path: Path) -> None:
+    """A privileged teacher with a GRU (actor and critic on "critic": rnn_critic auto gives the critic a
+    core) cannot hand its critic to a feed-forward one: one error, naming only that difference."""
+    teacher_dir = tmp_path / "gru-teacher"
+    api.train(run_config("aac", total_steps=64, actor_obs="critic", **GRU), teacher_dir)
+    teacher, _ = api.load_agent(teacher_dir)
+    assert teacher.model.critic_rnn is not None
+    for mode in ("frozen", "finetune"):
+        with pytest.raises(ConfigError) as err:
+            make_aacd(teacher=str(teacher_dir), critic_mode=mode, **GRU)
+        assert str(err.value) == (f"config key 'algo.teacher': the critic of teacher run '{teacher_dir}' does not "
+                                  "fit this config: its critic is recurrent (gru), AACD transfers a feed-forward one")
+
+
 def stamps_of(run_dir: Path) -> dict[Path, int]:
     """Modification times of a run's files (its lock file aside: resuming takes the lock)."""
     return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != ".drl.lock"}
@@ -252,7 +329,8 @@ def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsy
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
               "algo.num_steps=16", "--set", "algo.minibatch_size=64", "--set", "algo.actor_hidden=[16]", "--set",
-              "algo.critic_hidden=[16]", "--set", "algo.normalize_obs=true", "--set", "eval_episodes=1"]
+              "algo.critic_hidden=[16]", "--set", "algo.normalize_obs=true", "--set", "eval_episodes=1",
+              "--set", "algo.gamma=0.99"]  # the teacher's gamma (the tuned config has 0.98)
     run_dir = tmp_path / "cli"
     assert main(["train", "aacd", "--teacher", str(teacher_dir), "--run-dir", str(run_dir), *common]) == 0
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["algo"]["teacher"] == str(teacher_dir)
@@ -299,12 +377,15 @@ def agent_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return flat(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent_state"])
 
 
-@pytest.mark.parametrize("agent", ["aacd", "dagger"])
+@pytest.mark.parametrize("agent", ["aacd", "aacd-gru", "dagger"])
 def test_resume_is_bitwise(tmp_path: Path, teacher_dir: Path, agent: str) -> None:
     """Half a run, resumed to the end, ends in the uninterrupted run's exact agent state (the teacher is
-    re-read on resume without touching the RNG streams)."""
+    re-read on resume without touching the RNG streams; aacd-gru: a frozen critic with a GRU actor, whose
+    hidden states and optimised vector are part of the state)."""
     algo = {"teacher": str(teacher_dir)} if agent == "aacd" else {
         "teacher": str(teacher_dir), "num_steps": 16, "num_updates": 3, "minibatch_size": 32}
+    if agent == "aacd-gru":
+        agent, algo = "aacd", {"teacher": str(teacher_dir), **GRU}
     if agent == "dagger":
         raw = {"agent": "dagger", "total_steps": 256, "device": "cpu", "progress": False, "log_interval": -1,
                "eval_episodes": 1, "eval_interval": 0, "checkpoint_interval": 0,

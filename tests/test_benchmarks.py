@@ -599,6 +599,31 @@ def test_registered_readme_blocks_are_added_after_their_anchor_once_the_report_e
         assert f"<!-- /bench:{block.after} -->" in readme or block.after in BLOCKS
 
 
+def test_privileged_benchmark_blocks_wait_for_their_reports_then_chain(tmp_path):
+    """masked_velocity, aacd and active_search (issue 10): skipped while their report is missing; a lone
+    active_search report goes after the nearest block present up its chain (aacd -> masked_velocity ->
+    offpolicy_quality -> pendulum_solve); with all three, they follow each other in that order."""
+    from benchmarks.readme import BLOCKS, add_registered
+
+    names = ("masked_velocity", "aacd", "active_search")
+    blocks = {name: BLOCKS[name] for name in ("pendulum_solve", "offpolicy_quality", *names)}
+    text = "<!-- bench:pendulum_solve -->\n<!-- /bench:pendulum_solve -->\n\n### Fault injection\n"
+    assert add_registered(text, blocks, root=tmp_path) == text
+    results = tmp_path / "benchmarks" / "results"
+    (results / "active_search").mkdir(parents=True)
+    (results / "active_search" / "report.md").write_text("# r\n")
+    one = add_registered(text, blocks, root=tmp_path)
+    assert one.index("<!-- /bench:pendulum_solve -->") < one.index(BLOCKS["active_search"].heading) < one.index(
+        "<!-- bench:active_search -->") < one.index("### Fault injection")
+    assert "bench:aacd" not in one and "bench:masked_velocity" not in one
+    for name in names[:2]:
+        (results / name).mkdir()
+        (results / name / "report.md").write_text("# r\n")
+    every = add_registered(text, blocks, root=tmp_path)
+    at = [every.index(f"<!-- bench:{name} -->") for name in names]
+    assert every.index("<!-- /bench:pendulum_solve -->") < at[0] < at[1] < at[2] < every.index("### Fault injection")
+
+
 def test_drl_offpolicy_side_records_the_same_fields(fake_offpolicy_agents, monkeypatch, tmp_path, sb3_sac_run):
     """run_drl on an off-policy row, with drl's training stood in for (a run folder with a metrics.csv and
     an agent acting 0): the record has the SB3 side's fields, at the same env steps."""

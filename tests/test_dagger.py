@@ -1,8 +1,8 @@
 """DAgger student distillation: the beta schedule, expert labels on every step, the executed mixture,
 and a student that learns to imitate (Discrete: cross-entropy; Box: MSE on the mean).
 
-Envs: stand-ins for drl/CartPoleNoVel-v0 and drl/PendulumNoVel-v0 (tests/privileged_standin.py) until
-the tasks helper's ids are merged; the lead switches the ids.
+Envs: drl/CartPoleNoVel-v0 and drl/PendulumNoVel-v0; the learning test uses drl/TestCartPoleGroups-v0
+(tests/privileged_fixtures.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from privileged_standin import CARTPOLE_ID, PENDULUM_ID, register, solved_teacher_and_config
+from privileged_fixtures import solved_teacher_and_config
 
 from drl import api
 from drl.agents.dagger import DAgger
@@ -23,7 +23,7 @@ from drl.registry import resolve_config
 from drl.storage import RolloutBuffer
 from envs import make_vec_env
 
-register()
+CARTPOLE_ID, PENDULUM_ID = "drl/CartPoleNoVel-v0", "drl/PendulumNoVel-v0"
 
 
 def run_config(agent: str, env_id: str = CARTPOLE_ID, total_steps: int = 512, **algo: Any) -> Any:
@@ -39,7 +39,7 @@ def run_config(agent: str, env_id: str = CARTPOLE_ID, total_steps: int = 512, **
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny privileged teacher runs (aac with actor and critic on "critic") on both stand-ins."""
+    """Tiny privileged teacher runs (aac with actor and critic on "critic") on both tasks."""
     root = tmp_path_factory.mktemp("teachers")
     out = {}
     for env_id in (CARTPOLE_ID, PENDULUM_ID):

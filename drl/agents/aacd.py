@@ -77,6 +77,13 @@ class AACDConfig(PPOConfig):
         ppo_fields = {f.name for f in dataclasses.fields(PPOConfig)}
         unknown = sorted(set(self.teacher_algo) - ppo_fields)
         check(not unknown, f"{prefix}.teacher_algo", f"{unknown} are not PPO fields; valid: {sorted(ppo_fields)}")
+        # stage 1's actor and critic read the same group, so a teacher with memory gets a recurrent critic
+        # (rnn_critic auto) that stage 2 could not load: refuse it before training it
+        teacher_rnn = self.teacher_algo.get("rnn_type", "none")
+        check(teacher_rnn == "none" or self.teacher_algo.get("rnn_critic", "auto") is False
+              or self.critic_mode == "scratch", f"{prefix}.teacher_algo",
+              f"rnn_type {teacher_rnn!r} gives the teacher a recurrent critic, which AACD cannot transfer; add "
+              "rnn_critic: false to teacher_algo (or drop its rnn_type: the teacher sees the full state)")
 
 
 def load_teacher(run_dir: str, checkpoint: str, device: torch.device, key: str = "algo.teacher") -> tuple[Any, Any]:
@@ -125,11 +132,13 @@ class AACD(PPO):
         # the obs groups whose normaliser stays as loaded (the frozen critic's inputs)
         self.frozen_groups = {cfg.critic_obs} if cfg.critic_mode == "frozen" else set()
         if cfg.critic_mode == "frozen":
-            # only the actor is optimised: the critic's parameters are not in the flat vector at all
+            # only the actor (its recurrent core, if any, its body and head) is optimised: the critic's
+            # parameters are not in the flat vector at all (rnn_critic is refused with a loaded critic)
             critic.requires_grad_(False)
             for p in critic.parameters():
                 p.grad = None  # PPO's TrainStep had pointed them at its flat gradient
-            trainable = nn.ModuleDict({"actor_body": self.model.actor_body, "head": self.model.head})
+            trainable = nn.ModuleDict({name: module for name, module in self.model.named_children()
+                                       if name != "critic"})
             self.train_step = TrainStep(trainable, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                         eps=1e-5, compile=self.train_step.compiled)
         elif cfg.critic_mode == "finetune" and cfg.critic_learning_rate is not None:
