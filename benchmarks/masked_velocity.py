@@ -154,14 +154,27 @@ def _n(x: Any, digits: int = 0) -> str:
 
 
 def _verdict(by: dict[str, dict[str, Any]], better: str, worse: str) -> str:
-    a, b = by.get(better, {}).get("final_mean"), by.get(worse, {}).get("final_mean")
-    if a is None or b is None:
+    """``better`` beats ``worse`` when its mean final return is higher by more than twice the standard error
+    of the difference of the two means (seed noise: ``sqrt(s_a^2 / n_a + s_b^2 / n_b)``, sample variances over
+    seeds); lower by as much: "no"; in between: within seed noise."""
+    a, b = by.get(better, {}), by.get(worse, {})
+    if a.get("final_mean") is None or b.get("final_mean") is None:
         return "not judged (a variant did not run)"
-    return f"{_n(a, 1)} vs {_n(b, 1)}: {'yes' if a > b else 'no'}"
+    text = f"{_n(a['final_mean'], 1)} vs {_n(b['final_mean'], 1)}"
+    if min(a["seeds"], b["seeds"]) < 2:
+        return f"{text}: not judged (one seed)"
+    # final_std is the population std over seeds: s^2 / n with the sample variance is pstd^2 / (n - 1)
+    noise = math.sqrt(a["final_std"] ** 2 / (a["seeds"] - 1) + b["final_std"] ** 2 / (b["seeds"] - 1))
+    diff = a["final_mean"] - b["final_mean"]
+    if diff > 2 * noise:
+        return f"{text}: yes"
+    if diff < -2 * noise:
+        return f"{text}: no"
+    return f"{text}: within seed noise (difference {_n(diff, 1)}, 2 s.e. {_n(2 * noise, 1)})"
 
 
 def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
-    """Issue 10's two claims per task, judged on the mean final return over seeds."""
+    """Issue 10's two claims per task, judged on the mean final return over seeds against seed noise."""
     lines = []
     for env_id in dict.fromkeys(s["env"] for s in summary):
         by = {s["variant"]: s for s in summary if s["env"] == env_id}

@@ -337,3 +337,18 @@ def test_recurrent_policy_learns_masked_velocity_cartpole_where_feed_forward_can
     recurrent = _train_masked_cartpole(tmp_path, "gru")
     assert feed_forward["best_eval_return"] < 100, feed_forward
     assert recurrent["best_eval_return"] >= 300, recurrent
+
+
+def test_masked_velocity_claims_are_judged_against_seed_noise() -> None:
+    from benchmarks.masked_velocity import _verdict
+
+    def row(mean: float, std: float, seeds: int = 5) -> dict:
+        return {"final_mean": mean, "final_std": std, "seeds": seeds}
+
+    # 2 s.e. = 2 sqrt(2 * 10^2 / 4) = 14.14...: a difference of 15 counts, one of 14 does not
+    assert _verdict({"a": row(115.0, 10.0), "b": row(100.0, 10.0)}, "a", "b").endswith(": yes")
+    assert _verdict({"a": row(100.0, 10.0), "b": row(115.0, 10.0)}, "a", "b").endswith(": no")
+    assert "within seed noise (difference 14.0, 2 s.e. 14.1)" in _verdict(
+        {"a": row(114.0, 10.0), "b": row(100.0, 10.0)}, "a", "b")
+    assert "not judged (one seed)" in _verdict({"a": row(200.0, 0.0, 1), "b": row(1.0, 0.0, 1)}, "a", "b")
+    assert "did not run" in _verdict({"a": row(1.0, 0.0)}, "a", "b")
