@@ -71,7 +71,11 @@ BLOCKS: dict[str, Block] = {
         intro="Per seed one privileged teacher (stage 1), then a new actor on `\"policy\"` for the same env steps "
               "with the teacher's critic frozen, fine-tuned, or a random critic (TacSL's ordering: frozen learns "
               "fastest, fine-tuned ends best, scratch is slowest), and a DAgger student of the same teacher; 5 "
-              "seeds: `python -m benchmarks.aacd --env drl/CartPoleNoVel-v0 --seeds 5`."),
+              "seeds: `python -m benchmarks.aacd --env drl/CartPoleNoVel-v0 --seeds 5`. The AACD and scratch "
+              "students are the GRU actor of `configs/aacd/drl-CartPoleNoVel-v0.yaml` (a memoryless actor cannot "
+              "balance on positions only); the DAgger student is feed-forward (`dagger` has no recurrent option "
+              "yet), so its row shows what imitation without memory reaches, not DAgger at its best. A frozen "
+              "critic keeps the values of the teacher's policy, not the student's."),
     "active_search": Block(
         after="aacd", heading="### ActiveSearch: AAWR vs symmetric AWR vs BC",
         intro="Success rate on `drl/ActiveSearch-v0` after the same offline phase on the scripted, suboptimal "
