@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from drl.agents.aacd import locate_chained_teacher
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.guards import atomic_write_text
@@ -106,7 +107,15 @@ def _config_of_run(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"'{config_file}' is {'empty' if not raw else f'missing {missing}'}, but a run writes its "
                           "whole config there; restore it (the checkpoints hold a copy under 'config') "
                           "or start a new run")
-    return resolve_config(raw)
+    return _in_run_folder(resolve_config(raw), run_dir)
+
+
+def _in_run_folder(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``cfg`` of the run in ``run_dir``, with the paths of what the run keeps in its own sub-folders (a
+    chained AACD run's teacher) pointing into ``run_dir``, wherever the run was trained."""
+    if "teacher" in getattr(AGENTS[cfg.agent].agent_class, "run_subfolders", ()):
+        locate_chained_teacher(cfg, run_dir)
+    return cfg
 
 
 def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None,
@@ -138,7 +147,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     changes = {key: value for key, value in (("total_steps", total_steps), ("device", device)) if value is not None}
     if changes:
         raw = merge(raw, changes)
-        cfg = resolve_config(raw)  # the new total / device is validated like any config value
+        cfg = _in_run_folder(resolve_config(raw), run_dir)  # the new total / device is validated like any value
     if progress is not None:
         cfg.progress = progress
     cfg.source = f"{config_file} (resumed)"

@@ -311,6 +311,23 @@ def test_chained_run_trains_the_teacher_first_then_resumes_without_redoing_it(tm
     assert stamps_of(teacher_dir) == stamps
 
 
+def test_chained_run_finds_its_teacher_from_another_folder_and_after_a_move(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chained run records its teacher as an absolute path (not relative to the working folder), and a
+    run folder moved elsewhere still evaluates and resumes: its teacher is its own ``<run>/teacher``."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    api.train(run_config("aacd", total_steps=128, teacher_steps=128), Path("rel") / "aacd")
+    saved = yaml.safe_load((tmp_path / "rel" / "aacd" / "config.yaml").read_text())
+    assert saved["algo"]["teacher"] == str(tmp_path / "rel" / "aacd" / "teacher")
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "rel" / "aacd", moved)
+    monkeypatch.chdir(moved)  # neither the old place nor the old working folder
+    assert api.evaluate(moved, episodes=1)["episodes"] == 1
+    assert api.resume(moved, total_steps=256)["steps"] == 256
+
+
 def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Stage 1 done, stage 2 never started (e.g. interrupted between them): the same train command with
     the same run folder continues, and the finished teacher is not retrained."""

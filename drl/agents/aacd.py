@@ -43,7 +43,7 @@ from drl.nn import RewardScaler
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
 
-__all__ = ["AACDConfig", "AACD", "load_teacher", "prepare_teacher", "teacher_config"]
+__all__ = ["AACDConfig", "AACD", "load_teacher", "locate_chained_teacher", "prepare_teacher", "teacher_config"]
 
 
 @dataclass
@@ -272,9 +272,17 @@ def prepare_teacher(cfg: TrainConfig, run_dir: Path | None, overwrite: bool) -> 
         err = TrainingInterrupted(signal.Signals[summary.get("interrupted_by") or "SIGINT"].value)
         err.run_dir = teacher_dir  # the CLI names its resume; re-running this command then continues too
         raise err
-    algo.teacher = str(teacher_dir)
+    algo.teacher = str(teacher_dir.resolve())  # as --teacher: the run does not depend on the working folder
     print(f"AACD stage 2: critic from '{teacher_dir}' ({algo.critic_mode})", file=sys.stderr, flush=True)
     return run_dir
+
+
+def locate_chained_teacher(cfg: TrainConfig, run_dir: Path) -> None:
+    """A chained run (trained by :func:`prepare_teacher`) holds its teacher in ``<run_dir>/teacher``: when the
+    recorded ``algo.teacher`` holds no run any more (the run folder was moved or copied), read that one."""
+    teacher, own = getattr(cfg.algo, "teacher", None), run_dir / "teacher"
+    if teacher is not None and not (Path(teacher) / "config.yaml").is_file() and (own / "config.yaml").is_file():
+        cfg.algo.teacher = str(own.resolve())
 
 
 def teacher_input_dims(teacher: Any) -> dict[str, int]:
