@@ -99,6 +99,10 @@ RUN_CONFIG_KEYS = ("agent", "env", "total_steps", "seed", "algo")  # always in a
 def _config_of_run(run_dir: Path) -> TrainConfig:
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
+        if (run_dir / "teacher" / "config.yaml").is_file():  # a chained AACD run stopped in stage 1
+            raise FileNotFoundError(f"'{run_dir}' holds only the teacher (stage 1) of an aacd run: continue both "
+                                    f"stages with the `drl train aacd ...` command that started it, with --run-dir "
+                                    f"{run_dir}")
         raise FileNotFoundError(f"'{run_dir}' is not a drl run folder: no config.yaml in it")
     raw = load_yaml(config_file)
     # a run writes its config in full; without these keys, resuming would silently train defaults

@@ -343,6 +343,36 @@ def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsy
     assert yaml.safe_load((run_dir / "summary.json").read_text())["steps"] == 128
 
 
+def test_stop_in_stage_one_names_the_command_that_continues_both_stages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C while the teacher trains: the line printed names the train command that continues stage 1 and
+    then runs stage 2 (not a --resume of the teacher alone, which would never run stage 2), and a --resume
+    of the half-made run folder says the same in one line."""
+    import signal
+
+    from drl.runners.base import Runner
+
+    end_iteration = Runner._end_iteration
+
+    def stop_after_one(runner: Runner) -> None:
+        end_iteration(runner)
+        runner.stop.request(signal.SIGINT)
+
+    monkeypatch.setattr(Runner, "_end_iteration", stop_after_one)
+    run_dir = tmp_path / "chain"
+    argv = ["train", "aacd", "--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
+            "algo.teacher_steps=128", "--set", "algo.num_steps=16", "--set", "algo.minibatch_size=64",
+            "--run-dir", str(run_dir), "--overwrite"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    rerun = argv[:-3] + ["--run-dir", str(run_dir)]  # --overwrite would retrain the teacher
+    assert err.endswith(f"continue with the same command: drl {' '.join(rerun)}"), err
+    assert not (run_dir / "config.yaml").exists() and (run_dir / "teacher" / "config.yaml").is_file()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds only the teacher (stage 1) of an aacd run" in err and "\n" not in err, err
+
+
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
               "algo.num_steps=16", "--set", "algo.minibatch_size=64", "--set", "algo.actor_hidden=[16]", "--set",

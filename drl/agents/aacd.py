@@ -270,7 +270,8 @@ def prepare_teacher(cfg: TrainConfig, run_dir: Path | None, overwrite: bool) -> 
         summary = api.train(teacher_config(cfg), teacher_dir, overwrite=overwrite)[1]
     if summary.get("interrupted"):
         err = TrainingInterrupted(signal.Signals[summary.get("interrupted_by") or "SIGINT"].value)
-        err.run_dir = teacher_dir  # the CLI names its resume; re-running this command then continues too
+        err.run_dir = teacher_dir
+        err.rerun_dir = run_dir  # the CLI names this train command with --run-dir: it continues both stages
         raise err
     algo.teacher = str(teacher_dir.resolve())  # as --teacher: the run does not depend on the working folder
     print(f"AACD stage 2: critic from '{teacher_dir}' ({algo.critic_mode})", file=sys.stderr, flush=True)
