@@ -373,6 +373,25 @@ def test_stop_in_stage_one_names_the_command_that_continues_both_stages(
     assert "holds only the teacher (stage 1) of an aacd run" in err and "\n" not in err, err
 
 
+def test_the_readme_teacher_command_fits_the_tuned_aacd_config() -> None:
+    """README: `drl train aac ... --set algo.actor_obs=critic --run-dir runs/t`, then `drl train aacd --teacher
+    runs/t`: the teacher that command trains has the critic the tuned aacd config loads."""
+    import shlex
+
+    from drl.config import parse_overrides
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    start = f"drl train aac --env {CARTPOLE_ID} --set algo.actor_obs"
+    line = next(x for x in readme.splitlines() if x.startswith(start))
+    words = shlex.split(line.split("#")[0])
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    teacher = api.load_config("aac", CARTPOLE_ID, overrides=parse_overrides(sets)).algo
+    student = api.load_config("aacd", CARTPOLE_ID).algo
+    for name in ("critic_hidden", "activation", "normalize_obs", "gamma", "normalize_reward"):
+        assert getattr(teacher, name) == getattr(student, name), name
+    assert teacher.actor_obs == teacher.critic_obs == student.critic_obs
+
+
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
               "algo.num_steps=16", "--set", "algo.minibatch_size=64", "--set", "algo.actor_hidden=[16]", "--set",
