@@ -287,7 +287,9 @@ def locate_chained_teacher(cfg: TrainConfig, run_dir: Path) -> None:
 
 
 def teacher_input_dims(teacher: Any) -> dict[str, int]:
-    """``{obs group: flat width}`` of what a loaded agent reads (PPO family or off-policy)."""
+    """``{obs group: flat width}`` of what a loaded agent reads (PPO family, off-policy or a DAgger student)."""
     if hasattr(teacher, "group_shapes"):
         return {g: flat_dim(s) for g, s in teacher.group_shapes.items()}
-    return dict(teacher.obs_dims)
+    if hasattr(teacher, "obs_dims"):
+        return dict(teacher.obs_dims)
+    return {teacher.cfg.actor_obs: teacher.obs_dim}
