@@ -392,6 +392,14 @@ def test_the_readme_teacher_command_fits_the_tuned_aacd_config() -> None:
     assert teacher.actor_obs == teacher.critic_obs == student.critic_obs
 
 
+def test_a_bad_teacher_algo_is_refused_before_anything_runs_naming_its_key() -> None:
+    """Stage 1's config (the PPO fields with teacher_algo over them) is checked with the run's: the error
+    names algo.teacher_algo (not the stage-2 key of the same name), before a run folder is claimed."""
+    with pytest.raises(ConfigError, match="config key 'algo.teacher_algo': .*minibatch_size.*got 100"):
+        run_config("aacd", teacher_algo={"minibatch_size": 100})
+    run_config("aacd", teacher="x", teacher_algo={"minibatch_size": 100})  # a given teacher: no stage 1
+
+
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
               "algo.num_steps=16", "--set", "algo.minibatch_size=64", "--set", "algo.actor_hidden=[16]", "--set",

@@ -84,6 +84,12 @@ class AACDConfig(PPOConfig):
               or self.critic_mode == "scratch", f"{prefix}.teacher_algo",
               f"rnn_type {teacher_rnn!r} gives the teacher a recurrent critic, which AACD cannot transfer; add "
               "rnn_critic: false to teacher_algo (or drop its rnn_type: the teacher sees the full state)")
+        if self.teacher is None and self.critic_mode != "scratch" and train.algo is self:  # stage 1 will run
+            try:  # its config now, before a run folder is claimed, naming the key the values came through
+                teacher_config(train)
+            except ConfigError as err:
+                raise ConfigError(f"config key '{prefix}.teacher_algo': stage 1 (the teacher: these PPO fields "
+                                  f"with teacher_algo over them) is invalid: {err}") from err
 
 
 def load_teacher(run_dir: str, checkpoint: str, device: torch.device, key: str = "algo.teacher") -> tuple[Any, Any]:
