@@ -191,8 +191,9 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
     probe = make_vec_env(cfg.env.id, 1, dev, "sync", cfg.env.kwargs)
-    agent = AGENTS[cfg.agent].agent_class(probe.single_observation_space, probe.single_action_space, cfg.algo,
-                                          cfg.env.num_envs, dev)
+    agent_class = AGENTS[cfg.agent].agent_class
+    build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
+    agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)
     probe.close()
     load_agent_state(agent, ckpt["agent_state"], path)
     return agent, cfg
