@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from drl.agents.aacd import locate_chained_teacher
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.guards import atomic_write_text
@@ -98,6 +99,10 @@ RUN_CONFIG_KEYS = ("agent", "env", "total_steps", "seed", "algo")  # always in a
 def _config_of_run(run_dir: Path) -> TrainConfig:
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
+        if (run_dir / "teacher" / "config.yaml").is_file():  # a chained AACD run stopped in stage 1
+            raise FileNotFoundError(f"'{run_dir}' holds only the teacher (stage 1) of an aacd run: continue both "
+                                    f"stages with the `drl train aacd ...` command that started it, with --run-dir "
+                                    f"{run_dir}")
         raise FileNotFoundError(f"'{run_dir}' is not a drl run folder: no config.yaml in it")
     raw = load_yaml(config_file)
     # a run writes its config in full; without these keys, resuming would silently train defaults
@@ -106,7 +111,15 @@ def _config_of_run(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"'{config_file}' is {'empty' if not raw else f'missing {missing}'}, but a run writes its "
                           "whole config there; restore it (the checkpoints hold a copy under 'config') "
                           "or start a new run")
-    return resolve_config(raw)
+    return _in_run_folder(resolve_config(raw), run_dir)
+
+
+def _in_run_folder(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``cfg`` of the run in ``run_dir``, with the paths of what the run keeps in its own sub-folders (a
+    chained AACD run's teacher) pointing into ``run_dir``, wherever the run was trained."""
+    if "teacher" in getattr(AGENTS[cfg.agent].agent_class, "run_subfolders", ()):
+        locate_chained_teacher(cfg, run_dir)
+    return cfg
 
 
 def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None,
@@ -138,7 +151,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     changes = {key: value for key, value in (("total_steps", total_steps), ("device", device)) if value is not None}
     if changes:
         raw = merge(raw, changes)
-        cfg = resolve_config(raw)  # the new total / device is validated like any config value
+        cfg = _in_run_folder(resolve_config(raw), run_dir)  # the new total / device is validated like any value
     if progress is not None:
         cfg.progress = progress
     cfg.source = f"{config_file} (resumed)"
@@ -178,8 +191,9 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
     probe = make_vec_env(cfg.env.id, 1, dev, "sync", cfg.env.kwargs)
-    agent = AGENTS[cfg.agent].agent_class(probe.single_observation_space, probe.single_action_space, cfg.algo,
-                                          cfg.env.num_envs, dev)
+    agent_class = AGENTS[cfg.agent].agent_class
+    build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
+    agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)
     probe.close()
     load_agent_state(agent, ckpt["agent_state"], path)
     return agent, cfg

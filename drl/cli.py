@@ -267,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
         signum = getattr(err, "signum", signal.SIGINT)
         run_dir = getattr(err, "run_dir", None)  # set by a runner that had claimed its folder
-        if run_dir is not None:
+        rerun_dir = getattr(err, "rerun_dir", None)  # set by AACD's stage 1: the train command continues it
+        if rerun_dir is not None:
+            print(f"drl {command}: interrupted by {signal.Signals(signum).name} in stage 1 (the teacher in "
+                  f"'{run_dir}'); continue with the same command: "
+                  f"{_rerun_command(sys.argv[1:] if argv is None else argv, rerun_dir)}", file=sys.stderr)
+        elif run_dir is not None:
             from drl.runners.common import resume_command
 
             print(f"drl {command}: interrupted by {signal.Signals(signum).name}; continue from its newest "
@@ -275,6 +280,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"drl {command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+
+
+def _rerun_command(argv: list[str], run_dir: Path) -> str:
+    """``drl ARGV`` with ``--run-dir run_dir`` and without ``--overwrite`` (which would start over)."""
+    import shlex
+
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg == "--overwrite" or arg.startswith("--run-dir="):
+            skip = False
+            continue
+        skip = arg == "--run-dir"
+        if not skip:
+            kept.append(arg)
+    return "drl " + shlex.join([*kept, "--run-dir", str(run_dir)])
 
 
 class _Terminated(KeyboardInterrupt):

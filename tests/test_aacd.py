@@ -311,6 +311,23 @@ def test_chained_run_trains_the_teacher_first_then_resumes_without_redoing_it(tm
     assert stamps_of(teacher_dir) == stamps
 
 
+def test_chained_run_finds_its_teacher_from_another_folder_and_after_a_move(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chained run records its teacher as an absolute path (not relative to the working folder), and a
+    run folder moved elsewhere still evaluates and resumes: its teacher is its own ``<run>/teacher``."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    api.train(run_config("aacd", total_steps=128, teacher_steps=128), Path("rel") / "aacd")
+    saved = yaml.safe_load((tmp_path / "rel" / "aacd" / "config.yaml").read_text())
+    assert saved["algo"]["teacher"] == str(tmp_path / "rel" / "aacd" / "teacher")
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "rel" / "aacd", moved)
+    monkeypatch.chdir(moved)  # neither the old place nor the old working folder
+    assert api.evaluate(moved, episodes=1)["episodes"] == 1
+    assert api.resume(moved, total_steps=256)["steps"] == 256
+
+
 def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Stage 1 done, stage 2 never started (e.g. interrupted between them): the same train command with
     the same run folder continues, and the finished teacher is not retrained."""
@@ -324,6 +341,63 @@ def test_rerun_after_stage_one_reuses_the_finished_teacher(tmp_path: Path, capsy
     assert "continuing the teacher run" in capsys.readouterr().err
     assert stamps_of(run_dir / "teacher") == stamps
     assert yaml.safe_load((run_dir / "summary.json").read_text())["steps"] == 128
+
+
+def test_stop_in_stage_one_names_the_command_that_continues_both_stages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C while the teacher trains: the line printed names the train command that continues stage 1 and
+    then runs stage 2 (not a --resume of the teacher alone, which would never run stage 2), and a --resume
+    of the half-made run folder says the same in one line."""
+    import signal
+
+    from drl.runners.base import Runner
+
+    end_iteration = Runner._end_iteration
+
+    def stop_after_one(runner: Runner) -> None:
+        end_iteration(runner)
+        runner.stop.request(signal.SIGINT)
+
+    monkeypatch.setattr(Runner, "_end_iteration", stop_after_one)
+    run_dir = tmp_path / "chain"
+    argv = ["train", "aacd", "--env", CARTPOLE_ID, "--steps", "64", "--num-envs", "4", "--no-progress", "--set",
+            "algo.teacher_steps=128", "--set", "algo.num_steps=16", "--set", "algo.minibatch_size=64",
+            "--run-dir", str(run_dir), "--overwrite"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    rerun = argv[:-3] + ["--run-dir", str(run_dir)]  # --overwrite would retrain the teacher
+    assert err.endswith(f"continue with the same command: drl {' '.join(rerun)}"), err
+    assert not (run_dir / "config.yaml").exists() and (run_dir / "teacher" / "config.yaml").is_file()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds only the teacher (stage 1) of an aacd run" in err and "\n" not in err, err
+
+
+def test_the_readme_teacher_command_fits_the_tuned_aacd_config() -> None:
+    """README: `drl train aac ... --set algo.actor_obs=critic --run-dir runs/t`, then `drl train aacd --teacher
+    runs/t`: the teacher that command trains has the critic the tuned aacd config loads."""
+    import shlex
+
+    from drl.config import parse_overrides
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    start = f"drl train aac --env {CARTPOLE_ID} --set algo.actor_obs"
+    line = next(x for x in readme.splitlines() if x.startswith(start))
+    words = shlex.split(line.split("#")[0])
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    teacher = api.load_config("aac", CARTPOLE_ID, overrides=parse_overrides(sets)).algo
+    student = api.load_config("aacd", CARTPOLE_ID).algo
+    for name in ("critic_hidden", "activation", "normalize_obs", "gamma", "normalize_reward"):
+        assert getattr(teacher, name) == getattr(student, name), name
+    assert teacher.actor_obs == teacher.critic_obs == student.critic_obs
+
+
+def test_a_bad_teacher_algo_is_refused_before_anything_runs_naming_its_key() -> None:
+    """Stage 1's config (the PPO fields with teacher_algo over them) is checked with the run's: the error
+    names algo.teacher_algo (not the stage-2 key of the same name), before a run folder is claimed."""
+    with pytest.raises(ConfigError, match="config key 'algo.teacher_algo': .*minibatch_size.*got 100"):
+        run_config("aacd", teacher_algo={"minibatch_size": 100})
+    run_config("aacd", teacher="x", teacher_algo={"minibatch_size": 100})  # a given teacher: no stage 1
 
 
 def test_cli_teacher_flag(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -166,3 +166,32 @@ def test_teacher_errors(tmp_path: Path, teachers: dict[str, Path]) -> None:
     assert "its action space is Box" in message and "its obs group 'critic' has width 3, this env's 4" in message
     with pytest.raises(ConfigError, match="algo.buffer_size"):
         run_config("dagger", buffer_size=10)
+
+
+def test_a_dagger_run_can_be_the_teacher(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    """A trained DAgger student is a policy too: a second student imitates it (its obs group and width are
+    read like any teacher's), and one on another env is refused in one ConfigError."""
+    first = tmp_path / "first"
+    api.train(run_config("dagger", total_steps=64, teacher=str(teachers[CARTPOLE_ID]), num_updates=2), first)
+    student = make_dagger(first)
+    action, record = student.act(make_vec_env(CARTPOLE_ID, 4).reset(seed=0)[0])
+    assert action.shape == (4,) and record["expert_actions"].shape == (4,)
+    with pytest.raises(ConfigError, match="its action space is Discrete"):
+        make_dagger(first, PENDULUM_ID)
+
+
+def test_a_trained_student_evaluates_without_its_teachers_folder(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    """Evaluation runs the student alone, so `drl eval` of a DAgger run does not read (or need) its teacher."""
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teachers[CARTPOLE_ID], teacher)
+    run_dir = tmp_path / "dagger"
+    api.train(run_config("dagger", total_steps=64, teacher=str(teacher), num_updates=2), run_dir)
+    shutil.rmtree(teacher)
+    assert api.evaluate(run_dir, episodes=1)["episodes"] == 1
+    student, _ = api.load_agent(run_dir)
+    with pytest.raises(RuntimeError, match="no teacher"):
+        student.act(make_vec_env(CARTPOLE_ID, 4).reset(seed=0)[0])
+    with pytest.raises(ConfigError, match="cannot load the teacher run"):  # training still needs it
+        api.resume(run_dir, total_steps=128)

@@ -43,7 +43,7 @@ from drl.nn import RewardScaler
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
 
-__all__ = ["AACDConfig", "AACD", "load_teacher", "prepare_teacher", "teacher_config"]
+__all__ = ["AACDConfig", "AACD", "load_teacher", "locate_chained_teacher", "prepare_teacher", "teacher_config"]
 
 
 @dataclass
@@ -84,6 +84,12 @@ class AACDConfig(PPOConfig):
               or self.critic_mode == "scratch", f"{prefix}.teacher_algo",
               f"rnn_type {teacher_rnn!r} gives the teacher a recurrent critic, which AACD cannot transfer; add "
               "rnn_critic: false to teacher_algo (or drop its rnn_type: the teacher sees the full state)")
+        if self.teacher is None and self.critic_mode != "scratch" and train.algo is self:  # stage 1 will run
+            try:  # its config now, before a run folder is claimed, naming the key the values came through
+                teacher_config(train)
+            except ConfigError as err:
+                raise ConfigError(f"config key '{prefix}.teacher_algo': stage 1 (the teacher: these PPO fields "
+                                  f"with teacher_algo over them) is invalid: {err}") from err
 
 
 def load_teacher(run_dir: str, checkpoint: str, device: torch.device, key: str = "algo.teacher") -> tuple[Any, Any]:
@@ -270,15 +276,26 @@ def prepare_teacher(cfg: TrainConfig, run_dir: Path | None, overwrite: bool) -> 
         summary = api.train(teacher_config(cfg), teacher_dir, overwrite=overwrite)[1]
     if summary.get("interrupted"):
         err = TrainingInterrupted(signal.Signals[summary.get("interrupted_by") or "SIGINT"].value)
-        err.run_dir = teacher_dir  # the CLI names its resume; re-running this command then continues too
+        err.run_dir = teacher_dir
+        err.rerun_dir = run_dir  # the CLI names this train command with --run-dir: it continues both stages
         raise err
-    algo.teacher = str(teacher_dir)
+    algo.teacher = str(teacher_dir.resolve())  # as --teacher: the run does not depend on the working folder
     print(f"AACD stage 2: critic from '{teacher_dir}' ({algo.critic_mode})", file=sys.stderr, flush=True)
     return run_dir
 
 
+def locate_chained_teacher(cfg: TrainConfig, run_dir: Path) -> None:
+    """A chained run (trained by :func:`prepare_teacher`) holds its teacher in ``<run_dir>/teacher``: when the
+    recorded ``algo.teacher`` holds no run any more (the run folder was moved or copied), read that one."""
+    teacher, own = getattr(cfg.algo, "teacher", None), run_dir / "teacher"
+    if teacher is not None and not (Path(teacher) / "config.yaml").is_file() and (own / "config.yaml").is_file():
+        cfg.algo.teacher = str(own.resolve())
+
+
 def teacher_input_dims(teacher: Any) -> dict[str, int]:
-    """``{obs group: flat width}`` of what a loaded agent reads (PPO family or off-policy)."""
+    """``{obs group: flat width}`` of what a loaded agent reads (PPO family, off-policy or a DAgger student)."""
     if hasattr(teacher, "group_shapes"):
         return {g: flat_dim(s) for g, s in teacher.group_shapes.items()}
-    return dict(teacher.obs_dims)
+    if hasattr(teacher, "obs_dims"):
+        return dict(teacher.obs_dims)
+    return {teacher.cfg.actor_obs: teacher.obs_dim}

@@ -98,7 +98,8 @@ class DAgger:
     metric_columns = ["beta", "expert_fraction", "rollout_loss", "imitation_loss", "grad_norm", "dataset_size"]
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: DAggerConfig, num_envs: int,
-                 device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None):
+                 device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None,
+                 with_teacher: bool = True):
         self.cfg = cfg
         self.device = torch.device(device)
         self.num_envs = num_envs
@@ -127,7 +128,13 @@ class DAgger:
         self.data_size = 0
         self.data_pos = 0
         self.iteration = 0  # rollouts aggregated so far: the current rollout's beta is beta_at(iteration)
-        self.teacher = self._load_teacher(observation_space)
+        self.teacher = self._load_teacher(observation_space) if with_teacher else None
+
+    @classmethod
+    def for_evaluation(cls, *args: Any, **kwargs: Any) -> DAgger:
+        """The student alone, as :func:`drl.api.load_agent` rebuilds it: no teacher is read (evaluation and
+        videos act deterministically), so a trained run evaluates without its teacher's folder."""
+        return cls(*args, **kwargs, with_teacher=False)
 
     def _load_teacher(self, observation_space: gym.Space) -> Any:
         cfg = self.cfg
@@ -198,6 +205,9 @@ class DAgger:
         student = self._to_env(self.actor(self._normalized(x)))
         if deterministic:
             return student, {}
+        if self.teacher is None:
+            raise RuntimeError("this DAgger student was loaded for evaluation, with no teacher: only "
+                               "act(obs, deterministic=True) runs it")
         expert, _ = self.teacher.act(obs, deterministic=True, update_stats=False)
         expert = expert.reshape(student.shape).to(student.dtype)
         draw = torch.rand(x.shape[0], generator=self.generator, device=self.generator.device).to(self.device)

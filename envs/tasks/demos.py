@@ -48,12 +48,14 @@ _STEP_KEYS = ("actions", "rewards", "terminated", "truncated", "episode_index")
 _META_KEYS = ("format_version", "env_id", "episodes", "success_rate", "seed")
 
 
-def scripted_expert(env: gym.vector.VectorEnv) -> Policy:
-    """The env's scripted expert as a :data:`Policy`; ValueError when the env has none."""
+def scripted_expert(env: gym.vector.VectorEnv, env_id: str | None = None) -> Policy:
+    """The env's scripted expert as a :data:`Policy`; ValueError (naming ``env_id``) when the env has none."""
     task = env.unwrapped
     if not callable(getattr(task, "expert_action", None)):
         raise ValueError(
-            f"{type(task).__name__} has no scripted expert (no expert_action method); pass policy=... instead"
+            f"{env_id or type(task).__name__} has no scripted expert (no expert_action method): `drl demos` records "
+            "the envs that have one (drl/ActiveSearch-v0, the drl/Panda... tasks); from Python, "
+            "collect_demos(..., policy=...) records any policy"
         )
     return lambda _env, _obs: task.expert_action()
 
@@ -77,7 +79,7 @@ def collect_demos(
 
     env = make_vec_env(env_id, num_envs, device="cpu", env_kwargs=env_kwargs)
     try:
-        chunks, successes = _rollout(env, episodes, seed, policy or scripted_expert(env), record=True)
+        chunks, successes = _rollout(env, episodes, seed, policy or scripted_expert(env, env_id), record=True)
     finally:
         env.close()
     demos: dict[str, Any] = {key: torch.cat(parts) for key, parts in chunks.items()}

@@ -245,6 +245,16 @@ def test_cli_demos_writes_a_demo_file(tmp_path, capsys):
     assert load_demos(out)["meta"]["env_id"] == "drl/ActiveSearch-v0"
 
 
+def test_cli_demos_of_an_env_without_an_expert_is_one_line_a_cli_user_can_act_on(tmp_path, capsys):
+    from drl.cli import main
+
+    out = tmp_path / "demos.pt"
+    assert main(["demos", "drl/CartPoleNoVel-v0", "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "drl/CartPoleNoVel-v0 has no scripted expert" in err and "drl/ActiveSearch-v0" in err, err
+    assert "\n" not in err and not out.exists()
+
+
 # --- rendering, CUDA ------------------------------------------------------------------------------
 def test_render_draws_arena_cone_agent_and_target():
     env, _ = placed([(0.0, 0.0, 0.0, 0.5, 0.5)], render_size=200)
