@@ -131,9 +131,9 @@ def _list(args: argparse.Namespace) -> int:
     console.print(envs_table)
     configs = Table(title=f"tuned configs ({CONFIG_DIR.name}/)")
     configs.add_column("agent")
-    configs.add_column("env")
+    configs.add_column("config (env id with / as -, then any -variant)")
     for path in sorted(CONFIG_DIR.glob("*/*.yaml")):
-        configs.add_row(path.parent.name, path.stem)
+        configs.add_row(path.parent.name, path.name)
     console.print(configs)
     return 0
 
