@@ -62,8 +62,9 @@ class OnPolicyRunner(Runner):
         # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
         check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
                            extra_bytes_per_step=5)
-        self._round_total_steps(self.steps_per_iteration, f"{self.num_iterations} whole iteration{'s' if self.num_iterations != 1 else ''} of num_steps x "
-                                                          f"num_envs = {self.steps_per_iteration:,}")
+        plural = "s" if self.num_iterations != 1 else ""
+        self._round_total_steps(self.steps_per_iteration, f"{self.num_iterations} whole iteration{plural} of "
+                                                          f"num_steps x num_envs = {self.steps_per_iteration:,}")
         self.storage = RolloutBuffer(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device)
 
     @property
