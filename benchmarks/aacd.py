@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import configs_and_notes, header_lines, machine_line, pyplot, save_figure, write_lines
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -136,14 +136,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {labels.get(s['variant'], s['variant'])} | {s['seeds']} | {_n(s['final_median'], 1)} "
                      f"({_n(s['final_min'], 1)} - {_n(s['final_max'], 1)}) | {s['reached']}/{s['seeds']} | "
                      f"{_n(s['median_steps_to_threshold'])} |")
-    lines += ["", f"![eval return vs env steps]({PLOT})", ""]
-    return write_lines(lines + configs_and_notes(results["runs"]), out)
+    return close_report(lines, results["runs"], out, ("eval return vs env steps", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
     """Eval return vs env steps: the median over seeds per variant, min-max band; the teacher dashed."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         runs = [r for r in results["runs"] if r["variant"] == s["variant"] and "error" not in r and r["points"]]
         if not runs:
@@ -159,9 +157,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel(f"eval return ({EVAL_EPISODES} deterministic episodes)")
     ax.set_title(f"{results['meta']['env']}: median over {results['meta']['seeds']} seeds, min-max band",
                  fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out / PLOT)
+    return save_figure(fig, out / PLOT, axes=[ax])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import configs_and_notes, header_lines, machine_line, pyplot, save_figure, write_lines
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -175,14 +175,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['label']} | {s['seeds']} | {_pct(off['mean'])} +- {_pct(off['std'])} | "
                      f"{_pct(fin['mean'])} +- {_pct(fin['std'])} | {_pct(fin['median'])} | {per_seed} |")
     lines += ["", "Paper (Hu et al. 2025, sim, 10 seeds, read off plots): AAWR / AWR / BC roughly 95 / 45 / 25 "
-              "(camouflaged pick), 100 / 70 / 40 (active-perception task with a wrist camera).", "",
-              f"![success vs online env steps]({PLOT})", ""]
-    return write_lines(lines + configs_and_notes(results["runs"]), out)
+              "(camouflaged pick), 100 / 70 / 40 (active-perception task with a wrist camera)."]
+    return close_report(lines, results["runs"], out, ("success vs online env steps", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         color = f"C{i}"
         curves = [r["points"] for r in results["runs"]
@@ -198,9 +196,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel(f"success rate ({results['meta']['eval_episodes']} eval episodes)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{results['meta']['env']}: success vs online steps (thin: one seed)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, out / PLOT)
+    return save_figure(fig, out / PLOT, axes=[ax], legend=8)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import configs_and_notes, header_lines, machine_line, pyplot, save_figure, write_lines
+from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -181,10 +181,9 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['env']} | {s['label']} (`{s['variant']}`) | {_n(s['final_mean'], 1)} +- "
                      f"{_n(s['final_std'], 1)} | {s['solved']}/{s['seeds']} (>= {threshold(s['env']):g}) | "
                      f"{_n(s['median_solve_step'])} | {_n(s['train_s_mean'], 1)} |")
-    lines += ["", f"![eval return vs env steps]({PLOT})", ""]
-    return write_lines(lines + configs_and_notes(  # one line per task: what its variants share
-        results["runs"], key="env", config_line=_task_config,
-        failed_line=lambda r: f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`"), out)
+    return close_report(  # one config line per task: what its variants share
+        lines, results["runs"], out, ("eval return vs env steps", PLOT), key="env", config_line=_task_config,
+        failed_line=lambda r: f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`")
 
 
 def _task_config(run: dict[str, Any]) -> str:
@@ -218,9 +217,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         ax.set_title(env_id, fontsize=10)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"eval return ({EVAL_EPISODES} episodes): mean, min-max over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return save_figure(fig, out / PLOT)
+    return save_figure(fig, out / PLOT, axes=axes[0])
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import configs_and_notes, header_lines, machine_line, pyplot, save_figure, write_lines
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -263,13 +263,11 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['label']} | {s['env_id']} | {s['device']} | {_n(s['num_envs'])} | {_n(s['budget'])} | "
                      f"{s['solved']}/{s['seeds']} | {_n(s['median_s'], 1)} | {_n(s['median_step'])} | {per_seed} | "
                      f"{ratio} |")
-    lines += ["", f"![eval return vs training wall-clock]({PLOT})", ""]
-    return write_lines(lines + configs_and_notes(results["runs"]), out)
+    return close_report(lines, results["runs"], out, ("eval return vs training wall-clock", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         color = f"C{i}"
         first = True
@@ -286,9 +284,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_xlabel("training wall-clock (s, evaluations excluded; log scale)")
     ax.set_ylabel(f"eval return ({EVAL_EPISODES} deterministic episodes)")
     ax.set_title("Pendulum: evaluation return vs wall-clock (one line per seed)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out / PLOT)
+    return save_figure(fig, out / PLOT, axes=[ax])
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from benchmarks.harness.suites import SOLVE_THRESHOLD
 from drl.runners.on_policy import EVAL_SEED_OFFSET
 
 __all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "configs_and_notes",
-           "write_lines", "pyplot", "save_figure"]
+           "close_report", "write_lines", "pyplot", "one_plot", "save_figure"]
 
 NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
@@ -103,6 +103,14 @@ def write_lines(lines: list[str], out: Path) -> Path:
     return path
 
 
+def close_report(lines: list[str], runs: list[dict[str, Any]], out: Path, image: tuple[str, str],
+                 **tail: Any) -> Path:
+    """``out/report.md``: ``lines``, the plot (``image``: alt text, file), then :func:`configs_and_notes`'s
+    sections (``tail``: its keywords)."""
+    alt, file = image
+    return write_lines(lines + ["", f"![{alt}]({file})", ""] + configs_and_notes(runs, **tail), out)
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (no display)."""
     import matplotlib
@@ -113,10 +121,18 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Tight layout, saved at 100 dpi, closed."""
+def one_plot() -> tuple[Any, Any]:
+    """``(figure, axes)``: one 8 x 4.5 in plot."""
+    return pyplot().subplots(figsize=(8, 4.5))
+
+
+def save_figure(fig: Any, path: Path, axes: Any = (), legend: int = 7) -> Path:
+    """Each of ``axes`` gridded with a legend (font size ``legend``); tight layout, saved at 100 dpi, closed."""
     import matplotlib.pyplot as plt
 
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
