@@ -25,20 +25,15 @@ Writes ``results.json``, ``report.md`` and ``curves.png`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import math
-import shlex
 import statistics
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness import script
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
+from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 EVAL_EPISODES = 10
@@ -63,8 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="eval return counted as reached (default per env)")
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="stage-2 override")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "aacd")
-    parser.add_argument("--dry-run", action="store_true")
+    script.add_out(parser, RESULTS_DIR / "aacd")
     args = parser.parse_args(argv)
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, 0.0)
@@ -87,45 +81,29 @@ def config(agent: str, args: argparse.Namespace, seed: int, algo: dict[str, Any]
     return load_config(config_file=tuned if tuned.is_file() else None, agent=agent, overrides=overrides)
 
 
-def eval_points(run_dir: Path) -> list[dict[str, float]]:
-    """``[{step, eval_return}]`` of a run folder's ``metrics.csv``."""
-    from drl.logging import read_metrics
-
-    points = []
-    for row in read_metrics(run_dir / "metrics.csv"):
-        value = float(row["eval_return"]) if row.get("eval_return") not in (None, "") else math.nan
-        if math.isfinite(value):
-            points.append({"step": int(float(row["global_step"])), "eval_return": value})
-    return points
-
-
 def run_seed(seed: int, args: argparse.Namespace, work: Path, names: list[str]) -> list[dict[str, Any]]:
     """The teacher of ``seed``, then every variant on it; one record per run."""
-    from drl import api
     from drl.agents.aacd import teacher_config
 
     stage2 = config("aacd", args, seed, {} if args.teacher_steps is None else {"teacher_steps": args.teacher_steps},
                     args.steps)
     teacher_cfg = teacher_config(stage2)
-    teacher_dir = work / f"teacher-s{seed}"
-    api.train(teacher_cfg, teacher_dir)
-    records = [{"variant": "teacher", "seed": seed, "points": eval_points(teacher_dir),
+    teacher_dir, _, rows = script.train_run(teacher_cfg, work / f"teacher-s{seed}")
+    records = [{"variant": "teacher", "seed": seed, "points": script.eval_points(rows),
                 "steps": teacher_cfg.total_steps}]
     print(f"teacher seed {seed}: final eval {records[0]['points'][-1]['eval_return']:.1f}", flush=True)
+
+    def run(agent: str, algo: dict[str, Any], name: str) -> dict[str, Any]:
+        cfg = config(agent, args, seed, {**algo, "teacher": str(teacher_dir)}, stage2.total_steps)
+        _, summary, rows = script.train_run(cfg, work / f"{name}-s{seed}")
+        return {"points": script.eval_points(rows), "steps": summary["steps"], "wall_s": summary["wall_s"],
+                "config": {k: v for k, v in vars(cfg.algo).items() if k != "teacher"}}
+
     for name in names:
         agent, algo, _ = VARIANTS[name]
-        record: dict[str, Any] = {"variant": name, "seed": seed}
-        try:
-            cfg = config(agent, args, seed, {**algo, "teacher": str(teacher_dir)}, stage2.total_steps)
-            run_dir = work / f"{name}-s{seed}"
-            _, summary = api.train(cfg, run_dir)
-            record |= {"points": eval_points(run_dir), "steps": summary["steps"], "wall_s": summary["wall_s"],
-                       "config": {k: v for k, v in vars(cfg.algo).items() if k != "teacher"}}
-            print(f"{name} seed {seed}: final eval {record['points'][-1]['eval_return']:.1f}", flush=True)
-        except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
-            traceback.print_exc()
-            record["error"] = f"{type(err).__name__}: {err}"
-        records.append(record)
+        records.append(script.attempt({"variant": name, "seed": seed}, f"{name} seed {seed}",
+                                      lambda agent=agent, algo=algo, name=name: run(agent, algo, name),
+                                      lambda r: f"final eval {r['points'][-1]['eval_return']:.1f}"))
     return records
 
 
@@ -144,21 +122,12 @@ def summarise(runs: list[dict[str, Any]], names: list[str], threshold: float) ->
     return out
 
 
-def _n(x: Any, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
-
-
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
-    m, v = meta["machine"], meta["versions"]
     labels = {"teacher": "teacher (privileged actor; stage 1)"} | {k: lab for k, (_, _, lab) in VARIANTS.items()}
-    lines = [f"# AACD vs asymmetric PPO vs DAgger on {meta['env']}", "",
-             f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from this run's "
-             "`results.json`.", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores; torch {v.get('torch')}; one torch thread; "
-             f"load average at start / end {meta['load_start']} / {meta['load_end']}; the whole benchmark took "
-             f"{_n(meta.get('elapsed_s'))} s.", "",
-             f"{meta['seeds']} seeds; per seed one teacher, then every variant for the same env steps. Evaluation: "
+    lines = header_lines(f"AACD vs asymmetric PPO vs DAgger on {meta['env']}", meta)
+    lines += [machine_line(meta, gpu=False), "",
+              f"{meta['seeds']} seeds; per seed one teacher, then every variant for the same env steps. Evaluation: "
              f"{EVAL_EPISODES} deterministic episodes every {meta['eval_every']:,} env steps. Threshold "
              f"{meta['threshold']:g}.", "",
              "| variant | seeds | final eval, median (min - max) | seeds reaching the threshold | "
@@ -167,28 +136,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {labels.get(s['variant'], s['variant'])} | {s['seeds']} | {_n(s['final_median'], 1)} "
                      f"({_n(s['final_min'], 1)} - {_n(s['final_max'], 1)}) | {s['reached']}/{s['seeds']} | "
                      f"{_n(s['median_steps_to_threshold'])} |")
-    lines += ["", f"![eval return vs env steps]({PLOT})", "", "## Configs", ""]
-    seen = set()
-    for r in results["runs"]:
-        if "config" in r and r["variant"] not in seen:
-            seen.add(r["variant"])
-            lines.append(f"- `{r['variant']}`: `{json.dumps(r['config'], default=str)}`")
-    errors = [r for r in results["runs"] if "error" in r]
-    lines += ["", "## Notes", ""] + ([f"- {r['variant']} seed {r['seed']} failed: `{r['error']}`" for r in errors]
-                                     or ["- none"])
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return close_report(lines, results["runs"], out, ("eval return vs env steps", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
     """Eval return vs env steps: the median over seeds per variant, min-max band; the teacher dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         runs = [r for r in results["runs"] if r["variant"] == s["variant"] and "error" not in r and r["points"]]
         if not runs:
@@ -204,18 +157,10 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel(f"eval return ({EVAL_EPISODES} deterministic episodes)")
     ax.set_title(f"{results['meta']['env']}: median over {results['meta']['seeds']} seeds, min-max band",
                  fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / PLOT, axes=[ax])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run import _clean
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     names = args.only or list(VARIANTS)
@@ -223,25 +168,14 @@ def main(argv: list[str] | None = None) -> int:
           f"variants {names}, threshold {args.threshold:g}")
     if args.dry_run:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    start = datetime.datetime.now().astimezone()
-    results: dict[str, Any] = {"meta": {
-        "command": "python -m benchmarks.aacd " + shlex.join(argv), "date": start.isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": versions(), "env": args.env,
-        "threshold": args.threshold, "eval_every": args.eval_every, "seeds": args.seeds, "overrides": args.set,
-        "load_start": load_average()}, "runs": []}
+    began, meta = script.start("aacd", argv, args.out, env=args.env, threshold=args.threshold,
+                               eval_every=args.eval_every, seeds=args.seeds, overrides=args.set)
+    results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-aacd-") as tmp:
         for seed in range(args.seeds):
             results["runs"] += run_seed(seed, args, Path(tmp), names)
-    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - start).total_seconds()
-    results["meta"]["load_end"] = load_average()
-    results["summary"] = summarise(results["runs"], names, args.threshold)
-    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False, default=str))
-    report = write_report(results, args.out)
-    write_plot(results, args.out)
-    print(report.read_text())
-    return 0 if any("error" not in r for r in results["runs"]) else 1
+    return script.finish(results, began, args.out, lambda runs: summarise(runs, names, args.threshold),
+                         write_report, write_plot)
 
 
 if __name__ == "__main__":

@@ -34,23 +34,17 @@ BC only the policy). Measured eagerly with one torch thread on a loaded 2-core m
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import importlib
-import json
 import math
-import shlex
 import statistics
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness import script
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -86,22 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--env", default="drl/ActiveSearch-v0", help="a privileged task with a scripted expert")
     parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                         help="import this module first (e.g. one that registers the --env task)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                        help=f"run only these variants: {[v.name for v in VARIANTS]}")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "active_search")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, then exit")
+    script.add_only(parser, [v.name for v in VARIANTS])
+    script.add_out(parser, RESULTS_DIR / "active_search")
     args = parser.parse_args(argv)
-    for name in ("seeds", "steps", "demo_episodes", "eval_episodes", "eval_every"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.offline_updates < 0:
         parser.error(f"--offline-updates must be >= 0, got {args.offline_updates}")
-    names = [v.name for v in VARIANTS]
-    for name in args.only or []:
-        if name not in names:
-            parser.error(f"--only: unknown variant '{name}'; valid variants: {names}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    script.check_args(parser, args, ("seeds", "steps", "demo_episodes", "eval_episodes", "eval_every"),
+                      [v.name for v in VARIANTS])
     return args
 
 
@@ -109,12 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def success_points(rows: list[dict[str, str]]) -> list[dict[str, float]]:
     """``[{step, success}]`` of the rows with an evaluation (``metrics.csv`` rows); step 0 = end of the offline
     phase (its row is keyed 0), then online env steps."""
-    points = []
-    for row in rows:
-        value = float(row["eval_return"]) if row.get("eval_return") not in (None, "") else math.nan
-        if math.isfinite(value):
-            points.append({"step": int(float(row["global_step"])), "success": value})
-    return points
+    return script.eval_points(rows, name="success")
 
 
 def run_config(variant: Variant, seed: int, demos: Path, args: argparse.Namespace) -> Any:
@@ -132,15 +112,11 @@ def run_config(variant: Variant, seed: int, demos: Path, args: argparse.Namespac
 
 
 def run_one(variant: Variant, seed: int, demos: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from drl.api import train
     from drl.config import to_dict
-    from drl.logging import read_metrics
 
     cfg = run_config(variant, seed, demos, args)
-    torch.set_num_threads(1)
-    gc.collect()
-    run_dir, summary = train(cfg, work / f"{variant.name}-s{seed}")
-    points = success_points(read_metrics(run_dir / "metrics.csv"))
+    _, summary, rows = script.train_run(cfg, work / f"{variant.name}-s{seed}")
+    points = success_points(rows)
     offline = next((p["success"] for p in points if p["step"] == 0), None) if args.offline_updates else None
     return {"points": points, "offline_success": offline, "final_success": summary.get("final_eval_return"),
             "wall_s": summary.get("wall_s"), "steps": summary.get("steps"),
@@ -180,14 +156,9 @@ def _pct(x: Any) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
-    m, v = meta["machine"], meta["versions"]
-    lines = [f"# AAWR vs symmetric AWR vs BC on {meta['env']}", "",
-             f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from this run's "
-             "`results.json`.", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, GPU: {', '.join(m['gpu'] or []) or 'none'}; "
-             f"torch {v.get('torch')}; device {meta['device']}; one torch thread; the whole benchmark took "
-             f"{meta.get('elapsed_s', 0):,.0f} s.", "",
-             f"Budgets, the same for every variant: {meta['offline_updates']:,} offline gradient steps on the demos, "
+    lines = header_lines(f"AAWR vs symmetric AWR vs BC on {meta['env']}", meta)
+    lines += [machine_line(meta, extra=(f"device {meta['device']}", "one torch thread"), load=False), "",
+              f"Budgets, the same for every variant: {meta['offline_updates']:,} offline gradient steps on the demos, "
              f"then {meta['steps']:,} online env steps with one update each; evaluation: {meta['eval_episodes']} "
              f"deterministic episodes every {meta['eval_every']:,} online steps and at the end of the offline phase. "
              f"Demos: {meta['demo_episodes']} scripted-expert episodes recorded once per seed (expert success per "
@@ -204,28 +175,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['label']} | {s['seeds']} | {_pct(off['mean'])} +- {_pct(off['std'])} | "
                      f"{_pct(fin['mean'])} +- {_pct(fin['std'])} | {_pct(fin['median'])} | {per_seed} |")
     lines += ["", "Paper (Hu et al. 2025, sim, 10 seeds, read off plots): AAWR / AWR / BC roughly 95 / 45 / 25 "
-              "(camouflaged pick), 100 / 70 / 40 (active-perception task with a wrist camera).", "",
-              f"![success vs online env steps]({PLOT})", "", "## Configs", ""]
-    seen = set()
-    for r in results["runs"]:
-        if "config" in r and r["variant"] not in seen:
-            seen.add(r["variant"])
-            lines.append(f"- `{r['variant']}`: `{json.dumps(r['config'], default=str)}`")
-    errors = [r for r in results["runs"] if "error" in r]
-    lines += ["", "## Notes", ""] + ([f"- {r['variant']} seed {r['seed']} failed: `{r['error']}`" for r in errors]
-                                     or ["- none"])
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+              "(camouflaged pick), 100 / 70 / 40 (active-perception task with a wrist camera)."]
+    return close_report(lines, results["runs"], out, ("success vs online env steps", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         color = f"C{i}"
         curves = [r["points"] for r in results["runs"]
@@ -241,20 +196,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel(f"success rate ({results['meta']['eval_episodes']} eval episodes)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{results['meta']['env']}: success vs online steps (thin: one seed)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> null (the side-by-side harness's rule)."""
-    from benchmarks.run import _clean as json_safe
-
-    return json_safe(obj)
+    return save_figure(fig, out / PLOT, axes=[ax], legend=8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,16 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {v.name:<6} {v.label:<28} configs/{v.config}")
     if args.dry_run:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    start = datetime.datetime.now().astimezone()
-    results: dict[str, Any] = {"meta": {
-        "command": "python -m benchmarks.active_search " + shlex.join(argv),
-        "date": start.isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": versions(), "env": args.env, "seeds": args.seeds,
-        "offline_updates": args.offline_updates, "steps": args.steps, "demo_episodes": args.demo_episodes,
-        "eval_episodes": args.eval_episodes, "eval_every": args.eval_every, "device": args.device,
-        "load_start": load_average(), "expert_success": []}, "variants": variants, "runs": []}
+    began, meta = script.start("active_search", argv, args.out, env=args.env, seeds=args.seeds,
+                               offline_updates=args.offline_updates, steps=args.steps,
+                               demo_episodes=args.demo_episodes, eval_episodes=args.eval_episodes,
+                               eval_every=args.eval_every, device=args.device)
+    results: dict[str, Any] = {"meta": meta | {"expert_success": []}, "variants": variants, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-active-search-") as tmp:
         work = Path(tmp)
         for seed in range(args.seeds):
@@ -287,24 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             results["meta"]["expert_success"].append(expert)
             print(f"seed {seed}: {args.demo_episodes} demo episodes, expert success {_pct(expert)}", flush=True)
             for v in chosen:
-                record: dict[str, Any] = {"variant": v.name, "seed": seed}
-                try:
-                    record |= run_one(v, seed, demos, args, work)
-                    print(f"{v.name} seed {seed}: success {_pct(record['offline_success'])} after offline, "
-                          f"{_pct(record['final_success'])} at the end", flush=True)
-                except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
-                    traceback.print_exc()
-                    record["error"] = f"{type(err).__name__}: {err}"
-                    print(f"{v.name} seed {seed}: FAILED: {record['error']}", flush=True)
-                results["runs"].append(record)
-    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - start).total_seconds()
-    results["meta"]["load_end"] = load_average()
-    results["summary"] = summarise(results["runs"], variants)
-    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False, default=str))
-    report = write_report(results, args.out)
-    write_plot(results, args.out)
-    print(report.read_text())
-    return 0 if any("error" not in r for r in results["runs"]) else 1
+                results["runs"].append(script.attempt(
+                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
+                    lambda v=v, seed=seed, demos=demos: run_one(v, seed, demos, args, work),
+                    lambda r: f"success {_pct(r['offline_success'])} after offline, {_pct(r['final_success'])} "
+                              "at the end"))
+    return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 
 if __name__ == "__main__":

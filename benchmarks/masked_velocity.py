@@ -27,22 +27,20 @@ to max over seeds) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import json
 import math
-import shlex
 import statistics
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness import script
+from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 EVAL_EPISODES = 10
@@ -74,24 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="task ids (each needs configs/ppo/<env>.yaml)")
     parser.add_argument("--steps", type=int, default=None,
                         help="env steps per run (default: each config's total_steps)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                        help=f"run only these variants: {[v.name for v in VARIANTS]}")
+    script.add_only(parser, [v.name for v in VARIANTS])
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "masked_velocity")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, then exit")
+    script.add_out(parser, RESULTS_DIR / "masked_velocity")
     args = parser.parse_args(argv)
-    for name, value in (("--seeds", args.seeds), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            parser.error(f"{name} must be >= 1, got {value}")
-    names = [v.name for v in VARIANTS]
-    for name in args.only or []:
-        if name not in names:
-            parser.error(f"--only: unknown variant '{name}'; valid variants: {names}")
     for env_id in args.env:
         if not config_file(env_id).is_file():
             parser.error(f"--env {env_id}: no config {config_file(env_id)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    script.check_args(parser, args, ("seeds", "steps"), [v.name for v in VARIANTS])
     return args
 
 
@@ -107,9 +95,8 @@ def threshold(env_id: str) -> float:
 
 # --- one run --------------------------------------------------------------------------------
 def run(env_id: str, variant: Variant, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from drl.api import load_config, train
+    from drl.api import load_config
     from drl.config import to_dict
-    from drl.logging import read_metrics
 
     overrides: dict[str, Any] = {"seed": seed, "progress": False, "checkpoint_interval": 0, "torch_threads": 1,
                                  "device": args.device, "eval_episodes": EVAL_EPISODES,
@@ -118,12 +105,8 @@ def run(env_id: str, variant: Variant, seed: int, args: argparse.Namespace, work
     if args.steps is not None:
         overrides["total_steps"] = args.steps
     cfg = load_config(config_file=config_file(env_id), overrides=overrides)
-    torch.set_num_threads(1)
-    gc.collect()
-    run_dir, summary = train(cfg, work / f"{env_id.replace('/', '-')}-{variant.name}-s{seed}")
-    points = [{"step": int(float(r["global_step"])), "eval_return": float(r["eval_return"])}
-              for r in read_metrics(run_dir / "metrics.csv") if r.get("eval_return") not in (None, "")]
-    points = [p for p in points if math.isfinite(p["eval_return"])]
+    _, summary, rows = script.train_run(cfg, work / f"{env_id.replace('/', '-')}-{variant.name}-s{seed}")
+    points = script.eval_points(rows)
     solve = next((p["step"] for p in points if p["eval_return"] >= threshold(env_id)), None)
     return {"points": points, "final": points[-1]["eval_return"] if points else None, "solve_step": solve,
             "steps": summary["steps"], "train_s": summary["wall_s"] - summary["eval_s"],
@@ -147,10 +130,6 @@ def summarise(runs: list[dict[str, Any]], envs: list[str], variants: list[Varian
                         "solved": len(solves), "median_solve_step": statistics.median(solves) if solves else None,
                         "train_s_mean": statistics.fmean([r["train_s"] for r in done]) if done else None})
     return out
-
-
-def _n(x: Any, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
 def _verdict(by: dict[str, dict[str, Any]], better: str, worse: str) -> str:
@@ -188,14 +167,9 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    m, v = meta["machine"], meta["versions"]
-    lines = ["# Masked-velocity tasks: asymmetric critic and recurrent actor", "",
-             f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from this run's "
-             "`results.json`.", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, GPU: {', '.join(m['gpu'] or []) or 'none'}; "
-             f"torch {v.get('torch')}; one torch thread; device {meta['device']}; load average at start / end "
-             f"{meta['load_start']} / {meta['load_end']}; the whole benchmark took {_n(meta.get('elapsed_s'))} s.", "",
-             f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
+    lines = header_lines("Masked-velocity tasks: asymmetric critic and recurrent actor", meta)
+    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
+              f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
              "(`configs/ppo/<env>.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
              f"rollout and optimiser settings are equal. Final = the last evaluation ({EVAL_EPISODES} deterministic "
              "episodes) of each seed, mean +- std over seeds. Steps to threshold = median over the seeds that "
@@ -207,29 +181,23 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['env']} | {s['label']} (`{s['variant']}`) | {_n(s['final_mean'], 1)} +- "
                      f"{_n(s['final_std'], 1)} | {s['solved']}/{s['seeds']} (>= {threshold(s['env']):g}) | "
                      f"{_n(s['median_solve_step'])} | {_n(s['train_s_mean'], 1)} |")
-    lines += ["", f"![eval return vs env steps]({PLOT})", "", "## Configs", ""]
-    seen = set()
-    for r in results["runs"]:  # one line per task: what its variants share (they switch rnn_type, critic_obs)
-        if "config" in r and r["env"] not in seen:
-            seen.add(r["env"])
-            shared = {k: v for k, v in r["config"]["algo"].items() if k not in ("rnn_type", "critic_obs")}
-            lines.append(f"- {r['env']}: `{r['config']['file']}`, total_steps {r['config']['total_steps']:,}, "
-                         f"num_envs {r['config']['num_envs']}, eval_interval {r['config']['eval_interval']:,}; algo "
-                         f"`{json.dumps(shared, default=str)}`")
-    errors = [r for r in results["runs"] if "error" in r]
-    lines += ["", "## Notes", ""] + ([f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`"
-                                      for r in errors] or ["- none"])
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return close_report(  # one config line per task: what its variants share
+        lines, results["runs"], out, ("eval return vs env steps", PLOT), key="env", config_line=_task_config,
+        failed_line=lambda r: f"- {r['env']} {r['variant']} seed {r['seed']} failed: `{r['error']}`")
+
+
+def _task_config(run: dict[str, Any]) -> str:
+    """A task's config line: file, budget, envs, evaluation, and the algo settings its variants share (they
+    switch only rnn_type and critic_obs)."""
+    config = run["config"]
+    shared = {k: v for k, v in config["algo"].items() if k not in ("rnn_type", "critic_obs")}
+    return (f"- {run['env']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
+            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}; algo "
+            f"`{json.dumps(shared, default=str)}`")
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     envs = list(dict.fromkeys(s["env"] for s in results["summary"]))
     fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
     for ax, env_id in zip(axes[0], envs, strict=True):
@@ -249,19 +217,11 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         ax.set_title(env_id, fontsize=10)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"eval return ({EVAL_EPISODES} episodes): mean, min-max over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / PLOT, axes=axes[0])
 
 
 # --- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run import _clean as json_safe
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     variants = [v for v in VARIANTS if not args.only or v.name in args.only]
@@ -271,36 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {v.name:<8} {v.label}")
     if args.dry_run:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = datetime.datetime.now().astimezone()
-    results: dict[str, Any] = {"meta": {
-        "command": "python -m benchmarks.masked_velocity " + shlex.join(argv),
-        "date": start.isoformat(timespec="seconds"), "machine": machine_info(), "versions": versions(),
-        "seeds": args.seeds, "device": args.device, "thresholds": {e: threshold(e) for e in args.env},
-        "eval_episodes": EVAL_EPISODES, "load_start": load_average()},
-        "variants": [vars(v) for v in variants], "runs": []}
+    began, meta = script.start("masked_velocity", argv, args.out, seeds=args.seeds, device=args.device,
+                               thresholds={e: threshold(e) for e in args.env}, eval_episodes=EVAL_EPISODES)
+    results: dict[str, Any] = {"meta": meta, "variants": [vars(v) for v in variants], "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-masked-velocity-") as tmp:
         for env_id in args.env:
             for seed in range(args.seeds):
                 for v in variants:
-                    record: dict[str, Any] = {"env": env_id, "variant": v.name, "seed": seed}
-                    try:
-                        record |= run(env_id, v, seed, args, Path(tmp))
-                        print(f"{env_id} {v.name} seed {seed}: final {_n(record['final'], 1)}, threshold at "
-                              f"{_n(record['solve_step'])} env steps", flush=True)
-                    except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
-                        traceback.print_exc()
-                        record["error"] = f"{type(err).__name__}: {err}"
-                        print(f"{env_id} {v.name} seed {seed}: FAILED: {record['error']}", flush=True)
-                    results["runs"].append(record)
-    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - start).total_seconds()
-    results["meta"]["load_end"] = load_average()
-    results["summary"] = summarise(results["runs"], args.env, variants)
-    (args.out / "results.json").write_text(json.dumps(json_safe(results), indent=1, allow_nan=False, default=str))
-    report = write_report(results, args.out)
-    write_plot(results, args.out)
-    print(report.read_text())
-    return 0 if any("error" not in r for r in results["runs"]) else 1
+                    results["runs"].append(script.attempt(
+                        {"env": env_id, "variant": v.name, "seed": seed}, f"{env_id} {v.name} seed {seed}",
+                        lambda env_id=env_id, v=v, seed=seed: run(env_id, v, seed, args, Path(tmp)),
+                        lambda r: f"final {_n(r['final'], 1)}, threshold at {_n(r['solve_step'])} env steps"))
+    return script.finish(results, began, args.out, lambda runs: summarise(runs, args.env, variants), write_report,
+                         write_plot)
 
 
 if __name__ == "__main__":

@@ -30,22 +30,20 @@ Writes ``results.json``, ``report.md`` and ``eval_vs_wall.png`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
 import math
-import shlex
 import statistics
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.harness.machine import load_average, machine_info, versions
+from benchmarks.harness import script
+from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, save_figure
+from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 THRESHOLD = -200.0
@@ -95,21 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="env step budget of the parallel variants (default: their config's total_steps)")
     parser.add_argument("--eval-every", type=int, default=1_000, help="env steps between evaluations (one-env)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="solved at mean eval return >= this")
-    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                        help=f"run only these variants: {[v.name for v in VARIANTS]}")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "pendulum_solve")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, then exit")
+    script.add_only(parser, [v.name for v in VARIANTS])
+    script.add_out(parser, RESULTS_DIR / "pendulum_solve")
     args = parser.parse_args(argv)
-    for name, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--eval-every", args.eval_every),
-                        ("--parallel-steps", args.parallel_steps)):
-        if value is not None and value < 1:
-            parser.error(f"{name} must be >= 1, got {value}")
-    names = [v.name for v in VARIANTS]
-    for name in args.only or []:
-        if name not in names:
-            parser.error(f"--only: unknown variant '{name}'; valid variants: {names}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+    script.check_args(parser, args, ("seeds", "steps", "eval_every", "parallel_steps"), [v.name for v in VARIANTS])
     return args
 
 
@@ -122,13 +109,7 @@ def eval_points(rows: list[dict[str, str]]) -> list[dict[str, float]]:
     runner re-reads its clock after evaluating and adds the evaluation to ``eval_s``) and
     ``eval_return``.
     """
-    points = []
-    for row in rows:
-        value = float(row["eval_return"]) if row.get("eval_return") not in (None, "") else math.nan
-        if math.isfinite(value):
-            points.append({"step": int(float(row["global_step"])),
-                           "train_s": float(row["wall_s"]) - float(row.get("eval_s") or 0.0), "eval_return": value})
-    return points
+    return script.eval_points(rows, train_s=True)
 
 
 def first_solve(points: list[dict[str, float]], threshold: float = THRESHOLD) -> dict[str, float] | None:
@@ -164,15 +145,13 @@ def drl_config(variant: SolveVariant, seed: int, args: argparse.Namespace) -> An
 
 
 def run_drl(variant: SolveVariant, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from drl.api import train
     from drl.config import to_dict
 
     cfg = drl_config(variant, seed, args)
     source = getattr(cfg, "source", "")
-    torch.set_num_threads(1)
-    gc.collect()
-    run_dir, summary = train(cfg, work / f"{variant.name}-s{seed}")
-    points, solve = solve_from_metrics(run_dir / "metrics.csv", args.threshold)
+    _, summary, rows = script.train_run(cfg, work / f"{variant.name}-s{seed}")
+    points = eval_points(rows)
+    solve = first_solve(points, args.threshold)
     algo = to_dict(cfg.algo)
     return {"num_envs": cfg.env.num_envs, "device": str(cfg.device), "budget": cfg.total_steps, "points": points,
             "solve": solve, "steps": int(summary.get("steps", points[-1]["step"] if points else 0)),
@@ -240,10 +219,6 @@ def summarise(runs: list[dict[str, Any]], variants: list[dict[str, Any]]) -> lis
     return out
 
 
-def _n(x: Any, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
-
-
 def target_lines(summary: list[dict[str, Any]]) -> list[str]:
     """One verdict per parallel variant: SB3's median seconds to solve / the variant's >= 10x (CPU only)."""
     lines = []
@@ -262,15 +237,8 @@ def target_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    m, v = meta["machine"], meta["versions"]
-    gpu = ", ".join(m["gpu"] or []) or "none"
-    lines = ["# Wall-clock to solve Pendulum (eval return >= {:g})".format(meta["threshold"]), "",
-             f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from this run's "
-             "`results.json`.", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, GPU: {gpu}; torch "
-             f"{v.get('torch')}, stable-baselines3 {v.get('stable_baselines3')}; one torch thread; load average at "
-             f"start / end {meta['load_start']} / {meta['load_end']}; the whole benchmark took "
-             f"{_n(meta.get('elapsed_s'))} s.", "",
+    lines = header_lines("Wall-clock to solve Pendulum (eval return >= {:g})".format(meta["threshold"]), meta)
+    lines += [machine_line(meta, software=("torch", "stable_baselines3")), "",
              f"Solved = the first evaluation ({EVAL_EPISODES} deterministic episodes) with mean return >= "
              f"{meta['threshold']:g}. The one-env variants evaluate every {meta['eval_every']:,} env steps, the "
              "parallel ones after every iteration. Time = training seconds: evaluations (drl: `eval_s` of its "
@@ -295,27 +263,11 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines.append(f"| {s['label']} | {s['env_id']} | {s['device']} | {_n(s['num_envs'])} | {_n(s['budget'])} | "
                      f"{s['solved']}/{s['seeds']} | {_n(s['median_s'], 1)} | {_n(s['median_step'])} | {per_seed} | "
                      f"{ratio} |")
-    lines += ["", f"![eval return vs training wall-clock]({PLOT})", "", "## Configs", ""]
-    seen = set()
-    for r in results["runs"]:
-        if "config" in r and r["variant"] not in seen:
-            seen.add(r["variant"])
-            lines.append(f"- `{r['variant']}`: `{json.dumps(r['config'], default=str)}`")
-    errors = [r for r in results["runs"] if "error" in r]
-    lines += ["", "## Notes", ""] + ([f"- {r['variant']} seed {r['seed']} failed: `{r['error']}`" for r in errors]
-                                     or ["- none"])
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return close_report(lines, results["runs"], out, ("eval return vs training wall-clock", PLOT))
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = one_plot()
     for i, s in enumerate(results["summary"]):
         color = f"C{i}"
         first = True
@@ -332,13 +284,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.set_xlabel("training wall-clock (s, evaluations excluded; log scale)")
     ax.set_ylabel(f"eval return ({EVAL_EPISODES} deterministic episodes)")
     ax.set_title("Pendulum: evaluation return vs wall-clock (one line per seed)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / PLOT, axes=[ax])
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -348,13 +294,6 @@ def _status(variant: SolveVariant) -> str:
     if variant.lib == "drl" and variant.agent not in AGENTS:
         return f"skipped: drl has no '{variant.agent}' agent (drl.registry.AGENTS)"
     return "ok"
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> null (the side-by-side harness's rule)."""
-    from benchmarks.run import _clean as json_safe
-
-    return json_safe(obj)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,15 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {v['name']:<18} {v['label']:<40} {v['status']}")
     if args.dry_run:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    start = datetime.datetime.now().astimezone()
-    results: dict[str, Any] = {"meta": {
-        "command": "python -m benchmarks.pendulum_solve " + shlex.join(argv),
-        "date": start.isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": versions(), "threshold": args.threshold, "eval_every": args.eval_every,
-        "eval_episodes": EVAL_EPISODES, "seeds": args.seeds, "device": args.device, "load_start": load_average()},
-        "variants": variants, "runs": []}
+    began, meta = script.start("pendulum_solve", argv, args.out, threshold=args.threshold,
+                               eval_every=args.eval_every, eval_episodes=EVAL_EPISODES, seeds=args.seeds,
+                               device=args.device)
+    results: dict[str, Any] = {"meta": meta, "variants": variants, "runs": []}
     by_name = {v.name: v for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="drl-pendulum-solve-") as tmp:
         for seed in range(args.seeds):
@@ -387,26 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                 if v["status"] != "ok":
                     continue
                 variant = by_name[v["name"]]
-                record: dict[str, Any] = {"variant": v["name"], "seed": seed}
-                try:
-                    record |= run_sb3(variant, seed, args) if variant.lib == "sb3" else \
-                        run_drl(variant, seed, args, Path(tmp))
-                    solve = record["solve"]
-                    print(f"{v['name']} seed {seed}: " + (f"solved at {solve['train_s']:.1f} s, {solve['step']:,} "
-                          "env steps" if solve else f"not solved in {record['steps']:,} env steps"), flush=True)
-                except Exception as err:  # noqa: BLE001  (one failed run must not lose the others)
-                    traceback.print_exc()
-                    record["error"] = f"{type(err).__name__}: {err}"
-                    print(f"{v['name']} seed {seed}: FAILED: {record['error']}", flush=True)
-                results["runs"].append(record)
-    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - start).total_seconds()
-    results["meta"]["load_end"] = load_average()
-    results["summary"] = summarise(results["runs"], variants)
-    (args.out / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False, default=str))
-    report = write_report(results, args.out)
-    write_plot(results, args.out)
-    print(report.read_text())
-    return 0 if any("error" not in r for r in results["runs"]) else 1
+                results["runs"].append(script.attempt(
+                    {"variant": v["name"], "seed": seed}, f"{v['name']} seed {seed}",
+                    lambda variant=variant, seed=seed: run_sb3(variant, seed, args) if variant.lib == "sb3"
+                    else run_drl(variant, seed, args, Path(tmp)),
+                    lambda r: (f"solved at {r['solve']['train_s']:.1f} s, {r['solve']['step']:,} env steps"
+                               if r["solve"] else f"not solved in {r['steps']:,} env steps")))
+    return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from benchmarks.harness.analysis import finite
 from benchmarks.harness.suites import SOLVE_THRESHOLD
 from drl.runners.on_policy import EVAL_SEED_OFFSET
 
-__all__ = ["write_report", "write_plots", "PLOTS"]
+__all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "configs_and_notes",
+           "close_report", "write_lines", "pyplot", "one_plot", "save_figure"]
 
 NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
@@ -45,6 +48,95 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return lines
+
+
+# --- pieces of the single-study scripts' reports (pendulum_solve, masked_velocity, aacd, active_search) --
+def number(x: Any, digits: int = 0) -> str:
+    """Number with thousands separators, '-' for anything not a finite number."""
+    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def header_lines(title: str, meta: dict[str, Any]) -> list[str]:
+    """The title and the "Generated ... by ..." line of a report."""
+    return [f"# {title}", "", f"Generated {meta['date']} by `{meta['command']}`. Every number below comes from "
+            "this run's `results.json`.", ""]
+
+
+def machine_line(meta: dict[str, Any], software: tuple[str, ...] = ("torch",), extra: tuple[str, ...] = (
+        "one torch thread",), gpu: bool = True, load: bool = True) -> str:
+    """``Machine: CPU, cores[, GPU]; versions; extra...[; load average]; the whole benchmark took N s.``"""
+    m, v = meta["machine"], meta["versions"]
+    machine = f"{m['cpu']}, {m['usable_cores']} usable cores" + (
+        f", GPU: {', '.join(m['gpu'] or []) or 'none'}" if gpu else "")
+    parts = [machine, ", ".join(f"{name.replace('_', '-')} {v.get(name)}" for name in software), *extra]
+    if load:
+        parts.append(f"load average at start / end {meta['load_start']} / {meta['load_end']}")
+    return "Machine: " + "; ".join(parts + [f"the whole benchmark took {number(meta.get('elapsed_s'))} s."])
+
+
+def _variant_config(run: dict[str, Any]) -> str:
+    return f"- `{run['variant']}`: `{json.dumps(run['config'], default=str)}`"
+
+
+def _failed(run: dict[str, Any]) -> str:
+    return f"- {run['variant']} seed {run['seed']} failed: `{run['error']}`"
+
+
+def configs_and_notes(runs: list[dict[str, Any]], key: str = "variant",
+                      config_line: Callable[[dict], str] = _variant_config,
+                      failed_line: Callable[[dict], str] = _failed) -> list[str]:
+    """``## Configs`` (one line per ``run[key]``, from its first run with a config) and ``## Notes`` (the failed
+    runs, or "- none")."""
+    lines = ["## Configs", ""]
+    seen = set()
+    for r in runs:
+        if "config" in r and r[key] not in seen:
+            seen.add(r[key])
+            lines.append(config_line(r))
+    return lines + ["", "## Notes", ""] + ([failed_line(r) for r in runs if "error" in r] or ["- none"])
+
+
+def write_lines(lines: list[str], out: Path) -> Path:
+    """``out/report.md``: the lines, one each."""
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def close_report(lines: list[str], runs: list[dict[str, Any]], out: Path, image: tuple[str, str],
+                 **tail: Any) -> Path:
+    """``out/report.md``: ``lines``, the plot (``image``: alt text, file), then :func:`configs_and_notes`'s
+    sections (``tail``: its keywords)."""
+    alt, file = image
+    return write_lines(lines + ["", f"![{alt}]({file})", ""] + configs_and_notes(runs, **tail), out)
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def one_plot() -> tuple[Any, Any]:
+    """``(figure, axes)``: one 8 x 4.5 in plot."""
+    return pyplot().subplots(figsize=(8, 4.5))
+
+
+def save_figure(fig: Any, path: Path, axes: Any = (), legend: int = 7) -> Path:
+    """Each of ``axes`` gridded with a legend (font size ``legend``); tight layout, saved at 100 dpi, closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 # --- hyperparameters ------------------------------------------------------------------------
@@ -309,9 +401,7 @@ def _offpolicy_section(comps: dict[str, Any], results: dict[str, Any]) -> list[s
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     comps = results["comparisons"]
-    lines = [f"# drl vs Stable-Baselines3: `{results['suite']}` suite", "",
-             f"Generated {results['meta']['date']} by `{results['meta']['command']}`. Every number below comes from "
-             "this run's `results.json`.", ""]
+    lines = header_lines(f"drl vs Stable-Baselines3: `{results['suite']}` suite", results["meta"])
     lines += _setup(results)
     lines += _throughput_section(comps)
     lines += _return_section(comps, results)
@@ -327,9 +417,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     lines += ["## Notes", ""]
     lines += [f"- {n}" for n in notes] or ["- none"]
     lines += [f"- run failed: {r['row']} / {r['variant']} / seed {r['seed']}: `{r['error']}`" for r in errors]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_lines(lines, out)
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -395,10 +483,7 @@ def _curve_plot(rows: list[dict], runs: list[dict], colors: dict[str, str], x_ke
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _sps_plot(rows: list[dict], runs: list[dict], colors: dict[str, str], path: Path) -> Path:
@@ -427,10 +512,7 @@ def _sps_plot(rows: list[dict], runs: list[dict], colors: dict[str, str], path: 
     ax.set_yscale("log")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_plots(results: dict[str, Any], out: Path) -> list[Path]:

@@ -1,0 +1,116 @@
+"""The frame of the single-study scripts (pendulum_solve, masked_velocity, aacd, active_search): their shared
+arguments, the meta of ``results.json``, one run through :mod:`drl.api`, and the closing writes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import shlex
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.harness.machine import load_average, machine_info, versions
+
+__all__ = ["add_only", "add_out", "check_args", "start", "attempt", "train_run", "eval_points", "finish"]
+
+
+# --- arguments ------------------------------------------------------------------------------
+def add_only(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None, help=f"run only these variants: {names}")
+
+
+def add_out(parser: argparse.ArgumentParser, default: Path) -> None:
+    """``--out`` and ``--dry-run``."""
+    parser.add_argument("--out", type=Path, default=default)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, then exit")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, positive: tuple[str, ...],
+               names: list[str]) -> None:
+    """Each of ``positive`` (destinations; None passes) >= 1, every ``--only`` name known, CUDA there if asked."""
+    for dest in positive:
+        value = getattr(args, dest)
+        if value is not None and value < 1:
+            parser.error(f"--{dest.replace('_', '-')} must be >= 1, got {value}")
+    for name in args.only or []:
+        if name not in names:
+            parser.error(f"--only: unknown variant '{name}'; valid variants: {names}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda was requested but CUDA is not available; use --device cpu or auto")
+
+
+# --- the run --------------------------------------------------------------------------------
+def start(module: str, argv: list[str], out: Path, **fields: Any) -> tuple[datetime.datetime, dict[str, Any]]:
+    """Makes ``out``, one torch thread; the start time and ``results["meta"]``: command, date, machine,
+    versions, ``fields``, load average."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    now = datetime.datetime.now().astimezone()
+    return now, {"command": f"python -m benchmarks.{module} " + shlex.join(argv),
+                 "date": now.isoformat(timespec="seconds"), "machine": machine_info(), "versions": versions(),
+                 **fields, "load_start": load_average()}
+
+
+def attempt(record: dict[str, Any], name: str, run: Callable[[], dict[str, Any]],
+            done: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """``record`` with what ``run()`` returns, ``done(record)`` printed after ``name: ``; a failure is kept as
+    ``record["error"]`` (one failed run must not lose the others)."""
+    try:
+        record |= run()
+        print(f"{name}: {done(record)}", flush=True)
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        record["error"] = f"{type(err).__name__}: {err}"
+        print(f"{name}: FAILED: {record['error']}", flush=True)
+    return record
+
+
+def train_run(cfg: Any, run_dir: Path) -> tuple[Path, dict[str, Any], list[dict[str, str]]]:
+    """``drl.api.train`` on one torch thread after a garbage collection: the run folder, its summary and its
+    ``metrics.csv`` rows."""
+    from drl.api import train
+    from drl.logging import read_metrics
+
+    torch.set_num_threads(1)
+    gc.collect()
+    run_dir, summary = train(cfg, run_dir)
+    return run_dir, summary, read_metrics(run_dir / "metrics.csv")
+
+
+def eval_points(rows: list[dict[str, str]], name: str = "eval_return", train_s: bool = False) -> list[dict]:
+    """``[{step[, train_s], name}]`` of the ``metrics.csv`` rows with a finite ``eval_return``; ``train_s`` is
+    ``wall_s - eval_s`` (training seconds up to that row, every evaluation so far excluded)."""
+    points = []
+    for row in rows:
+        value = float(row["eval_return"]) if row.get("eval_return") not in (None, "") else math.nan
+        if math.isfinite(value):
+            point: dict[str, Any] = {"step": int(float(row["global_step"]))}
+            if train_s:
+                point["train_s"] = float(row["wall_s"]) - float(row.get("eval_s") or 0.0)
+            points.append(point | {name: value})
+    return points
+
+
+def finish(results: dict[str, Any], began: datetime.datetime, out: Path,
+           summarise: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+           write_report: Callable[[dict[str, Any], Path], Path], write_plot: Callable[[dict[str, Any], Path], Path]
+           ) -> int:
+    """Elapsed time, load average, summary; ``results.json``, the report and the plot in ``out``; the report
+    printed. Exit status 0 when any run succeeded."""
+    from benchmarks.run import _clean
+
+    results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - began).total_seconds()
+    results["meta"]["load_end"] = load_average()
+    results["summary"] = summarise(results["runs"])
+    (out / "results.json").write_text(json.dumps(_clean(results), indent=1, allow_nan=False, default=str))
+    report = write_report(results, out)
+    write_plot(results, out)
+    print(report.read_text())
+    return 0 if any("error" not in r for r in results["runs"]) else 1
