@@ -43,14 +43,14 @@ def _train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.num_envs is not None:
         overrides.setdefault("env", {})["num_envs"] = args.num_envs
-    if args.demos is not None:  # an absolute path: a resume from another folder finds the same file
-        overrides.setdefault("algo", {})["demos"] = str(Path(args.demos).resolve())
+    if args.demos is not None:  # made absolute when the config is built (drl.config.PATH)
+        overrides.setdefault("algo", {})["demos"] = args.demos
     if args.no_progress:
         overrides["progress"] = False
     agent = args.agent if args.agent is not None else (None if args.config else DEFAULT_AGENT)
     if args.teacher is not None:
         _check_takes("--teacher", "teacher", "learns without a teacher run", agent, args.config)
-        overrides.setdefault("algo", {})["teacher"] = str(Path(args.teacher).resolve())  # as --demos
+        overrides.setdefault("algo", {})["teacher"] = args.teacher
     if args.env is not None or args.config:
         env_id = args.env
     else:  # the agent's own default env (a continuous one for SAC/TD3)

@@ -38,6 +38,7 @@ __all__ = [
     "check",
     "check_range",
     "parse_int",
+    "PATH",
 ]
 
 
@@ -277,8 +278,25 @@ def _check_finite_tree(value: Any, key: str) -> None:
             _check_finite_tree(v, f"{key}[{i}]")
 
 
+# field metadata of a config key holding a file or folder path (``field(default=None, metadata=PATH)``):
+# :func:`build` makes a relative path absolute (against the working folder), so the run's config.yaml
+# names the same file from wherever the run is later resumed or evaluated
+PATH = {"path": True}
+
+
+def _absolute(value: Any, key: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return str(Path(value).expanduser().resolve())
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ConfigError(f"config key '{key}': not a usable path ({err}), got {value!r}") from None
+
+
 def build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a (partial) mapping; missing keys keep their defaults."""
+    """Instantiate dataclass ``cls`` from a (partial) mapping; missing keys keep their defaults.
+
+    A key whose field carries :data:`PATH` metadata is made absolute (see :data:`PATH`)."""
     values = values or {}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -287,10 +305,13 @@ def build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
             full = f"{prefix}.{key}" if prefix else key
             raise ConfigError(f"unknown config key '{full}'; valid keys{' of ' + prefix if prefix else ''}: {names}")
     kwargs = {}
+    paths = {f.name for f in dataclasses.fields(cls) if f.metadata.get("path")}
     for name in names:
         if name in values:
             full = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _coerce(values[name], hints[name], full)
+            if name in paths:
+                kwargs[name] = _absolute(kwargs[name], full)
     return cls(**kwargs)
 
 

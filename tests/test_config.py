@@ -424,3 +424,16 @@ def test_cli_seed_beyond_range_names_the_key(capsys):
 
     assert main(["train", "--seed", str(2**64), "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "drl train: error: config key 'seed': must be <= 2**63 - 1, got 1.84e+19"
+
+
+def test_path_keys_are_stored_absolute(tmp_path, monkeypatch):
+    """algo.demos / algo.teacher given as relative paths (--set, a config file) name the same place from
+    any working folder later: they are made absolute when the config is built."""
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config({"agent": "aawr", "env": {"id": "drl/ActiveSearch-v0"}, "algo": {"demos": "d/demos.pt"}})
+    assert cfg.algo.demos == str(tmp_path.resolve() / "d" / "demos.pt")
+    cfg = resolve_config({"agent": "aacd", "env": {"id": "drl/CartPoleNoVel-v0"}, "algo": {"teacher": "runs/t"}})
+    assert cfg.algo.teacher == str(tmp_path.resolve() / "runs" / "t")
+    assert resolve_config({"agent": "aacd", "env": {"id": "drl/CartPoleNoVel-v0"}}).algo.teacher is None
+    with pytest.raises(ConfigError, match=r"config key 'algo.demos': not a usable path"):
+        resolve_config({"agent": "aawr", "env": {"id": "drl/ActiveSearch-v0"}, "algo": {"demos": "a\x00b"}})

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from drl.agents.ppo import PPO, PPOConfig
-from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range, merge, to_dict
+from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range, merge, to_dict
 from drl.nn import RewardScaler
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
@@ -55,7 +55,7 @@ class AACDConfig(PPOConfig):
     critic_mode: Literal["frozen", "finetune", "scratch"] = "frozen"
     # a drl run folder of a PPO-family run (ppo/aac) whose critic reads critic_obs; null: `drl train aacd`
     # trains one first in <run>/teacher (stage 1, teacher_steps env steps); `--teacher RUN_DIR` sets it
-    teacher: str | None = None
+    teacher: str | None = field(default=None, metadata=PATH)
     teacher_checkpoint: Literal["best", "latest"] = "best"
     critic_learning_rate: float | None = None  # finetune only; null: learning_rate
     teacher_steps: int = 100_000  # stage 1's env steps when no teacher is given

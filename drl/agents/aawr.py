@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
-from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
 from drl.storage import ReplayBuffer
 from drl.storage.replay import MixedSampler
@@ -92,7 +92,7 @@ class AAWRConfig(OffPolicyConfig):
     actor_hidden: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
     # demonstrations (envs/tasks/demos.py format); null: none (pure online; BC needs them)
-    demos: str | None = None
+    demos: str | None = field(default=None, metadata=PATH)
     demo_fraction: float = 0.5  # share of each online batch drawn from the demos (RLPD-style)
     offline_updates: int = 20_000  # gradient steps on demos only before the first env step
     offline_log_interval: int = 1_000  # offline gradient steps per metrics row (and latest.pt)

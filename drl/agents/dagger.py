@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from drl.agents.aacd import load_teacher, teacher_input_dims
-from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd, make_mlp
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import TrainStep
@@ -60,7 +60,8 @@ class DAggerConfig:
     activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
     actor_obs: str = "policy"  # obs group the student reads
     normalize_obs: bool = False
-    teacher: str | None = None  # a drl run folder whose actor is the expert (required; --teacher RUN_DIR)
+    # a drl run folder whose actor is the expert (required; --teacher RUN_DIR)
+    teacher: str | None = field(default=None, metadata=PATH)
     teacher_checkpoint: Literal["best", "latest"] = "best"
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
