@@ -313,8 +313,4 @@ class AAWR(OffPolicyAgent):
             self._sampler = MixedSampler(self.demo_buffer, replay, cfg.demo_fraction)
         parts = [self.gather_transitions(buffer, steps, envs)
                  for buffer, steps, envs in self._sampler.sample_indices(cfg.batch_size, self.generator)]
-        batch = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        if cfg.num_q_target_pair < cfg.num_q:  # a fresh pair of target heads each update
-            heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
-            batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
-        return batch
+        return self.complete_batch({name: torch.cat([part[name] for part in parts]) for name in parts[0]})

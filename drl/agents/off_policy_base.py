@@ -455,9 +455,15 @@ class OffPolicyAgent:
         ``returns + discounts * V(next_obs)`` is the TD target: one-step ``discounts = gamma (1 - terminated)``,
         n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row).
         """
+        steps, envs = replay.sample_indices(self.cfg.batch_size, self.generator)
+        return self.complete_batch(self.gather_transitions(replay, steps, envs))
+
+    def complete_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add what an update draws besides the transitions: ``heads`` ``[M]`` (REDQ: a fresh subset of
+        ``num_q_target_pair`` target heads each update, when fewer than ``num_q``) and the agent's noise
+        (:meth:`_draw_noise`). Returns ``batch``."""
         cfg = self.cfg
-        batch = self.gather_transitions(replay, *replay.sample_indices(cfg.batch_size, self.generator))
-        if cfg.num_q_target_pair < cfg.num_q:  # REDQ: a fresh subset of target heads each update
+        if cfg.num_q_target_pair < cfg.num_q:
             heads = torch.randperm(cfg.num_q, generator=self.generator, device=self.generator.device)
             batch["heads"] = heads[:cfg.num_q_target_pair].to(self.device)
         self._draw_noise(batch)

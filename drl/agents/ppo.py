@@ -378,7 +378,8 @@ class PPO:
         record["rewards"] = reward
         record["terminated"] = terminated
         record["truncated"] = truncated
-        self.end_episodes(terminated | truncated)
+        if self.memory is not None:  # feed-forward: nothing per env to restart (no op on the step path)
+            self.memory.end_episodes(terminated | truncated)
         return record
 
     # --- learning side --------------------------------------------------------------------

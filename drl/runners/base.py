@@ -187,9 +187,10 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
                 break
             action, _ = agent.act(obs, deterministic=True, update_stats=False)
             obs, reward, terminated, truncated, info = env.step(action)
-            end_episodes(terminated | truncated)
+            ended = terminated | truncated
+            end_episodes(ended)
             running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
-            done = (terminated | truncated).cpu()
+            done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
                 if done_counts[i] < quota[i]:
                     returns.append(float(running[i]))
@@ -234,7 +235,7 @@ class Runner:
         with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
             self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
             self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
-                                     cfg.env.kwargs)
+                                         cfg.env.kwargs)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
@@ -571,7 +572,7 @@ class Runner:
         try:
             with self.stop.interruptible():
                 returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                                   seed=self.cfg.seed + EVAL_SEED_OFFSET)
+                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
         except EnvStepError as err:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
