@@ -2,7 +2,7 @@
 
     python -m benchmarks.active_search [--seeds 5] [--offline-updates 20000] [--steps 50000]
                                        [--demo-episodes 50] [--eval-episodes 50] [--eval-every 5000]
-                                       [--device cpu|cuda|auto] [--env drl/ActiveSearch-v0] [--import MODULE]
+                                       [--device cpu|cuda|auto] [--jobs 1] [--env drl/ActiveSearch-v0] [--import MODULE]
                                        [--only NAME ...] [--out benchmarks/results/active_search] [--dry-run]
 
 Variants (``--only`` names), each from its config file with the benchmark's budgets laid over it:
@@ -36,9 +36,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation")
     parser.add_argument("--eval-every", type=int, default=5_000, help="online env steps between evaluations")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process on one torch "
+                        "thread (results do not depend on it)")
     parser.add_argument("--env", default="drl/ActiveSearch-v0", help="a privileged task with a scripted expert")
     parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                         help="import this module first (e.g. one that registers the --env task)")
@@ -85,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.offline_updates < 0:
         parser.error(f"--offline-updates must be >= 0, got {args.offline_updates}")
-    script.check_args(parser, args, ("seeds", "steps", "demo_episodes", "eval_episodes", "eval_every"),
+    script.check_args(parser, args, ("seeds", "steps", "demo_episodes", "eval_episodes", "eval_every", "jobs"),
                       [v.name for v in VARIANTS])
     return args
 
@@ -120,7 +124,18 @@ def run_one(variant: Variant, seed: int, demos: Path, args: argparse.Namespace, 
     offline = next((p["success"] for p in points if p["step"] == 0), None) if args.offline_updates else None
     return {"points": points, "offline_success": offline, "final_success": summary.get("final_eval_return"),
             "wall_s": summary.get("wall_s"), "steps": summary.get("steps"),
-            "config": {"source": getattr(cfg, "source", ""), "algo": to_dict(cfg.algo)}}
+            "config": {"source": getattr(cfg, "source", "").replace(f"{CONFIG_DIR.parent}/", ""),
+                       "algo": to_dict(cfg.algo) | {"demos": demos.name}}}  # no paths of this machine
+
+
+def _unit(variant: Variant, seed: int, demos: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One (variant, seed) run, as :func:`script.attempt` records it; importable, so a worker process can run it."""
+    for module in args.modules:
+        importlib.import_module(module)
+    return script.attempt({"variant": variant.name, "seed": seed}, f"{variant.name} seed {seed}",
+                          lambda: run_one(variant, seed, demos, args, work),
+                          lambda r: f"success {_pct(r['offline_success'])} after offline, "
+                                    f"{_pct(r['final_success'])} at the end")
 
 
 def record_demos(seed: int, args: argparse.Namespace, work: Path) -> tuple[Path, float]:
@@ -219,16 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta | {"expert_success": []}, "variants": variants, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-active-search-") as tmp:
         work = Path(tmp)
+        units = []
         for seed in range(args.seeds):
             demos, expert = record_demos(seed, args, work)
             results["meta"]["expert_success"].append(expert)
             print(f"seed {seed}: {args.demo_episodes} demo episodes, expert success {_pct(expert)}", flush=True)
-            for v in chosen:
-                results["runs"].append(script.attempt(
-                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
-                    lambda v=v, seed=seed, demos=demos: run_one(v, seed, demos, args, work),
-                    lambda r: f"success {_pct(r['offline_success'])} after offline, {_pct(r['final_success'])} "
-                              "at the end"))
+            units += [(v, seed, demos, args, work) for v in chosen]
+        if args.jobs == 1:
+            results["runs"] = [_unit(*unit) for unit in units]
+        else:  # each run alone in a fresh process: same result as in series (one torch thread, own seed)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+                results["runs"] = list(pool.map(_unit, *zip(*units, strict=True)))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 
