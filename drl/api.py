@@ -18,7 +18,7 @@ from drl.registry import AGENTS, resolve_config
 from drl.runners.base import episode_memory
 from drl.runners.common import check_run_dir_free
 from drl.runners.on_policy import EVAL_SEED_OFFSET, evaluate_policy
-from envs import make_vec_env
+from drl.wrappers import make_run_env
 from envs.core import MissingDependencyError, resolve_device
 
 __all__ = ["CONFIG_DIR", "config_path_for", "load_config", "train", "resume", "evaluate", "load_agent"]
@@ -190,7 +190,7 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     ckpt = load_run_checkpoint(path, map_location=dev, required={"agent": str, "agent_state": dict})
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
-    probe = make_vec_env(cfg.env.id, 1, dev, "sync", cfg.env.kwargs)
+    probe = make_run_env(cfg, 1, dev, for_eval=True)
     agent_class = AGENTS[cfg.agent].agent_class
     build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
     agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)
@@ -215,8 +215,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         prepare_offscreen_gl()  # before MuJoCo is imported: it picks its OpenGL backend once
     agent, cfg = load_agent(run_dir, checkpoint, device)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_vec_env(cfg.env.id, min(cfg.env.num_eval_envs, episodes), resolve_device(device), "sync",
-                       cfg.env.kwargs)
+    env = make_run_env(cfg, min(cfg.env.num_eval_envs, episodes), resolve_device(device), for_eval=True)
     returns = evaluate_policy(agent, env, episodes, seed)
     env.close()
     result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(returns)),
@@ -276,7 +275,7 @@ def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int,
                  max_steps: int = 1000) -> tuple[Path, int, float]:
     """Roll out one deterministic episode and write it to the mp4 ``out``.
 
-    The episode runs in a one-env copy of the training vector env (``make_vec_env``: the same
+    The episode runs in a one-env copy of the training vector env (``make_run_env``: the same
     adapter, obs flattening and dropped entries as in training, e.g. MiniGrid's text mission), and
     actions come from ``agent.act(obs, deterministic=True, update_stats=False)`` on its obs, so the
     agent's own observation normaliser is applied exactly as in evaluation. ``drl/`` envs draw
@@ -294,7 +293,7 @@ def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int,
     kwargs = dict(cfg.env.kwargs)
     if not cfg.env.id.startswith("drl/"):
         kwargs["render_mode"] = "rgb_array"
-    env = make_vec_env(cfg.env.id, 1, agent.device, "sync", kwargs)
+    env = make_run_env(cfg, 1, agent.device, for_eval=True, env_kwargs=kwargs)
     episode_return = 0.0
     try:
         with episode_memory(agent, 1):  # one episode from a fresh memory (a recurrent policy's state)

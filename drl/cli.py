@@ -22,7 +22,8 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos",
+                                   "wrapper")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -60,6 +61,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.demos is not None:
         _check_takes("--demos", "demos", "does not learn from demonstrations", agent, args.config)
     cfg = api.load_config(agent, env_id, args.config, overrides)
+    if args.wrapper:  # appended to the config file's wrappers (outermost last)
+        from drl.wrappers import parse_wrapper_flag, validate_wrappers
+
+        cfg.wrappers = list(cfg.wrappers) + [parse_wrapper_flag(text) for text in args.wrapper]
+        validate_wrappers(cfg.wrappers)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
@@ -129,6 +135,15 @@ def _list(args: argparse.Namespace) -> int:
     for info in ENVS.values():
         envs_table.add_row(info.id, info.backend, info.devices, info.extra or "-", info.description)
     console.print(envs_table)
+    from drl.wrappers import WRAPPERS
+
+    wrappers = Table(title="env wrappers (config `wrappers: [{name: ...}]` or `drl train --wrapper NAME:k=v`)")
+    for col in ("name", "in eval", "description"):
+        wrappers.add_column(col)
+    for name, cls in sorted(WRAPPERS.items()):
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        wrappers.add_row(name, "yes" if cls.applies_to_eval else "no", " ".join(doc.split()))
+    console.print(wrappers)
     configs = Table(title=f"tuned configs ({CONFIG_DIR.name}/)")
     configs.add_column("agent")
     configs.add_column("config (env id with / as -, then any -variant)")
@@ -212,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--demos", metavar="FILE", help="demonstrations to learn from (sets algo.demos; a file "
                        "written by `drl demos`), for agents that take them (aawr, bc)")
+    train.add_argument("--wrapper", action="append", metavar="NAME[:KEY=VALUE,...]", help="wrap the env (after the "
+                       "config's `wrappers:`; repeatable, innermost first), e.g. rnd:coef=0.01; see `drl list`")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")

@@ -134,6 +134,7 @@ class TrainConfig:
     progress: bool = True
     log_interval: int = 0  # iterations between stdout table rows (bar off / not a terminal); 0: ~10 s; -1: none
     algo: Any = None  # the agent's config dataclass (see drl.registry)
+    wrappers: list[dict[str, Any]] = field(default_factory=list)  # [{name: ..., <kwargs>}], innermost first
 
     def validate(self, prefix: str = "") -> None:
         def key(name: str) -> str:
@@ -152,6 +153,9 @@ class TrainConfig:
             key("device"),
             f"must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got '{self.device}'",
         )
+        from drl.wrappers import validate_wrappers  # the wrappers' registry (they import this module)
+
+        validate_wrappers(self.wrappers, key("wrappers"))
 
 
 def _type_name(tp: Any) -> str:

@@ -59,7 +59,7 @@ from drl.runners.common import (
     note,
     signal_name,
 )
-from envs import make_vec_env
+from drl.wrappers import WrapperStack, make_run_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
 __all__ = ["Runner", "EpisodeTracker", "evaluate_policy", "episode_memory", "seed_everything", "EVAL_SEED_OFFSET"]
@@ -233,9 +233,9 @@ class Runner:
         check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
                        self.device, cfg.env.vectorization, cfg.env.kwargs)
         with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
-            self.env = make_vec_env(cfg.env.id, cfg.env.num_envs, self.device, cfg.env.vectorization, cfg.env.kwargs)
-            self.eval_env = make_vec_env(cfg.env.id, cfg.env.num_eval_envs, self.device, cfg.env.vectorization,
-                                         cfg.env.kwargs)
+            self.env = make_run_env(cfg, cfg.env.num_envs, self.device, cfg.env.vectorization)
+            self.eval_env = make_run_env(cfg, cfg.env.num_eval_envs, self.device, cfg.env.vectorization, for_eval=True)
+        self.wrappers = WrapperStack(self.env)  # learned wrapper parts: trained per iteration, checkpointed
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
@@ -348,6 +348,8 @@ class Runner:
             "generator": self.generator.get_state(),
             "tracker": self.tracker.state_dict(),
         }
+        if self.wrappers:
+            payload["wrappers"] = self.wrappers.state_dict()
         if self._obs is not None and supports_env_state(self.env):
             payload["env_state"] = self.env.state_dict()
         return payload
@@ -388,6 +390,8 @@ class Runner:
         self.generator.set_state(ckpt["generator"].cpu())
         if "tracker" in ckpt:
             self.tracker.load_state_dict(ckpt["tracker"])
+        if self.wrappers or ckpt.get("wrappers"):
+            self.wrappers.load_state_dict(ckpt.get("wrappers", []))
         env_state = ckpt.get("env_state")
         if env_state is not None and supports_env_state(self.env):
             try:
@@ -537,7 +541,8 @@ class Runner:
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
                          extra_columns=getattr(self.agent, "metric_columns", None),  # an agent's own metrics
                          config=to_dict(cfg), config_source=getattr(cfg, "source", None),
-                         log_interval=cfg.log_interval, logged_step=logged_step, grow_columns=grow_columns)
+                         log_interval=cfg.log_interval, logged_step=logged_step,
+                         grow_columns=grow_columns or bool(self.wrappers))  # wrappers' metrics
 
     def _evaluate_if_due(self, clock: Stopwatch, last: bool) -> tuple[float, float]:
         """Evaluate when due (``global_step`` reached ``next_eval_step``, or ``last``): ``(mean, std)``

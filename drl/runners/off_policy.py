@@ -354,6 +354,8 @@ class OffPolicyRunner(Runner):
                         logger.log(row)
                 return True
             self._check_iteration(obs, metrics, "no checkpoint written from this state")
+            if self.wrappers:  # learned wrapper parts train on the transitions they saw in this iteration
+                metrics |= self.wrappers.update()
             self._at_step_boundary = True
             last = state["global_step"] >= cfg.total_steps
             eval_return, eval_return_std = self._evaluate_if_due(clock, last)  # interruptible: nothing changed yet

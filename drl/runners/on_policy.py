@@ -140,6 +140,8 @@ class OnPolicyRunner(Runner):
             self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
             with stop.interruptible():
                 metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
+                if self.wrappers:  # learned wrapper parts train on the transitions they saw in this rollout
+                    metrics |= self.wrappers.update()
             check_update(metrics, self.agent.state_dict(), state["global_step"] + self.steps_per_iteration,
                          state["iteration"] + 1, detail="no checkpoint written from this state")
             state["iteration"] += 1
