@@ -250,7 +250,7 @@ def test_to_dict_yaml_round_trip(tmp_path):
 def test_default_config_dict_has_every_key():
     data = default_config_dict("ppo")
     assert set(data) == {"agent", "env", "total_steps", "seed", "device", "eval_interval", "eval_episodes",
-                         "checkpoint_interval", "torch_threads", "progress", "log_interval", "algo"}
+                         "checkpoint_interval", "torch_threads", "progress", "log_interval", "algo", "wrappers"}
     assert data["algo"]["num_steps"] == 2048
     assert resolve_config(data) == resolve_config({})
 

@@ -273,11 +273,11 @@ def test_stop_signals_rule():
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, monkeypatch, capsys):
     import drl.runners.base as on_policy  # where the runners call them
 
-    def make_vec_env(*args, **kwargs):
+    def make_run_env(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         raise AssertionError("not reached")
 
-    monkeypatch.setattr(on_policy, "make_vec_env", make_vec_env)
+    monkeypatch.setattr(on_policy, "make_run_env", make_run_env)
     assert main(["train", *CLI_TINY, "--run-dir", str(tmp_path / "run")]) == 130
     assert capsys.readouterr().err == "drl train: interrupted by SIGINT\n"
     assert not (tmp_path / "run").exists()
