@@ -2,7 +2,8 @@
 
     python -m benchmarks.active_search [--seeds 5] [--offline-updates 20000] [--steps 50000]
                                        [--demo-episodes 50] [--eval-episodes 50] [--eval-every 5000]
-                                       [--device cpu|cuda|auto] [--jobs 1] [--env drl/ActiveSearch-v0] [--import MODULE]
+                                       [--device cpu|cuda|auto] [--jobs 1] [--work DIR]
+                                       [--env drl/ActiveSearch-v0] [--import MODULE]
                                        [--only NAME ...] [--out benchmarks/results/active_search] [--dry-run]
 
 Variants (``--only`` names), each from its config file with the benchmark's budgets laid over it:
@@ -34,7 +35,9 @@ BC only the policy). Measured eagerly with one torch thread on a loaded 2-core m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import math
 import multiprocessing
 import statistics
@@ -81,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process on one torch "
                         "thread (results do not depend on it)")
+    parser.add_argument("--work", type=Path, default=None, help="keep demos, run folders and each finished run's "
+                        "record here; a rerun with the same --work skips the runs already recorded (default: a "
+                        "temporary folder, removed at the end)")
     parser.add_argument("--env", default="drl/ActiveSearch-v0", help="a privileged task with a scripted expert")
     parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                         help="import this module first (e.g. one that registers the --env task)")
@@ -132,10 +138,15 @@ def _unit(variant: Variant, seed: int, demos: Path, args: argparse.Namespace, wo
     """One (variant, seed) run, as :func:`script.attempt` records it; importable, so a worker process can run it."""
     for module in args.modules:
         importlib.import_module(module)
-    return script.attempt({"variant": variant.name, "seed": seed}, f"{variant.name} seed {seed}",
-                          lambda: run_one(variant, seed, demos, args, work),
-                          lambda r: f"success {_pct(r['offline_success'])} after offline, "
-                                    f"{_pct(r['final_success'])} at the end")
+    record = script.attempt({"variant": variant.name, "seed": seed}, f"{variant.name} seed {seed}",
+                            lambda: run_one(variant, seed, demos, args, work),
+                            lambda r: f"success {_pct(r['offline_success'])} after offline, "
+                                      f"{_pct(r['final_success'])} at the end")
+    if "error" not in record:  # kept for a rerun with the same --work (a failed run is retried)
+        path = work / "records" / f"{variant.name}-s{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, default=str))
+    return record
 
 
 def record_demos(seed: int, args: argparse.Namespace, work: Path) -> tuple[Path, float]:
@@ -232,20 +243,37 @@ def main(argv: list[str] | None = None) -> int:
                                demo_episodes=args.demo_episodes, eval_episodes=args.eval_episodes,
                                eval_every=args.eval_every, device=args.device)
     results: dict[str, Any] = {"meta": meta | {"expert_success": []}, "variants": variants, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="drl-active-search-") as tmp:
-        work = Path(tmp)
-        units = []
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drl-active-search-")))
+        work.mkdir(parents=True, exist_ok=True)
+        plan = {k: str(getattr(args, k)) for k in ("offline_updates", "steps", "demo_episodes", "eval_episodes",
+                                                   "eval_every", "device", "env")}
+        plan_path = work / "plan.json"
+        if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
+            print(f"--work holds runs of another plan ({plan_path.read_text().strip()}); use a new --work folder",
+                  file=sys.stderr)
+            return 2
+        plan_path.write_text(json.dumps(plan))
+        units, done = [], {}
         for seed in range(args.seeds):
             demos, expert = record_demos(seed, args, work)
             results["meta"]["expert_success"].append(expert)
             print(f"seed {seed}: {args.demo_episodes} demo episodes, expert success {_pct(expert)}", flush=True)
-            units += [(v, seed, demos, args, work) for v in chosen]
+            for v in chosen:
+                record = work / "records" / f"{v.name}-s{seed}.json"
+                if record.exists():  # finished by an earlier invocation with this --work
+                    done[(v.name, seed)] = json.loads(record.read_text())
+                else:
+                    units.append((v, seed, demos, args, work))
+        print(f"{len(done)} runs already recorded in --work, {len(units)} to run", flush=True)
         if args.jobs == 1:
-            results["runs"] = [_unit(*unit) for unit in units]
+            new = [_unit(*unit) for unit in units]
         else:  # each run alone in a fresh process: same result as in series (one torch thread, own seed)
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-                results["runs"] = list(pool.map(_unit, *zip(*units, strict=True)))
+                new = list(pool.map(_unit, *zip(*units, strict=True))) if units else []
+        done |= {(r["variant"], r["seed"]): r for r in new}
+        results["runs"] = [done[(v.name, seed)] for seed in range(args.seeds) for v in chosen]
     return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 
