@@ -3,7 +3,8 @@
 :class:`AdversarialEnv` wraps a torch-contract MuJoCo env (gymnasium's CPU MuJoCo v5 envs through
 :class:`envs.core.GymnasiumVecEnv` with ``"sync"`` vectorization, or an MJWarp env of
 :mod:`envs.mjwarp`) and adds a second player. Its action is the protagonist's action followed by
-the adversary's::
+the adversary's (``single_action_space`` is ``Tuple((protagonist_action_space,
+adversary_action_space))``; :meth:`AdversarialEnv.step` takes the two parts concatenated, or as a tuple)::
 
     action [N, P + A] = [protagonist (P = the env's action size) | adversary (A = B * len(axes))]
     adversary part [N, B * len(axes)]: body-major, e.g. HalfCheetah (axes xz):
@@ -135,10 +136,8 @@ class AdversarialEnv(VectorWrapper):
         size = len(self.bodies) * len(axes)
         self.adversary_action_space = gym.spaces.Box(-1.0, 1.0, (size,), np.float32)
         self.protagonist_size = int(np.prod(protagonist.shape))
-        self.single_action_space = gym.spaces.Box(
-            np.concatenate([protagonist.low.ravel(), self.adversary_action_space.low]).astype(np.float32),
-            np.concatenate([protagonist.high.ravel(), self.adversary_action_space.high]).astype(np.float32),
-        )
+        # a Tuple names the two players' parts; step takes them concatenated (or as a tuple)
+        self.single_action_space = gym.spaces.Tuple((protagonist, self.adversary_action_space))
         self.action_space = batch_space(self.single_action_space, env.num_envs)
         self.device = env.device
 
@@ -166,6 +165,8 @@ class AdversarialEnv(VectorWrapper):
 
     def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Step with ``actions [N, P + A]`` (protagonist, then adversary); the force acts for this step only."""
+        if isinstance(actions, (tuple, list)):
+            actions = torch.cat([torch.as_tensor(a, device=self.device).reshape(self.num_envs, -1) for a in actions], 1)
         actions = torch.as_tensor(actions, device=self.device)
         protagonist = actions[:, : self.protagonist_size].reshape(self.num_envs, *self.protagonist_action_space.shape)
         xfrc = self.forces(actions[:, self.protagonist_size:])
