@@ -33,7 +33,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.core import GymnasiumVecEnv, Obs
 
-__all__ = ["AdversarialEnv", "PAPER_ADVERSARY", "DEFAULT_MAX_FORCE", "task_name", "mujoco_body_names"]
+__all__ = ["AdversarialEnv", "PAPER_ADVERSARY", "DEFAULT_MAX_FORCE", "task_name", "mujoco_body_names", "mujoco_backend"]
 
 DEFAULT_MAX_FORCE = 5.0  # RARL's force bound before adv_fraction (PAPERS.md: bounded by 5.0 * adv_fraction)
 # the paper's adversary per task: (bodies, force axes in the world frame)
@@ -55,7 +55,7 @@ def task_name(env: VectorEnv) -> str:
     return type(base).__name__
 
 
-def _backend(env: VectorEnv) -> tuple[str, Any, list[Any]]:
+def mujoco_backend(env: VectorEnv) -> tuple[str, Any, list[Any]]:
     """``(kind, mujoco model, per-env gymnasium envs)``: kind ``"cpu"`` (gymnasium MuJoCo through the
     adapter; its ``unwrapped`` sub-envs, each with its own ``model``/``data``) or ``"warp"`` (MJWarp)."""
     from envs.mjwarp.core import MjWarpEnv
@@ -65,13 +65,13 @@ def _backend(env: VectorEnv) -> tuple[str, Any, list[Any]]:
         return "warp", base.mj_model, []
     if isinstance(base, GymnasiumVecEnv):
         if base.env is not None:
-            raise ValueError("the adversarial env reaches each MuJoCo env's data: use env.vectorization 'sync', "
-                             "not 'async'")
+            raise ValueError("reaching each MuJoCo env's model and data needs env.vectorization 'sync', not "
+                             "'async'")
         subs = [e.unwrapped for e in base.envs]
         if not all(hasattr(e, "data") and hasattr(e, "model") for e in subs):
             raise ValueError(f"env '{base.env_id}' is not a gymnasium MuJoCo env (no model/data to push)")
         return "cpu", subs[0].model, subs
-    raise ValueError(f"the adversarial env needs a MuJoCo env (gymnasium's MuJoCo v5 or drl's MJWarp envs), "
+    raise ValueError(f"this needs a MuJoCo env (gymnasium's MuJoCo v5 or drl's MJWarp envs), "
                      f"got {type(base).__name__}")
 
 
@@ -102,7 +102,7 @@ class AdversarialEnv(VectorWrapper):
     def __init__(self, env: VectorEnv, bodies: Sequence[str] | None = None, axes: str | None = None,
                  adv_fraction: float = 1.0, max_force: float = DEFAULT_MAX_FORCE, active: bool = True):
         super().__init__(env)
-        self.kind, model, self._subs = _backend(env)
+        self.kind, model, self._subs = mujoco_backend(env)
         task = task_name(env)
         default = PAPER_ADVERSARY.get(task)
         if bodies is None:
