@@ -29,7 +29,7 @@ import torch
 from drl.runners.base import episode_memory
 from envs.model_scaling import PER_ENV_FIELDS, ModelScaler
 
-__all__ = ["parse_scales", "grid_for", "run_grid", "summarize", "robustness", "PARAMS"]
+__all__ = ["parse_scales", "grid_for", "run_grid", "summarize", "robustness", "label_grid_axes", "PARAMS"]
 
 PARAMS = ("mass", "friction", "both")
 DEFAULT_SCALES = "0.5:1.5:11"  # the paper's mass sweep: 0.5x to 1.5x, 11 points
@@ -141,6 +141,16 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, Any]:
             "worst_episode": float(min(r["return"] for r in rows))}
 
 
+def label_grid_axes(ax: Any, masses: Sequence[float], frictions: Sequence[float]) -> None:
+    """Label a heatmap's cells (rows: mass scales, columns: friction scales) with their scales."""
+    for setter, values in ((ax.set_xticks, frictions), (ax.set_yticks, masses)):
+        step = max(1, len(values) // 6)  # at most ~6 labels per axis
+        ticks = list(range(0, len(values), step))
+        setter(ticks, [f"{values[i]:g}" for i in ticks])
+    ax.set_xlabel("friction scale")
+    ax.set_ylabel("mass scale")
+
+
 def _plot(summary: dict[str, Any], param: str, out: Path, title: str) -> list[Path]:
     import matplotlib
 
@@ -155,11 +165,9 @@ def _plot(summary: dict[str, Any], param: str, out: Path, title: str) -> list[Pa
         for p in points:
             grid[masses.index(p["mass_scale"]), frictions.index(p["friction_scale"])] = p["mean"]
         fig, ax = plt.subplots(figsize=(6, 5))
-        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
-                          extent=(frictions[0], frictions[-1], masses[0], masses[-1]))
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        label_grid_axes(ax, masses, frictions)
         fig.colorbar(image, ax=ax, label="mean return")
-        ax.set_xlabel("friction scale")
-        ax.set_ylabel("mass scale")
         path = out / "heatmap.png"
     else:
         key = "mass_scale" if param == "mass" else "friction_scale"

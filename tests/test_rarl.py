@@ -188,3 +188,31 @@ def test_rarl_learns_inverted_pendulum_against_its_adversary(tmp_path):
 
     _, summary = train(cfg, tmp_path / "run")
     assert summary["final_eval_return"] >= 500
+
+
+def test_benchmark_script_arguments(capsys):
+    from benchmarks import rarl as bench
+
+    assert bench.main(["--dry-run", "--scales", "0.5:1.5:3"]) == 0
+    assert "mass/friction scales [0.5, 1.0, 1.5]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--scales", "1:2"])
+    assert "--scales must be LOW:HIGH:COUNT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_run(tmp_path):
+    """The whole script on a tiny budget: both methods trained, swept, reported (about a minute)."""
+    from benchmarks import rarl as bench
+
+    code = bench.main(["--envs", "InvertedPendulum-v5", "--seeds", "1", "--steps", "1024", "--eval-every", "512",
+                       "--episodes", "1", "--scales", "0.5,1.5", "--heatmap-scales", "0.5,1.5",
+                       "--heatmap-episodes", "1", "--set", "env.num_envs=2", "--set", "algo.num_steps=256",
+                       "--set", "algo.minibatch_size=128", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], "error" in r) for r in results["runs"]] == [("ppo", False), ("rarl", False)]
+    rarl = results["runs"][1]
+    assert rarl["steps"] == 2 * results["runs"][0]["steps"] and rarl["with_adversary"] is not None
+    assert {p.name for p in tmp_path.glob("*.png")} == {f"InvertedPendulum-v5-{k}.png" for k in
+                                                        ("mass", "friction", "heatmap")}
