@@ -553,6 +553,7 @@ class Runner:
         """Evaluate when due (``global_step`` reached ``next_eval_step``, or ``last``): ``(mean, std)``
         of the returns, else ``(nan, nan)``. The time goes into ``state["eval_s"]``."""
         state = self.state
+        self.extra_eval = {}  # this call's other evaluations only (a row never repeats an older one)
         if not (state["global_step"] >= state["next_eval_step"] or last):
             return math.nan, math.nan
         eval_start = clock()
