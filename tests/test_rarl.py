@@ -216,3 +216,15 @@ def test_benchmark_smoke_run(tmp_path):
     assert rarl["steps"] == 2 * results["runs"][0]["steps"] and rarl["with_adversary"] is not None
     assert {p.name for p in tmp_path.glob("*.png")} == {f"InvertedPendulum-v5-{k}.png" for k in
                                                         ("mass", "friction", "heatmap")}
+
+
+def test_train_on_an_env_the_adversary_cannot_push_is_one_line(tmp_path, capsys):
+    for args, expected in ((["--env", "Pendulum-v1"], "config key 'env.id': env 'Pendulum-v1' is not a gymnasium "
+                                                      "MuJoCo env"),
+                           (["--env", "Hopper-v5", "--set", "algo.adversary_bodies=[feet]"],
+                            "config key 'algo.adversary_bodies': adversary bodies ['feet'] are not bodies of the "
+                            "Hopper model; its bodies: ['world', 'torso', 'thigh', 'leg', 'foot']")):
+        assert main(["train", "rarl", *args, "--steps", "64", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0]
+        assert not (tmp_path / "r").exists()  # nothing claimed for a run that cannot start

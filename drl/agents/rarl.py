@@ -130,8 +130,9 @@ class RARL:
         try:
             return AdversarialEnv(env, cfg.adversary_bodies, cfg.adversary_axes, cfg.adv_fraction, cfg.max_force,
                                   active=training)
-        except ValueError as err:
-            raise ConfigError(f"config key 'algo.adversary_bodies': {err}") from err
+        except ValueError as err:  # a body the model lacks, or an env the adversary cannot push
+            key = "algo.adversary_bodies" if "bodies" in str(err) else "env.id"
+            raise ConfigError(f"config key '{key}': {err}") from err
 
     def evaluation_variants(self, eval_env: AdversarialEnv) -> dict[str, contextlib.AbstractContextManager]:
         """``{"adversary": ...}``: one more evaluation with the adversary's forces on (if configured)."""
