@@ -112,6 +112,15 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace) -> int:
+    from drl.robustness import parse_scales, robustness
+
+    summary = robustness(args.run_dir, args.param, parse_scales(args.scales), args.episodes, args.bodies, args.out,
+                         args.checkpoint, args.device, args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if k != "points"}, indent=2))
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -247,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "(<run>-<checkpoint>-<time>.mp4; never overwrites)")
     ev.add_argument("--video-dir", help="folder for the video (default: <run_dir>/videos)")
     ev.set_defaults(func=_eval)
+
+    rob = sub.add_parser("robustness", help="return of a trained continuous-control MuJoCo run under scaled body "
+                         "masses and geom friction (CSV, JSON, plots)")
+    rob.add_argument("run_dir")
+    rob.add_argument("--param", choices=["mass", "friction", "both"], default="mass",
+                     help="what to scale (both: the mass x friction grid, a heatmap)")
+    rob.add_argument("--scales", default="0.5:1.5:11", help="LOW:HIGH:COUNT or a,b,c (default 0.5:1.5:11)")
+    rob.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=10,
+                     help="episodes per grid point")
+    rob.add_argument("--bodies", nargs="+", metavar="BODY", help="bodies whose mass is scaled (default: all)")
+    rob.add_argument("--out", help="output folder (default: <run_dir>/robustness)")
+    rob.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
+    rob.add_argument("--device", default="cpu")
+    rob.add_argument("--seed", type=_integer(0, "seed"), help="first env seed (default: the run's eval seed)")
+    rob.set_defaults(func=_robustness)
 
     ls = sub.add_parser("list", help="agents, env ids and tuned configs")
     ls.set_defaults(func=_list)

@@ -11,6 +11,7 @@ from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
 from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
+from drl.agents.rarl import RARL, RARLConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
@@ -48,6 +49,9 @@ AGENTS: dict[str, AgentSpec] = {
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
     "td3": AgentSpec(TD3, TD3Config, OffPolicyRunner, "Twin Delayed DDPG (continuous; ensembles, n-step, C51)",
                      default_env="drl/Pendulum-v0", defaults={"env": {"num_envs": 1}}),
+    # robust adversarial RL (issue 12): a force-applying adversary on MuJoCo bodies, trained alternately
+    "rarl": AgentSpec(RARL, RARLConfig, OnPolicyRunner, "Robust Adversarial RL (Pinto et al. 2017): PPO protagonist "
+                      "vs a PPO adversary pushing MuJoCo bodies (continuous)", default_env="InvertedPendulum-v5"),
     # privileged information (issue 10): the critic reads the "critic" obs group, the actor "policy"
     "aac": AgentSpec(PPO, PPOConfig, OnPolicyRunner, "Asymmetric actor-critic PPO (Pinto et al. 2017): critic "
                      "on the privileged 'critic' obs group", default_env="drl/CartPoleNoVel-v0",

@@ -72,6 +72,9 @@ register_env("drl/Acrobot-v0", "envs.torch_classic.acrobot:Acrobot", _CLASSIC, "
 for _name in ("HalfCheetah", "Hopper", "Walker2d", "Ant"):
     register_env(f"drl/{_name}-v0", f"envs.mjwarp.locomotion:{_name}", "mujoco-warp", "cuda, cpu (warp)",
                  f"{_name}-v5 (gymnasium MJCF and task definition) on MuJoCo Warp", extra="mjwarp")
+for _name in ("Swimmer", "InvertedPendulum"):  # the RARL paper's other tasks (issue 12)
+    register_env(f"drl/{_name}-v0", f"envs.mjwarp.locomotion:{_name}", "mujoco-warp", "cuda, cpu (warp)",
+                 f"{_name}-v5 (gymnasium MJCF and task definition) on MuJoCo Warp", extra="mjwarp")
 for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goal"),
                      ("PickPlace", "pick a cube and place it at a goal")):
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",

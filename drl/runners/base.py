@@ -235,6 +235,15 @@ class Runner:
         with children_ignore_sigint() if cfg.env.vectorization == "async" else contextlib.nullcontext():
             self.env = make_run_env(cfg, cfg.env.num_envs, self.device, cfg.env.vectorization)
             self.eval_env = make_run_env(cfg, cfg.env.num_eval_envs, self.device, cfg.env.vectorization, for_eval=True)
+        wrap_env = getattr(agent_class, "wrap_env", None)
+        if wrap_env is not None:  # an agent's own game on the env (RARL: a second player), outermost
+            try:
+                self.env = wrap_env(self.env, cfg.algo, training=True)
+                self.eval_env = wrap_env(self.eval_env, cfg.algo, training=False)
+            except BaseException:
+                self.env.close()
+                self.eval_env.close()
+                raise
         self.wrappers = WrapperStack(self.env)  # learned wrapper parts: trained per iteration, checkpointed
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
@@ -246,6 +255,7 @@ class Runner:
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
         self._best_pending = False  # an evaluation of this iteration beat best_eval_return
+        self.extra_eval: dict[str, float] = {}  # the agent's other evaluations (see _evaluate_variants)
         self.state = self._initial_state()
         self.stop = StopSignals()
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
@@ -548,6 +558,7 @@ class Runner:
         """Evaluate when due (``global_step`` reached ``next_eval_step``, or ``last``): ``(mean, std)``
         of the returns, else ``(nan, nan)``. The time goes into ``state["eval_s"]``."""
         state = self.state
+        self.extra_eval = {}  # this call's other evaluations only (a row never repeats an older one)
         if not (state["global_step"] >= state["next_eval_step"] or last):
             return math.nan, math.nan
         eval_start = clock()
@@ -583,11 +594,29 @@ class Runner:
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
             raise
         mean, std = float(np.mean(returns)), float(np.std(returns))
+        self._evaluate_variants()
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
             self.state["best_eval_return"] = mean
             self._best_pending = True  # saved at the end of the iteration, a boundary like latest.pt
         return mean, std
+
+    def _evaluate_variants(self) -> None:
+        """The agent's other evaluations into :attr:`extra_eval` (``eval_return_<name>``, ``..._std``).
+
+        An agent may define ``evaluation_variants(eval_env) -> {name: context manager}``: each is entered
+        around one more evaluation on the same env and seed (RARL: with its adversary on). ``eval_return``
+        (best checkpoint, summary) stays the plain evaluation; list the columns in ``metric_columns``.
+        """
+        variants = getattr(self.agent, "evaluation_variants", None)
+        if variants is None:
+            return
+        for name, variant in variants(self.eval_env).items():
+            with self.stop.interruptible(), variant:
+                returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
+                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
+            self.extra_eval[f"eval_return_{name}"] = float(np.mean(returns))
+            self.extra_eval[f"eval_return_{name}_std"] = float(np.std(returns))
 
     def _write_summary(self, interrupted: bool, error: BaseException | None = None,
                        emergency: Path | None = None) -> dict[str, Any]:

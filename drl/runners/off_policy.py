@@ -362,6 +362,7 @@ class OffPolicyRunner(Runner):
             self._at_step_boundary = False  # the iteration is committed: a forced stop goes back to its start
             row = self._row(self.tracker, window, metrics, sps)
             row["eval_return"], row["eval_return_std"] = eval_return, eval_return_std
+            row.update(self.extra_eval)  # the agent's other evaluations, when it has some (Runner._evaluate_variants)
             row["wall_s"] = state["wall_s"] = clock()
             state["episode_window"] = window.state_dict()
             state["iteration"] += 1

@@ -8,6 +8,9 @@ The runner knows nothing about the algorithm. It asks the agent for
 * ``update(storage, progress) -> metrics``; ``state_dict()`` / ``load_state_dict()``;
 * optionally ``on_env_reset()``: every env was reset outside the rollout (a resume without env
   state), so per-env running quantities (PPO: the reward scaler's discounted returns) restart.
+* optionally, as class method, ``wrap_env(env, algo_cfg, training) -> env``: the env the agent plays
+  (training and evaluation envs; RARL adds its adversary), and ``evaluation_variants(eval_env)``:
+  more evaluations logged beside ``eval_return`` (see :meth:`Runner._evaluate_variants`).
 
 What is not the rollout loop (envs, agent, run folder, checkpoints, failures, evaluation) is
 :class:`drl.runners.base.Runner`, shared with the off-policy runner.
@@ -160,6 +163,7 @@ class OnPolicyRunner(Runner):
             last = state["iteration"] == self.num_iterations
             if state["global_step"] >= state["next_eval_step"] or last:
                 row["eval_return"], row["eval_return_std"] = self._evaluate_if_due(clock, last)
+                row.update(self.extra_eval)
                 row["wall_s"] = state["wall_s"] = clock()
             self._log_and_checkpoint(logger, row, last)
             self._end_iteration()

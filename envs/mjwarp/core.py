@@ -382,7 +382,7 @@ class MjWarpEnv(MjRenderMixin, TorchVecEnv):
     def recompute_model_constants(self) -> None:
         """Recompute the model constants derived from masses, inertias, armature, sizes, qpos0
         (``mujoco_warp.set_const``) after writing such per-env fields through :meth:`model_view`."""
-        with self._warp_scope():
+        with self._warp_scope(), _quiet_warp_loading():  # its kernels load on the first call
             mjw.set_const(self.model, self.data)
 
     def set_geom_friction(

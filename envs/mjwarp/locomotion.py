@@ -1,4 +1,4 @@
-"""Gymnasium's MuJoCo v5 locomotion tasks (HalfCheetah, Hopper, Walker2d, Ant) on MuJoCo Warp.
+"""Gymnasium's MuJoCo v5 tasks (HalfCheetah, Hopper, Walker2d, Ant, Swimmer, InvertedPendulum) on MuJoCo Warp.
 
 The MJCF files are read at runtime from gymnasium's installed assets (no copy in this repo), and
 no change to them was needed for mujoco_warp (4.0.0). Observation, reward terms, termination, frame skip
@@ -30,7 +30,7 @@ import torch
 from envs.core import Obs
 from envs.mjwarp.core import MjWarpEnv, load_mj_model
 
-__all__ = ["HalfCheetah", "Hopper", "Walker2d", "Ant", "gymnasium_asset"]
+__all__ = ["HalfCheetah", "Hopper", "Walker2d", "Ant", "Swimmer", "InvertedPendulum", "gymnasium_asset"]
 
 
 def gymnasium_asset(xml_file: str) -> str:
@@ -415,3 +415,81 @@ class Ant(_Locomotion):
             "reward_survive": healthy_reward,
         }
         return forward_reward + healthy_reward - ctrl_cost - contact_cost, terminated
+
+
+class Swimmer(_Locomotion):
+    """Swimmer-v5: swim forward (+x) in a viscous fluid; reward = x velocity - ctrl cost; never terminates.
+
+    Observation ``[N, 8]``: qpos[2:] (3), qvel (5). Reset noise U(-s, s) on qpos and qvel.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        max_episode_steps: int | None = 1000,
+        xml_file: str = "swimmer.xml",
+        frame_skip: int = 4,
+        forward_reward_weight: float = 1.0,
+        ctrl_cost_weight: float = 1e-4,
+        reset_noise_scale: float = 0.1,
+        exclude_current_positions_from_observation: bool = True,
+        **backend_kwargs: Any,
+    ):
+        self._forward_reward_weight = forward_reward_weight
+        super().__init__(
+            load_mj_model(gymnasium_asset(xml_file)), num_envs, device, max_episode_steps, frame_skip,
+            ctrl_cost_weight, reset_noise_scale,
+            exclude_current_positions_from_observation, qpos_skipped=2, qvel_clip=None, qvel_noise="uniform",
+            **backend_kwargs,
+        )
+
+    def _physics_step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xy_before = self.qpos[:, :2].clone()
+        self.simulate(actions)
+        xy_after = self.qpos[:, :2].clone()
+        xy_velocity = (xy_after - xy_before) / self.dt
+        forward_reward = self._forward_reward_weight * xy_velocity[:, 0]
+        ctrl_cost = self._control_cost(actions)
+        self._step_info = {
+            "x_position": xy_after[:, 0],
+            "y_position": xy_after[:, 1],
+            "x_velocity": xy_velocity[:, 0],
+            "y_velocity": xy_velocity[:, 1],
+            "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+        }
+        return forward_reward - ctrl_cost, torch.zeros_like(forward_reward, dtype=torch.bool)
+
+
+class InvertedPendulum(_Locomotion):
+    """InvertedPendulum-v5: keep a pole upright on a cart; reward 1 per step while ``|pole angle| <= 0.2``.
+
+    Observation ``[N, 4]``: qpos (cart x, pole angle), qvel. Terminated when the angle leaves
+    [-0.2, 0.2] or the observation is not finite (the terminal step's reward is 0, as in v5).
+    Reset noise U(-s, s) on qpos and qvel. No control cost.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        max_episode_steps: int | None = 1000,
+        xml_file: str = "inverted_pendulum.xml",
+        frame_skip: int = 2,
+        reset_noise_scale: float = 0.01,
+        **backend_kwargs: Any,
+    ):
+        super().__init__(
+            load_mj_model(gymnasium_asset(xml_file)), num_envs, device, max_episode_steps, frame_skip,
+            0.0, reset_noise_scale, False, qpos_skipped=0, qvel_clip=None, qvel_noise="uniform",
+            **backend_kwargs,
+        )
+
+    def _physics_step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.simulate(actions)
+        obs = self._observe()
+        terminated = ~torch.isfinite(obs).all(dim=-1) | (obs[:, 1].abs() > 0.2)
+        reward = (~terminated).to(torch.float32)
+        self._step_info = {"reward_survive": reward}
+        return reward, terminated
