@@ -161,6 +161,9 @@ def test_episode_rewards_sum_to_f_of_the_visited_set(spec):
                 scratch.add(s[None])
             assert sum(rewards) == pytest.approx(scratch.value.item(), rel=1e-5)
             assert value == pytest.approx(scratch.value.item(), rel=1e-5)
+    values = [v for env_episodes in episodes for *_, v in env_episodes]
+    assert env.metrics()["submodular/episode_value"] == pytest.approx(sum(values) / len(values), rel=1e-5)
+    assert "submodular/episode_value" not in env.metrics()  # cleared; no episode ended since
 
 
 def test_modular_switch_counts_repeats_and_keeps_env_reward():

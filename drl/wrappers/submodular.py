@@ -70,11 +70,12 @@ class CellGrid:
         strides = [math.prod(self.shape[i + 1:]) for i in range(len(self.shape))]
         self.strides = torch.tensor(strides, device=self.device)
         self.sizes = torch.tensor(self.shape, device=self.device)
+        self.last = self.sizes - 1
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         """States ``[..., D]`` -> integer cell coordinates ``[..., D]`` (clamped into the grid)."""
         unit = (x.to(self.low.dtype) - self.low) / (self.high - self.low)
-        return (unit * self.sizes).floor().long().clamp(torch.zeros_like(self.sizes), self.sizes - 1)
+        return torch.minimum((unit * self.sizes).floor().long().clamp_(min=0), self.last)
 
     def cell_of(self, x: torch.Tensor) -> torch.Tensor:
         """States ``[..., D]`` -> cell index ``[...]`` in ``[0, num_cells)``."""
@@ -220,6 +221,16 @@ class WeightedCoverage(SubmodularObjective):
         cells = self._cells(x)
         self.covered.scatter_(1, cells, self.covered.gather(1, cells) | mask[:, None])
 
+    def add(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`SubmodularObjective.add` with the footprint looked up once."""
+        cells = self._cells(x)
+        old = self.covered.gather(1, cells)
+        adding = torch.ones_like(old) if mask is None else mask[:, None].expand_as(old)
+        gain = (self.weights[cells] * (adding & ~old).float()).sum(-1)
+        self.covered.scatter_(1, cells, old | adding)
+        self.value = self.value + gain
+        return gain
+
     def reset(self, mask: torch.Tensor) -> None:
         super().reset(mask)
         self.covered &= ~mask[:, None]
@@ -279,8 +290,21 @@ class LogDet(SubmodularObjective):
         return torch.full((x.shape[0],), 0.5 * math.log1p(self.variance / self.noise), device=self.device)
 
     def _insert(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        self._append(x.float(), self._solve(x.float()), mask)
+
+    def add(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`SubmodularObjective.add` with one triangular solve."""
         x = x.float()
         v = self._solve(x)
+        gain = 0.5 * torch.log1p(self._posterior_var(v) / self.noise)
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
+        gain = torch.where(mask, gain, 0.0)
+        self._append(x, v, mask)
+        self.value = self.value + gain
+        return gain
+
+    def _append(self, x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> None:
+        """Append ``x`` with ``v = L^-1 K(X, x)`` to the factor where ``mask``."""
         diag = torch.sqrt(self.noise + self._posterior_var(v))
         slot = (self.slots == self.count[:, None]) & mask[:, None]  # [N, H]; none once full
         row = v + diag[:, None] * slot
@@ -381,13 +405,28 @@ class SubmodularReward(TorchVectorWrapper):
                        "logdet": {"lengthscale": lengthscale, "noise": noise, "variance": variance}}.get(objective, {})
         self.objective = make_objective(objective, env.num_envs, self.grid, self.device, int(capacity), **options)
         self.pending = torch.zeros(env.num_envs, device=self.device)  # the start state's reward, paid at step 1
+        self._ended_value = torch.zeros((), device=self.device)  # F summed over the episodes ended since metrics()
+        self._ended = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def metrics(self) -> dict[str, float]:
+        """The logged means, plus ``submodular/episode_value``: mean F of the episodes ended since the last
+        call (absent when none ended)."""
+        out = super().metrics()
+        ended = int(self._ended)
+        if ended:
+            out[f"{self.name}/episode_value"] = float(self._ended_value) / ended
+        self._ended_value, self._ended = torch.zeros_like(self._ended_value), torch.zeros_like(self._ended)
+        return out
 
     def states(self, obs: Obs) -> torch.Tensor:
         """The states ``[N, D]`` the objective reads from an observation of the inner env."""
         return select_group(obs, self.obs_group)[:, self.state_dims]
 
     def _start(self, obs: Obs, mask: torch.Tensor) -> None:
-        """Empty ``A`` and add the start state where ``mask [N]``; its reward waits for the first step."""
+        """Empty ``A`` and add the start state where ``mask [N]``; its reward waits for the first step. Skipped
+        when no env starts (one host sync: emptying ``A`` touches every cell of every env)."""
+        if not bool(mask.any()):
+            return
         self.objective.reset(mask)
         x = self.states(obs)
         start = self.objective.singleton(x) if self.modular else self.objective.gain(x)
@@ -409,9 +448,8 @@ class SubmodularReward(TorchVectorWrapper):
         done = terminated | truncated
         info = dict(info, submodular_value=self.objective.value.clone())
         self._log_mean("gain", gain)
-        finished = self.objective.value[done]
-        if finished.numel():
-            self._log_mean("episode_value", finished)
+        self._ended_value = self._ended_value + (self.objective.value * done).sum()
+        self._ended = self._ended + done.sum()
         self._start(obs, done)
         return obs, self._replace_reward(info, reward, self.scale * new), terminated, truncated, info
 
