@@ -23,7 +23,7 @@ __all__ = ["CoverageObs"]
 
 @register_wrapper("coverage_obs")
 class CoverageObs(TorchVectorWrapper):
-    """The observation (or its group ``obs_group``) with ``[t / horizon]`` and a visited map appended.
+    """The observation (or its group obs_group) with the time t / horizon and a map of the visited cells.
 
     The map: the grid of ``grid`` cells over ``[low, high]`` (of ``state_dims``; default from
     ``env.coverage_layout``, as for the ``submodular`` wrapper) cut into ``map_shape`` blocks (cell ``i`` of

@@ -368,7 +368,7 @@ def layout_of(env: VectorEnv, state_dims: Sequence[int] | None, low: Sequence[fl
 
 @register_wrapper("submodular")
 class SubmodularReward(TorchVectorWrapper):
-    """Reward = marginal gain ``F(s_{t+1} | A_t)`` of a submodular objective (module doc; paper Eq. 2).
+    """Reward = the marginal gain F(s_t+1 | A_t) of a submodular objective of the visited states (paper Eq. 2).
 
     Info: ``env_reward`` (the env's own reward), ``submodular_value [N]`` (``F(A)`` of the episode so far;
     at a done step the finished episode's). Logged: ``submodular/gain`` (mean step gain) and
@@ -377,7 +377,9 @@ class SubmodularReward(TorchVectorWrapper):
     Args:
         objective: ``coverage``, ``logdet`` or ``"module:Class"`` (a :class:`SubmodularObjective`).
         weights, radius, map_seed, lengthscale: of ``coverage`` (see :class:`WeightedCoverage`).
-        noise, variance (and lengthscale, in state units): of ``logdet`` (see :class:`LogDet`).
+        noise, variance (and lengthscale, in state units): of ``logdet`` (see :class:`LogDet`). One
+            ``lengthscale`` serves both: coverage's GP weight map (in units of the box's side, default 0.15)
+            and logdet's kernel (in state units, default 0.1 of the box's mean side).
         options: keyword arguments of a user's objective (instead of the ones above).
         modular: reward ``F({s_{t+1}})`` (the same F made additive, repeats counted): the baseline.
         scale: reward multiplier (the paper's Ant divides newly covered cells by 10: 0.1).
