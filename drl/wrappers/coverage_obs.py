@@ -127,8 +127,9 @@ class CoverageObs(TorchVectorWrapper):
         self.steps = self.steps + 1
         info = dict(info, final_obs=self._summary(final, self.steps, self.map))
         done = terminated | truncated
-        self._clear(done)
-        self._visit(obs, done)
+        if bool(done.any()):  # one host sync: clearing touches every cell of every env
+            self._clear(done)
+            self._visit(obs, done)
         return self._out(self._summary(obs, self.steps, self.map)), reward, terminated, truncated, info
 
     def _episode_state(self) -> dict[str, Any]:
