@@ -13,6 +13,7 @@ from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.rarl import RARL, RARLConfig
 from drl.agents.sac import SAC, SACConfig
+from drl.agents.subpo import SubPO, SubPOConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
 from drl.runners.off_policy import OffPolicyRunner
@@ -62,6 +63,11 @@ AGENTS: dict[str, AgentSpec] = {
     "dagger": AgentSpec(DAgger, DAggerConfig, OnPolicyRunner, "DAgger: a student on 'policy' imitates a "
                         "privileged teacher run's actor (beta-mixed rollouts, expert labels)",
                         default_env="drl/CartPoleNoVel-v0"),
+    # submodular RL (issue 17): policy gradient on marginal gains; the objective is the 'submodular' wrapper's
+    "subpo": AgentSpec(SubPO, SubPOConfig, OnPolicyRunner, "SubPO (Prajapat et al. 2024): policy gradient on the "
+                       "marginal gains of a submodular objective (REINFORCE or GAE); tasks drl/Coverage*",
+                       default_env="drl/CoverageGrid-v0",
+                       defaults={"wrappers": [{"name": "submodular"}, {"name": "coverage_obs"}]}),
     # privileged-information agents: offline on demos (algo.demos / --demos), then online
     "aawr": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Asymmetric advantage-weighted regression (IQL "
                       "critics on privileged state; offline on demos, then online; continuous)",

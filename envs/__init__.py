@@ -87,6 +87,10 @@ register_env("drl/CartPoleNoVel-v0", "envs.tasks.partial:CartPoleNoVel", _CLASSI
              "CartPole-v1; 'policy': (x, theta), 'critic': the full state")
 register_env("drl/PendulumNoVel-v0", "envs.tasks.partial:PendulumNoVel", _CLASSIC, "cpu, cuda",
              "Pendulum-v1; 'policy': (cos, sin), 'critic': with the velocity")
+register_env("drl/CoverageGrid-v0", "envs.tasks.coverage:CoverageGrid", _CLASSIC, "cpu, cuda",
+             "30x30 gridworld, horizon 40, no reward of its own: for submodular objectives (subpo)")
+register_env("drl/CoveragePointMass-v0", "envs.tasks.coverage:CoveragePointMass", _CLASSIC, "cpu, cuda",
+             "point mass on [-20, 20]^2, horizon 100, 100x100 coverage grid; no reward of its own (subpo)")
 register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
              "find a target with a 60 deg sensor, reach it; sparse; 'critic': the target; demonstrator")
 
