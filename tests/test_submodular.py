@@ -175,12 +175,17 @@ def test_modular_switch_counts_repeats_and_keeps_env_reward():
     sub_r, mod_r = [], []
     for _ in range(5):
         _, r1, *_, info = sub.step(stay)
-        _, r2, *_ = mod.step(stay)
+        _, r2, *_, mod_info = mod.step(stay)
         sub_r.append(r1)
         mod_r.append(r2)
-        assert torch.equal(info["env_reward"], torch.zeros(2))  # the env's own reward is kept
+        # the score is F's true gain (the env's own reward is 0) whichever reward the agent learns from
+        assert torch.equal(info["env_reward"], r1) and torch.equal(mod_info["env_reward"], r1)
     torch.testing.assert_close(torch.stack(sub_r), torch.tensor([[1.0, 1.0]] + [[0.0, 0.0]] * 4))
     torch.testing.assert_close(torch.stack(mod_r), torch.tensor([[2.0, 2.0]] + [[1.0, 1.0]] * 4))
+    bonus = _wrapped([{"name": "submodular", "radius": 0, "score": "env"}], num_envs=2, size=6, horizon=5)
+    bonus.reset(seed=0)
+    _, r3, *_, info = bonus.step(stay)
+    assert torch.equal(r3, torch.ones(2)) and torch.equal(info["env_reward"], torch.zeros(2))  # the env's own
 
 
 def test_episode_state_round_trip_is_bitwise():
@@ -263,7 +268,7 @@ def test_coverage_obs_appends_time_and_visited_map():
     torch.testing.assert_close(obs[:, 3:], torch.cat([torch.zeros(1), expected])[None].expand(2, -1))
     eval_env = wrap_env(make_vec_env("drl/CoverageGrid-v0", 1, CPU),
                         [{"name": "submodular"}, {"name": "coverage_obs"}], for_eval=True)
-    assert isinstance(eval_env, CoverageObs) and not isinstance(eval_env.env, SubmodularReward)
+    assert isinstance(eval_env, CoverageObs) and isinstance(eval_env.env, SubmodularReward)  # F is the score
 
 
 def test_coverage_obs_bad_map_shape():

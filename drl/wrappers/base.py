@@ -12,8 +12,10 @@ It works on any backend and device (tensors ``[N, ...]`` on ``env.device``) and 
   every checkpoint under ``"wrappers"`` whatever the env.
 
 A wrapper that changes the reward leaves the env's own reward in ``info["env_reward"]`` (the runners log
-episode returns from it, so the logged score is always the env's); one that changes observations sets
-``applies_to_eval = True`` and is also applied to the evaluation env (and to ``drl eval`` / ``drl video``).
+episode returns, and evaluations sum, from it, so the logged score is always the env's); one that changes
+observations sets ``applies_to_eval = True`` and is also applied to the evaluation env (and to ``drl eval``
+/ ``drl video``). A wrapper that defines the task's score itself (e.g. ``submodular``: the objective of a
+coverage task is F of the visited set) also applies to evaluation and adds that score to ``env_reward``.
 Learned parts are trained by :meth:`update`, which the runner calls once per iteration with no argument:
 the wrapper then trains on the transitions it saw since the last call (``records_transitions = True``).
 """
@@ -170,13 +172,12 @@ class TorchVectorWrapper(VectorWrapper):
 
     def state_dict(self) -> dict[str, Any]:
         """The inner env's state (see envs.core) plus this wrapper's per-episode state and last inner obs;
-        ``obs`` is replaced by what this wrapper returned last when it changes observations."""
+        ``obs`` is replaced by what this wrapper returned last when it changes observations (see :meth:`_out`)."""
         state = dict(self.env.state_dict())
-        inner_obs = state.get("obs")
-        state[f"wrapper/{self.name}"] = {"episode": self._episode_state(), "inner_obs": inner_obs}
-        if self.applies_to_eval:
-            if self._last_out is None:
-                raise RuntimeError(f"{type(self).__name__} changes observations but never passed them through _out()")
+        changes_obs = self._last_out is not None
+        state[f"wrapper/{self.name}"] = {"episode": self._episode_state(), "inner_obs": state.get("obs"),
+                                         "changes_obs": changes_obs}
+        if changes_obs:
             state["obs"] = self._last_out
         return state
 
@@ -186,12 +187,11 @@ class TorchVectorWrapper(VectorWrapper):
             raise ValueError(f"the env state has no '{key}' entry (saved without this wrapper)")
         own = state[key]
         inner = {k: v for k, v in state.items() if k != key}
-        if self.applies_to_eval:
+        if own["changes_obs"]:
             inner["obs"] = own["inner_obs"]
+            self._last_out = state["obs"]
         self.env.load_state_dict(inner)
         self._inner_obs = own["inner_obs"]
-        if self.applies_to_eval:
-            self._last_out = state["obs"]
         self._load_episode_state(own["episode"])
 
     def _out(self, obs: Obs) -> Obs:

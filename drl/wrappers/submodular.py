@@ -370,7 +370,13 @@ def layout_of(env: VectorEnv, state_dims: Sequence[int] | None, low: Sequence[fl
 class SubmodularReward(TorchVectorWrapper):
     """Reward = the marginal gain F(s_t+1 | A_t) of a submodular objective of the visited states (paper Eq. 2).
 
-    Info: ``env_reward`` (the env's own reward), ``submodular_value [N]`` (``F(A)`` of the episode so far;
+    The objective is the task's score: with ``score: objective`` (the default) ``info["env_reward"]`` is the
+    env's own reward plus the true marginal gain of F (unscaled, also in modular mode), so the logged
+    ``episode_return`` and every evaluation (the wrapper applies to evaluation envs too) report F of the
+    episodes, whichever reward the agent learns from; ``score: env`` leaves the env's own reward there
+    (F as a bonus on a task with a reward of its own).
+
+    Info: ``env_reward`` (see above), ``submodular_value [N]`` (``F(A)`` of the episode so far;
     at a done step the finished episode's). Logged: ``submodular/gain`` (mean step gain) and
     ``submodular/episode_value`` (mean F of the episodes finished in the iteration).
 
@@ -385,15 +391,21 @@ class SubmodularReward(TorchVectorWrapper):
         scale: reward multiplier (the paper's Ant divides newly covered cells by 10: 0.1).
         obs_group, state_dims, low, high, grid: where the state is (default: ``env.coverage_layout``).
         capacity: most states per episode (default: the env's horizon + 1).
+        score: ``objective`` or ``env``: what ``info["env_reward"]`` (the logged and evaluated score) holds.
     """
+
+    applies_to_eval = True  # the score of an evaluation is F (see score)
 
     def __init__(self, env: VectorEnv, objective: str = "coverage", weights: str = "constant",
                  radius: float = 0.0, map_seed: int = 0, lengthscale: float | None = None, noise: float = 0.01,
                  variance: float = 1.0, options: dict[str, Any] | None = None, modular: bool = False,
                  scale: float = 1.0, obs_group: str | None = None, state_dims: list[int] | None = None,
                  low: list[float] | None = None, high: list[float] | None = None, grid: list[int] | None = None,
-                 capacity: int | None = None):
+                 capacity: int | None = None, score: str = "objective"):
         super().__init__(env)
+        if score not in ("objective", "env"):
+            raise ValueError(f"score must be 'objective' or 'env', got {score!r}")
+        self.score = score
         self.state_dims, self.grid = layout_of(env, state_dims, low, high, grid)
         self.obs_group, self.modular, self.scale = obs_group, bool(modular), float(scale)
         if capacity is None:
@@ -407,6 +419,7 @@ class SubmodularReward(TorchVectorWrapper):
                        "logdet": {"lengthscale": lengthscale, "noise": noise, "variance": variance}}.get(objective, {})
         self.objective = make_objective(objective, env.num_envs, self.grid, self.device, int(capacity), **options)
         self.pending = torch.zeros(env.num_envs, device=self.device)  # the start state's reward, paid at step 1
+        self.pending_score = torch.zeros(env.num_envs, device=self.device)  # F({s_0}), scored at step 1
         self._ended_value = torch.zeros((), device=self.device)  # F summed over the episodes ended since metrics()
         self._ended = torch.zeros((), dtype=torch.int64, device=self.device)
 
@@ -431,9 +444,11 @@ class SubmodularReward(TorchVectorWrapper):
             return
         self.objective.reset(mask)
         x = self.states(obs)
-        start = self.objective.singleton(x) if self.modular else self.objective.gain(x)
+        start_score = self.objective.gain(x)  # F({s_0}): A was just emptied
+        start = self.objective.singleton(x) if self.modular else start_score
         self.objective.add(x, mask)
         self.pending = torch.where(mask, start, self.pending)
+        self.pending_score = torch.where(mask, start_score, self.pending_score)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
         obs, info = super().reset(seed=seed, options=options)
@@ -446,9 +461,13 @@ class SubmodularReward(TorchVectorWrapper):
         modular = self.objective.singleton(x) if self.modular else None
         gain = self.objective.add(x)
         new = self.pending + (modular if self.modular else gain)
+        score = self.pending_score + gain
         self.pending = torch.zeros_like(self.pending)
+        self.pending_score = torch.zeros_like(self.pending_score)
         done = terminated | truncated
         info = dict(info, submodular_value=self.objective.value.clone())
+        if self.score == "objective":
+            info["env_reward"] = info.get("env_reward", reward) + score
         self._log_mean("gain", gain)
         self._ended_value = self._ended_value + (self.objective.value * done).sum()
         self._ended = self._ended + done.sum()
@@ -456,11 +475,13 @@ class SubmodularReward(TorchVectorWrapper):
         return obs, self._replace_reward(info, reward, self.scale * new), terminated, truncated, info
 
     def _episode_state(self) -> dict[str, Any]:
-        return {"objective": self.objective.state_dict(), "pending": self.pending.clone()}
+        return {"objective": self.objective.state_dict(), "pending": self.pending.clone(),
+                "pending_score": self.pending_score.clone()}
 
     def _load_episode_state(self, state: dict[str, Any]) -> None:
         self.objective.load_state_dict(state["objective"])
         self.pending = state["pending"].to(self.device).clone()
+        self.pending_score = state["pending_score"].to(self.device).clone()
 
 
 @torch.no_grad()
