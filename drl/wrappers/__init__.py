@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from drl.wrappers import barfi, shaping  # noqa: F401  (registers the built-in wrappers)
 from drl.wrappers.base import (
     WRAPPERS,
     TorchVectorWrapper,
