@@ -47,7 +47,7 @@ from gymnasium.vector import VectorEnv
 from drl.nn.mlp import make_mlp
 from drl.returns import gae
 from drl.wrappers.base import Obs, TorchVectorWrapper, register_wrapper, select_group
-from drl.wrappers.shaping import mountaincar_energy, resolve_function
+from drl.wrappers.shaping import mountaincar_energy, resolve_function, zero_obs
 
 __all__ = ["HEURISTICS", "register_heuristic", "BARFI"]
 
@@ -173,7 +173,15 @@ class BARFI(TorchVectorWrapper):
         self.warmup_updates, self.updates = int(warmup_updates), 0
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.critic_epochs, self.group = int(critic_epochs), group
-        obs_dim = select_group(_sample_obs(env), group).shape[1]
+        sample = zero_obs(env, 1, self.device)
+        flat = select_group(sample, group).float()
+        obs_dim = flat.shape[1]
+        action = torch.zeros(1, *env.single_action_space.shape, device=self.device)
+        for label, fn in zip(self.labels, self.heuristics, strict=True):  # a wrong function fails now, not mid-run
+            value = fn(flat, action, flat)
+            if not isinstance(value, torch.Tensor) or value.shape != (1,):
+                raise ValueError(f"heuristic '{label}' must return a tensor [N] for obs [N, D], got "
+                                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.critic = make_mlp(obs_dim, critic_hidden or [64, 64], 1 + k).to(self.device)
@@ -261,10 +269,3 @@ def select_group_seq(obs: Obs, group: str | None) -> torch.Tensor:
         lead, flat = obs.shape[:2], obs.reshape(-1, *obs.shape[2:])
     return select_group(flat, group).reshape(*lead, -1).float()
 
-
-def _sample_obs(env: VectorEnv) -> Obs:
-    """A zero obs ``[1, ...]`` of ``env``'s observation space (to size the critic)."""
-    space = env.single_observation_space
-    if hasattr(space, "spaces"):
-        return {k: torch.zeros(1, *s.shape) for k, s in space.spaces.items()}
-    return torch.zeros(1, *space.shape)

@@ -33,7 +33,7 @@ from gymnasium.vector import VectorEnv
 from drl.wrappers.base import Obs, TorchVectorWrapper, register_wrapper, select_group
 
 __all__ = ["POTENTIALS", "register_potential", "resolve_function", "PotentialShaping", "linear_potential",
-           "distance_to_goal", "mountaincar_energy", "cartpole_upright"]
+           "distance_to_goal", "mountaincar_energy", "cartpole_upright", "zero_obs"]
 
 Potential = Callable[..., torch.Tensor]
 POTENTIALS: dict[str, Potential] = {}
@@ -117,6 +117,15 @@ def cartpole_upright(obs: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return -scale * ((obs[:, 2] / (12 * math.pi / 180)).square() + (obs[:, 0] / 2.4).square())
 
 
+def zero_obs(env: VectorEnv, n: int, device: torch.device) -> Obs:
+    """A zero obs ``[n, ...]`` of ``env``'s observation space (a dict of groups for a Dict space): to size
+    networks and check user functions when a wrapper is built."""
+    space = env.single_observation_space
+    if hasattr(space, "spaces"):
+        return {k: torch.zeros(n, *s.shape, device=device) for k, s in space.spaces.items()}
+    return torch.zeros(n, *space.shape, device=device)
+
+
 # --- the wrapper --------------------------------------------------------------------------------
 @register_wrapper("potential_shaping")
 class PotentialShaping(TorchVectorWrapper):
@@ -144,12 +153,13 @@ class PotentialShaping(TorchVectorWrapper):
         self.potential = resolve_function(potential, POTENTIALS, "potential", potential_kwargs)
         self.gamma = float(gamma)
         self.group = group
-        self.phi = torch.zeros(self.num_envs, device=self.device)  # Phi(s) of the current obs, [N]
+        self.phi = self._phi(zero_obs(env, self.num_envs, self.device))  # checks the potential now; [N]
 
     def _phi(self, obs: Obs) -> torch.Tensor:
         value = self.potential(select_group(obs, self.group).float())
-        if value.shape != (self.num_envs,):
-            raise ValueError(f"the potential returned shape {tuple(value.shape)}, expected [{self.num_envs}]")
+        if not isinstance(value, torch.Tensor) or value.shape != (self.num_envs,):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"the potential must return a tensor [{self.num_envs}], got {shape}")
         return value
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
