@@ -49,7 +49,7 @@ from drl.returns import gae
 from drl.wrappers.base import Obs, TorchVectorWrapper, register_wrapper, select_group
 from drl.wrappers.shaping import mountaincar_energy, resolve_function, zero_obs
 
-__all__ = ["HEURISTICS", "register_heuristic", "BARFI"]
+__all__ = ["HEURISTICS", "register_heuristic", "BARFI", "alignment"]
 
 Heuristic = Callable[..., torch.Tensor]
 HEURISTICS: dict[str, Heuristic] = {}
@@ -205,14 +205,15 @@ class BARFI(TorchVectorWrapper):
         blended = reward + (h @ self.phi).to(reward.dtype)
         return obs, self._replace_reward(info, reward, blended), terminated, truncated, info
 
-    def alignment(self, batch: dict[str, Any], streams: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Train the critics on ``batch`` (``[T, N, ...]``, see :meth:`update`) with ``streams [T, N, 1 + K]``
-        and return the alignment ``c [K]`` (module docstring) and the critics' last loss."""
+    def advantages(self, batch: dict[str, Any], streams: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Fit the critics to ``batch`` (``[T, N, ...]``, see :meth:`update`) with reward ``streams [T, N, 1 + K]``
+        (``critic_epochs`` regressions on the current critic's GAE(lambda) targets), then return the GAE
+        advantages ``[T, N, 1 + K]`` of every stream and the critics' last loss."""
         obs = select_group_seq(batch["obs"], self.group)  # [T, N, D]
         next_obs = select_group_seq(batch["next_obs"], self.group)
         term, trunc = batch["terminated"].bool(), batch["truncated"].bool()
         loss = torch.zeros(())
-        for _ in range(self.critic_epochs):  # fit V to the GAE(lambda) targets of the current critic
+        for _ in range(self.critic_epochs):
             with torch.no_grad():
                 _, targets = gae(streams, self.critic(obs), self.critic(next_obs), term, trunc, self.gamma,
                                  self.gae_lambda)
@@ -222,10 +223,7 @@ class BARFI(TorchVectorWrapper):
             self.optimizer.step()
         with torch.no_grad():
             adv, _ = gae(streams, self.critic(obs), self.critic(next_obs), term, trunc, self.gamma, self.gae_lambda)
-        a_p, a_h = adv[..., :1].reshape(-1, 1), adv[..., 1:].reshape(-1, streams.shape[-1] - 1)
-        rms = lambda x: x.square().mean(0).sqrt()  # noqa: E731
-        corr = (a_p * a_h).mean(0) / (rms(a_p) * rms(a_h) + 1e-8)  # E[A_p A_h] / (rms rms), [K]
-        return corr, float(loss.detach())
+        return adv, float(loss.detach())
 
     def update(self, batch: dict[str, Any] | None = None) -> dict[str, float]:
         """One outer step on the transitions since the last call (or ``batch`` with a ``"streams"`` entry
@@ -241,7 +239,8 @@ class BARFI(TorchVectorWrapper):
         out = {f"phi_{label}": float(self.phi[i]) for i, label in enumerate(self.labels)}
         if batch is None:
             return out
-        corr, loss = self.alignment(batch, streams)
+        adv, loss = self.advantages(batch, streams)
+        corr = alignment(adv)
         self.updates += 1
         if self.learn and self.updates > self.warmup_updates:
             self.phi = (self.phi + self.meta_lr * corr).clamp(-self.weight_bound, self.weight_bound)
@@ -258,6 +257,15 @@ class BARFI(TorchVectorWrapper):
         self.updates = int(state["updates"])
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def alignment(advantages: torch.Tensor) -> torch.Tensor:
+    """Normalised outer gradient ``c_i = mean(A_p A_i) / (rms(A_p) rms(A_i))`` (module docstring) from
+    ``advantages [..., 1 + K]`` (primary first) -> ``[K]`` in [-1, 1]; 0 for a stream with no advantage."""
+    flat = advantages.reshape(-1, advantages.shape[-1])
+    a_p, a_h = flat[:, :1], flat[:, 1:]
+    rms = flat.square().mean(0).sqrt()
+    return (a_p * a_h).mean(0) / (rms[:1] * rms[1:] + 1e-8)
 
 
 def select_group_seq(obs: Obs, group: str | None) -> torch.Tensor:
