@@ -175,3 +175,31 @@ def test_barfi_on_cuda():
         metrics = env.update()
     assert env.phi.device.type == "cuda" and next(env.critic.parameters()).device.type == "cuda"
     assert metrics["phi_step_penalty"] < 1.0
+
+
+# --- the demonstration script (benchmarks/shaping.py) -------------------------------------------
+def test_benchmark_claims_against_hand_values():
+    """naive - unshaped = -40 with 2 s.e. = 2 * sqrt(4^2 / 2 + 2^2 / 2) = 2 sqrt(10) ~ 6.3: hurts; barfi -
+    unshaped = -2 within the same noise: matches."""
+    from benchmarks.shaping import claim_lines
+
+    def row(name: str, mean: float, std: float) -> dict[str, Any]:
+        return {"variant": name, "seeds": 3, "final_mean": mean, "final_std": std, "auc_mean": mean, "auc_std": std}
+
+    lines = claim_lines([row("unshaped", 100.0, 2.0), row("naive", 60.0, 4.0), row("barfi", 98.0, 4.0)])
+    assert lines[0] == ("- final eval return: naive shaping hurts: yes (naive - unshaped = -40.0, 2 s.e. 6.3); "
+                        "BARFI matches or beats unshaped: matches (within seed noise) (barfi - unshaped = -2.0, "
+                        "2 s.e. 6.3)")
+    assert "not judged" in claim_lines([row("unshaped", 1.0, 0.0) | {"seeds": 1}, row("naive", 0.0, 0.0),
+                                        row("barfi", 1.0, 0.0)])[0]
+
+
+def test_benchmark_dry_run_and_bad_arguments(capsys, tmp_path):
+    from benchmarks.shaping import main
+
+    assert main(["--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "configs/ppo/drl-CartPole-v0-naive.yaml" in out and "barfi" in out and not (tmp_path / "out").exists()
+    for bad in (["--only", "nope"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            main(bad + ["--dry-run"])

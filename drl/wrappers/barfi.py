@@ -124,7 +124,9 @@ def _label(entry: Any) -> str:
 
 @register_wrapper("barfi")
 class BARFI(TorchVectorWrapper):
-    """Reward ``r + sum_i phi_i h_i(s, a, s')`` with ``phi`` learned for the primary return (module docstring).
+    """Reward ``r + sum_i phi_i h_i(s, a, s')``, the weights ``phi`` learned for the env's own return (BARFI-style).
+
+    The outer gradient estimate and its assumptions are in the module docstring.
 
     Args:
         env: the vector env (torch tensors ``[N, ...]``).
