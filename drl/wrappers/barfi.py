@@ -29,6 +29,10 @@ reached gives no signal) and is biased where the critics are wrong. A zeroth-ord
 rollout does not change the actions of that rollout, so within-batch perturbations carry no signal about
 ``J_p(theta(phi))``.
 
+Simplifications against the paper: the paper's blend weights may depend on the state (and action) and it
+also learns the weight of ``r`` and a discount ``gamma_phi``; here the primary reward keeps weight 1, each
+heuristic has one state-independent weight, and the agent keeps its own discount.
+
 With ``learn: false`` the blend stays at ``init_weights`` (naive added shaping, the baseline BARFI fixes).
 Config::
 
