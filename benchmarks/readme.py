@@ -81,6 +81,13 @@ BLOCKS: dict[str, Block] = {
         intro="Success rate on `drl/ActiveSearch-v0` after the same offline phase on the scripted, suboptimal "
               "demonstrator's episodes and the same online budget, 5 seeds (the paper's simulated tasks show "
               "roughly 95% / 45% / 25%): `python -m benchmarks.active_search --seeds 5`."),
+    "shaping": Block(
+        after="active_search", heading="### Behaviour-aligned shaping (BARFI) vs naive shaping",
+        intro="PPO on `drl/CartPole-v0` with a helpful heuristic (`cartpole_upright`) and a misaligned one "
+              "(`step_penalty`, cost 2): the env's reward only, the naive sum with fixed weights, and the "
+              "`barfi` wrapper's learned blend weights, at equal env steps, 3 seeds (issue 14: naive shaping "
+              "hurts the primary return, BARFI matches or beats the unshaped baseline): `python -m "
+              "benchmarks.shaping --seeds 3`."),
 }
 
 
