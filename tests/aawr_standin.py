@@ -71,7 +71,7 @@ class SearchStandIn(TorchVecEnv):
 
 
 CUE_ENV_ID = "drl/TestCue-v0"
-CUE_HORIZON = 12
+CUE_HORIZON = 8
 
 
 class CueStandIn(TorchVecEnv):
@@ -82,9 +82,10 @@ class CueStandIn(TorchVecEnv):
     * ``"policy"`` ``[N, 2]``: ``(cue, t / T)``, ``cue = sign(g)`` at ``t = 0``, else 0 (no position either);
     * ``"critic"`` ``[N, 3]``: ``(x, g, t / T)``.
 
-    Reward 1 and termination on success, truncation after ``T = 12`` steps. A memoryless policy sees the same
-    obs on both sides after step 0: it succeeds in at most half of the episodes. The expert
-    (:meth:`expert_action`, reading the state) goes straight to the goal (5 steps).
+    Reward 1 and termination on success, truncation after ``T = 8`` steps. The expert (:meth:`expert_action`,
+    reading the state) goes straight to the goal (5 steps). A memoryless policy sees the same obs on both sides
+    after step 0, so its moves from then on are the same for both; reaching both sides would take at least
+    ``1 + 3.5 + 7 > 8`` steps: it succeeds on one side at most (about half of the episodes).
     """
 
     def __init__(self, num_envs: int, device: str | torch.device = "cpu", max_episode_steps: int = CUE_HORIZON):

@@ -316,12 +316,13 @@ def test_stop_online_then_resume_is_identical_and_the_run_evaluates(tmp_path: Pa
 # --- learning ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("memory", "success"), [
     ({"rnn_type": "gru", "sequence_length": 6}, (0.9, 1.0)), ({"rnn_type": "lstm", "sequence_length": 6}, (0.9, 1.0)),
-    ({"history_length": 6}, (0.9, 1.0)), ({}, (0.0, 0.5))])
+    ({"history_length": 6}, (0.9, 1.0)), ({}, (0.0, 0.85))])
 def test_only_aawr_with_memory_learns_the_cue_task(tmp_path: Path, memory: dict[str, Any],
                                                    success: tuple[float, float]) -> None:
     """The goal's side is shown at the first step only (tests/aawr_standin.py's cue task): from 20 noisy-expert
     episodes, 500 offline updates and 200 online steps the deterministic policy with memory succeeds in >= 90%
-    of 20 eval episodes; the feed-forward one sees the same obs on both sides after step 0 (<= 50%)."""
+    of 20 eval episodes; the feed-forward one succeeds on one side at most (the episodes with its goal there:
+    Binomial(20, 1/2), at least 18 of them with probability 2e-4)."""
     demos, _ = standin.write_cue_demos(tmp_path / "d.pt", episodes=20, seed=0, noise=0.3)
     cfg = api.load_config("aawr", standin.CUE_ENV_ID, overrides={
         "total_steps": 200, "progress": False, "device": "cpu", "seed": 0, "eval_episodes": 20, "eval_interval": 0,
