@@ -54,16 +54,16 @@ steps before it are padding.
   normalised, the padding zeros); every network reading ``actor_obs`` reads it, so with symmetric critics
   (``critic_obs: policy``) ``V`` and ``Q`` read the window too and ``V(s')`` the window ending at ``next_obs``.
   ``k = 1`` is the feed-forward policy, bit for bit.
-* ``rnn_type: gru | lstm``: the actor is a :class:`drl.nn.recurrent.RecurrentCore` (``rnn_hidden_size``) followed
-  by the MLP. Training unrolls it over the ``sequence_length`` steps up to ``t`` from a zero state, which is zero
-  again entering the episode's first step, the first ``burn_in`` of them without gradient (R2D2's zero-state
-  strategy with burn-in, Kapturowski et al. 2019); the weighted regression is applied at ``t`` only, the window's
-  last step: every sampled transition then weighs once with its own advantage, as in the feed-forward loss, and
-  the critics (feed-forward on ``critic_obs``: the point of AAWR) run on the ``B`` sampled rows, not ``B * L``.
-  The earlier steps are context, shorter near the episode start. Acting carries the hidden state from the
-  episode's first step (zeroed where an episode ends), so ``sequence_length`` should cover what the task needs
-  remembered. A recurrent actor trains eagerly (``compile`` refused) and excludes ``history_length > 1``;
-  symmetric critics read the current observation.
+* ``rnn_type: gru | lstm``: the actor is a :class:`drl.nn.recurrent.RecurrentActor`, a GRU/LSTM core
+  (``rnn_hidden_size``) then the MLP. Training unrolls the core over the ``sequence_length`` steps up to ``t``
+  from a zero state, which is zero again entering the episode's first step, the first ``burn_in`` of them
+  without gradient (R2D2's zero-state strategy with burn-in, Kapturowski et al. 2019); the weighted regression
+  is applied at ``t`` only, the window's last step: every sampled transition then weighs once with its own
+  advantage, as in the feed-forward loss, and the critics (feed-forward on ``critic_obs``: the point of AAWR)
+  run on the ``B`` sampled rows, not ``B * L``. The earlier steps are context, shorter near the episode start.
+  Acting carries the hidden state from the episode's first step (zeroed where an episode ends), so
+  ``sequence_length`` should cover what the task needs remembered. A recurrent actor trains eagerly
+  (``compile`` refused) and excludes ``history_length > 1``; symmetric critics read the current observation.
 
 Acting keeps the per-env memory (the window, or the hidden state) in :attr:`AAWR.memory`: cleared where an episode
 ended (:meth:`AAWR.record_outcome`; with SAME_STEP autoreset the next obs is the new episode's first), fresh in an
@@ -86,12 +86,12 @@ from torch import nn
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
 from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
-from drl.nn.recurrent import ObsHistory, RecurrentCore, RecurrentMemory
+from drl.nn.recurrent import ObsHistory, RecurrentActor, RecurrentMemory
 from drl.storage import ReplayBuffer
 from drl.storage.replay import MixedSampler
 
-__all__ = ["AAWRConfig", "AAWR", "RecurrentActor", "expectile_loss", "awr_weights", "gaussian_log_prob",
-           "LOG_STD_MIN", "LOG_STD_MAX"]
+__all__ = ["AAWRConfig", "AAWR", "expectile_loss", "awr_weights", "gaussian_log_prob", "LOG_STD_MIN",
+           "LOG_STD_MAX"]
 
 LOG_STD_MIN = -5.0  # IQL's clamp of the policy's log-std
 LOG_STD_MAX = 2.0
@@ -187,33 +187,6 @@ def awr_weights(advantages: torch.Tensor, beta: float, max_weight: float,
     if weighting == "binary":
         return (advantages > 0).to(advantages.dtype)
     return torch.ones_like(advantages)
-
-
-class RecurrentActor(nn.Module):
-    """The recurrent policy network: a GRU/LSTM core over the policy observations, then an MLP to ``out_dim``.
-
-    Parameters (in this order, which :meth:`apply_params` relies on): the core's, then the head's
-    (a one-head :class:`EnsembleMLP` on the core's ``hidden_size`` features).
-    """
-
-    def __init__(self, rnn_type: Literal["gru", "lstm"], obs_dim: int, hidden_size: int, num_layers: int,
-                 hidden: list[int], out_dim: int, activation: str, layer_norm: bool):
-        super().__init__()
-        self.core = RecurrentCore(rnn_type, obs_dim, hidden_size, num_layers)
-        self.head = EnsembleMLP(hidden_size, hidden, out_dim, 1, activation, layer_norm)
-        self.core_names = [name for name, _ in self.core.named_parameters()]
-
-    def apply_params(self, params: list[torch.Tensor], x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor,
-                     burn_in: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network on ``params`` over ``L`` steps: ``x [B, L, D]``, ``state [B, S, H]`` entering step 0,
-        ``resets [B, L]`` (zero the state entering step ``j``) -> ``(out [B, out_dim] at step L-1, state after it)``;
-        the state after the first ``burn_in`` steps is detached (no gradient reaches those steps)."""
-        core = dict(zip(self.core_names, params[:len(self.core_names)], strict=True))
-        if burn_in:
-            _, state = torch.func.functional_call(self.core, core, (x[:, :burn_in], state, resets[:, :burn_in]))
-            x, resets, state = x[:, burn_in:], resets[:, burn_in:], state.detach()
-        features, state = torch.func.functional_call(self.core, core, (x, state, resets))
-        return self.head.apply_params(params[len(self.core_names):], features[:, -1]).squeeze(0), state
 
 
 def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

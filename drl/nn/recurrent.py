@@ -14,6 +14,10 @@ from ``nn.GRU``/``nn.LSTM``: every line of the math is visible here, the paramet
 tensors that :class:`drl.optim.FlatParameters` may view into one flat vector, and the same code
 runs eagerly and under ``torch.func``. The gate equations are PyTorch's (``nn.GRUCell``,
 ``nn.LSTMCell``; tested equal).
+
+For off-policy learners (AAWR) that train on replay windows: :class:`RecurrentActor` (a core and an MLP on
+parameter lists, as :class:`drl.agents.off_policy_base.FusedUpdate` passes them) and :class:`ObsHistory` (the
+last few observations per env, the memory of a history-window policy).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["RNN_TYPES", "RecurrentCore", "RecurrentMemory", "ObsHistory", "GRUCell", "LSTMCell"]
+from drl.nn.critics import EnsembleMLP
+
+__all__ = ["RNN_TYPES", "RecurrentCore", "RecurrentActor", "RecurrentMemory", "ObsHistory", "GRUCell", "LSTMCell"]
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -149,6 +155,33 @@ class RecurrentCore(nn.Module):
         batch = state.shape[0]
         features, _ = self.unroll(x.view(batch, -1, x.shape[-1]), state, resets.view(batch, -1))
         return features.flatten(0, 1)
+
+
+class RecurrentActor(nn.Module):
+    """A recurrent policy network for fused off-policy updates (AAWR): a GRU/LSTM core, then an MLP to ``out_dim``.
+
+    Parameters (in this order, which :meth:`apply_params` relies on): the core's, then the head's
+    (a one-head :class:`EnsembleMLP` on the core's ``hidden_size`` features).
+    """
+
+    def __init__(self, rnn_type: Literal["gru", "lstm"], obs_dim: int, hidden_size: int, num_layers: int,
+                 hidden: list[int], out_dim: int, activation: str, layer_norm: bool):
+        super().__init__()
+        self.core = RecurrentCore(rnn_type, obs_dim, hidden_size, num_layers)
+        self.head = EnsembleMLP(hidden_size, hidden, out_dim, 1, activation, layer_norm)
+        self.core_names = [name for name, _ in self.core.named_parameters()]
+
+    def apply_params(self, params: list[torch.Tensor], x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor,
+                     burn_in: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on ``params`` over ``L`` steps: ``x [B, L, D]``, ``state [B, S, H]`` entering step 0,
+        ``resets [B, L]`` (zero the state entering step ``j``) -> ``(out [B, out_dim] at step L-1, state after it)``;
+        the state after the first ``burn_in`` steps is detached (no gradient reaches those steps)."""
+        core = dict(zip(self.core_names, params[:len(self.core_names)], strict=True))
+        if burn_in:
+            _, state = torch.func.functional_call(self.core, core, (x[:, :burn_in], state, resets[:, :burn_in]))
+            x, resets, state = x[:, burn_in:], resets[:, burn_in:], state.detach()
+        features, state = torch.func.functional_call(self.core, core, (x, state, resets))
+        return self.head.apply_params(params[len(self.core_names):], features[:, -1]).squeeze(0), state
 
 
 class RecurrentMemory:

@@ -93,7 +93,8 @@ class ReplayBuffer(RolloutBuffer):
         rows = torch.remainder(steps.unsqueeze(1) - back, self.capacity)  # [B, L]
         oldest = self.step if self.full else 0
         held_before = torch.remainder(steps - oldest, self.capacity)  # rows held before steps[b]
-        ended = (self.data["terminated"] | self.data["truncated"])[rows[:, :-1], envs.unsqueeze(1)]  # [B, L-1]
+        earlier, column = rows[:, :-1], envs.unsqueeze(1)
+        ended = self.data["terminated"][earlier, column] | self.data["truncated"][earlier, column]  # [B, L-1]
         # an end at row j cuts rows 0..j off: a row is valid when no row from it to L-2 ended an episode
         cut = ended.flip(1).cumsum(1).flip(1) > 0
         valid = torch.cat([~cut, torch.ones_like(steps, dtype=torch.bool).unsqueeze(1)], 1)
