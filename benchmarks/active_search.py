@@ -29,8 +29,10 @@ Writes ``results.json``, ``report.md`` and ``success.png`` to ``--out``.
 Cost: a run is ``offline_updates + steps`` gradient steps of [256, 256] networks (5 Q heads, V and the policy;
 BC only the policy). Measured eagerly with one torch thread on a loaded 2-core machine (load average ~5):
 42 ms per AAWR/AWR update, 12 ms per BC update, so at the defaults (70k updates) an AAWR or AWR run takes
-~50 min there and the whole benchmark (5 seeds) ~9 h; an idle core, ``compile`` (auto from 20k updates) or
+~50 min there and the three variants (5 seeds) ~9 h; an idle core, ``compile`` (auto from 20k updates) or
 ``--device cuda`` cut that, as do smaller ``--offline-updates`` / ``--steps`` (the same for every variant).
+``aawr-gru`` unrolls its GRU over 32 steps per sampled transition and trains eagerly: about twice an AAWR
+update (measured side by side on the same loaded machine), ``--only aawr awr bc`` leaves it out.
 """
 
 from __future__ import annotations
