@@ -314,7 +314,7 @@ def test_stop_online_then_resume_is_identical_and_the_run_evaluates(tmp_path: Pa
 
 
 # --- learning ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("memory", "success"), [
+@pytest.mark.parametrize(("memory", "success"), [  # seeds 0-3 all gave these (memory: 100%, ff: 0%)
     ({"rnn_type": "gru", "sequence_length": 6}, (0.9, 1.0)), ({"rnn_type": "lstm", "sequence_length": 6}, (0.9, 1.0)),
     ({"history_length": 6}, (0.9, 1.0)), ({}, (0.0, 0.85))])
 def test_only_aawr_with_memory_learns_the_cue_task(tmp_path: Path, memory: dict[str, Any],
