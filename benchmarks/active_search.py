@@ -11,11 +11,13 @@ Variants (``--only`` names), each from its config file with the benchmark's budg
 * ``aawr``: AAWR, IQL critics on the privileged "critic" group (configs/aawr/drl-ActiveSearch-v0.yaml);
 * ``awr``: symmetric AWR, the same code and settings with the critics on the "policy" group
   (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml);
-* ``bc``: behaviour cloning, uniform weights, every batch from the demos (configs/bc/drl-ActiveSearch-v0.yaml).
+* ``bc``: behaviour cloning, uniform weights, every batch from the demos (configs/bc/drl-ActiveSearch-v0.yaml);
+* ``aawr-gru``: AAWR with a GRU actor (memory of where the target was seen; critics as ``aawr``), trained on
+  sequences of 32 steps (configs/aawr/drl-ActiveSearch-v0-gru.yaml).
 
 Every variant gets the same ``--offline-updates`` gradient steps on the demos, then ``--steps`` online env
 steps with one update each (BC's still on demos only), and the same evaluations. Demos are recorded once per
-seed with the task's scripted, suboptimal expert (``--demo-episodes`` episodes, the seed's own), and all three
+seed with the task's scripted, suboptimal expert (``--demo-episodes`` episodes, the seed's own), and all the
 variants of that seed learn from the same file. The score is the success rate of the deterministic policy
 over ``--eval-episodes`` evaluation episodes: the eval return, since the task's reward is 1 at success and 0
 otherwise (one success per episode at most). Two numbers per run: after the offline phase (its closing
@@ -28,8 +30,10 @@ Writes ``results.json``, ``report.md`` and ``success.png`` to ``--out``.
 Cost: a run is ``offline_updates + steps`` gradient steps of [256, 256] networks (5 Q heads, V and the policy;
 BC only the policy). Measured eagerly with one torch thread on a loaded 2-core machine (load average ~5):
 42 ms per AAWR/AWR update, 12 ms per BC update, so at the defaults (70k updates) an AAWR or AWR run takes
-~50 min there and the whole benchmark (5 seeds) ~9 h; an idle core, ``compile`` (auto from 20k updates) or
+~50 min there and the three variants (5 seeds) ~9 h; an idle core, ``compile`` (auto from 20k updates) or
 ``--device cuda`` cut that, as do smaller ``--offline-updates`` / ``--steps`` (the same for every variant).
+``aawr-gru`` unrolls its GRU over 32 steps per sampled transition and trains eagerly: about twice an AAWR
+update (measured side by side on the same loaded machine), ``--only aawr awr bc`` leaves it out.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ VARIANTS = [
     Variant("aawr", "AAWR (privileged critics)", "aawr", "aawr/drl-ActiveSearch-v0.yaml"),
     Variant("awr", "symmetric AWR", "aawr", "aawr/drl-ActiveSearch-v0-symmetric.yaml"),
     Variant("bc", "BC", "bc", "bc/drl-ActiveSearch-v0.yaml"),
+    Variant("aawr-gru", "AAWR, GRU actor", "aawr", "aawr/drl-ActiveSearch-v0-gru.yaml"),
 ]
 
 
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"active_search: {args.env}, {args.seeds} seeds, {args.offline_updates:,} offline updates + "
           f"{args.steps:,} online steps, {args.demo_episodes} demo episodes per seed, on {args.device}")
     for v in chosen:
-        print(f"  {v.name:<6} {v.label:<28} configs/{v.config}")
+        print(f"  {v.name:<8} {v.label:<28} configs/{v.config}")
     if args.dry_run:
         return 0
     began, meta = script.start("active_search", argv, args.out, env=args.env, seeds=args.seeds,

@@ -467,7 +467,7 @@ def test_aawr_learns_the_search_task_from_noisy_demos(tmp_path: Path, seed: int)
 
 # --- the benchmark ------------------------------------------------------------------------------
 def test_active_search_benchmark_smoke(tmp_path: Path) -> None:
-    """The benchmark end to end at a tiny size on the stand-in task: three variants, one seed."""
+    """The benchmark end to end at a tiny size on the stand-in task: four variants, one seed."""
     import json
 
     from benchmarks.active_search import main as active_search
@@ -477,7 +477,8 @@ def test_active_search_benchmark_smoke(tmp_path: Path) -> None:
     assert active_search(["--env", standin.ENV_ID, "--seeds", "1", "--offline-updates", "4", "--steps", "6",
                           "--demo-episodes", "2", "--eval-episodes", "2", "--eval-every", "3", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert [(r["variant"], "error" in r) for r in results["runs"]] == [("aawr", False), ("awr", False), ("bc", False)]
+    assert [(r["variant"], "error" in r) for r in results["runs"]] == [("aawr", False), ("awr", False), ("bc", False),
+                                                                      ("aawr-gru", False)]
     for run in results["runs"]:
         assert [p["step"] for p in run["points"]] == [0, 3, 6]  # end of the offline phase, then every 3 steps
         assert 0.0 <= run["final_success"] <= 1.0 and run["final_success"] == run["points"][-1]["success"]

@@ -44,16 +44,41 @@ normalised with the replay's affine map and clamped into ``[-1, 1]`` (what the e
 One Adam over all losses (official) is one Adam per parameter group here
 (:class:`drl.agents.off_policy_base.FusedUpdate`: per coordinate the same steps, all groups step together);
 the gradient of the summed loss is clipped to a global norm of ``max_grad_norm`` (10) first, as officially.
-Not implemented: a history window of policy observations (the policy reads the current ``z`` only).
+
+Memory (the robot's observation is partial: the paper's policy reads ``z`` "or a short history"). Both read the
+replay through :meth:`drl.storage.ReplayBuffer.window`: for a sampled transition at step ``t`` the last ``L``
+steps of the same env up to ``t``, cut at the episode's first step (demos: at their ``episode_index``); the
+steps before it are padding.
+
+* ``history_length: k`` (> 1): ``z_t`` becomes the concatenation ``[z_{t-k+1}, ..., z_t]`` (oldest first, each
+  normalised, the padding zeros); every network reading ``actor_obs`` reads it, so with symmetric critics
+  (``critic_obs: policy``) ``V`` and ``Q`` read the window too and ``V(s')`` the window ending at ``next_obs``.
+  ``k = 1`` is the feed-forward policy, bit for bit.
+* ``rnn_type: gru | lstm``: the actor is a :class:`drl.nn.recurrent.RecurrentActor`, a GRU/LSTM core
+  (``rnn_hidden_size``) then the MLP. Training unrolls the core over the ``sequence_length`` steps up to ``t``
+  from a zero state, which is zero again entering the episode's first step, the first ``burn_in`` of them
+  without gradient (R2D2's zero-state strategy with burn-in, Kapturowski et al. 2019); the weighted regression
+  is applied at ``t`` only, the window's last step: every sampled transition then weighs once with its own
+  advantage, as in the feed-forward loss, and the critics (feed-forward on ``critic_obs``: the point of AAWR)
+  run on the ``B`` sampled rows, not ``B * L``. The earlier steps are context, shorter near the episode start.
+  Acting carries the hidden state from the episode's first step (zeroed where an episode ends), so
+  ``sequence_length`` should cover what the task needs remembered. A recurrent actor trains eagerly
+  (``compile`` refused) and excludes ``history_length > 1``; symmetric critics read the current observation.
+
+Acting keeps the per-env memory (the window, or the hidden state) in :attr:`AAWR.memory`: cleared where an episode
+ended (:meth:`AAWR.record_outcome`; with SAME_STEP autoreset the next obs is the new episode's first), fresh in an
+evaluation or a video (:meth:`AAWR.fresh_memory`), saved with the agent state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -61,6 +86,7 @@ from torch import nn
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
 from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
+from drl.nn.recurrent import ObsHistory, RecurrentActor, RecurrentMemory
 from drl.storage import ReplayBuffer
 from drl.storage.replay import MixedSampler
 
@@ -70,6 +96,8 @@ __all__ = ["AAWRConfig", "AAWR", "expectile_loss", "awr_weights", "gaussian_log_
 LOG_STD_MIN = -5.0  # IQL's clamp of the policy's log-std
 LOG_STD_MAX = 2.0
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+MAX_WINDOW = 4096  # steps in a history window or a training sequence
+MAX_RNN_LAYERS = 16
 
 
 @dataclass
@@ -96,6 +124,18 @@ class AAWRConfig(OffPolicyConfig):
     demo_fraction: float = 0.5  # share of each online batch drawn from the demos (RLPD-style)
     offline_updates: int = 20_000  # gradient steps on demos only before the first env step
     offline_log_interval: int = 1_000  # offline gradient steps per metrics row (and latest.pt)
+    # memory of the policy (see the module docstring): a window of the last history_length policy observations
+    # (1: the current one only), or a recurrent actor trained on sequences of sequence_length steps
+    history_length: int = 1
+    rnn_type: Literal["none", "gru", "lstm"] = "none"
+    rnn_hidden_size: int = 64
+    rnn_num_layers: int = 1
+    sequence_length: int = 16  # steps up to the sampled one a recurrent actor is unrolled over (zero state first)
+    burn_in: int = 0  # the first of them unrolled without gradient
+
+    @property
+    def recurrent(self) -> bool:
+        return self.rnn_type != "none"
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         super().validate(prefix, train)
@@ -110,6 +150,18 @@ class AAWRConfig(OffPolicyConfig):
               f"{self.critic_type!r}")
         check(self.demos is None or (isinstance(self.demos, str) and self.demos != ""), f"{prefix}.demos",
               f"must be the path of a demo file (drl demos ENV --out FILE) or null, got {self.demos!r}")
+        check_range(self.history_length, f"{prefix}.history_length", 1, MAX_WINDOW)
+        if self.recurrent:
+            check_range(self.rnn_hidden_size, f"{prefix}.rnn_hidden_size", 1, 65_536)
+            check_range(self.rnn_num_layers, f"{prefix}.rnn_num_layers", 1, MAX_RNN_LAYERS)
+            check_range(self.sequence_length, f"{prefix}.sequence_length", 1, MAX_WINDOW)
+            check_range(self.burn_in, f"{prefix}.burn_in", 0, self.sequence_length - 1,
+                        what=f"steps without gradient, fewer than sequence_length = {self.sequence_length}")
+            check(self.history_length == 1, f"{prefix}.history_length", f"a recurrent actor (rnn_type "
+                  f"{self.rnn_type}) remembers by itself: set history_length to 1 (got {self.history_length}) "
+                  "or rnn_type to none")
+            check(self.compile is not True, f"{prefix}.compile", f"a recurrent actor trains eagerly; set it to "
+                  f"auto or false with rnn_type {self.rnn_type}")
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -165,10 +217,23 @@ class AAWR(OffPolicyAgent):
     def _build(self, actor_dim: int, critic_dim: int, action_dim: int
                ) -> tuple[nn.ModuleDict, dict[str, float], nn.ModuleDict]:
         cfg: AAWRConfig = self.cfg
+        k = cfg.history_length
+        if cfg.critic_obs == cfg.actor_obs:  # symmetric critics read the policy's window too
+            critic_dim *= k
         critic = QEnsemble(critic_dim, action_dim, cfg.critic_hidden, cfg.num_q, 1, cfg.activation, cfg.layer_norm)
         value = EnsembleMLP(critic_dim, cfg.critic_hidden, 1, 1, cfg.activation, cfg.layer_norm)
-        actor = EnsembleMLP(actor_dim, cfg.actor_hidden, 2 * action_dim, 1, cfg.activation, cfg.layer_norm)
+        # the per-env memory while acting (None: feed-forward on the current obs)
+        self.memory: ObsHistory | RecurrentMemory | None = None
+        if cfg.recurrent:
+            actor = RecurrentActor(cfg.rnn_type, actor_dim, cfg.rnn_hidden_size, cfg.rnn_num_layers, cfg.actor_hidden,
+                                   2 * action_dim, cfg.activation, cfg.layer_norm)
+            self.memory = RecurrentMemory({"actor": actor.core}, self.num_envs, self.device)
+        else:
+            actor = EnsembleMLP(k * actor_dim, cfg.actor_hidden, 2 * action_dim, 1, cfg.activation, cfg.layer_norm)
+            if k > 1:
+                self.memory = ObsHistory(k, actor_dim, self.num_envs, self.device)
         self.critic, self.value, self.actor = critic, value, actor
+        self._demo_since_start: torch.Tensor | None = None  # [M]: rows of its episode before each demo row
         self.demo_buffer: ReplayBuffer | None = None
         self._offline = False  # inside offline_update
         self._sampler: MixedSampler | None = None
@@ -176,17 +241,84 @@ class AAWR(OffPolicyAgent):
         target = nn.ModuleDict({"critic": copy.deepcopy(critic)})
         return nets, {"critic": cfg.lr("critic"), "value": cfg.lr("critic"), "actor": cfg.lr("actor")}, target
 
+    def _should_compile(self, num_envs: int, total_steps: int | None) -> bool:
+        """A recurrent actor trains eagerly (its unrolled loop would be compiled step by step)."""
+        return False if self.cfg.recurrent else super()._should_compile(num_envs, total_steps)
+
     # --- the policy -------------------------------------------------------------------------
-    def _mean_log_std(self, params: list[torch.Tensor], obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Actor: ``obs[B, D] -> (mean[B, A] in (-1, 1), log_std[B, A] in [-5, 2])``."""
-        mu, log_std = self.actor.apply_params(params, obs).squeeze(0).chunk(2, dim=-1)
+    @staticmethod
+    def _gaussian(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's output ``[B, 2A]`` -> ``(mean[B, A] in (-1, 1), log_std[B, A] in [-5, 2])``."""
+        mu, log_std = out.chunk(2, dim=-1)
         return torch.tanh(mu), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def _policy_action(self, actor_obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        mean, log_std = self._mean_log_std(self.actor.own_params(), actor_obs)
+    def _mean_log_std(self, params: list[torch.Tensor], obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed-forward actor: ``obs[B, k D] -> (mean[B, A], log_std[B, A])`` (see :meth:`_gaussian`)."""
+        return self._gaussian(self.actor.apply_params(params, obs).squeeze(0))
+
+    def _sample(self, mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
             return mean
         return (mean + log_std.exp() * self.normal(tuple(mean.shape))).clamp(-1.0, 1.0)
+
+    def _policy_action(self, actor_obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self._sample(*self._mean_log_std(self.actor.own_params(), actor_obs), deterministic)
+
+    def _remember(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance the memory with this step's raw ``actor_obs`` ``[N, D]``; the policy's ``(mean, log_std)`` now."""
+        group, memory = self.cfg.actor_obs, self.memory
+        if isinstance(memory, ObsHistory):
+            window, valid = memory.push(raw)  # [N, k, D], [N, k]
+            x = self._normalized(group, window.flatten(0, 1)).view_as(window) * valid.unsqueeze(-1)
+            return self._mean_log_std(self.actor.own_params(), x.flatten(1))
+        x = self._normalized(group, raw).unsqueeze(1)  # [N, 1, D]
+        no_reset = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        out, memory.states["actor"] = self.actor.apply_params(list(self.actor.parameters()), x,
+                                                              memory.states["actor"], no_reset)
+        return self._gaussian(out)
+
+    @torch.inference_mode()
+    def act(self, obs: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = False,
+            update_stats: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`OffPolicyAgent.act`; with memory, the policy reads this step's ``actor_obs`` after the memory
+        (the window of the last ``history_length``, or the hidden state) of its env."""
+        if self.memory is None:
+            return super().act(obs, deterministic, update_stats)
+        groups = self._groups_of(obs)
+        action = self._sample(*self._remember(groups[self.cfg.actor_obs]), deterministic)
+        return self.env_action(action), self._record(groups, action, update_stats and not deterministic)
+
+    @torch.inference_mode()
+    def random_act(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`OffPolicyAgent.random_act`; the memory still takes in the obs (a warm-up step is part of the
+        episode the policy continues)."""
+        if self.memory is not None:
+            self._remember(self._groups_of(obs)[self.cfg.actor_obs])
+        return super().random_act(obs)
+
+    @torch.inference_mode()
+    def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
+                       truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
+        """:meth:`OffPolicyAgent.record_outcome`; the memory of the envs whose episode ended is cleared."""
+        if self.memory is not None:
+            self.memory.end_episodes(terminated | truncated)
+        return super().record_outcome(record, reward, terminated, truncated, final_obs)
+
+    @contextlib.contextmanager
+    def fresh_memory(self, num_envs: int) -> Iterator[Callable[[torch.Tensor], None]]:
+        """Act on ``num_envs`` other envs (an evaluation, a video) from an empty memory; call the yielded function
+        with each step's ``done [num_envs]`` to clear it where an episode ended. On exit the training memory is
+        back, untouched. No-op without memory."""
+        if self.memory is None:
+            yield lambda done: None
+            return
+        with self.memory.fresh(num_envs):
+            yield self.memory.end_episodes
+
+    def on_env_reset(self) -> None:
+        """Every env was reset outside the loop (a resume without env state): the memory starts empty."""
+        if self.memory is not None:
+            self.memory.reset()
 
     def _draw_noise(self, batch: dict[str, torch.Tensor]) -> None:
         """Nothing: every loss reads the data's actions (no sampled action, no target noise)."""
@@ -203,9 +335,14 @@ class AAWR(OffPolicyAgent):
               target: dict[str, list[torch.Tensor]], batch: dict[str, torch.Tensor], variant: str
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg: AAWRConfig = self.cfg
-        obs_actor, obs_critic = batch[f"obs/{cfg.actor_obs}"], batch[f"obs/{cfg.critic_obs}"]
-        actions = batch["actions"]
-        mean, log_std = self._mean_log_std(params["actor"], obs_actor)
+        obs_critic, actions = batch[f"obs/{cfg.critic_obs}"], batch["actions"]
+        if cfg.recurrent:  # unrolled from a zero state over the window, regressed at its last step
+            seq = batch["actor_seq"]  # [B, L, D]
+            state = self.actor.core.zero_state(seq.shape[0], seq.device)
+            out, _ = self.actor.apply_params(params["actor"], seq, state, batch["actor_resets"], cfg.burn_in)
+            mean, log_std = self._gaussian(out)
+        else:  # obs/<actor_obs>: [B, D], or the window [B, k D] with history_length k
+            mean, log_std = self._mean_log_std(params["actor"], batch[f"obs/{cfg.actor_obs}"])
         log_prob = gaussian_log_prob(actions, mean, log_std)  # [B]
         stats: dict[str, torch.Tensor] = {"log_prob": log_prob.detach().mean(), "std": log_std.detach().exp().mean()}
         if variant == "uniform":  # behaviour cloning: maximise E[log pi(a|z)]; no critic is read
@@ -285,6 +422,10 @@ class AAWR(OffPolicyAgent):
         rows |= {"actions": actions.clamp(-1.0, 1.0), "rewards": data["rewards"].float(),
                  "terminated": data["terminated"], "truncated": data["truncated"]}
         self.demo_buffer = ReplayBuffer.from_tensors(rows, self.device)
+        index = data["episode_index"]  # episode by episode, in time order within one (the demo format)
+        position = torch.arange(index.numel())
+        first = torch.cat([torch.ones(1, dtype=torch.bool), index[1:] != index[:-1]])
+        self._demo_since_start = (position - torch.where(first, position, 0).cummax(0).values).to(self.device)
         if self.cfg.normalize_obs:
             for g in self.groups:
                 self.obs_normalizers[g].update(rows[f"obs/{g}"].to(self.device))
@@ -301,6 +442,57 @@ class AAWR(OffPolicyAgent):
             return self.update(self.demo_buffer, num_updates)
         finally:
             self._offline = False
+
+    def gather_transitions(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
+        """:meth:`OffPolicyAgent.gather_transitions`; with memory, the policy's view of each transition read from
+        the window of its last steps (:meth:`ReplayBuffer.window`, cut at the episode's start; demos: at their
+        ``episode_index``), each step normalised, the padding zero:
+
+        * ``history_length k > 1``: ``obs/<actor_obs>`` becomes ``[B, k D]`` (oldest first), and with symmetric
+          critics ``next_obs/<actor_obs>`` the window ending at the (n-step) next obs;
+        * recurrent: ``actor_seq`` ``[B, L, D]`` and ``actor_resets`` ``[B, L]`` (true entering the window's first
+          step and its episode's first step: the state there is zero).
+        """
+        batch = super().gather_transitions(replay, steps, envs)
+        cfg = self.cfg
+        length = cfg.sequence_length if cfg.recurrent else cfg.history_length
+        if not cfg.recurrent and length == 1:
+            return batch
+        group, demos = cfg.actor_obs, replay is self.demo_buffer
+        rows, valid = replay.window(steps, envs, length, self._demo_since_start[steps] if demos else None)
+        window = self._window(replay, f"obs/{group}", rows, envs, valid)  # [B, L, D]
+        if cfg.recurrent:
+            batch["actor_seq"] = window
+            batch["actor_resets"] = torch.cat([torch.ones_like(valid[:, :1]), ~valid[:, :-1]], dim=1)
+            return batch
+        batch[f"obs/{group}"] = window.flatten(1)
+        if cfg.critic_obs == group:  # V(s') reads the window ending at next_obs[last]: obs rows last-k+2 .. last
+            last = self.td_rows(replay, steps, envs)[2]
+            rows, valid = replay.window(last, envs, length, self._demo_since_start[last] if demos else None)
+            older = self._window(replay, f"obs/{group}", rows[:, 1:], envs, valid[:, 1:])
+            batch[f"next_obs/{group}"] = torch.cat([older, batch[f"next_obs/{group}"].unsqueeze(1)], 1).flatten(1)
+        return batch
+
+    def _window(self, replay: ReplayBuffer, name: str, rows: torch.Tensor, envs: torch.Tensor, valid: torch.Tensor
+                ) -> torch.Tensor:
+        """``replay.data[name]`` at ``rows [B, L]`` of ``envs [B]``, normalised, 0 where not valid: ``[B, L, D]``."""
+        x = replay.data[name][rows, envs.unsqueeze(1)]
+        if self.cfg.normalize_obs:
+            x = self._normalized(name.split("/", 1)[1], x.flatten(0, 1)).view_as(x)
+        return x * valid.unsqueeze(-1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`OffPolicyAgent.state_dict`, plus ``memory`` (per training env) with a history or recurrent policy."""
+        state = super().state_dict()
+        if self.memory is not None:
+            state["memory"] = self.memory.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.memory is not None:
+            self.memory.load_state_dict(state["memory"])
 
     def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
         """:meth:`OffPolicyAgent.sample_batch`, with ``round(demo_fraction * B)`` rows from the demos (all of them

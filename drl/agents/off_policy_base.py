@@ -476,15 +476,7 @@ class OffPolicyAgent:
         ``normalize_obs``); see :meth:`sample_batch` for ``returns`` and ``discounts``."""
         cfg = self.cfg
         batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
-        if cfg.n_step == 1:
-            last = steps
-            rows = replay.gather(steps, envs, ["rewards", "terminated"])
-            batch["returns"] = rows["rewards"]
-            batch["discounts"] = cfg.gamma * (1.0 - rows["terminated"].float())
-        else:
-            batch["returns"], batch["discounts"], last = n_step_replay(
-                replay.data["rewards"], replay.data["terminated"], replay.data["truncated"], steps, envs,
-                replay.step, len(replay), cfg.gamma, cfg.n_step)
+        batch["returns"], batch["discounts"], last = self.td_rows(replay, steps, envs)
         batch |= replay.gather(last, envs, [f"next_obs/{g}" for g in self.groups])
         if cfg.normalize_obs:
             for name in list(batch):
@@ -492,6 +484,17 @@ class OffPolicyAgent:
                 if prefix in ("obs", "next_obs"):
                     batch[name] = self.obs_normalizers[group].normalize(batch[name])
         return batch
+
+    def td_rows(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(returns [B], discounts [B], last [B])`` of the transitions at ``steps[B]``, ``envs[B]``: the (n-step)
+        TD target is ``returns + discounts * V(next_obs[last])`` (see :meth:`sample_batch`)."""
+        cfg = self.cfg
+        if cfg.n_step == 1:
+            rows = replay.gather(steps, envs, ["rewards", "terminated"])
+            return rows["rewards"], cfg.gamma * (1.0 - rows["terminated"].float()), steps
+        return n_step_replay(replay.data["rewards"], replay.data["terminated"], replay.data["truncated"], steps,
+                             envs, replay.step, len(replay), cfg.gamma, cfg.n_step)
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal noise from the agent's generator, on the agent's device."""

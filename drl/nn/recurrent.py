@@ -14,6 +14,10 @@ from ``nn.GRU``/``nn.LSTM``: every line of the math is visible here, the paramet
 tensors that :class:`drl.optim.FlatParameters` may view into one flat vector, and the same code
 runs eagerly and under ``torch.func``. The gate equations are PyTorch's (``nn.GRUCell``,
 ``nn.LSTMCell``; tested equal).
+
+For off-policy learners (AAWR) that train on replay windows: :class:`RecurrentActor` (a core and an MLP on
+parameter lists, as :class:`drl.agents.off_policy_base.FusedUpdate` passes them) and :class:`ObsHistory` (the
+last few observations per env, the memory of a history-window policy).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["RNN_TYPES", "RecurrentCore", "RecurrentMemory", "GRUCell", "LSTMCell"]
+from drl.nn.critics import EnsembleMLP
+
+__all__ = ["RNN_TYPES", "RecurrentCore", "RecurrentActor", "RecurrentMemory", "ObsHistory", "GRUCell", "LSTMCell"]
 
 RNN_TYPES = ("gru", "lstm")
 
@@ -139,12 +145,43 @@ class RecurrentCore(nn.Module):
             outputs.append(out)
         return torch.stack(outputs, dim=1), state
 
+    def forward(self, x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`unroll` (so ``torch.func.functional_call`` can run the core on other parameters)."""
+        return self.unroll(x, state, resets)
+
     def unroll_flat(self, x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:
         """:meth:`unroll` on chunk-major flat rows (row ``b * L + k`` is step ``k`` of sequence ``b``):
         ``x [B * L, in]``, ``state [B, S, H]``, ``resets [B * L]`` -> ``features [B * L, H]``."""
         batch = state.shape[0]
         features, _ = self.unroll(x.view(batch, -1, x.shape[-1]), state, resets.view(batch, -1))
         return features.flatten(0, 1)
+
+
+class RecurrentActor(nn.Module):
+    """A recurrent policy network for fused off-policy updates (AAWR): a GRU/LSTM core, then an MLP to ``out_dim``.
+
+    Parameters (in this order, which :meth:`apply_params` relies on): the core's, then the head's
+    (a one-head :class:`EnsembleMLP` on the core's ``hidden_size`` features).
+    """
+
+    def __init__(self, rnn_type: Literal["gru", "lstm"], obs_dim: int, hidden_size: int, num_layers: int,
+                 hidden: list[int], out_dim: int, activation: str, layer_norm: bool):
+        super().__init__()
+        self.core = RecurrentCore(rnn_type, obs_dim, hidden_size, num_layers)
+        self.head = EnsembleMLP(hidden_size, hidden, out_dim, 1, activation, layer_norm)
+        self.core_names = [name for name, _ in self.core.named_parameters()]
+
+    def apply_params(self, params: list[torch.Tensor], x: torch.Tensor, state: torch.Tensor, resets: torch.Tensor,
+                     burn_in: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on ``params`` over ``L`` steps: ``x [B, L, D]``, ``state [B, S, H]`` entering step 0,
+        ``resets [B, L]`` (zero the state entering step ``j``) -> ``(out [B, out_dim] at step L-1, state after it)``;
+        the state after the first ``burn_in`` steps is detached (no gradient reaches those steps)."""
+        core = dict(zip(self.core_names, params[:len(self.core_names)], strict=True))
+        if burn_in:
+            _, state = torch.func.functional_call(self.core, core, (x[:, :burn_in], state, resets[:, :burn_in]))
+            x, resets, state = x[:, burn_in:], resets[:, burn_in:], state.detach()
+        features, state = torch.func.functional_call(self.core, core, (x, state, resets))
+        return self.head.apply_params(params[len(self.core_names):], features[:, -1]).squeeze(0), state
 
 
 class RecurrentMemory:
@@ -195,3 +232,61 @@ class RecurrentMemory:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.states = {role: state[role].to(self.device, copy=True) for role in self.states}
+
+
+class ObsHistory:
+    """The last ``length`` observations of each env ``[N, length, D]`` (oldest first), for a policy that reads
+    a short history window; what :meth:`drl.storage.ReplayBuffer.window` gives the learner, kept while acting.
+
+    :meth:`push` appends a step's obs and returns the window with its validity ``[N, length]`` bool
+    (false for the slots before the episode's first step); :meth:`end_episodes` forgets the envs whose
+    episode ended, so the next push (the next episode's first obs, SAME_STEP autoreset) starts afresh.
+    The same interface as :class:`RecurrentMemory` where the runners see it (``fresh``, ``reset``, state dicts).
+
+    Args:
+        length: ``L``, observations per window.
+        dim: ``D``, width of one observation.
+        num_envs: ``N``.
+        device: where the window lives.
+    """
+
+    def __init__(self, length: int, dim: int, num_envs: int, device: torch.device):
+        self.length, self.dim, self.device = length, dim, device
+        self.obs, self.count = self._empty(num_envs)
+
+    def _empty(self, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(num_envs, self.length, self.dim, device=self.device),
+                torch.zeros(num_envs, dtype=torch.int64, device=self.device))
+
+    def push(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``x [N, D]``: ``(window [N, L, D] oldest first, valid [N, L])`` (new tensors, never in place)."""
+        self.obs = torch.cat([self.obs[:, 1:], x.unsqueeze(1)], dim=1)
+        self.count = (self.count + 1).clamp(max=self.length)
+        back = torch.arange(self.length - 1, -1, -1, device=self.device)  # slots back from the newest
+        return self.obs, back < self.count.unsqueeze(1)
+
+    def end_episodes(self, done: torch.Tensor) -> None:
+        """Forget the window of the envs whose episode ended (``done [N]`` bool)."""
+        self.count = torch.where(done, 0, self.count)
+        self.obs = torch.where(done[:, None, None], 0.0, self.obs)
+
+    def reset(self) -> None:
+        """Every env starts a new episode."""
+        self.obs, self.count = torch.zeros_like(self.obs), torch.zeros_like(self.count)
+
+    @contextlib.contextmanager
+    def fresh(self, num_envs: int) -> Iterator[None]:
+        """Inside: empty windows for ``num_envs`` other envs (an evaluation); on exit the previous ones are back."""
+        saved = self.obs, self.count
+        self.obs, self.count = self._empty(num_envs)
+        try:
+            yield
+        finally:
+            self.obs, self.count = saved
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"obs": self.obs, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.obs = state["obs"].to(self.device, copy=True)
+        self.count = state["count"].to(self.device, copy=True)

@@ -70,6 +70,39 @@ class ReplayBuffer(RolloutBuffer):
         """
         return {name: self.data[name][steps, envs] for name in (names if names is not None else self.data)}
 
+    def window(self, steps: torch.Tensor, envs: torch.Tensor, length: int,
+               since_start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last ``length`` rows up to ``steps[B]`` of the same env, for sequence (history, recurrent) views.
+
+        Returns ``(rows [B, length], valid [B, length])``, oldest first: ``rows[b, j]`` is ring row
+        ``steps[b] - (length - 1 - j)`` (modulo the capacity: the ring wraps), so ``rows[:, -1] = steps``;
+        read a field with ``data[name][rows, envs[:, None]]`` ``[B, length, *shape]``. ``valid[b, j]`` is
+        true where that row belongs to the same episode as ``steps[b]``: it is held (not older than the
+        oldest row, nor overwritten) and no row from it up to the one before ``steps[b]`` ended an episode
+        (``terminated`` or ``truncated``). The invalid rows are a prefix of each window (padding before the
+        episode's first step); ``valid[:, -1]`` is always true.
+
+        Args:
+            steps: int64 ``[B]`` held ring rows (e.g. from :meth:`sample_indices`).
+            envs: int64 ``[B]`` their envs.
+            length: ``L >= 1`` rows per window.
+            since_start: int64 ``[B]`` or None: where the data knows it (flat demonstrations with an episode
+                index), how many rows of ``steps[b]``'s episode precede it; rows further back are invalid too.
+        """
+        back = torch.arange(length - 1, -1, -1, device=steps.device)  # [L] rows back from steps: L-1 ... 0
+        rows = torch.remainder(steps.unsqueeze(1) - back, self.capacity)  # [B, L]
+        oldest = self.step if self.full else 0
+        held_before = torch.remainder(steps - oldest, self.capacity)  # rows held before steps[b]
+        earlier, column = rows[:, :-1], envs.unsqueeze(1)
+        ended = self.data["terminated"][earlier, column] | self.data["truncated"][earlier, column]  # [B, L-1]
+        # an end at row j cuts rows 0..j off: a row is valid when no row from it to L-2 ended an episode
+        cut = ended.flip(1).cumsum(1).flip(1) > 0
+        valid = torch.cat([~cut, torch.ones_like(steps, dtype=torch.bool).unsqueeze(1)], 1)
+        valid &= back <= held_before.unsqueeze(1)
+        if since_start is not None:
+            valid &= back <= since_start.unsqueeze(1)
+        return rows, valid
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Uniform sample with replacement: ``{name: [batch_size, *shape]}``.
 
