@@ -21,6 +21,7 @@ from drl.wrappers.base import (
     validate_wrappers,
     wrap_env,
 )
+from drl.wrappers.bonuses import IntrinsicBonus  # noqa: E402, F401 - registers 'bonus'
 
 __all__ = ["TorchVectorWrapper", "WRAPPERS", "WrapperStack", "register_wrapper", "select_group",
            "validate_wrappers", "wrap_env", "parse_wrapper_flag", "make_run_env"]
