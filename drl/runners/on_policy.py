@@ -8,6 +8,8 @@ The runner knows nothing about the algorithm. It asks the agent for
 * ``update(storage, progress) -> metrics``; ``state_dict()`` / ``load_state_dict()``;
 * optionally ``on_env_reset()``: every env was reset outside the rollout (a resume without env
   state), so per-env running quantities (PPO: the reward scaler's discounted returns) restart.
+* optionally ``info_fields``: ``{info key: storage field}``, env info entries ``[N]`` stored with each
+  step's record (PPO with ``intrinsic_value``: the bonus wrappers' ``info["intrinsic_reward"]``).
 
 What is not the rollout loop (envs, agent, run folder, checkpoints, failures, evaluation) is
 :class:`drl.runners.base.Runner`, shared with the off-policy runner.
@@ -105,6 +107,7 @@ class OnPolicyRunner(Runner):
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
+        info_fields = getattr(self.agent, "info_fields", {})  # {info key: storage field}; usually empty
         # a restored env state continues where the checkpoint left it; otherwise the envs are reset
         try:
             obs = self._obs = self._reset_envs() if self._obs is None else self._obs
@@ -122,8 +125,10 @@ class OnPolicyRunner(Runner):
                         obs, reward, terminated, truncated, info = self.env.step(action)
                     except Exception as err:
                         self._raise_env_error(err, t, env_rewards, obs)
-                    self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
-                                                               info["final_obs"]))
+                    record = self.agent.record_outcome(record, reward, terminated, truncated, info["final_obs"])
+                    for key, name in info_fields.items():
+                        record[name] = _info_entry(info, key)
+                    self.storage.add(record)
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
                     if stop.requested:
@@ -164,3 +169,11 @@ class OnPolicyRunner(Runner):
             self._log_and_checkpoint(logger, row, last)
             self._end_iteration()
         return False
+
+
+def _info_entry(info: dict[str, Any], key: str) -> torch.Tensor:
+    """``info[key]``; a KeyError naming what is missing and what provides it otherwise."""
+    if key not in info:
+        raise KeyError(f"the agent stores info['{key}'] each step, but the env's info has no such entry "
+                       f"(add the wrapper that reports it, e.g. an intrinsic bonus: wrappers: [{{name: bonus}}])")
+    return info[key]

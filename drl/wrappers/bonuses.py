@@ -25,6 +25,7 @@ normalisation); the statistics and the bonus stds are updated every step from th
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -228,11 +229,12 @@ class IntrinsicBonus(TorchVectorWrapper):
         return metrics | {key: torch.stack(values).mean().item() for key, values in sums.items()}
 
     def learner_state_dict(self) -> dict[str, Any]:
-        return {"env_steps": self.env_steps, "generator": self.generator.get_state(),
+        """A copy (the statistics and weights change in place as the run goes on)."""
+        return copy.deepcopy({"env_steps": self.env_steps, "generator": self.generator.get_state(),
                 "obs_stats": self.obs_stats.state_dict(), "global_std": self.global_std.state_dict(),
                 "episodic_std": self.episodic_std.state_dict(),
                 "parts": [p.state_dict() for p in self.learners],
-                "optimizers": [s.adam.state_dict() for s in self.train_steps]}
+                "optimizers": [s.adam.state_dict() for s in self.train_steps]})
 
     def load_learner_state_dict(self, state: dict[str, Any]) -> None:
         self.env_steps = int(state["env_steps"])
