@@ -167,14 +167,15 @@ class EpisodicCount:
     """Counts of hashed states within each env's current episode (Tang et al. 2017's SimHash, or a grid).
 
     Keys: ``simhash`` takes ``sign(A x)`` of the whitened obs with a fixed Gaussian ``A [bits, D]`` as the
-    bits of an int64; ``grid`` takes ``floor(x / cell)`` of the raw obs, mixed by fixed random odd int64
-    multipliers (a state = a cell). Each env keeps the keys of the last ``memory`` states it reached in the
-    episode (``[N, memory]``); the bonus of reaching a state counted ``n`` times (this visit included) is
-    ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}`` (``first_visit``, Henaff et al. 2023's episodic count).
+    bits of an int64; ``grid`` takes ``floor(x / cell)`` of the raw obs (``cell``: a number or ``[D]``), mixed
+    by fixed random odd int64 multipliers (a state = a cell). Each env keeps the keys of the last ``memory``
+    states it reached in the episode (``[N, memory]``); the bonus of reaching a state counted ``n`` times
+    (this visit included) is ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}`` (``first_visit``, Henaff et al.
+    2023's episodic count).
     """
 
-    def __init__(self, num_envs: int, obs_dim: int, memory: int, key: str, bits: int, cell: float, mode: str,
-                 generator: torch.Generator, device: torch.device):
+    def __init__(self, num_envs: int, obs_dim: int, memory: int, key: str, bits: int, cell: torch.Tensor | float,
+                 mode: str, generator: torch.Generator, device: torch.device):
         self.key, self.cell, self.mode, self.memory = key, cell, mode, memory
         self.projection = torch.randn(bits, obs_dim, generator=generator).to(device)
         self.powers = (2 ** torch.arange(bits, dtype=torch.int64)).to(device)

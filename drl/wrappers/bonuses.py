@@ -67,7 +67,8 @@ class IntrinsicBonus(TorchVectorWrapper):
         learning_rate, update_epochs, minibatch_size: the learned parts' Adam on the recorded transitions.
         ridge: E3B's lambda (``C^-1`` starts at ``I / ridge``).
         count_key: ``simhash`` (of the whitened obs, ``hash_bits`` bits) or ``grid`` (raw obs in cells of
-            ``grid_cell``); ``count_mode``: ``inv_sqrt`` (1/sqrt(n)) or ``first_visit`` (1{n=1});
+            ``grid_cell``: one size, or one per obs dimension); ``count_mode``: ``inv_sqrt`` (1/sqrt(n)) or
+            ``first_visit`` (1{n=1});
             ``count_memory``: states remembered per episode (None: the env's max_episode_steps, else 1024).
         seed: seeds the networks, hashes and minibatch order (the run's seed when omitted).
 
@@ -84,7 +85,8 @@ class IntrinsicBonus(TorchVectorWrapper):
                  obs_group: str | None = None, normalize: bool = True, hidden: list[int] | None = None,
                  embed_dim: int = 64, learning_rate: float = 1e-3, update_epochs: int = 1,
                  minibatch_size: int = 1024, ridge: float = 0.1,
-                 count_key: Literal["simhash", "grid"] = "simhash", hash_bits: int = 32, grid_cell: float = 1.0,
+                 count_key: Literal["simhash", "grid"] = "simhash", hash_bits: int = 32,
+                 grid_cell: float | list[float] = 1.0,
                  count_mode: Literal["inv_sqrt", "first_visit"] = "inv_sqrt", count_memory: int | None = None,
                  seed: int = 0):
         super().__init__(env)
@@ -97,6 +99,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         if global_bonus == "none" and episodic_bonus == "none":
             raise ValueError("global_bonus and episodic_bonus are both none: set at least one")
         hidden = [256, 256] if hidden is None else list(hidden)
+        cells = list(grid_cell) if isinstance(grid_cell, (list, tuple)) else [grid_cell]
         checks = [(coef >= 0, "coef", "must be >= 0"), (decay_steps >= 1, "decay_steps", "must be >= 1"),
                   (ridge > 0, "ridge", "must be > 0"), (learning_rate > 0, "learning_rate", "must be > 0"),
                   (update_epochs >= 0, "update_epochs", "must be >= 0"),
@@ -104,7 +107,7 @@ class IntrinsicBonus(TorchVectorWrapper):
                   (embed_dim >= 1, "embed_dim", "must be >= 1"),
                   (all(w >= 1 for w in hidden), "hidden", "widths must be >= 1"),
                   (1 <= hash_bits <= 62, "hash_bits", "must be in [1, 62]"),
-                  (grid_cell > 0, "grid_cell", "must be > 0"),
+                  (min(cells) > 0, "grid_cell", "must be > 0 (one number, or one per obs dimension)"),
                   (count_memory is None or count_memory >= 1, "count_memory", "must be >= 1 or null")]
         for ok, name, rule in checks:
             if not ok:
@@ -134,7 +137,10 @@ class IntrinsicBonus(TorchVectorWrapper):
         self.counts = None
         if episodic_bonus == "count":
             memory = count_memory or getattr(env, "max_episode_steps", None) or 1024
-            self.counts = EpisodicCount(num_envs, obs_dim, int(memory), count_key, hash_bits, grid_cell,
+            if len(cells) not in (1, obs_dim):
+                raise ValueError(f"grid_cell must be one number or {obs_dim} (one per obs dimension), got {cells}")
+            cell = torch.tensor(cells, dtype=torch.float32, device=device)
+            self.counts = EpisodicCount(num_envs, obs_dim, int(memory), count_key, hash_bits, cell,
                                         count_mode, self.generator, device)
         self.learners = [p for p in (self.global_part, self.e3b) if p is not None]
         self.train_steps = []
