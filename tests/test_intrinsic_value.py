@@ -131,8 +131,14 @@ def test_run_with_a_bonus_trains_both_heads_and_logs_the_env_return(tmp_path):
 BONUS = [{"name": "bonus"}]
 
 
+def test_run_without_a_bonus_wrapper_stops_at_its_first_step_naming_it(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        api.train(_run_cfg(), tmp_path / "run")
+    assert "info['intrinsic_reward']" in str(err.value) and "wrappers: [{name: bonus}]" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("algo, wrappers, message", [
-    ({}, [], "algo.intrinsic_value': needs a wrapper that reports info['intrinsic_reward']"),
     ({"intrinsic_gamma": 1.5}, BONUS, "algo.intrinsic_gamma': must be in [0, 1], got 1.5"),
     ({"intrinsic_coef": -1.0}, BONUS, "algo.intrinsic_coef'"),
 ])

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from drl.config import ConfigError
 from drl.guards import EnvStepError, NonFiniteError, check_update
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch
 from drl.resources import check_storage_fits
@@ -172,8 +173,8 @@ class OnPolicyRunner(Runner):
 
 
 def _info_entry(info: dict[str, Any], key: str) -> torch.Tensor:
-    """``info[key]``; a KeyError naming what is missing and what provides it otherwise."""
+    """``info[key]``; a ConfigError naming what is missing and what provides it otherwise."""
     if key not in info:
-        raise KeyError(f"the agent stores info['{key}'] each step, but the env's info has no such entry "
-                       f"(add the wrapper that reports it, e.g. an intrinsic bonus: wrappers: [{{name: bonus}}])")
+        raise ConfigError(f"config key 'wrappers': the agent stores info['{key}'] each step, but the env's info "
+                          f"has no such entry; add the wrapper that reports it (e.g. wrappers: [{{name: bonus}}])")
     return info[key]
