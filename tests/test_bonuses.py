@@ -217,3 +217,18 @@ def test_icm_and_continuous_actions():
     metrics = env.update()
     assert {"icm_inverse_loss", "icm_forward_loss", "e3b_inverse_loss"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("env_id, variant", [("drl/MountainCarContinuous-v0", "rnd"),
+                                             ("MiniGrid-DoorKey-8x8-v0", "rnd-e3b"),
+                                             ("MiniGrid-MultiRoom-N4-S5-v0", "rnd-e3b")])
+def test_committed_bonus_configs_are_the_benchmark_variants(env_id, variant):
+    """configs/ppo/<env>-<variant>.yaml = the base config + what benchmarks/exploration.py switches on."""
+    from benchmarks.exploration import config_file, variant_overrides
+    from drl.config import load_yaml, merge
+
+    base = config_file(env_id)
+    written = load_yaml(base.with_name(f"{base.stem}-{variant}.yaml"))
+    assert written == merge(load_yaml(base), variant_overrides(env_id, variant))
+    cfg = api.load_config(config_file=base.with_name(f"{base.stem}-{variant}.yaml"))  # a valid config
+    assert cfg.algo.intrinsic_value and cfg.wrappers[0]["name"] == "bonus"

@@ -100,6 +100,8 @@ class IntrinsicBonus(TorchVectorWrapper):
             raise ValueError("global_bonus and episodic_bonus are both none: set at least one")
         hidden = [256, 256] if hidden is None else list(hidden)
         cells = list(grid_cell) if isinstance(grid_cell, (list, tuple)) else [grid_cell]
+        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in cells):
+            raise ValueError(f"grid_cell must be a number or a list of numbers, got {grid_cell!r}")
         checks = [(coef >= 0, "coef", "must be >= 0"), (decay_steps >= 1, "decay_steps", "must be >= 1"),
                   (ridge > 0, "ridge", "must be > 0"), (learning_rate > 0, "learning_rate", "must be > 0"),
                   (update_epochs >= 0, "update_epochs", "must be >= 0"),
