@@ -42,6 +42,22 @@ def test_sherman_morrison_equals_the_explicit_inverse():
         torch.testing.assert_close(c_inv, torch.linalg.inv(c), rtol=1e-9, atol=1e-9)
 
 
+def test_e3b_in_place_update_equals_the_explicit_inverse():
+    e3b = E3B(4, [4], 4, ActionCoder(__import__("gymnasium").spaces.Discrete(2)), num_envs=3, ridge=0.1,
+              device=torch.device("cpu"))
+    e3b.encoder = nn.Identity()
+    gen = torch.Generator().manual_seed(1)
+    c = 0.1 * torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+    for _ in range(8):
+        phi = torch.randn(3, 4, generator=gen)
+        b = e3b.bonus(phi, torch.zeros(3, dtype=torch.bool))
+        p64 = phi.double()
+        torch.testing.assert_close(b.double(), torch.einsum("ni,nij,nj->n", p64, torch.linalg.inv(c), p64),
+                                   rtol=1e-4, atol=1e-4)
+        c = c + p64[:, :, None] * p64[:, None, :]
+        torch.testing.assert_close(e3b.c_inv.double(), torch.linalg.inv(c), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_e3b_matrices_reset_per_env_at_episode_ends(device):
     e3b = E3B(2, [4], 2, ActionCoder(__import__("gymnasium").spaces.Discrete(2)), num_envs=2, ridge=0.5,
@@ -62,22 +78,22 @@ def test_e3b_matrices_reset_per_env_at_episode_ends(device):
 
 # --- counts -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
-def test_episodic_counts_per_env_with_masks_and_memory(device):
+def test_episodic_counts_per_env_with_masks(device):
     dev = torch.device(device)
-    counts = EpisodicCount(2, 1, memory=3, key="grid", bits=8, cell=1.0, mode="inv_sqrt",
+    counts = EpisodicCount(2, 1, buckets=8, key="grid", bits=8, cell=1.0, mode="inv_sqrt",
                            generator=torch.Generator().manual_seed(0), device=dev)
-    keys = [[5, 5], [5, 5], [7, 5], [5, 5], [5, 9]]
-    dones = [[False, True], [False, False], [False, False], [False, False], [False, False]]
-    got = [counts.bonus(torch.tensor(k, device=dev), torch.tensor(d, device=dev)).cpu() for k, d in zip(keys, dones,
-                                                                                                         strict=True)]
-    # env 0: 5, 5, 7, 5 (3rd 5, memory holds the last 3 states: 5 5 7 -> n = 3), then 5 again with memory 5 7 5 -> 3
-    # env 1: 5 (episode ends), 5 (n=1), 5 (n=2), 5 (n=3), 9 (n=1)
-    expected = [[1, 1], [2 ** -0.5, 1], [1, 2 ** -0.5], [3 ** -0.5, 3 ** -0.5], [3 ** -0.5, 1]]
+    keys = [[5, 5], [5, 5], [7, 5], [5, 5], [13, 9]]
+    dones = [[False, True], [False, False], [False, False], [False, True], [False, False]]
+    got = [counts.bonus(torch.tensor(k, device=dev), torch.tensor(d, device=dev)).cpu()
+           for k, d in zip(keys, dones, strict=True)]
+    # env 0, one episode: 5, 5, 7, 5 -> n = 1, 2, 1, 3; then 13, which shares 5's slot (13 mod 8 = 5): n = 4
+    # env 1: 5 (episode ends), then 5, 5, 5 (n = 1, 2, 3; the episode ends), then 9 in the new episode: n = 1
+    expected = [[1, 1], [2 ** -0.5, 1], [1, 2 ** -0.5], [3 ** -0.5, 3 ** -0.5], [4 ** -0.5, 1]]
     torch.testing.assert_close(torch.stack(got), torch.tensor(expected, dtype=torch.float32))
 
 
 def test_count_keys_grid_and_simhash():
-    counts = EpisodicCount(3, 2, memory=4, key="grid", bits=8, cell=0.5, mode="first_visit",
+    counts = EpisodicCount(3, 2, buckets=64, key="grid", bits=8, cell=0.5, mode="first_visit",
                            generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
     raw = torch.tensor([[0.1, 0.2], [0.4, 0.45], [0.6, 0.2]])
     keys = counts.hash(raw, raw)

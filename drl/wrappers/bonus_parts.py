@@ -131,14 +131,16 @@ def sherman_morrison(c_inv: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tens
 class E3B(_InverseDynamics):
     """Exploration via elliptical episodic bonuses (Henaff et al. 2022, Eq. 4-5): per env
     ``b_t = phi(s_{t+1})^T C^-1 phi(s_{t+1})`` with ``C = lambda I + sum phi phi^T`` over the states reached
-    earlier in the episode; ``C^-1 [N, d, d]`` is updated by Sherman-Morrison after each bonus and set back
-    to ``I / lambda`` where an episode ends. ``phi`` is trained by inverse dynamics only."""
+    earlier in the episode; ``C^-1 [N, d, d]`` is updated by Sherman-Morrison (:func:`sherman_morrison`, done
+    in place) after each bonus and set back to ``I / lambda`` where an episode ends. ``phi`` is trained by
+    inverse dynamics only."""
 
     def __init__(self, obs_dim: int, hidden: list[int], embed_dim: int, actions: ActionCoder, num_envs: int,
                  ridge: float, device: torch.device):
         super().__init__(obs_dim, hidden, embed_dim, actions)
         self.ridge = ridge
-        self.c_inv = torch.eye(embed_dim, device=device).repeat(num_envs, 1, 1) / ridge
+        self.fresh = torch.eye(embed_dim, device=device) / ridge
+        self.c_inv = self.fresh.repeat(num_envs, 1, 1)
 
     @property
     def module(self) -> nn.Module:
@@ -147,9 +149,16 @@ class E3B(_InverseDynamics):
     def bonus(self, next_obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """The bonus of the states reached ``next_obs [N, D]``; then each env's matrix takes them in, and the
         envs with ``done [N]`` start over."""
-        b, c_inv = sherman_morrison(self.c_inv, self.encoder(next_obs))
-        fresh = torch.eye(c_inv.shape[-1], device=c_inv.device) / self.ridge
-        self.c_inv = torch.where(done[:, None, None], fresh, c_inv)
+        phi = self.encoder(next_obs)
+        u = torch.bmm(self.c_inv, phi.unsqueeze(-1)).squeeze(-1)
+        b = (phi * u).sum(-1)
+        u = u / (1.0 + b).sqrt()[:, None]  # u u^T / (1 + b) as one in-place rank-one update
+        self.c_inv.baddbmm_(u.unsqueeze(-1), u.unsqueeze(-2), alpha=-1.0)
+        if self.c_inv.is_cpu:  # a host read is free here: reset only the envs that ended
+            if done.any():
+                self.c_inv[done] = self.fresh
+        else:  # no host sync on a GPU: one masked pass
+            self.c_inv = torch.where(done[:, None, None], self.fresh, self.c_inv)
         return b
 
     def loss(self, obs: torch.Tensor, next_obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -168,21 +177,24 @@ class EpisodicCount:
 
     Keys: ``simhash`` takes ``sign(A x)`` of the whitened obs with a fixed Gaussian ``A [bits, D]`` as the
     bits of an int64; ``grid`` takes ``floor(x / cell)`` of the raw obs (``cell``: a number or ``[D]``), mixed
-    by fixed random odd int64 multipliers (a state = a cell). Each env keeps the keys of the last ``memory``
-    states it reached in the episode (``[N, memory]``); the bonus of reaching a state counted ``n`` times
-    (this visit included) is ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}`` (``first_visit``, Henaff et al.
-    2023's episodic count).
+    by fixed random odd int64 multipliers (a state = a cell). Each env counts in its own table of ``buckets``
+    slots (slot = key mod buckets), each slot stamped with the episode that wrote it last: a slot of an earlier
+    episode reads as 0, so an episode end costs nothing and a step is O(N) (two keys sharing a slot share a
+    count: with ``m`` distinct states in an episode about ``m / buckets`` of them do). The bonus of reaching a
+    state counted ``n`` times (this visit included) is ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}``
+    (``first_visit``, Henaff et al. 2023's episodic count).
     """
 
-    def __init__(self, num_envs: int, obs_dim: int, memory: int, key: str, bits: int, cell: torch.Tensor | float,
+    def __init__(self, num_envs: int, obs_dim: int, buckets: int, key: str, bits: int, cell: torch.Tensor | float,
                  mode: str, generator: torch.Generator, device: torch.device):
-        self.key, self.cell, self.mode, self.memory = key, cell, mode, memory
+        self.key, self.cell, self.mode, self.buckets = key, cell, mode, buckets
         self.projection = torch.randn(bits, obs_dim, generator=generator).to(device)
         self.powers = (2 ** torch.arange(bits, dtype=torch.int64)).to(device)
         self.multipliers = (torch.randint(1, 2**62, (obs_dim,), generator=generator) * 2 + 1).to(device)
-        self.keys = torch.zeros(num_envs, memory, dtype=torch.int64, device=device)
-        self.steps = torch.zeros(num_envs, dtype=torch.int64, device=device)
-        self.columns = torch.arange(memory, device=device)
+        self.counts = torch.zeros(num_envs, buckets, dtype=torch.int32, device=device)
+        self.stamps = torch.full((num_envs, buckets), -1, dtype=torch.int64, device=device)
+        self.episode = torch.zeros(num_envs, dtype=torch.int64, device=device)  # episodes finished, per env
+        self.rows = torch.arange(num_envs, device=device)
 
     def hash(self, whitened: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """``[N, D] -> [N]`` int64 keys."""
@@ -191,18 +203,20 @@ class EpisodicCount:
         return (torch.floor(raw.float() / self.cell).long() * self.multipliers).sum(-1)
 
     def bonus(self, keys: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-        """Count ``keys [N]`` in each env's episode memory, store them, forget the envs with ``done [N]``."""
-        held = self.columns[None, :] < self.steps.clamp(max=self.memory)[:, None]
-        n = ((self.keys == keys[:, None]) & held).sum(-1) + 1
-        self.keys.scatter_(1, (self.steps % self.memory)[:, None], keys[:, None])
-        self.steps = torch.where(done, 0, self.steps + 1)
+        """Count ``keys [N]`` in each env's episode table; the envs with ``done [N]`` start a new episode."""
+        slot = torch.remainder(keys, self.buckets)
+        same_episode = self.stamps[self.rows, slot] == self.episode
+        n = torch.where(same_episode, self.counts[self.rows, slot], 0) + 1
+        self.counts[self.rows, slot] = n
+        self.stamps[self.rows, slot] = self.episode
+        self.episode = self.episode + done
         if self.mode == "first_visit":
             return (n == 1).float()
         return n.float().rsqrt()
 
     def episode_state(self) -> dict[str, Any]:
-        return {"keys": self.keys.clone(), "steps": self.steps.clone()}
+        return {"counts": self.counts.clone(), "stamps": self.stamps.clone(), "episode": self.episode.clone()}
 
     def load_episode_state(self, state: dict[str, Any]) -> None:
-        self.keys = state["keys"].to(self.keys.device).clone()
-        self.steps = state["steps"].to(self.steps.device).clone()
+        device = self.counts.device
+        self.counts, self.stamps, self.episode = (state[k].to(device).clone() for k in ("counts", "stamps", "episode"))

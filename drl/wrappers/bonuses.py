@@ -63,13 +63,14 @@ class IntrinsicBonus(TorchVectorWrapper):
         decay_steps: env steps to zero (linear) or to half (exponential) the coefficient.
         obs_group: the obs group the bonus reads (None: the obs, or ``policy`` of grouped obs).
         normalize: divide the RND/ICM and E3B bonuses by their running std.
-        hidden: hidden widths of every network; ``embed_dim``: RND's output / ICM's and E3B's embedding.
+        hidden: hidden widths of every network (default 64-64, PPO's critic); ``embed_dim``: RND's output,
+            ICM's and E3B's embedding.
         learning_rate, update_epochs, minibatch_size: the learned parts' Adam on the recorded transitions.
         ridge: E3B's lambda (``C^-1`` starts at ``I / ridge``).
         count_key: ``simhash`` (of the whitened obs, ``hash_bits`` bits) or ``grid`` (raw obs in cells of
             ``grid_cell``: one size, or one per obs dimension); ``count_mode``: ``inv_sqrt`` (1/sqrt(n)) or
             ``first_visit`` (1{n=1});
-            ``count_memory``: states remembered per episode (None: the env's max_episode_steps, else 1024).
+            ``count_buckets``: slots of each env's count table (collisions share a count; memory N x slots x 12 B).
         seed: seeds the networks, hashes and minibatch order (the run's seed when omitted).
 
     Raises:
@@ -83,11 +84,11 @@ class IntrinsicBonus(TorchVectorWrapper):
                  combine: Literal["product", "sum"] = "product", coef: float = 0.01,
                  coef_decay: Literal["none", "linear", "exponential"] = "none", decay_steps: int = 1_000_000,
                  obs_group: str | None = None, normalize: bool = True, hidden: list[int] | None = None,
-                 embed_dim: int = 64, learning_rate: float = 1e-3, update_epochs: int = 1,
+                 embed_dim: int = 32, learning_rate: float = 1e-3, update_epochs: int = 1,
                  minibatch_size: int = 1024, ridge: float = 0.1,
                  count_key: Literal["simhash", "grid"] = "simhash", hash_bits: int = 32,
                  grid_cell: float | list[float] = 1.0,
-                 count_mode: Literal["inv_sqrt", "first_visit"] = "inv_sqrt", count_memory: int | None = None,
+                 count_mode: Literal["inv_sqrt", "first_visit"] = "inv_sqrt", count_buckets: int = 4096,
                  seed: int = 0):
         super().__init__(env)
         _one_of(global_bonus, "global_bonus", GLOBAL)
@@ -98,7 +99,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         _one_of(count_mode, "count_mode", ("inv_sqrt", "first_visit"))
         if global_bonus == "none" and episodic_bonus == "none":
             raise ValueError("global_bonus and episodic_bonus are both none: set at least one")
-        hidden = [256, 256] if hidden is None else list(hidden)
+        hidden = [64, 64] if hidden is None else list(hidden)
         cells = list(grid_cell) if isinstance(grid_cell, (list, tuple)) else [grid_cell]
         if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in cells):
             raise ValueError(f"grid_cell must be a number or a list of numbers, got {grid_cell!r}")
@@ -110,7 +111,7 @@ class IntrinsicBonus(TorchVectorWrapper):
                   (all(w >= 1 for w in hidden), "hidden", "widths must be >= 1"),
                   (1 <= hash_bits <= 62, "hash_bits", "must be in [1, 62]"),
                   (min(cells) > 0, "grid_cell", "must be > 0 (one number, or one per obs dimension)"),
-                  (count_memory is None or count_memory >= 1, "count_memory", "must be >= 1 or null")]
+                  (count_buckets >= 1, "count_buckets", "must be >= 1")]
         for ok, name, rule in checks:
             if not ok:
                 raise ValueError(f"{name} {rule}, got {locals()[name]!r}")
@@ -138,11 +139,10 @@ class IntrinsicBonus(TorchVectorWrapper):
                                ridge, device)
         self.counts = None
         if episodic_bonus == "count":
-            memory = count_memory or getattr(env, "max_episode_steps", None) or 1024
             if len(cells) not in (1, obs_dim):
                 raise ValueError(f"grid_cell must be one number or {obs_dim} (one per obs dimension), got {cells}")
             cell = torch.tensor(cells, dtype=torch.float32, device=device)
-            self.counts = EpisodicCount(num_envs, obs_dim, int(memory), count_key, hash_bits, cell,
+            self.counts = EpisodicCount(num_envs, obs_dim, int(count_buckets), count_key, hash_bits, cell,
                                         count_mode, self.generator, device)
         self.learners = [p for p in (self.global_part, self.e3b) if p is not None]
         self.train_steps = []
