@@ -210,7 +210,7 @@ def test_env_state_and_learner_state_restore_bitwise():
     ({"global_bonus": "none"}, "both none"),
     ({"combine": "max"}, "combine must be one of"),
     ({"coef": -1.0}, "coef must be >= 0, got -1.0"),
-    ({"hash_bits": 80}, "hash_bits must be in [1, 62]"),
+    ({"hash_bits": 80}, "hash_bits must be in [1, 52]"),
     ({"obs_group": "critic"}, "obs_group 'critic'"),
     ({"globl_bonus": "rnd"}, "wrappers[0].globl_bonus': wrapper 'bonus' has no such option"),
 ])

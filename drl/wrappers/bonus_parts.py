@@ -22,6 +22,9 @@ from torch import nn
 
 from drl.nn import make_mlp
 
+COUNT_BITS = 20  # an episodic count's bits in a slot of EpisodicCount's table; the episode stamp above them
+COUNT_MASK = (1 << COUNT_BITS) - 1
+
 __all__ = ["RND", "ICM", "E3B", "EpisodicCount", "ActionCoder", "sherman_morrison"]
 
 
@@ -176,11 +179,12 @@ class EpisodicCount:
     """Counts of hashed states within each env's current episode (Tang et al. 2017's SimHash, or a grid).
 
     Keys: ``simhash`` takes ``sign(A x)`` of the whitened obs with a fixed Gaussian ``A [bits, D]`` as the
-    bits of an int64; ``grid`` takes ``floor(x / cell)`` of the raw obs (``cell``: a number or ``[D]``), mixed
-    by fixed random odd int64 multipliers (a state = a cell). Each env counts in its own table of ``buckets``
-    slots (slot = key mod buckets), each slot stamped with the episode that wrote it last: a slot of an earlier
-    episode reads as 0, so an episode end costs nothing and a step is O(N) (two keys sharing a slot share a
-    count: with ``m`` distinct states in an episode about ``m / buckets`` of them do). The bonus of reaching a
+    bits of an int64 (``bits <= 52``); ``grid`` takes ``floor(x / cell)`` of the raw obs (``cell``: a number or
+    ``[D]``), mixed by fixed random odd int64 multipliers (a state = a cell). Each env counts in its own table of
+    ``buckets`` int64 slots (slot = key mod buckets) holding ``(episode + 1) << 20 | count``: a slot written in
+    an earlier episode reads as 0, so an episode end costs nothing and a step is one gather and one scatter,
+    O(N) (two keys sharing a slot share a count: with ``m`` distinct states in an episode about
+    ``m / buckets`` of them do; counts saturate at 2^20 - 1). The bonus of reaching a
     state counted ``n`` times (this visit included) is ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}``
     (``first_visit``, Henaff et al. 2023's episodic count).
     """
@@ -189,34 +193,32 @@ class EpisodicCount:
                  mode: str, generator: torch.Generator, device: torch.device):
         self.key, self.cell, self.mode, self.buckets = key, cell, mode, buckets
         self.projection = torch.randn(bits, obs_dim, generator=generator).to(device)
-        self.powers = (2 ** torch.arange(bits, dtype=torch.int64)).to(device)
+        self.powers = (2.0 ** torch.arange(bits, dtype=torch.float64)).to(device)  # exact: bits <= 52
         self.multipliers = (torch.randint(1, 2**62, (obs_dim,), generator=generator) * 2 + 1).to(device)
-        self.counts = torch.zeros(num_envs, buckets, dtype=torch.int32, device=device)
-        self.stamps = torch.full((num_envs, buckets), -1, dtype=torch.int64, device=device)
+        self.table = torch.zeros(num_envs, buckets, dtype=torch.int64, device=device)
         self.episode = torch.zeros(num_envs, dtype=torch.int64, device=device)  # episodes finished, per env
-        self.rows = torch.arange(num_envs, device=device)
 
     def hash(self, whitened: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """``[N, D] -> [N]`` int64 keys."""
         if self.key == "simhash":
-            return ((whitened @ self.projection.T > 0).long() * self.powers).sum(-1)
+            return ((whitened @ self.projection.T > 0).to(torch.float64) @ self.powers).long()
         return (torch.floor(raw.float() / self.cell).long() * self.multipliers).sum(-1)
 
     def bonus(self, keys: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """Count ``keys [N]`` in each env's episode table; the envs with ``done [N]`` start a new episode."""
-        slot = torch.remainder(keys, self.buckets)
-        same_episode = self.stamps[self.rows, slot] == self.episode
-        n = torch.where(same_episode, self.counts[self.rows, slot], 0) + 1
-        self.counts[self.rows, slot] = n
-        self.stamps[self.rows, slot] = self.episode
+        slot = torch.remainder(keys, self.buckets)[:, None]
+        held = self.table.gather(1, slot).squeeze(1)
+        this_episode = self.episode + 1
+        n = torch.where(held >> COUNT_BITS == this_episode, held & COUNT_MASK, 0).add_(1).clamp_(max=COUNT_MASK)
+        self.table.scatter_(1, slot, ((this_episode << COUNT_BITS) | n)[:, None])
         self.episode = self.episode + done
         if self.mode == "first_visit":
             return (n == 1).float()
         return n.float().rsqrt()
 
     def episode_state(self) -> dict[str, Any]:
-        return {"counts": self.counts.clone(), "stamps": self.stamps.clone(), "episode": self.episode.clone()}
+        return {"table": self.table.clone(), "episode": self.episode.clone()}
 
     def load_episode_state(self, state: dict[str, Any]) -> None:
-        device = self.counts.device
-        self.counts, self.stamps, self.episode = (state[k].to(device).clone() for k in ("counts", "stamps", "episode"))
+        self.table = state["table"].to(self.table.device).clone()
+        self.episode = state["episode"].to(self.episode.device).clone()

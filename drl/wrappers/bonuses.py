@@ -70,7 +70,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         count_key: ``simhash`` (of the whitened obs, ``hash_bits`` bits) or ``grid`` (raw obs in cells of
             ``grid_cell``: one size, or one per obs dimension); ``count_mode``: ``inv_sqrt`` (1/sqrt(n)) or
             ``first_visit`` (1{n=1});
-            ``count_buckets``: slots of each env's count table (collisions share a count; memory N x slots x 12 B).
+            ``count_buckets``: slots of each env's count table (collisions share a count; memory N x slots x 8 B).
         seed: seeds the networks, hashes and minibatch order (the run's seed when omitted).
 
     Raises:
@@ -109,7 +109,7 @@ class IntrinsicBonus(TorchVectorWrapper):
                   (minibatch_size >= 1, "minibatch_size", "must be >= 1"),
                   (embed_dim >= 1, "embed_dim", "must be >= 1"),
                   (all(w >= 1 for w in hidden), "hidden", "widths must be >= 1"),
-                  (1 <= hash_bits <= 62, "hash_bits", "must be in [1, 62]"),
+                  (1 <= hash_bits <= 52, "hash_bits", "must be in [1, 52]"),
                   (min(cells) > 0, "grid_cell", "must be > 0 (one number, or one per obs dimension)"),
                   (count_buckets >= 1, "count_buckets", "must be >= 1")]
         for ok, name, rule in checks:
@@ -145,6 +145,7 @@ class IntrinsicBonus(TorchVectorWrapper):
             self.counts = EpisodicCount(num_envs, obs_dim, int(count_buckets), count_key, hash_bits, cell,
                                         count_mode, self.generator, device)
         self.learners = [p for p in (self.global_part, self.e3b) if p is not None]
+        self.whitens = bool(self.learners) or count_key == "simhash"  # a grid count alone reads the raw obs
         self.train_steps = []
         for part in self.learners:
             part.to(device)
@@ -182,7 +183,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         """``b [N]`` for the transitions ``obs -> next_obs`` (true next obs) under ``actions``; updates the
         obs statistics, the bonus stds and the episodic memories (then forgets the envs with ``done``)."""
         raw_next = select_group(next_obs, self.obs_group)
-        white_next = self.obs_stats.update_normalize(raw_next.float())
+        white_next = self.obs_stats.update_normalize(raw_next.float()) if self.whitens else raw_next
         out = None
         if self.global_part is not None:
             white_obs = None if self.global_kind == "rnd" else self.obs_stats.normalize(
