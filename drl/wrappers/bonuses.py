@@ -188,16 +188,18 @@ class IntrinsicBonus(TorchVectorWrapper):
         if self.global_part is not None:
             white_obs = None if self.global_kind == "rnd" else self.obs_stats.normalize(
                 select_group(obs, self.obs_group).float())
-            g = self._scaled(self.global_part.bonus(white_obs, white_next, actions), self.global_std)
-            self._log_mean("global", g)
-            out = g
+            out = self._scaled(self.global_part.bonus(white_obs, white_next, actions), self.global_std)
         if self.episodic_kind != "none":
             if self.e3b is not None:
                 e = self._scaled(self.e3b.bonus(white_next, done), self.episodic_std)
             else:
                 e = self.counts.bonus(self.counts.hash(white_next, raw_next), done)
-            self._log_mean("episodic", e)
-            out = e if out is None else (out * e if self.combine == "product" else out + e)
+            if out is not None:  # a combination: each part's mean is logged too
+                self._log_mean("global", out)
+                self._log_mean("episodic", e)
+                out = out * e if self.combine == "product" else out + e
+            else:
+                out = e
         return out
 
     def step(self, actions: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -206,8 +208,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         b = self.bonus(obs, actions, info.get("final_obs", next_obs), terminated | truncated)
         intrinsic = self.current_coef() * b
         self.env_steps += self.num_envs
-        self._log_mean("bonus", b)
-        self._log_mean("intrinsic_reward", intrinsic)
+        self._log_mean("bonus", b)  # what was added: coef (logged by update()) x this
         info = dict(info)
         info["intrinsic_reward"] = info["intrinsic_reward"] + intrinsic if "intrinsic_reward" in info else intrinsic
         return next_obs, self._replace_reward(info, reward, reward + intrinsic), terminated, truncated, info
