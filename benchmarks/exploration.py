@@ -19,7 +19,7 @@ advantage ``2 A_E + 1 A_I``, the intrinsic stream non-episodic, gamma_I 0.99). V
 * ``rnd-e3b``: RND x E3B (product, Henaff et al. 2023's combination); ``rnd+e3b``: their sum (not run by
   default).
 
-The committed bonus configs (``configs/ppo/<env>-rnd.yaml``, ``...-rnd-e3b.yaml``) are these variants
+The committed bonus configs (``configs/ppo/<env>-rnd.yaml``, ``...-combined.yaml``) are these variants
 written out (a test checks they match). Each run evaluates (10 deterministic episodes) every
 ``eval_interval`` env steps. Reported per task and variant: final evaluation return (mean +- std over seeds),
 seeds reaching the task's threshold, median env steps to it. Writes ``results.json``, ``report.md`` and

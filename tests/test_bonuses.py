@@ -235,16 +235,16 @@ def test_icm_and_continuous_actions():
     assert all(math.isfinite(v) for v in metrics.values())
 
 
-@pytest.mark.parametrize("env_id, variant", [("drl/MountainCarContinuous-v0", "rnd"),
-                                             ("MiniGrid-DoorKey-8x8-v0", "rnd-e3b"),
-                                             ("MiniGrid-MultiRoom-N4-S5-v0", "rnd-e3b")])
-def test_committed_bonus_configs_are_the_benchmark_variants(env_id, variant):
-    """configs/ppo/<env>-<variant>.yaml = the base config + what benchmarks/exploration.py switches on."""
+@pytest.mark.parametrize("env_id, variant, suffix", [("drl/MountainCarContinuous-v0", "rnd", "rnd"),
+                                                     ("MiniGrid-DoorKey-8x8-v0", "rnd-e3b", "combined"),
+                                                     ("MiniGrid-MultiRoom-N4-S5-v0", "rnd-e3b", "combined")])
+def test_committed_bonus_configs_are_the_benchmark_variants(env_id, variant, suffix):
+    """configs/ppo/<env>-<suffix>.yaml = the base config + what benchmarks/exploration.py's variant switches on."""
     from benchmarks.exploration import config_file, variant_overrides
     from drl.config import load_yaml, merge
 
     base = config_file(env_id)
-    written = load_yaml(base.with_name(f"{base.stem}-{variant}.yaml"))
-    assert written == merge(load_yaml(base), variant_overrides(env_id, variant))
-    cfg = api.load_config(config_file=base.with_name(f"{base.stem}-{variant}.yaml"))  # a valid config
+    path = base.with_name(f"{base.stem}-{suffix}.yaml")
+    assert load_yaml(path) == merge(load_yaml(base), variant_overrides(env_id, variant))
+    cfg = api.load_config(config_file=path)  # a valid config
     assert cfg.algo.intrinsic_value and cfg.wrappers[0]["name"] == "bonus"

@@ -491,7 +491,7 @@ class PPO:
         return metrics
 
     def _chunked(self, storage: RolloutBuffer, values: torch.Tensor, advantages: torch.Tensor,
-                 returns: torch.Tensor, extra: dict[str, torch.Tensor]
+                 returns: torch.Tensor, extra: dict[str, torch.Tensor] | None = None
                  ) -> Callable[[], Iterator[dict[str, torch.Tensor]]]:
         """One epoch's minibatches of whole chunks of ``seq_len`` steps for a recurrent policy (a new
         order per call): per-step fields ``[B * seq_len, ...]`` (with ``resets``: the step starts an
@@ -499,7 +499,7 @@ class PPO:
         sampler = ChunkSampler(storage.capacity, storage.num_envs, self.cfg.seq_len, self.cfg.minibatch_size,
                                self.generator, self.device)
         steps = {name: storage[name] for name in [f"obs/{g}" for g in self.groups] + ["actions", "log_probs"]}
-        steps |= {"values": values, "advantages": advantages, "returns": returns, **extra}
+        steps |= {"values": values, "advantages": advantages, "returns": returns, **(extra or {})}
         initial = {f"hidden/{role}": storage[f"hidden/{role}"] for role in self.model.cores()}
         done = storage["terminated"] | storage["truncated"]
         return partial(sampler.minibatches, *sampler.split(steps, initial, done))
