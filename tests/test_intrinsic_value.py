@@ -113,7 +113,8 @@ def _run_cfg(algo: dict | None = None, **extra):
     return api.load_config("ppo", "drl/CartPole-v0", overrides={
         "total_steps": 128, "progress": False, "device": "cpu", "seed": 1, "eval_interval": 128,
         "eval_episodes": 1, "checkpoint_interval": 0, "env": {"num_envs": 4, "num_eval_envs": 1},
-        "algo": {"num_steps": 16, "minibatch_size": 32, "num_epochs": 1, "compile": False, "intrinsic_value": True,
+        "algo": {"num_steps": 16, "minibatch_size": 32, "num_epochs": 1, "compile": False, "anneal_lr": False,
+                 "intrinsic_value": True,
                  **(algo or {})},
         **extra})
 
@@ -146,3 +147,27 @@ def test_bad_intrinsic_config_is_one_line(algo, wrappers, message):
     with pytest.raises(ConfigError) as err:
         _run_cfg(algo, wrappers=wrappers)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resume_with_bonus_and_intrinsic_head_is_bitwise(tmp_path):
+    """Interrupted after 2 of 4 iterations and resumed = the uninterrupted run: PPO's two heads, the bonus
+    wrapper's networks and statistics (learner state) and its E3B matrices (episode state)."""
+    from drl.checkpoint import load_checkpoint
+
+    wrappers = [{"name": "bonus", "global_bonus": "rnd", "episodic_bonus": "e3b", "hidden": [16]}]
+    full_dir, _ = api.train(_run_cfg(wrappers=wrappers, total_steps=256, checkpoint_interval=64), tmp_path / "full")
+    half_dir, _ = api.train(_run_cfg(wrappers=wrappers, total_steps=128, checkpoint_interval=64), tmp_path / "half")
+    api.resume(half_dir, total_steps=256)
+    full = load_checkpoint(full_dir / "checkpoints" / "latest.pt")
+    half = load_checkpoint(half_dir / "checkpoints" / "latest.pt")
+    for key, value in full["agent_state"]["model"].items():
+        torch.testing.assert_close(value, half["agent_state"]["model"][key], rtol=0, atol=0)
+    assert any(k.startswith("intrinsic_critic") for k in full["agent_state"]["model"])
+    for a, b in zip(full["wrappers"][0]["state"]["parts"], half["wrappers"][0]["state"]["parts"], strict=True):
+        for key, value in a.items():
+            torch.testing.assert_close(value, b[key], rtol=0, atol=0)
+    torch.testing.assert_close(full["env_state"]["wrapper/bonus"]["episode"]["c_inv"],
+                               half["env_state"]["wrapper/bonus"]["episode"]["c_inv"], rtol=0, atol=0)
+    full_rows, half_rows = read_metrics(full_dir / "metrics.csv"), read_metrics(half_dir / "metrics.csv")
+    for key in ("episode_return", "bonus/bonus", "intrinsic_value_loss"):
+        assert [r[key] for r in full_rows] == [r[key] for r in half_rows]
