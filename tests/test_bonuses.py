@@ -248,3 +248,17 @@ def test_committed_bonus_configs_are_the_benchmark_variants(env_id, variant, suf
     assert load_yaml(path) == merge(load_yaml(base), variant_overrides(env_id, variant))
     cfg = api.load_config(config_file=path)  # a valid config
     assert cfg.algo.intrinsic_value and cfg.wrappers[0]["name"] == "bonus"
+
+
+def test_bonus_reads_the_chosen_obs_group():
+    env = make_vec_env("drl/CartPoleNoVel-v0", 3, torch.device("cpu"))
+    env = wrap_env(env, [{"name": "bonus", "global_bonus": "icm", "episodic_bonus": "e3b", "obs_group": "critic",
+                          "hidden": [8]}], defaults={"seed": 0})
+    assert env.obs_stats.mean.shape == (4,)  # the critic group's full state, not the policy's 2 positions
+    obs, _ = env.reset(seed=0)
+    for _ in range(4):
+        obs, _, _, _, info = env.step(torch.zeros(3, dtype=torch.int64))
+    assert isinstance(obs, dict) and info["intrinsic_reward"].shape == (3,)
+    assert env.recorded_batch()["obs"]["critic"].shape == (4, 3, 4)
+    env.step(torch.zeros(3, dtype=torch.int64))
+    assert {"icm_inverse_loss", "e3b_inverse_loss"} <= set(env.update())
