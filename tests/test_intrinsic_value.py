@@ -91,6 +91,13 @@ def test_compute_returns_splits_the_reward_between_the_two_heads():
     assert np.isfinite(metrics["intrinsic_value_loss"]) and metrics["intrinsic_value_loss"] > 0
 
 
+def test_recurrent_policy_trains_both_heads():
+    cfg = _cfg(compile=False, minibatch_size=4, num_steps=6, rnn_type="gru", seq_len=2, rnn_hidden_size=8)
+    agent = PPO(OBS, ACT, cfg, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    metrics = agent.update(_filled(agent))
+    assert np.isfinite(metrics["intrinsic_value_loss"]) and metrics["intrinsic_value_loss"] > 0
+
+
 def test_default_ppo_has_no_intrinsic_head_field_or_info():
     agent = PPO(OBS, ACT, PPOConfig(compile=False, minibatch_size=4), 2, torch.device("cpu"),
                 torch.Generator().manual_seed(0))

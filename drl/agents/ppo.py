@@ -158,7 +158,7 @@ class PPOConfig:
                   f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
         if self.recurrent:
             self._validate_recurrent(key)
-        intrinsic.validate(self, prefix, train)
+        intrinsic.validate(self, prefix)
 
     def _validate_recurrent(self, key: Callable[[str], str]) -> None:
         check_range(self.rnn_hidden_size, key("rnn_hidden_size"), 1, MAX_WIDTH)

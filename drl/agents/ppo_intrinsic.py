@@ -26,7 +26,6 @@ from drl.returns import gae
 
 if TYPE_CHECKING:
     from drl.agents.ppo import PPOConfig
-    from drl.config import TrainConfig
 
 __all__ = ["INFO_KEY", "FIELD", "validate", "split_rewards", "combined_advantages"]
 
@@ -34,7 +33,7 @@ INFO_KEY = "intrinsic_reward"  # what the bonus wrappers put in the env's info, 
 FIELD = "intrinsic_rewards"  # the rollout field PPO stores it in
 
 
-def validate(cfg: PPOConfig, prefix: str, train: TrainConfig) -> None:
+def validate(cfg: PPOConfig, prefix: str) -> None:
     """One ConfigError naming the key for a bad intrinsic-head setting."""
     check(0 <= cfg.intrinsic_gamma <= 1, f"{prefix}.intrinsic_gamma", f"must be in [0, 1], got {cfg.intrinsic_gamma}")
     for name in ("extrinsic_coef", "intrinsic_coef"):
