@@ -146,6 +146,7 @@ class IntrinsicBonus(TorchVectorWrapper):
                                         count_mode, self.generator, device)
         self.learners = [p for p in (self.global_part, self.e3b) if p is not None]
         self.whitens = bool(self.learners) or count_key == "simhash"  # a grid count alone reads the raw obs
+        self.records_transitions = bool(self.learners)  # a count alone has nothing to train
         self.train_steps = []
         for part in self.learners:
             part.to(device)
