@@ -36,6 +36,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
@@ -103,6 +104,12 @@ class PPOConfig:
     # privileged critic sees the full state and needs no memory)
     rnn_critic: bool | Literal["auto"] = "auto"
     seq_len: int = 16  # steps per training chunk (truncated backpropagation through time)
+    # a second value head for an intrinsic bonus (RND's two streams; see drl/agents/ppo_intrinsic.py)
+    intrinsic_value: bool = False
+    intrinsic_gamma: float = 0.99
+    intrinsic_episodic: bool = False  # false: the intrinsic stream ignores episode ends (RND)
+    extrinsic_coef: float = 1.0  # advantage = extrinsic_coef * A_E + intrinsic_coef * A_I
+    intrinsic_coef: float = 1.0
 
     @property
     def recurrent(self) -> bool:
@@ -151,6 +158,7 @@ class PPOConfig:
                   f"{MAX_HIDDEN_WEIGHTS:,} are allowed, got {widths}")
         if self.recurrent:
             self._validate_recurrent(key)
+        intrinsic.validate(self, prefix)
 
     def _validate_recurrent(self, key: Callable[[str], str]) -> None:
         check_range(self.rnn_hidden_size, key("rnn_hidden_size"), 1, MAX_WIDTH)
@@ -189,6 +197,9 @@ class ActorCritic(nn.Module):
         self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
                                      cfg.squash_actions)
         self.critic = make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
+        # V_I, on the critic's input (algo.intrinsic_value); None otherwise
+        self.intrinsic_critic = (make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
+                                 if cfg.intrinsic_value else None)
 
     def cores(self) -> dict[str, RecurrentCore]:
         """The recurrent cores by role (``"actor"``, ``"critic"``); empty for a feed-forward model."""
@@ -251,6 +262,8 @@ class PPO:
             self.action_field = Field((flat_dim(action_space.shape),), torch.float32)
         # each recurrent core's state per env; None for a feed-forward policy
         self.memory = RecurrentMemory(self.model.cores(), num_envs, device) if cfg.recurrent else None
+        # env info entries the runner stores with each step: {info key: storage field}
+        self.info_fields = {intrinsic.INFO_KEY: intrinsic.FIELD} if cfg.intrinsic_value else {}
 
     def _make_numba_actor(self) -> NumbaGaussianActor | None:
         wanted = self.cfg.numba_actor
@@ -289,6 +302,7 @@ class PPO:
         }
         # the recurrent state each core entered the step with
         fields |= {f"hidden/{role}": Field(core.state_shape) for role, core in self.model.cores().items()}
+        fields |= {name: Field(()) for name in self.info_fields.values()}
         return fields
 
     def _groups_of(self, obs: torch.Tensor | dict[str, torch.Tensor], groups: list[str]) -> dict[str, torch.Tensor]:
@@ -384,11 +398,14 @@ class PPO:
 
     # --- learning side --------------------------------------------------------------------
     @torch.no_grad()
-    def compute_returns(self, storage: RolloutBuffer, rewards: torch.Tensor | None = None
+    def compute_returns(self, storage: RolloutBuffer, rewards: torch.Tensor | None = None,
+                        intrinsic_out: dict[str, torch.Tensor] | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(values, advantages, returns)``, each ``[T, N]``, with two batched critic passes.
 
-        ``rewards[T, N]``: the rewards to learn from (scaled ones); default the stored ones.
+        ``rewards[T, N]``: the rewards to learn from (scaled ones); default the stored ones. With
+        ``algo.intrinsic_value`` pass ``intrinsic_out`` (a dict): the advantages are then the mixed ones
+        and it receives ``intrinsic_values`` and ``intrinsic_returns`` ``[T, N]`` (:mod:`ppo_intrinsic`).
         """
         critic_key = self.cfg.critic_obs
         steps, n = storage.capacity, storage.num_envs
@@ -402,6 +419,13 @@ class PPO:
         next_values = self.model.value(final_obs).view(steps, n)
         advantages, returns = gae(storage["rewards"] if rewards is None else rewards, values, next_values,
                                   storage["terminated"], storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
+        if intrinsic_out is not None:  # the second stream, on the same critic inputs
+            head = self.model.intrinsic_critic
+            intrinsic_values = head(obs).view(steps, n)
+            advantages, intrinsic_out["intrinsic_returns"] = intrinsic.combined_advantages(
+                self.cfg, advantages, storage[intrinsic.FIELD], intrinsic_values, head(final_obs).view(steps, n),
+                storage["terminated"], storage["truncated"])
+            intrinsic_out["intrinsic_values"] = intrinsic_values
         return values, advantages, returns
 
     def update(self, storage: RolloutBuffer, progress: float = 0.0) -> dict[str, float]:
@@ -413,21 +437,31 @@ class PPO:
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         self.train_step.set_learning_rate(lr)
         rewards = None
+        if cfg.intrinsic_value:  # the extrinsic stream learns from the reward without the bonus
+            rewards = intrinsic.split_rewards(storage["rewards"], storage[intrinsic.FIELD])
         if cfg.normalize_reward:
-            rewards = self.reward_scaler.scale_rollout(storage["rewards"], storage["terminated"], storage["truncated"])
-        values, advantages, returns = self.compute_returns(storage, rewards)
+            rewards = self.reward_scaler.scale_rollout(storage["rewards"] if rewards is None else rewards,
+                                                       storage["terminated"], storage["truncated"])
+        extra: dict[str, torch.Tensor] = {}
+        if cfg.intrinsic_value:
+            values, advantages, returns = self.compute_returns(storage, rewards, intrinsic_out=extra)
+        else:
+            values, advantages, returns = self.compute_returns(storage, rewards)
         if cfg.recurrent:
-            minibatches = self._chunked(storage, values, advantages, returns)
+            minibatches = self._chunked(storage, values, advantages, returns, extra)
         else:
             batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
             batch["values"] = values.reshape(-1)
             batch["advantages"] = advantages.reshape(-1)
             batch["returns"] = returns.reshape(-1)
+            batch |= {key: x.reshape(-1) for key, x in extra.items()}
             sampler = MinibatchSampler(batch["values"].shape[0], cfg.minibatch_size, self.generator, self.device)
             minibatches = partial(sampler.minibatches, batch)
 
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_fraction": [],
                  "grad_norm": []}
+        if cfg.intrinsic_value:
+            stats["intrinsic_value_loss"] = []
         epochs_run = 0
         stop = False
         for _ in range(cfg.num_epochs):
@@ -457,14 +491,15 @@ class PPO:
         return metrics
 
     def _chunked(self, storage: RolloutBuffer, values: torch.Tensor, advantages: torch.Tensor,
-                 returns: torch.Tensor) -> Callable[[], Iterator[dict[str, torch.Tensor]]]:
+                 returns: torch.Tensor, extra: dict[str, torch.Tensor] | None = None
+                 ) -> Callable[[], Iterator[dict[str, torch.Tensor]]]:
         """One epoch's minibatches of whole chunks of ``seq_len`` steps for a recurrent policy (a new
         order per call): per-step fields ``[B * seq_len, ...]`` (with ``resets``: the step starts an
         episode) and the chunks' initial states ``hidden/<role> [B, S, H]``."""
         sampler = ChunkSampler(storage.capacity, storage.num_envs, self.cfg.seq_len, self.cfg.minibatch_size,
                                self.generator, self.device)
         steps = {name: storage[name] for name in [f"obs/{g}" for g in self.groups] + ["actions", "log_probs"]}
-        steps |= {"values": values, "advantages": advantages, "returns": returns}
+        steps |= {"values": values, "advantages": advantages, "returns": returns, **(extra or {})}
         initial = {f"hidden/{role}": storage[f"hidden/{role}"] for role in self.model.cores()}
         done = storage["terminated"] | storage["truncated"]
         return partial(sampler.minibatches, *sampler.split(steps, initial, done))
@@ -489,19 +524,30 @@ class PPO:
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()
 
-        new_values = self.model.value(self._features(mb, "critic"))
-        if cfg.clip_value is not None:
-            clipped = mb["values"] + (new_values - mb["values"]).clamp(-cfg.clip_value, cfg.clip_value)
-            value_loss = torch.max((new_values - mb["returns"]).square(), (clipped - mb["returns"]).square()).mean()
-        else:
-            value_loss = (new_values - mb["returns"]).square().mean()
+        critic_features = self._features(mb, "critic")
+        value_loss = self._value_loss(self.model.value(critic_features), mb["values"], mb["returns"])
         entropy_mean = entropy.mean()
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
         with torch.no_grad():
             approx_kl = ((ratio - 1.0) - log_ratio).mean()  # unbiased, non-negative estimator
             clip_fraction = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-        return {"loss": loss, "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
-                "entropy": entropy_mean.detach(), "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+        out = {"loss": loss, "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
+               "entropy": entropy_mean.detach(), "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+        if self.model.intrinsic_critic is not None:  # V_I's loss, weighted as V_E's (RND sums the two)
+            intrinsic_loss = self._value_loss(self.model.intrinsic_critic(critic_features).squeeze(-1),
+                                              mb["intrinsic_values"], mb["intrinsic_returns"])
+            out["loss"] = loss + cfg.vf_coef * intrinsic_loss
+            out["intrinsic_value_loss"] = intrinsic_loss.detach()
+        return out
+
+    def _value_loss(self, new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of ``new_values [M]`` to ``returns``; with ``clip_value`` the larger of it and the
+        error of the update clipped to +-clip_value around ``old_values`` (PPO2's clipped value loss)."""
+        clip = self.cfg.clip_value
+        if clip is not None:
+            clipped = old_values + (new_values - old_values).clamp(-clip, clip)
+            return torch.max((new_values - returns).square(), (clipped - returns).square()).mean()
+        return (new_values - returns).square().mean()
 
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

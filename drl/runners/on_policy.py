@@ -11,6 +11,8 @@ The runner knows nothing about the algorithm. It asks the agent for
 * optionally, as class method, ``wrap_env(env, algo_cfg, training) -> env``: the env the agent plays
   (training and evaluation envs; RARL adds its adversary), and ``evaluation_variants(eval_env)``:
   more evaluations logged beside ``eval_return`` (see :meth:`Runner._evaluate_variants`).
+* optionally ``info_fields``: ``{info key: storage field}``, env info entries ``[N]`` stored with each
+  step's record (PPO with ``intrinsic_value``: the bonus wrappers' ``info["intrinsic_reward"]``).
 
 What is not the rollout loop (envs, agent, run folder, checkpoints, failures, evaluation) is
 :class:`drl.runners.base.Runner`, shared with the off-policy runner.
@@ -33,6 +35,7 @@ from typing import Any
 
 import torch
 
+from drl.config import ConfigError
 from drl.guards import EnvStepError, NonFiniteError, check_update
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch
 from drl.resources import check_storage_fits
@@ -108,6 +111,7 @@ class OnPolicyRunner(Runner):
         env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
+        info_fields = getattr(self.agent, "info_fields", {})  # {info key: storage field}; usually empty
         # a restored env state continues where the checkpoint left it; otherwise the envs are reset
         try:
             obs = self._obs = self._reset_envs() if self._obs is None else self._obs
@@ -125,8 +129,10 @@ class OnPolicyRunner(Runner):
                         obs, reward, terminated, truncated, info = self.env.step(action)
                     except Exception as err:
                         self._raise_env_error(err, t, env_rewards, obs)
-                    self.storage.add(self.agent.record_outcome(record, reward, terminated, truncated,
-                                                               info["final_obs"]))
+                    record = self.agent.record_outcome(record, reward, terminated, truncated, info["final_obs"])
+                    for key, name in info_fields.items():
+                        record[name] = _info_entry(info, key)
+                    self.storage.add(record)
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
                     if stop.requested:
@@ -168,3 +174,11 @@ class OnPolicyRunner(Runner):
             self._log_and_checkpoint(logger, row, last)
             self._end_iteration()
         return False
+
+
+def _info_entry(info: dict[str, Any], key: str) -> torch.Tensor:
+    """``info[key]``; a ConfigError naming what is missing and what provides it otherwise."""
+    if key not in info:
+        raise ConfigError(f"config key 'wrappers': the agent stores info['{key}'] each step, but the env's info "
+                          f"has no such entry; add the wrapper that reports it (e.g. wrappers: [{{name: bonus}}])")
+    return info[key]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from drl.wrappers import barfi, coverage_obs, shaping, submodular  # noqa: F401  (registers the built-in wrappers)
+from drl.wrappers import barfi, bonuses, coverage_obs, shaping, submodular  # noqa: F401  (registers them)
 from drl.wrappers.base import (
     WRAPPERS,
     TorchVectorWrapper,
