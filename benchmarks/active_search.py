@@ -10,7 +10,8 @@ Variants (``--only`` names), each from its config file with the benchmark's budg
 * ``aawr``: AAWR, IQL critics on the privileged "critic" group (configs/aawr/drl-ActiveSearch-v0.yaml);
 * ``awr``: symmetric AWR, the same code and settings with the critics on the "policy" group
   (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml);
-* ``bc``: behaviour cloning, uniform weights, every batch from the demos (configs/bc/drl-ActiveSearch-v0.yaml).
+* ``bc``: behaviour cloning, uniform weights, every batch from the demos (AAWR's code:
+  configs/aawr/drl-ActiveSearch-v0-bc.yaml).
 
 Every variant gets the same ``--offline-updates`` gradient steps on the demos, then ``--steps`` online env
 steps with one update each (BC's still on demos only), and the same evaluations. Demos are recorded once per
@@ -66,7 +67,7 @@ class Variant:
 VARIANTS = [
     Variant("aawr", "AAWR (privileged critics)", "aawr", "aawr/drl-ActiveSearch-v0.yaml"),
     Variant("awr", "symmetric AWR", "aawr", "aawr/drl-ActiveSearch-v0-symmetric.yaml"),
-    Variant("bc", "BC", "bc", "bc/drl-ActiveSearch-v0.yaml"),
+    Variant("bc", "BC", "aawr", "aawr/drl-ActiveSearch-v0-bc.yaml"),
 ]
 
 
