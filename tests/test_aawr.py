@@ -23,9 +23,9 @@ import torch
 
 from drl import api
 from drl.agents.aawr import AAWR, AAWRConfig, awr_weights, expectile_loss, gaussian_log_prob
+from drl.api import CONFIG_DIR
 from drl.checkpoint import load_checkpoint
 from drl.cli import main
-from drl.api import CONFIG_DIR
 from drl.config import ConfigError, load_yaml
 from drl.registry import AGENTS, default_config_dict
 from drl.runners.base import evaluate_policy

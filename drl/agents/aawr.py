@@ -52,17 +52,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
-from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
-from drl.storage import ReplayBuffer
-from drl.storage.replay import MixedSampler
 
 __all__ = ["AAWRConfig", "AAWR", "expectile_loss", "awr_weights", "gaussian_log_prob", "LOG_STD_MIN",
            "LOG_STD_MAX"]
@@ -169,9 +166,6 @@ class AAWR(OffPolicyAgent):
         value = EnsembleMLP(critic_dim, cfg.critic_hidden, 1, 1, cfg.activation, cfg.layer_norm)
         actor = EnsembleMLP(actor_dim, cfg.actor_hidden, 2 * action_dim, 1, cfg.activation, cfg.layer_norm)
         self.critic, self.value, self.actor = critic, value, actor
-        self.demo_buffer: ReplayBuffer | None = None
-        self._offline = False  # inside offline_update
-        self._sampler: MixedSampler | None = None
         nets = nn.ModuleDict({"critic": critic, "value": value, "actor": actor})
         target = nn.ModuleDict({"critic": copy.deepcopy(critic)})
         return nets, {"critic": cfg.lr("critic"), "value": cfg.lr("critic"), "actor": cfg.lr("actor")}, target
@@ -244,73 +238,12 @@ class AAWR(OffPolicyAgent):
 
     # --- demonstrations ---------------------------------------------------------------------
     def load_demos(self) -> int:
-        """Load ``algo.demos`` into a demo :class:`ReplayBuffer` (on the agent's device); returns its transitions
-        (0 without demos). Demo actions become normalised ``[-1, 1]`` actions (``(a - center) / scale``,
-        clamped); with ``normalize_obs`` the observation statistics are updated with the demo observations.
-
-        Raises:
-            ConfigError: naming ``algo.demos`` and the file: it is missing, not a demo file, or does not
-                match the env (an obs group the agent reads is absent or of another size, or the action size);
-                or no demos are set but the config needs them (``weighting: uniform`` or ``demo_fraction: 1``).
-        """
-        from envs.tasks.demos import load_demos
-
+        """:meth:`OffPolicyAgent.load_demos`; without demos, BC (``weighting: uniform``) and ``demo_fraction: 1``
+        are refused (ConfigError naming ``algo.demos``)."""
         cfg = self.cfg
-        path = cfg.demos
-        if path is None:  # checked here, not in validate(): a config file may leave the demos to --demos
+        if cfg.demos is None:  # checked here, not in validate(): a config file may leave the demos to --demos
             check(cfg.weighting != "uniform", "algo.demos", "behaviour cloning (weighting: uniform) needs "
                   "demonstrations: set algo.demos (drl train ... --demos FILE)")
             check(cfg.demo_fraction < 1.0, "algo.demos", f"demo_fraction {cfg.demo_fraction} draws every batch "
                   "from demonstrations: set algo.demos (drl train ... --demos FILE)")
-            return 0
-        try:
-            data = load_demos(path)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"config key 'algo.demos': {err}") from err
-        where = f"config key 'algo.demos': demo file '{Path(path)}' does not match the env"
-        groups = {key.split("/", 1)[1] for key in data if key.startswith("obs/")}
-        for g in self.groups:
-            check(g in groups, "algo.demos", f"demo file '{Path(path)}' has no obs group '{g}' (it holds "
-                  f"{sorted(groups)}); record demos on the env this agent trains on")
-            size = data[f"obs/{g}"][0].numel()
-            if size != self.obs_dims[g]:
-                raise ConfigError(f"{where}: 'obs/{g}' has {size} values per step, the env's '{g}' group "
-                                  f"has {self.obs_dims[g]}")
-        if data["actions"].shape[1] != self.action_dim:
-            raise ConfigError(f"{where}: 'actions' has {data['actions'].shape[1]} values per step, the env's "
-                              f"action space has {self.action_dim}")
-        rows = {f"{part}/{g}": data[f"{part}/{g}"].flatten(1).float() for part in ("obs", "next_obs")
-                for g in self.groups}
-        actions = (data["actions"].float().to(self.device) - self.action_center) / self.action_scale
-        rows |= {"actions": actions.clamp(-1.0, 1.0), "rewards": data["rewards"].float(),
-                 "terminated": data["terminated"], "truncated": data["truncated"]}
-        self.demo_buffer = ReplayBuffer.from_tensors(rows, self.device)
-        if self.cfg.normalize_obs:
-            for g in self.groups:
-                self.obs_normalizers[g].update(rows[f"obs/{g}"].to(self.device))
-        self._sampler = None
-        return int(actions.shape[0])
-
-    def offline_update(self, num_updates: int) -> dict[str, torch.Tensor]:
-        """``num_updates`` gradient steps on batches of demonstrations only (the offline phase); returns the
-        mean of each stat over the steps (0-d tensors on the device). Raises RuntimeError without demos."""
-        if self.demo_buffer is None:
-            raise RuntimeError("offline_update needs demonstrations: set algo.demos and call load_demos() first")
-        self._offline = True
-        try:
-            return self.update(self.demo_buffer, num_updates)
-        finally:
-            self._offline = False
-
-    def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
-        """:meth:`OffPolicyAgent.sample_batch`, with ``round(demo_fraction * B)`` rows from the demos (all of them
-        while ``replay`` is empty) when demos are loaded and ``replay`` is the online buffer; each part's
-        (n-step) returns are read within its own buffer."""
-        cfg = self.cfg
-        if self.demo_buffer is None or replay is self.demo_buffer:
-            return super().sample_batch(replay)
-        if self._sampler is None or self._sampler.online is not replay:
-            self._sampler = MixedSampler(self.demo_buffer, replay, cfg.demo_fraction)
-        parts = [self.gather_transitions(buffer, steps, envs)
-                 for buffer, steps, envs in self._sampler.sample_indices(cfg.batch_size, self.generator)]
-        return self.complete_batch({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
+        return super().load_demos()
