@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos")
+        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos", "base")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -51,6 +51,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         _check_takes("--teacher", "teacher", "learns without a teacher run", agent, args.config)
         overrides.setdefault("algo", {})["teacher"] = args.teacher
+    if args.base is not None:  # made absolute when the config is built (drl.config.PATH)
+        _check_takes("--base", "base", "has no base policy", agent, args.config)
+        overrides.setdefault("algo", {})["base"] = args.base
     if args.env is not None or args.config:
         env_id = args.env
     else:  # the agent's own default env (a continuous one for SAC/TD3)
@@ -211,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--demos", metavar="FILE", help="demonstrations to learn from (sets algo.demos; a file "
-                       "written by `drl demos`), for agents that take them (aawr, bc)")
+                       "written by `drl demos`), for agents that take them (aawr, bc, residual)")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")
     train.add_argument("--teacher", metavar="RUN_DIR", help="a trained teacher run (sets algo.teacher; aacd, "
                        "dagger); aacd without it trains its teacher first, in <run-dir>/teacher")
+    train.add_argument("--base", metavar="PATH", help="a frozen base policy (sets algo.base; residual agents): a "
+                       "drl run folder or a Stable-Baselines3 .zip")
     train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=_train)

@@ -12,6 +12,7 @@ from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.bc import BC, BCConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
+from drl.agents.residual import Residual, ResidualConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
@@ -67,6 +68,10 @@ AGENTS: dict[str, AgentSpec] = {
     "bc": AgentSpec(BC, BCConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (--demos; MLP or "
                     "action-chunking policy, temporal ensembling or open-loop chunks; continuous)",
                     default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
+    # residual RL on a frozen base (issue 11): --base RUN_DIR or SB3 .zip; demos (optional) mixed into batches
+    "residual": AgentSpec(Residual, ResidualConfig, OfflineToOnlineRunner, "Residual off-policy RL (ResFiT): a "
+                          "TD3 correction on a frozen base policy (--base: drl run or SB3 .zip; continuous)",
+                          default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
 }
 
 
