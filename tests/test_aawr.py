@@ -349,7 +349,8 @@ def test_registry_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert default_config_dict("aawr")["algo"]["learning_starts"] == 0
     assert main(["train", "sac", "--demos", "x.pt"]) == 2
     err = capsys.readouterr().err
-    assert "--demos: agent 'sac' does not learn from demonstrations; agents that take one: ['aawr', 'bc']" in err
+    assert ("--demos: agent 'sac' does not learn from demonstrations; agents that take one: "
+            "['aawr', 'bc', 'residual']") in err
     assert main(["train", "aawr", "--env", standin.ENV_ID, "--demos", str(tmp_path / "none.pt")]) == 2
     assert f"'algo.demos': demo file '{tmp_path / 'none.pt'}' does not exist" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--demos", "x.pt"]) == 2
