@@ -12,6 +12,7 @@ from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.bc import BC, BCConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
+from drl.agents.ppo_residual import PPOResidual, PPOResidualConfig
 from drl.agents.residual import Residual, ResidualConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
@@ -72,6 +73,9 @@ AGENTS: dict[str, AgentSpec] = {
     "residual": AgentSpec(Residual, ResidualConfig, OfflineToOnlineRunner, "Residual off-policy RL (ResFiT): a "
                           "TD3 correction on a frozen base policy (--base: drl run or SB3 .zip; continuous)",
                           default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
+    "ppo-residual": AgentSpec(PPOResidual, PPOResidualConfig, OnPolicyRunner, "On-policy residual: PPO learning a "
+                              "correction on a frozen base policy (--base; continuous)",
+                              default_env="drl/PandaPush-v0"),
 }
 
 

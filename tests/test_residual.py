@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from drl import api
+from drl.agents.ppo_residual import PPOResidual
 from drl.agents.residual import Residual, ResidualConfig, residual_action
 from drl.base_policy import load_base_policy
 from drl.cli import main
 from drl.registry import AGENTS
 from drl.runners.offline_to_online import OfflineToOnlineRunner
+from drl.runners.on_policy import OnPolicyRunner
 from drl.storage import ReplayBuffer
 from envs import make_vec_env
 from envs.tasks.demos import collect_demos, save_demos
@@ -153,12 +155,35 @@ def test_training_never_updates_the_base(tmp_path: Path, sb3_zip: Path, bc_run: 
     assert len(result["returns"]) == 2
 
 
+def test_ppo_residual_starts_at_the_base_and_never_updates_it(tmp_path: Path, sb3_zip: Path) -> None:
+    cfg = api.load_config("ppo-residual", PENDULUM, overrides={
+        "total_steps": 256, "eval_episodes": 2, "progress": False, "log_interval": -1,
+        "env": {"num_envs": 4, "num_eval_envs": 2},
+        "algo": {"base": str(sb3_zip), "num_steps": 32, "minibatch_size": 32, "num_epochs": 2, "compile": False,
+                 "residual_scale": 0.5}})
+    runner = OnPolicyRunner(cfg, PPOResidual, tmp_path / "run")
+    agent = runner.agent
+    env = make_vec_env(PENDULUM, 4, "cpu")
+    obs, _ = env.reset(seed=1)
+    action, record = agent.act(obs, deterministic=True, update_stats=False)
+    assert torch.equal(action, agent.base(obs)) and torch.equal(record["actions"], torch.zeros(4, 1))
+    explored, record = agent.act(obs, update_stats=False)
+    assert bool((explored.abs() <= 2.0).all()) and not torch.equal(explored, action)
+    before = {k: v.clone() for k, v in agent.base.model.policy.state_dict().items()}
+    summary = runner.train()
+    assert summary["steps"] == 256
+    assert all(torch.equal(v, before[k]) for k, v in agent.base.model.policy.state_dict().items())
+    assert agent.model.head.mean.weight.any()  # the residual policy did train
+    env.close()
+
+
 def test_cli_base_flag(tmp_path: Path, sb3_zip: Path, capsys: pytest.CaptureFixture) -> None:
     assert AGENTS["residual"].agent_class is Residual
     assert main(["train", "residual", "--env", PENDULUM, "--run-dir", str(tmp_path / "a")]) == 2
     assert "'algo.base': the residual needs a frozen base policy" in capsys.readouterr().err
     assert main(["train", "sac", "--base", str(sb3_zip)]) == 2
-    assert "--base: agent 'sac' has no base policy; agents that take one: ['residual']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--base: agent 'sac' has no base policy; agents that take one: ['ppo-residual', 'residual']" in err
     assert main(["train", "residual", "--env", PENDULUM, "--base", str(tmp_path / "none"), "--run-dir",
                  str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
