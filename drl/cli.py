@@ -168,9 +168,14 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _demos(args: argparse.Namespace) -> int:
+    from drl.config import ConfigError, parse_overrides
     from envs.tasks.demos import collect_demos, save_demos
 
-    demos = collect_demos(args.env, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
+    if args.action_noise < 0:
+        raise ConfigError(f"--action-noise must be >= 0, got {args.action_noise}")
+    env_kwargs = parse_overrides(args.env_kwarg or [])
+    demos = collect_demos(args.env, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
+                          env_kwargs=env_kwargs or None, action_noise=args.action_noise)
     path = save_demos(demos, args.out)
     meta = demos["meta"]
     print(f"wrote {path}: {meta['episodes']} episodes, success rate {meta['success_rate']:.2f}")
@@ -254,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--out", required=True, help="output .pt file")
     demos.add_argument("--seed", type=_integer(0, "seed"), default=0)
     demos.add_argument("--num-envs", type=_integer(1, "num-envs"), default=8)
+    demos.add_argument("--action-noise", type=float, default=0.0, metavar="STD", help="Gaussian noise injected "
+                       "into the expert's actions (std in units of the action half-range; the noisy action is "
+                       "executed and recorded)")
+    demos.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env constructor argument, e.g. "
+                       "reward_type=sparse (repeatable; record demos with the reward the learner will use)")
     demos.set_defaults(func=_demos)
     return parser
 
