@@ -24,8 +24,8 @@ online phase, e.g. ``exp`` offline and ``binary`` online (each weighting is its 
 update). With ``uniform`` the critic and value losses are not computed at all (that variant of the update
 steps only the actor): under uniform weights they cannot change
 a single actor gradient, so BC gets the same batches, the same number of actor steps and the same learning
-rate as AAWR and AWR, only without the cost of critics it never reads (the registry's ``bc`` also sets
-``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
+rate as AAWR and AWR, only without the cost of critics it never reads (configs/aawr/drl-ActiveSearch-v0-bc.yaml
+also sets ``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
 this code with ``critic_obs: policy``.
 
 Demonstrations (``demos``: a file of :mod:`envs.tasks.demos`) fill a demo replay buffer; offline updates
