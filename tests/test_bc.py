@@ -141,3 +141,21 @@ def test_bc_learns_the_scripted_expert(demos: Path) -> None:
     assert first > 0.45 and last < 2 * 0.4**2
     assert sum(before) / 20 == 0.0
     assert sum(after) / 20 >= 0.4
+
+
+def test_demos_cli_action_noise_and_env_kwargs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`drl demos --action-noise STD --env-kwarg K=V`: the noisy expert's actions are what is recorded (they
+    differ from the clean expert's on the same seed), the env kwargs and the noise are in meta."""
+    from envs.tasks.demos import load_demos
+
+    clean, noisy = tmp_path / "clean.pt", tmp_path / "noisy.pt"
+    assert main(["demos", ENV, "--episodes", "2", "--num-envs", "2", "--out", str(clean),
+                 "--env-kwarg", "max_episode_steps=20"]) == 0
+    assert main(["demos", ENV, "--episodes", "2", "--num-envs", "2", "--out", str(noisy),
+                 "--env-kwarg", "max_episode_steps=20", "--action-noise", "0.5"]) == 0
+    a, b = load_demos(clean), load_demos(noisy)
+    assert b["meta"]["action_noise"] == 0.5 and b["meta"]["env_kwargs"] == {"max_episode_steps": 20}
+    assert a["meta"]["action_noise"] == 0.0 and int(a["episode_index"].bincount().max()) <= 20
+    assert not torch.equal(a["actions"][:5], b["actions"][:5]) and bool((b["actions"].abs() <= 1.0).all())
+    assert main(["demos", ENV, "--out", str(tmp_path / "x.pt"), "--action-noise", "-1"]) == 2
+    assert "--action-noise must be >= 0" in capsys.readouterr().err

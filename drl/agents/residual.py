@@ -49,7 +49,7 @@ __all__ = ["ResidualConfig", "Residual", "residual_action", "zero_last_layer"]
 
 @dataclass
 class ResidualConfig(TD3Config):
-    """Residual TD3 hyperparameters (defaults: ResFiT's, see :file:`shared PAPERS.md`)."""
+    """Residual TD3 hyperparameters (defaults: ResFiT's learner, see the module docstring)."""
 
     base: str | None = field(default=None, metadata=PATH)  # required: a drl run folder or an SB3 .zip
     residual_scale: float = 0.1  # bound of the correction, normalised action units (ResFiT: 0.1-0.2)
