@@ -179,7 +179,7 @@ def summarise(runs: list[dict[str, Any]], bases: list[dict[str, Any]], tasks: li
             to_base, to_90 = [], []
             for r in ok:
                 level = next(b["base_success"] for b in task_bases if b["seed"] == r["seed"])
-                to_base.append(steps_to(r["points"], level))
+                to_base.append(steps_to(r["points"], level) if level > 0 else None)  # a 0% base: not a level
                 to_90.append(steps_to(r["points"], 0.9))
             row["variants"][v.name] = {
                 "seeds": len(ok), "final": _stats([r["final_success"] for r in ok if r["final_success"] is not None]),
@@ -212,7 +212,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
               f"steps) = the frozen base; then residual TD3 and TD3 from scratch for {meta['steps']:,} env steps and "
               f"the PPO residual for {meta['ppo_steps']:,}. Success: {meta['eval_episodes']} deterministic "
               "episodes per evaluation. Steps to a level: the first evaluation from which every later one is at or "
-              "above it (seeds that never got there are counted apart). Mean +- std (population) over seeds.", ""]
+              "above it (seeds that never got there, or whose base never succeeded, are counted apart). Mean +- std "
+              "(population) over seeds.", ""]
     for row in results["summary"]:
         lines += [f"## {row['task']}", "", f"Expert (noisy) demo success {_pct(row['expert']['mean'])}; BC base "
                   f"success {_pct(row['base']['mean'])} +- {_pct(row['base']['std'])} ({row['base']['n']} seeds).", "",

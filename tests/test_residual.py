@@ -206,3 +206,26 @@ def test_residual_improves_a_weak_base_fast(tmp_path: Path, sb3_zip: Path) -> No
     base_return = api.train(base_cfg, tmp_path / "base")[1]["final_eval_return"]
     summary = api.train(cfg, tmp_path / "residual")[1]
     assert summary["final_eval_return"] > base_return + 500
+
+
+def test_benchmark_steps_to_and_ratio_against_hand_values(capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.residual import main as residual_benchmark
+    from benchmarks.residual import steps_to, summarise
+
+    points = [{"step": 100, "success": 0.3}, {"step": 200, "success": 0.1}, {"step": 300, "success": 0.4},
+              {"step": 400, "success": 0.95}, {"step": 500, "success": 0.9}]
+    assert steps_to(points, 0.3) == 300  # 100 reached it, but 200 fell below: only from 300 on does it stay
+    assert steps_to(points, 0.9) == 400 and steps_to(points, 0.99) is None
+    bases = [{"task": "t", "seed": 0, "base_success": 0.3, "expert_success": 1.0},
+             {"task": "t", "seed": 1, "base_success": 0.0, "expert_success": 1.0}]
+    runs = [{"task": "t", "variant": "residual", "seed": 0, "points": points, "final_success": 0.9},
+            {"task": "t", "variant": "ppo-residual", "seed": 0, "final_success": 0.4,
+             "points": [{"step": 30_000, "success": 0.35}]},
+            {"task": "t", "variant": "residual", "seed": 1, "points": points, "final_success": 0.9}]
+    (row,) = summarise(runs, bases, ["t"])
+    residual = row["variants"]["residual"]
+    assert residual["to_base"]["mean"] == 300 and residual["to_base_reached"] == 1  # seed 1's 0% base: no level
+    assert residual["to_90"]["mean"] == 400 and residual["to_90_reached"] == 2
+    assert row["ppo_over_residual_steps"] == 100.0 and row["base"]["mean"] == 0.15
+    assert residual_benchmark(["--dry-run"]) == 0
+    assert "residual TD3 (ResFiT)" in capsys.readouterr().out
