@@ -12,10 +12,11 @@ All of the residual's math is in this file; the TD3 learner it extends is :mod:`
   (``exploration_noise``; 0 when deterministic), sent to the env as ``center + scale * a``;
 * the learner is TD3's on the executed action: a ``num_q``-head Q ensemble (LayerNorm with ``layer_norm``),
   target ``y = R^(n) + gamma^n (1 - d) min_{m in M} Q'_m(s', a')`` over a random pair ``M``
-  (``num_q_target_pair``) with ``a' = clamp(a'_b + r'(z', a'_b) + clip(0.2 eps, -0.5, 0.5), -1, 1)`` (target
-  policy smoothing), n-step returns, ``updates_per_step`` (UTD) gradient steps per env step; the actor
-  maximises the mean over the heads of ``Q(s, clamp(a_b + r(z, a_b), -1, 1))``, every ``policy_delay``-th
-  update, and not at all during the first ``critic_warmup_updates`` updates (critic-only warm-up);
+  (``num_q_target_pair``) with ``a' = clamp(a'_b + r'(z', a'_b) + clip(sigma' eps, -c, c), -1, 1)`` (target
+  policy smoothing: ``target_policy_noise``, ``target_noise_clip``), n-step returns, ``updates_per_step``
+  (UTD) gradient steps per env step; the actor maximises the mean over the heads of
+  ``Q(s, clamp(a_b + r(z, a_b), -1, 1))``, every ``policy_delay``-th update, and not at all during the first
+  ``critic_warmup_updates`` updates (critic-only warm-up);
 * batches are ``demo_fraction`` (0.5) demonstrations and the rest online transitions (RLPD) when ``demos``
   is set (their rewards are the file's: record them with the reward the run uses);
 * the replay's warm-up (the first ``learning_starts`` env steps) acts with the base plus uniform noise
