@@ -11,7 +11,8 @@ Variants (``--only`` names), each from its config file with the benchmark's budg
 * ``aawr``: AAWR, IQL critics on the privileged "critic" group (configs/aawr/drl-ActiveSearch-v0.yaml);
 * ``awr``: symmetric AWR, the same code and settings with the critics on the "policy" group
   (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml);
-* ``bc``: behaviour cloning, uniform weights, every batch from the demos (configs/bc/drl-ActiveSearch-v0.yaml);
+* ``bc``: behaviour cloning, uniform weights, every batch from the demos (AAWR's code:
+  configs/aawr/drl-ActiveSearch-v0-bc.yaml);
 * ``aawr-gru``: AAWR with a GRU actor (memory of where the target was seen; critics as ``aawr``), trained on
   sequences of 32 steps (configs/aawr/drl-ActiveSearch-v0-gru.yaml).
 
@@ -73,7 +74,7 @@ class Variant:
 VARIANTS = [
     Variant("aawr", "AAWR (privileged critics)", "aawr", "aawr/drl-ActiveSearch-v0.yaml"),
     Variant("awr", "symmetric AWR", "aawr", "aawr/drl-ActiveSearch-v0-symmetric.yaml"),
-    Variant("bc", "BC", "bc", "bc/drl-ActiveSearch-v0.yaml"),
+    Variant("bc", "BC", "aawr", "aawr/drl-ActiveSearch-v0-bc.yaml"),
     Variant("aawr-gru", "AAWR, GRU actor", "aawr", "aawr/drl-ActiveSearch-v0-gru.yaml"),
 ]
 

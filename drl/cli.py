@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume:
         given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos",
-                                   "wrapper")
+                                   "base", "wrapper")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:
@@ -52,6 +52,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         _check_takes("--teacher", "teacher", "learns without a teacher run", agent, args.config)
         overrides.setdefault("algo", {})["teacher"] = args.teacher
+    if args.base is not None:  # made absolute when the config is built (drl.config.PATH)
+        _check_takes("--base", "base", "has no base policy", agent, args.config)
+        overrides.setdefault("algo", {})["base"] = args.base
     if args.env is not None or args.config:
         env_id = args.env
     else:  # the agent's own default env (a continuous one for SAC/TD3)
@@ -189,9 +192,14 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _demos(args: argparse.Namespace) -> int:
+    from drl.config import ConfigError, parse_overrides
     from envs.tasks.demos import collect_demos, save_demos
 
-    demos = collect_demos(args.env, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
+    if args.action_noise < 0:
+        raise ConfigError(f"--action-noise must be >= 0, got {args.action_noise}")
+    env_kwargs = parse_overrides(args.env_kwarg or [])
+    demos = collect_demos(args.env, episodes=args.episodes, seed=args.seed, num_envs=args.num_envs,
+                          env_kwargs=env_kwargs or None, action_noise=args.action_noise)
     path = save_demos(demos, args.out)
     meta = demos["meta"]
     print(f"wrote {path}: {meta['episodes']} episodes, success rate {meta['success_rate']:.2f}")
@@ -235,14 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_integer(0, "seed"))
     train.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
     train.add_argument("--demos", metavar="FILE", help="demonstrations to learn from (sets algo.demos; a file "
-                       "written by `drl demos`), for agents that take them (aawr, bc)")
+                       "written by `drl demos`), for agents that take them (aawr, bc, residual)")
     train.add_argument("--wrapper", action="append", metavar="NAME[:KEY=VALUE,...]", help="wrap the env (after the "
-                       "config's `wrappers:`; repeatable, innermost first), e.g. rnd:coef=0.01; see `drl list`")
+                       "config's `wrappers:`; repeatable, innermost first), e.g. bonus:global_bonus=rnd,coef=0.01; "
+                       "see `drl list`")
     train.add_argument("--run-dir", help="run folder (default runs/<agent>-<env>-s<seed>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint to its total "
                        "steps (or to a new total given with --steps)")
     train.add_argument("--teacher", metavar="RUN_DIR", help="a trained teacher run (sets algo.teacher; aacd, "
                        "dagger); aacd without it trains its teacher first, in <run-dir>/teacher")
+    train.add_argument("--base", metavar="PATH", help="a frozen base policy (sets algo.base; residual agents): a "
+                       "drl run folder or a Stable-Baselines3 .zip")
     train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=_train)
@@ -290,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--out", required=True, help="output .pt file")
     demos.add_argument("--seed", type=_integer(0, "seed"), default=0)
     demos.add_argument("--num-envs", type=_integer(1, "num-envs"), default=8)
+    demos.add_argument("--action-noise", type=float, default=0.0, metavar="STD", help="Gaussian noise injected "
+                       "into the expert's actions (std in units of the action half-range; the noisy action is "
+                       "executed and recorded)")
+    demos.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env constructor argument, e.g. "
+                       "reward_type=sparse (repeatable; record demos with the reward the learner will use)")
     demos.set_defaults(func=_demos)
     return parser
 

@@ -9,9 +9,12 @@ from typing import Any
 
 from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
 from drl.agents.aawr import AAWR, AAWRConfig
+from drl.agents.bc import BC, BCConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.ppo import PPO, PPOConfig
+from drl.agents.ppo_residual import PPOResidual, PPOResidualConfig
 from drl.agents.rarl import RARL, RARLConfig
+from drl.agents.residual import Residual, ResidualConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.subpo import SubPO, SubPOConfig
 from drl.agents.td3 import TD3, TD3Config
@@ -72,11 +75,17 @@ AGENTS: dict[str, AgentSpec] = {
     "aawr": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Asymmetric advantage-weighted regression (IQL "
                       "critics on privileged state; offline on demos, then online; continuous)",
                       default_env="drl/ActiveSearch-v0", defaults={"env": {"num_envs": 1}}),
-    # BC: the same code with uniform weights (no critic loss is computed) on demonstrations only
-    "bc": AgentSpec(AAWR, AAWRConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (AAWR's code "
-                    "with uniform weights; continuous)", default_env="drl/ActiveSearch-v0",
-                    defaults={"env": {"num_envs": 1},
-                              "algo": {"weighting": "uniform", "demo_fraction": 1.0, "critic_obs": "policy"}}),
+    # behaviour cloning (issue 11): supervised on demos, MLP or action chunks; offline phase, then the policy acts
+    "bc": AgentSpec(BC, BCConfig, OfflineToOnlineRunner, "Behaviour cloning of demonstrations (--demos; MLP or "
+                    "action-chunking policy, temporal ensembling or open-loop chunks; continuous)",
+                    default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
+    # residual RL on a frozen base (issue 11): --base RUN_DIR or SB3 .zip; demos (optional) mixed into batches
+    "residual": AgentSpec(Residual, ResidualConfig, OfflineToOnlineRunner, "Residual off-policy RL (ResFiT): a "
+                          "TD3 correction on a frozen base policy (--base: drl run or SB3 .zip; continuous)",
+                          default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
+    "ppo-residual": AgentSpec(PPOResidual, PPOResidualConfig, OnPolicyRunner, "On-policy residual: PPO learning a "
+                              "correction on a frozen base policy (--base; continuous)",
+                              default_env="drl/PandaPush-v0"),
 }
 
 

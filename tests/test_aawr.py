@@ -23,9 +23,10 @@ import torch
 
 from drl import api
 from drl.agents.aawr import AAWR, AAWRConfig, awr_weights, expectile_loss, gaussian_log_prob
+from drl.api import CONFIG_DIR
 from drl.checkpoint import load_checkpoint
 from drl.cli import main
-from drl.config import ConfigError
+from drl.config import ConfigError, load_yaml
 from drl.registry import AGENTS, default_config_dict
 from drl.runners.base import evaluate_policy
 from drl.runners.offline_to_online import OfflineToOnlineRunner
@@ -327,7 +328,8 @@ def test_bad_config_and_action_space_errors(tmp_path: Path) -> None:
                       ({"offline_log_interval": 0}, "algo.offline_log_interval")):
         with pytest.raises(ConfigError, match=f"'{key}'"):
             resolve_config({**base, "algo": algo})
-    bc = resolve_config({"agent": "bc", "env": {"id": standin.ENV_ID}})  # a config may leave demos to --demos
+    bc = resolve_config({"agent": "aawr", "env": {"id": standin.ENV_ID},  # a config may leave demos to --demos
+                         "algo": {"weighting": "uniform", "demo_fraction": 1.0, "critic_obs": "policy"}})
     with pytest.raises(ConfigError, match="'algo.demos'.*behaviour cloning .* needs demonstrations"):
         OfflineToOnlineRunner(bc, AAWR, tmp_path / "bc")  # refused before the run folder is claimed
     assert not (tmp_path / "bc").exists()
@@ -339,14 +341,16 @@ def test_bad_config_and_action_space_errors(tmp_path: Path) -> None:
 
 
 def test_registry_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert AGENTS["aawr"].runner_class is OfflineToOnlineRunner and AGENTS["bc"].agent_class is AAWR
+    assert AGENTS["aawr"].runner_class is OfflineToOnlineRunner
     assert AGENTS["aawr"].default_env == "drl/ActiveSearch-v0"
-    assert default_config_dict("bc")["algo"]["weighting"] == "uniform"
-    assert default_config_dict("bc")["algo"]["critic_obs"] == "policy"
+    bc = load_yaml(CONFIG_DIR / "aawr" / "drl-ActiveSearch-v0-bc.yaml")  # the AAWR-code BC baseline
+    assert bc["agent"] == "aawr" and bc["algo"]["weighting"] == "uniform" and bc["algo"]["demo_fraction"] == 1.0
+    assert bc["algo"]["critic_obs"] == "policy"
     assert default_config_dict("aawr")["algo"]["learning_starts"] == 0
     assert main(["train", "sac", "--demos", "x.pt"]) == 2
     err = capsys.readouterr().err
-    assert "--demos: agent 'sac' does not learn from demonstrations; agents that take one: ['aawr', 'bc']" in err
+    assert ("--demos: agent 'sac' does not learn from demonstrations; agents that take one: "
+            "['aawr', 'bc', 'residual']") in err
     assert main(["train", "aawr", "--env", standin.ENV_ID, "--demos", str(tmp_path / "none.pt")]) == 2
     assert f"'algo.demos': demo file '{tmp_path / 'none.pt'}' does not exist" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--demos", "x.pt"]) == 2

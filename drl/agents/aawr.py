@@ -24,8 +24,8 @@ online phase, e.g. ``exp`` offline and ``binary`` online (each weighting is its 
 update). With ``uniform`` the critic and value losses are not computed at all (that variant of the update
 steps only the actor): under uniform weights they cannot change
 a single actor gradient, so BC gets the same batches, the same number of actor steps and the same learning
-rate as AAWR and AWR, only without the cost of critics it never reads (the registry's ``bc`` also sets
-``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
+rate as AAWR and AWR, only without the cost of critics it never reads (configs/aawr/drl-ActiveSearch-v0-bc.yaml
+also sets ``critic_obs: policy``, so nothing privileged is needed or stored). Symmetric AWR (the paper's baseline) is
 this code with ``critic_obs: policy``.
 
 Demonstrations (``demos``: a file of :mod:`envs.tasks.demos`) fill a demo replay buffer; offline updates
@@ -77,18 +77,16 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
-from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
 from drl.nn.recurrent import ObsHistory, RecurrentActor, RecurrentMemory
 from drl.storage import ReplayBuffer
-from drl.storage.replay import MixedSampler
 
 __all__ = ["AAWRConfig", "AAWR", "expectile_loss", "awr_weights", "gaussian_log_prob", "LOG_STD_MIN",
            "LOG_STD_MAX"]
@@ -234,9 +232,6 @@ class AAWR(OffPolicyAgent):
                 self.memory = ObsHistory(k, actor_dim, self.num_envs, self.device)
         self.critic, self.value, self.actor = critic, value, actor
         self._demo_since_start: torch.Tensor | None = None  # [M]: rows of its episode before each demo row
-        self.demo_buffer: ReplayBuffer | None = None
-        self._offline = False  # inside offline_update
-        self._sampler: MixedSampler | None = None
         nets = nn.ModuleDict({"critic": critic, "value": value, "actor": actor})
         target = nn.ModuleDict({"critic": copy.deepcopy(critic)})
         return nets, {"critic": cfg.lr("critic"), "value": cfg.lr("critic"), "actor": cfg.lr("actor")}, target
@@ -381,67 +376,25 @@ class AAWR(OffPolicyAgent):
 
     # --- demonstrations ---------------------------------------------------------------------
     def load_demos(self) -> int:
-        """Load ``algo.demos`` into a demo :class:`ReplayBuffer` (on the agent's device); returns its transitions
-        (0 without demos). Demo actions become normalised ``[-1, 1]`` actions (``(a - center) / scale``,
-        clamped); with ``normalize_obs`` the observation statistics are updated with the demo observations.
-
-        Raises:
-            ConfigError: naming ``algo.demos`` and the file: it is missing, not a demo file, or does not
-                match the env (an obs group the agent reads is absent or of another size, or the action size);
-                or no demos are set but the config needs them (``weighting: uniform`` or ``demo_fraction: 1``).
-        """
-        from envs.tasks.demos import load_demos
-
+        """:meth:`OffPolicyAgent.load_demos`; without demos, BC (``weighting: uniform``) and ``demo_fraction: 1``
+        are refused (ConfigError naming ``algo.demos``)."""
         cfg = self.cfg
-        path = cfg.demos
-        if path is None:  # checked here, not in validate(): a config file may leave the demos to --demos
+        if cfg.demos is None:  # checked here, not in validate(): a config file may leave the demos to --demos
             check(cfg.weighting != "uniform", "algo.demos", "behaviour cloning (weighting: uniform) needs "
                   "demonstrations: set algo.demos (drl train ... --demos FILE)")
             check(cfg.demo_fraction < 1.0, "algo.demos", f"demo_fraction {cfg.demo_fraction} draws every batch "
                   "from demonstrations: set algo.demos (drl train ... --demos FILE)")
-            return 0
-        try:
-            data = load_demos(path)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"config key 'algo.demos': {err}") from err
-        where = f"config key 'algo.demos': demo file '{Path(path)}' does not match the env"
-        groups = {key.split("/", 1)[1] for key in data if key.startswith("obs/")}
-        for g in self.groups:
-            check(g in groups, "algo.demos", f"demo file '{Path(path)}' has no obs group '{g}' (it holds "
-                  f"{sorted(groups)}); record demos on the env this agent trains on")
-            size = data[f"obs/{g}"][0].numel()
-            if size != self.obs_dims[g]:
-                raise ConfigError(f"{where}: 'obs/{g}' has {size} values per step, the env's '{g}' group "
-                                  f"has {self.obs_dims[g]}")
-        if data["actions"].shape[1] != self.action_dim:
-            raise ConfigError(f"{where}: 'actions' has {data['actions'].shape[1]} values per step, the env's "
-                              f"action space has {self.action_dim}")
-        rows = {f"{part}/{g}": data[f"{part}/{g}"].flatten(1).float() for part in ("obs", "next_obs")
-                for g in self.groups}
-        actions = (data["actions"].float().to(self.device) - self.action_center) / self.action_scale
-        rows |= {"actions": actions.clamp(-1.0, 1.0), "rewards": data["rewards"].float(),
-                 "terminated": data["terminated"], "truncated": data["truncated"]}
-        self.demo_buffer = ReplayBuffer.from_tensors(rows, self.device)
-        index = data["episode_index"]  # episode by episode, in time order within one (the demo format)
+        return super().load_demos()
+
+    def _demo_extra_rows(self, data: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """:meth:`OffPolicyAgent._demo_extra_rows`; also notes each demo row's position in its episode (rows of
+        the episode before it), from ``episode_index`` (the demo format keeps episodes whole and in time order),
+        which cuts the policy's windows at the episode's start."""
+        index = data["episode_index"]
         position = torch.arange(index.numel())
         first = torch.cat([torch.ones(1, dtype=torch.bool), index[1:] != index[:-1]])
         self._demo_since_start = (position - torch.where(first, position, 0).cummax(0).values).to(self.device)
-        if self.cfg.normalize_obs:
-            for g in self.groups:
-                self.obs_normalizers[g].update(rows[f"obs/{g}"].to(self.device))
-        self._sampler = None
-        return int(actions.shape[0])
-
-    def offline_update(self, num_updates: int) -> dict[str, torch.Tensor]:
-        """``num_updates`` gradient steps on batches of demonstrations only (the offline phase); returns the
-        mean of each stat over the steps (0-d tensors on the device). Raises RuntimeError without demos."""
-        if self.demo_buffer is None:
-            raise RuntimeError("offline_update needs demonstrations: set algo.demos and call load_demos() first")
-        self._offline = True
-        try:
-            return self.update(self.demo_buffer, num_updates)
-        finally:
-            self._offline = False
+        return super()._demo_extra_rows(data)
 
     def gather_transitions(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
                            ) -> dict[str, torch.Tensor]:
@@ -493,16 +446,3 @@ class AAWR(OffPolicyAgent):
         super().load_state_dict(state)
         if self.memory is not None:
             self.memory.load_state_dict(state["memory"])
-
-    def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
-        """:meth:`OffPolicyAgent.sample_batch`, with ``round(demo_fraction * B)`` rows from the demos (all of them
-        while ``replay`` is empty) when demos are loaded and ``replay`` is the online buffer; each part's
-        (n-step) returns are read within its own buffer."""
-        cfg = self.cfg
-        if self.demo_buffer is None or replay is self.demo_buffer:
-            return super().sample_batch(replay)
-        if self._sampler is None or self._sampler.online is not replay:
-            self._sampler = MixedSampler(self.demo_buffer, replay, cfg.demo_fraction)
-        parts = [self.gather_transitions(buffer, steps, envs)
-                 for buffer, steps, envs in self._sampler.sample_indices(cfg.batch_size, self.generator)]
-        return self.complete_batch({name: torch.cat([part[name] for part in parts]) for name in parts[0]})

@@ -30,18 +30,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import torch
 from torch import nn
 
-from drl.config import MAX_STEPS, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import FlatAdam, FlatParameters, adam_update, clip_by_global_norm, compiler_available
 from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
+from drl.storage.replay import MixedSampler
 
 __all__ = ["OffPolicyConfig", "OffPolicyAgent", "FusedUpdate", "COMPILE_AUTO_MIN_UPDATES", "box_action_space",
            "scalar_parameter"]
@@ -322,6 +324,10 @@ class OffPolicyAgent:
 
     name = "off-policy"
     config_class: type[OffPolicyConfig] = OffPolicyConfig
+    # transition fields a subclass stores besides the usual ones (storage_fields), gathered into each batch:
+    # ``extra_fields`` at the sampled row, ``extra_next_fields`` at the n-step window's last row (like next_obs)
+    extra_fields: tuple[str, ...] = ()
+    extra_next_fields: tuple[str, ...] = ()
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: OffPolicyConfig, num_envs: int,
                  device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None):
@@ -353,6 +359,9 @@ class OffPolicyAgent:
                                 max_grad_norm=cfg.max_grad_norm)
         self.support = torch.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, device=self.device)
         self.num_updates = 0
+        self.demo_buffer: ReplayBuffer | None = None  # demonstrations (load_demos)
+        self._offline = False  # inside offline_update
+        self._sampler: MixedSampler | None = None
 
     # --- subclass hooks -------------------------------------------------------------------------
     def _build(self, actor_dim: int, critic_dim: int, action_dim: int
@@ -449,7 +458,7 @@ class OffPolicyAgent:
         return record
 
     # --- learning -------------------------------------------------------------------------------
-    def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
+    def _sample_online(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
         """A batch ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` plus noise.
 
         ``returns + discounts * V(next_obs)`` is the TD target: one-step ``discounts = gamma (1 - terminated)``,
@@ -475,9 +484,9 @@ class OffPolicyAgent:
         ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` (normalised obs when
         ``normalize_obs``); see :meth:`sample_batch` for ``returns`` and ``discounts``."""
         cfg = self.cfg
-        batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions"])
+        batch = replay.gather(steps, envs, [f"obs/{g}" for g in self.groups] + ["actions", *self.extra_fields])
         batch["returns"], batch["discounts"], last = self.td_rows(replay, steps, envs)
-        batch |= replay.gather(last, envs, [f"next_obs/{g}" for g in self.groups])
+        batch |= replay.gather(last, envs, [f"next_obs/{g}" for g in self.groups] + list(self.extra_next_fields))
         if cfg.normalize_obs:
             for name in list(batch):
                 prefix, _, group = name.partition("/")
@@ -514,6 +523,79 @@ class OffPolicyAgent:
                 sums[name] = value if name not in sums else sums[name] + value
                 counts[name] = counts.get(name, 0) + 1
         return {name: value if counts[name] == 1 else value / counts[name] for name, value in sums.items()}
+
+    # --- demonstrations (agents whose config has ``demos`` and ``demo_fraction``: AAWR, residual) -------------
+    def load_demos(self) -> int:
+        """Load ``algo.demos`` (a file of :mod:`envs.tasks.demos`) into a demo :class:`ReplayBuffer` on the agent's
+        device; returns its transitions (0 without demos). Demo actions become normalised ``[-1, 1]`` actions
+        (``(a - center) / scale``, clamped: what the env does to them); :meth:`_demo_extra_rows` adds the
+        subclass's :attr:`extra_fields`; with ``normalize_obs`` the obs statistics are updated with the demo obs.
+
+        Raises:
+            ConfigError: naming ``algo.demos`` and the file: it is missing, not a demo file, or does not match the
+                env (an obs group the agent reads is absent or of another size, or the action size).
+        """
+        from envs.tasks.demos import load_demos
+
+        path = getattr(self.cfg, "demos", None)
+        if path is None:
+            return 0
+        try:
+            data = load_demos(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"config key 'algo.demos': {err}") from err
+        where = f"config key 'algo.demos': demo file '{Path(path)}' does not match the env"
+        groups = {key.split("/", 1)[1] for key in data if key.startswith("obs/")}
+        for g in self.groups:
+            check(g in groups, "algo.demos", f"demo file '{Path(path)}' has no obs group '{g}' (it holds "
+                  f"{sorted(groups)}); record demos on the env this agent trains on")
+            size = data[f"obs/{g}"][0].numel()
+            if size != self.obs_dims[g]:
+                raise ConfigError(f"{where}: 'obs/{g}' has {size} values per step, the env's '{g}' group "
+                                  f"has {self.obs_dims[g]}")
+        if data["actions"].shape[1] != self.action_dim:
+            raise ConfigError(f"{where}: 'actions' has {data['actions'].shape[1]} values per step, the env's "
+                              f"action space has {self.action_dim}")
+        rows = {f"{part}/{g}": data[f"{part}/{g}"].flatten(1).float() for part in ("obs", "next_obs")
+                for g in self.groups}
+        actions = (data["actions"].float().to(self.device) - self.action_center) / self.action_scale
+        rows |= {"actions": actions.clamp(-1.0, 1.0), "rewards": data["rewards"].float(),
+                 "terminated": data["terminated"], "truncated": data["truncated"]}
+        rows |= self._demo_extra_rows(data)
+        self.demo_buffer = ReplayBuffer.from_tensors({k: v.to(self.device) for k, v in rows.items()}, self.device)
+        if self.cfg.normalize_obs:
+            for g in self.groups:
+                self.obs_normalizers[g].update(rows[f"obs/{g}"].to(self.device))
+        self._sampler = None
+        return int(actions.shape[0])
+
+    def _demo_extra_rows(self, data: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The :attr:`extra_fields` and :attr:`extra_next_fields` of the demo file ``data``'s steps (``[M, ...]``)."""
+        return {}
+
+    def offline_update(self, num_updates: int) -> dict[str, torch.Tensor]:
+        """``num_updates`` gradient steps on batches of demonstrations only (the offline phase); returns the
+        mean of each stat over the steps (0-d tensors on the device). Raises RuntimeError without demos."""
+        if self.demo_buffer is None:
+            raise RuntimeError("offline_update needs demonstrations: set algo.demos and call load_demos() first")
+        self._offline = True
+        try:
+            return self.update(self.demo_buffer, num_updates)
+        finally:
+            self._offline = False
+
+    def sample_batch(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
+        """A batch of ``replay`` (:meth:`_sample_online`), with ``round(demo_fraction * B)`` rows from the demos
+        (all of them while ``replay`` is empty; :class:`MixedSampler`) when demos are loaded and ``replay`` is the
+        online buffer; each part's (n-step) returns are read within its own buffer."""
+        cfg = self.cfg
+        if self.demo_buffer is None or replay is self.demo_buffer:
+            return self._sample_online(replay)
+        if self._sampler is None or self._sampler.online is not replay:
+            self._sampler = MixedSampler(self.demo_buffer, replay, cfg.demo_fraction)
+        parts = [self.gather_transitions(buffer, steps, envs)
+                 for buffer, steps, envs in self._sampler.sample_indices(cfg.batch_size, self.generator)]
+        return self.complete_batch({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
 
     # --- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

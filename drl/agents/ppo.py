@@ -233,6 +233,7 @@ class PPO:
     """
 
     config_class = PPOConfig
+    extra_fields: tuple[str, ...] = ()  # stored fields a subclass's losses read besides obs, actions, log_probs
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: PPOConfig, num_envs: int,
                  device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None):
@@ -246,7 +247,8 @@ class PPO:
         critic_space = group_space(observation_space, cfg.critic_obs, "critic", "PPO")
         self.groups = sorted({cfg.actor_obs, cfg.critic_obs})
         self.group_shapes = {cfg.actor_obs: actor_space.shape, cfg.critic_obs: critic_space.shape}
-        self.model = ActorCritic(flat_dim(actor_space.shape), flat_dim(critic_space.shape), action_space, cfg)
+        self.model = ActorCritic(self._actor_dim(flat_dim(actor_space.shape)), flat_dim(critic_space.shape),
+                                 action_space, cfg)
         self.model.to(device)
         # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
@@ -264,6 +266,11 @@ class PPO:
         self.memory = RecurrentMemory(self.model.cores(), num_envs, device) if cfg.recurrent else None
         # env info entries the runner stores with each step: {info key: storage field}
         self.info_fields = {intrinsic.INFO_KEY: intrinsic.FIELD} if cfg.intrinsic_value else {}
+
+    def _actor_dim(self, obs_dim: int) -> int:
+        """The width of the actor MLP's input for an actor obs group of ``obs_dim`` values (a subclass may add
+        inputs, e.g. a residual policy's base action)."""
+        return obs_dim
 
     def _make_numba_actor(self) -> NumbaGaussianActor | None:
         wanted = self.cfg.numba_actor
@@ -450,7 +457,7 @@ class PPO:
         if cfg.recurrent:
             minibatches = self._chunked(storage, values, advantages, returns, extra)
         else:
-            batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs"])
+            batch = storage.flat([f"obs/{g}" for g in self.groups] + ["actions", "log_probs", *self.extra_fields])
             batch["values"] = values.reshape(-1)
             batch["advantages"] = advantages.reshape(-1)
             batch["returns"] = returns.reshape(-1)

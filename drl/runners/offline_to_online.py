@@ -1,7 +1,8 @@
 """Offline-then-online training: gradient steps on demonstrations first, then the off-policy loop.
 
 A thin subclass of :class:`drl.runners.off_policy.OffPolicyRunner`. It still knows nothing about the
-algorithm; besides the off-policy contract it calls two agent methods (see :class:`drl.agents.aawr.AAWR`):
+algorithm; besides the off-policy contract it calls two agent methods (AAWR and the residual agent inherit
+them from :class:`drl.agents.off_policy_base.OffPolicyAgent`; BC has its own, :class:`drl.agents.bc.BC`):
 
 * ``load_demos() -> int``: load the demonstrations the config names (0: none), before the run folder
   is claimed, so a missing or mismatched demo file fails without leaving a run behind;

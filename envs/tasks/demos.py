@@ -39,6 +39,7 @@ __all__ = [
     "validate_demos",
     "expert_success_rate",
     "scripted_expert",
+    "noisy",
 ]
 
 FORMAT_VERSION = 1
@@ -67,19 +68,28 @@ def collect_demos(
     num_envs: int = 8,
     policy: Policy | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    action_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``episodes`` complete episodes of ``policy`` (default: the env's scripted expert).
 
-    Episodes are numbered in the order they start; the run is reproducible for a given ``(seed, num_envs)``.
-    Returns the demo dict described in the module docstring (tensors on the CPU).
+    ``action_noise`` > 0 injects Gaussian noise of that std, in units of the action Box's half-width, into every
+    action (clipped into the bounds; drawn from a generator seeded with ``seed``); the noisy action is the one
+    executed and recorded (a worse demonstrator, e.g. for a behaviour-cloning base that succeeds only part of
+    the time). Episodes are numbered in the order they start; the run is reproducible for a given
+    ``(seed, num_envs)``. Returns the demo dict described in the module docstring (tensors on the CPU).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if action_noise < 0:
+        raise ValueError(f"action_noise must be >= 0, got {action_noise}")
     from envs import make_vec_env
 
     env = make_vec_env(env_id, num_envs, device="cpu", env_kwargs=env_kwargs)
     try:
-        chunks, successes = _rollout(env, episodes, seed, policy or scripted_expert(env, env_id), record=True)
+        actor = policy or scripted_expert(env, env_id)
+        if action_noise > 0:
+            actor = noisy(actor, env.single_action_space, action_noise, seed)
+        chunks, successes = _rollout(env, episodes, seed, actor, record=True)
     finally:
         env.close()
     demos: dict[str, Any] = {key: torch.cat(parts) for key, parts in chunks.items()}
@@ -93,11 +103,26 @@ def collect_demos(
         "success_rate": sum(successes) / episodes,
         "seed": seed,
         "num_envs": num_envs,
+        "action_noise": float(action_noise),
         "obs_groups": sorted(key.split("/", 1)[1] for key in demos if key.startswith("obs/")),
         "env_kwargs": {k: v if isinstance(v, int | float | str | bool | None) else repr(v)
                        for k, v in (env_kwargs or {}).items()},
     }
     return demos
+
+
+def noisy(policy: Policy, action_space: gym.spaces.Box, std: float, seed: int) -> Policy:
+    """``policy`` with Gaussian noise ``std * half-width`` added to its actions, clipped into ``action_space``."""
+    low = torch.as_tensor(action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(action_space.high, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(int(seed) + 7919)
+
+    def act(env: gym.vector.VectorEnv, obs: Obs) -> torch.Tensor:
+        action = torch.as_tensor(policy(env, obs)).float().cpu()
+        noise = torch.randn(action.shape, generator=generator) * std * (high - low) / 2
+        return torch.minimum(torch.maximum(action + noise, low), high)
+
+    return act
 
 
 def expert_success_rate(env_id: str, episodes: int, seed: int = 0, num_envs: int = 8,
