@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--episodes", type=_integer(1, "episodes", MAX_EVAL_EPISODES), default=10,
                      help="episodes per grid point")
     rob.add_argument("--bodies", nargs="+", metavar="BODY", help="bodies whose mass is scaled (default: all)")
-    rob.add_argument("--out", help="output folder (default: <run_dir>/robustness)")
+    rob.add_argument("--out", help="output folder (default: a new <run_dir>/robustness/<param>-<time>, so a sweep "
+                     "never overwrites another)")
     rob.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     rob.add_argument("--device", default="cpu")
     rob.add_argument("--seed", type=_integer(0, "seed"), help="first env seed (default: the run's eval seed)")

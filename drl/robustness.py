@@ -37,6 +37,22 @@ MAX_CPU_ENVS = 64  # sub-envs of one CPU batch (each a gymnasium MuJoCo env in t
 MAX_WARP_ENVS = 8192  # worlds of one MJWarp batch
 
 
+def _new_sweep_folder(parent: Path, param: str) -> Path:
+    """``parent/<param>-<YYYYmmdd-HHMMSS>[-k]``, created empty: a new sweep never overwrites an earlier one."""
+    import time
+
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{param}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(1, 10_000):
+        folder = parent / (base if k == 1 else f"{base}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free sweep folder name for '{base}' in '{parent}'")
+
+
 def parse_scales(text: str) -> list[float]:
     """``"LOW:HIGH:COUNT"`` (evenly spaced, ends included) or ``"a,b,c"`` -> positive scales.
 
@@ -228,7 +244,7 @@ def robustness(run_dir: str | Path, param: str = "mass", scales: Sequence[float]
     summary = {"run": Path(run_dir).resolve().name, "agent": cfg.agent, "env": cfg.env.id, "param": param,
                "scales": list(scales), "episodes": episodes, "bodies": list(bodies) if bodies else "all",
                "checkpoint": checkpoint, **summarize(rows)}
-    folder = Path(out) if out is not None else Path(run_dir) / "robustness"
+    folder = Path(out) if out is not None else _new_sweep_folder(Path(run_dir) / "robustness", param)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "robustness.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["mass_scale", "friction_scale", "episode", "return"])

@@ -206,9 +206,9 @@ def test_env_state_and_learner_state_restore_bitwise():
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"global_bonus": "nope"}, "global_bonus must be one of ['rnd', 'icm', 'none'], got 'nope'"),
+    ({"global_bonus": "nope"}, "wrappers[0].global_bonus': must be one of ['rnd', 'icm', 'none'], got 'nope'"),
     ({"global_bonus": "none"}, "both none"),
-    ({"combine": "max"}, "combine must be one of"),
+    ({"combine": "max"}, "wrappers[0].combine': must be one of ['product', 'sum']"),
     ({"coef": -1.0}, "coef must be >= 0, got -1.0"),
     ({"hash_bits": 80}, "hash_bits must be in [1, 52]"),
     ({"obs_group": "critic"}, "obs_group 'critic'"),

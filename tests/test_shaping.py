@@ -226,3 +226,14 @@ def test_shaping_on_cuda_matches_cpu():
         _, r_g, *_ = gpu.step(actions.cuda())
         assert r_g.device.type == "cuda" and gpu.phi.device.type == "cuda"
         torch.testing.assert_close(r_g.cpu(), r_c, rtol=1e-5, atol=1e-5)
+
+
+def test_potential_that_does_not_fit_the_obs_group_is_one_config_error():
+    from drl.wrappers import wrap_env
+    from envs import make_vec_env
+
+    env = make_vec_env("drl/CartPoleNoVel-v0", 2)  # "policy" holds 2 values; cartpole_upright reads 4
+    with pytest.raises(ConfigError, match=r"potential 'cartpole_upright' does not fit obs group 'policy' \(2 values"):
+        wrap_env(env, [{"name": "potential_shaping", "potential": "cartpole_upright"}])
+    wrapped = wrap_env(env, [{"name": "potential_shaping", "potential": "cartpole_upright", "group": "critic"}])
+    assert wrapped.phi.shape == (2,)

@@ -125,7 +125,9 @@ def _cfg(wrappers: list[dict[str, Any]], total_steps: int = 256, **extra: Any):
     ([{"name": "nope"}], "wrappers[0].name': unknown wrapper 'nope'; valid wrappers: ["),
     ([{"name": "t_bonus", "bonsu": 1.0}], "wrappers[0].bonsu': wrapper 't_bonus' has no such option; valid: "
                                           "['bonus', 'gamma']"),
-    ([{"name": "t_obs"}, {"name": "t_bonus", "bonus": "x"}], "wrappers[1]' (t_bonus)"),
+    ([{"name": "t_obs"}, {"name": "t_bonus", "bonus": "x"}], "wrappers[1].bonus': must be a number, got 'x'"),
+    ([{"name": "t_bonus", "bonus": float("inf")}], "wrappers[0].bonus': must be a finite number"),
+    ([{"name": "t_obs", "scale": True}], "wrappers[0].scale': must be a number"),
 ])
 def test_bad_wrapper_config_is_one_error_naming_the_entry(wrappers, message):
     with pytest.raises(ConfigError) as err:
@@ -137,7 +139,9 @@ def test_bad_wrapper_config_is_one_error_naming_the_entry(wrappers, message):
 def test_wrapper_flag_parsing():
     assert parse_wrapper_flag("t_bonus") == {"name": "t_bonus"}
     assert parse_wrapper_flag("t_bonus:bonus=2,gamma=0.9") == {"name": "t_bonus", "bonus": 2, "gamma": 0.9}
-    for bad in (":bonus=1", "t_bonus:bonus", "t_bonus:a.b=1"):
+    assert parse_wrapper_flag("w:a=[1,2],b={c: 3, d: 4},e=x") == {"name": "w", "a": [1, 2], "b": {"c": 3, "d": 4},
+                                                                   "e": "x"}  # commas inside brackets stay
+    for bad in (":bonus=1", "t_bonus:bonus", "t_bonus:a.b=1", "t_bonus:bonus=1,bonus=2"):
         with pytest.raises(ConfigError, match="--wrapper"):
             parse_wrapper_flag(bad)
 
@@ -210,6 +214,16 @@ def test_resume_is_bitwise_with_wrapper_state(tmp_path):
     half_rows = read_metrics(half_dir / "metrics.csv")
     for key in ("episode_return", "t_bonus/bonus", "t_bonus/seen_rows"):
         assert [r[key] for r in full_rows] == [r[key] for r in half_rows]
+
+
+def test_resume_with_edited_wrapper_options_is_one_error(tmp_path):
+    cfg = _cfg([{"name": "t_bonus"}], total_steps=64)
+    run_dir, _ = api.train(cfg, tmp_path / "run")
+    stack = WrapperStack(make_run_env(cfg, 4, torch.device("cpu")))
+    state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["wrappers"]
+    state[0]["state"].pop("bonus")  # what a wrapper built with other options would not find
+    with pytest.raises(ValueError, match="the checkpoint's state of wrapper 't_bonus' does not fit its options"):
+        stack.load_state_dict(state)
 
 
 def test_cli_wrapper_flag_appends_and_bad_flag_is_one_line(tmp_path, capsys):

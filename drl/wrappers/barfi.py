@@ -184,7 +184,11 @@ class BARFI(TorchVectorWrapper):
         obs_dim = flat.shape[1]
         action = torch.zeros(1, *env.single_action_space.shape, device=self.device)
         for label, fn in zip(self.labels, self.heuristics, strict=True):  # a wrong function fails now, not mid-run
-            value = fn(flat, action, flat)
+            try:
+                value = fn(flat, action, flat)
+            except (IndexError, RuntimeError) as err:
+                raise ValueError(f"heuristic '{label}' does not fit obs group '{group or 'policy'}' ({obs_dim} values "
+                                 f"per step): {err}; choose another heuristic or set group") from None
             if not isinstance(value, torch.Tensor) or value.shape != (1,):
                 raise ValueError(f"heuristic '{label}' must return a tensor [N] for obs [N, D], got "
                                  f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")

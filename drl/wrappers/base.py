@@ -23,6 +23,7 @@ the wrapper then trains on the transitions it saw since the last call (``records
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -208,6 +209,19 @@ def _kwargs_of(cls: type) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def _coerced(cls: type, spec: dict[str, Any], key: str) -> dict[str, Any]:
+    """The keyword arguments of ``spec`` checked (and converted where exact: "0.1" -> 0.1) against the type
+    hints of ``cls.__init__`` like any config key; one ConfigError naming ``<key>.<arg>`` otherwise."""
+    from drl.config import _coerce
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # hints that do not resolve here: left to the wrapper's own checks
+        hints = {}
+    return {arg: _coerce(value, hints[arg], f"{key}.{arg}") if arg in hints else value
+            for arg, value in spec.items() if arg != "name"}
+
+
 def validate_wrappers(specs: Any, prefix: str = "wrappers") -> None:
     """Each entry a mapping with a known ``name`` and only that wrapper's keyword arguments; one
     ConfigError naming the entry and the valid names/keys otherwise."""
@@ -226,6 +240,7 @@ def validate_wrappers(specs: Any, prefix: str = "wrappers") -> None:
             if arg != "name" and arg not in valid:
                 raise ConfigError(f"config key '{key}.{arg}': wrapper '{name}' has no such option; "
                                   f"valid: {sorted(valid)}")
+        _coerced(WRAPPERS[name], spec, key)  # each value against the wrapper's type hints
         missing = [k for k, p in valid.items() if p.default is inspect.Parameter.empty and k not in spec
                    and k not in ("gamma", "seed")]
         if missing:
@@ -243,28 +258,44 @@ def wrap_env(env: VectorEnv, specs: list[dict[str, Any]], for_eval: bool = False
         cls = WRAPPERS[spec["name"]]
         if for_eval and not cls.applies_to_eval:
             continue
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        kwargs = _coerced(cls, spec, f"wrappers[{i}]")
         accepted = _kwargs_of(cls)
         kwargs |= {k: v for k, v in (defaults or {}).items() if k in accepted and k not in kwargs}
         try:
             env = cls(env, **kwargs)
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, IndexError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             raise ConfigError(f"config key 'wrappers[{i}]' ({spec['name']}): {message}") from None
     return env
 
 
+def _split_top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and braces (``a=[1,2],b=3`` -> ``["a=[1,2]", "b=3"]``)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def parse_wrapper_flag(text: str) -> dict[str, Any]:
-    """``"NAME:k=v,k2=v2"`` (``drl train --wrapper``) -> ``{"name": NAME, k: v, ...}``, values parsed as YAML."""
+    """``"NAME:k=v,k2=[a,b]"`` (``drl train --wrapper``) -> ``{"name": NAME, k: v, ...}``, values parsed as YAML
+    (a list or mapping value keeps its commas). A key given twice is an error."""
     from drl.config import parse_overrides
 
     name, _, rest = text.partition(":")
     if not name.strip():
         raise ConfigError(f"--wrapper '{text}' must look like NAME or NAME:key=value,key2=value2")
-    pairs = [p for p in rest.split(",") if p.strip()] if rest else []
-    for pair in pairs:
-        if "=" not in pair or "." in pair.split("=", 1)[0]:
+    pairs = [p for p in _split_top_level(rest) if p.strip()] if rest else []
+    keys = [pair.split("=", 1)[0].strip() for pair in pairs]
+    for pair, key in zip(pairs, keys, strict=True):
+        if "=" not in pair or "." in key:
             raise ConfigError(f"--wrapper '{text}': '{pair}' must look like key=value")
+        if keys.count(key) > 1:
+            raise ConfigError(f"--wrapper '{text}': '{key}' is given more than once")
     return {"name": name.strip(), **parse_overrides(pairs)}
 
 
@@ -299,4 +330,9 @@ class WrapperStack:
         if [s["name"] for s in states] != names:
             raise ValueError(f"the checkpoint's wrappers {[s['name'] for s in states]} differ from the run's {names}")
         for w, s in zip(self.wrappers, states, strict=True):
-            w.load_learner_state_dict(s["state"])
+            try:
+                w.load_learner_state_dict(s["state"])
+            except (RuntimeError, KeyError, ValueError, IndexError) as err:
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ValueError(f"the checkpoint's state of wrapper '{w.name}' does not fit its options in the "
+                                 f"run's config (were they edited?): {first}") from None

@@ -153,7 +153,13 @@ class PotentialShaping(TorchVectorWrapper):
         self.potential = resolve_function(potential, POTENTIALS, "potential", potential_kwargs)
         self.gamma = float(gamma)
         self.group = group
-        self.phi = self._phi(zero_obs(env, self.num_envs, self.device))  # checks the potential now; [N]
+        sample = zero_obs(env, self.num_envs, self.device)
+        try:
+            self.phi = self._phi(sample)  # checks the potential now; [N]
+        except (IndexError, RuntimeError) as err:
+            size = select_group(sample, group).shape[1]
+            raise ValueError(f"potential '{potential}' does not fit obs group '{group or 'policy'}' ({size} values "
+                             f"per step): {err}; choose another potential or set group") from None
 
     def _phi(self, obs: Obs) -> torch.Tensor:
         value = self.potential(select_group(obs, self.group).float())
