@@ -85,9 +85,22 @@ BLOCKS: dict[str, Block] = {
         after="active_search", heading="### Behaviour-aligned shaping (BARFI) vs naive shaping",
         intro="PPO on `drl/CartPole-v0` with a helpful heuristic (`cartpole_upright`) and a misaligned one "
               "(`step_penalty`, cost 2): the env's reward only, the naive sum with fixed weights, and the "
-              "`barfi` wrapper's learned blend weights, at equal env steps, 3 seeds (issue 14: naive shaping "
+              "`barfi` wrapper's learned blend weights, at equal env steps, 5 seeds (issue 14: naive shaping "
               "hurts the primary return, BARFI matches or beats the unshaped baseline): `python -m "
-              "benchmarks.shaping --seeds 3`."),
+              "benchmarks.shaping --seeds 5`."),
+    "exploration": Block(
+        after="shaping", heading="### Exploration bonuses on sparse rewards",
+        intro="PPO alone vs PPO with the `bonus` wrapper (RND, episodic counts, E3B, RND x E3B) at equal env "
+              "steps, 3 seeds (issue 14: on MountainCarContinuous PPO alone stays near 0 and PPO with a bonus "
+              "reaches >= 90; the MiniGrid DoorKey-8x8 and MultiRoom rows are not run yet): `python -m "
+              "benchmarks.exploration --env drl/MountainCarContinuous-v0 --seeds 3`."),
+    "subpo": Block(
+        after="exploration", heading="### SubPO vs modular RL vs greedy on coverage tasks",
+        intro="F (the submodular objective) of a whole episode for SubPO, the modular-RL baseline (the same "
+              "config with the wrapper's `modular` switch) and a one-step greedy planner with known dynamics, on "
+              "the coverage gridworld (GP-weighted coverage and GP log-det) and the continuous point mass, 3 "
+              "seeds (issue 17: SubPO beats modular RL on every task), and the wrappers' steps/s at 4096 envs: "
+              "`python -m benchmarks.subpo --seeds 3`."),
 }
 
 

@@ -266,6 +266,7 @@ class PPO:
         self.memory = RecurrentMemory(self.model.cores(), num_envs, device) if cfg.recurrent else None
         # env info entries the runner stores with each step: {info key: storage field}
         self.info_fields = {intrinsic.INFO_KEY: intrinsic.FIELD} if cfg.intrinsic_value else {}
+        self.info_fields_source = "algo.intrinsic_value"  # the option that asks for them (named in errors)
 
     def _actor_dim(self, obs_dim: int) -> int:
         """The width of the actor MLP's input for an actor obs group of ``obs_dim`` values (a subclass may add

@@ -131,7 +131,7 @@ class OnPolicyRunner(Runner):
                         self._raise_env_error(err, t, env_rewards, obs)
                     record = self.agent.record_outcome(record, reward, terminated, truncated, info["final_obs"])
                     for key, name in info_fields.items():
-                        record[name] = _info_entry(info, key)
+                        record[name] = _info_entry(info, key, self.agent)
                     self.storage.add(record)
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
@@ -176,9 +176,12 @@ class OnPolicyRunner(Runner):
         return False
 
 
-def _info_entry(info: dict[str, Any], key: str) -> torch.Tensor:
-    """``info[key]``; a ConfigError naming what is missing and what provides it otherwise."""
+def _info_entry(info: dict[str, Any], key: str, agent: Any) -> torch.Tensor:
+    """``info[key]``; otherwise a ConfigError naming the agent's option that asks for it
+    (``agent.info_fields_source``), what is missing and what provides it."""
     if key not in info:
-        raise ConfigError(f"config key 'wrappers': the agent stores info['{key}'] each step, but the env's info "
-                          f"has no such entry; add the wrapper that reports it (e.g. wrappers: [{{name: bonus}}])")
+        source = getattr(agent, "info_fields_source", "algo")
+        raise ConfigError(f"config key '{source}': the agent stores info['{key}'] each step, but the env's info "
+                          f"has no such entry; add the wrapper that reports it (e.g. wrappers: [{{name: bonus}}]) "
+                          f"or turn {source} off")
     return info[key]
