@@ -36,10 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, eval_curves_plot, header_lines, machine_line
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -194,26 +192,7 @@ def _task_config(run: dict[str, Any]) -> str:
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
-    plt = pyplot()
-    envs = list(dict.fromkeys(s["env"] for s in results["summary"]))
-    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
-    for ax, env_id in zip(axes[0], envs, strict=True):
-        for i, s in enumerate(s for s in results["summary"] if s["env"] == env_id):
-            curves = [r["points"] for r in results["runs"]
-                      if r["env"] == env_id and r["variant"] == s["variant"] and "error" not in r and r["points"]]
-            if not curves:
-                continue
-            length = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:length]]
-            values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
-            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", marker=".", label=f"{s['variant']} ({len(curves)})")
-            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                            alpha=0.15)
-        ax.axhline(TASKS[env_id]["threshold"], color="grey", linestyle="--", linewidth=1)
-        ax.set_title(env_id, fontsize=10)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(f"eval return ({EVAL_EPISODES} episodes): mean, min-max over seeds")
-    return save_figure(fig, out / PLOT, axes=axes[0])
+    return eval_curves_plot(results, out / PLOT, "variant", {e: TASKS[e]["threshold"] for e in TASKS}, EVAL_EPISODES)
 
 
 # --- main -----------------------------------------------------------------------------------

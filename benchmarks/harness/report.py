@@ -139,6 +139,38 @@ def save_figure(fig: Any, path: Path, axes: Any = (), legend: int = 7) -> Path:
     return path
 
 
+def eval_curves_plot(results: dict[str, Any], path: Path, label: str, thresholds: dict[str, float],
+                     eval_episodes: int) -> Path:
+    """One panel per env of ``results["summary"]``: per variant (``summary[i][label]`` in the legend) the eval
+    return vs env steps of its runs (``runs[j]["points"]``, equal budgets so equal evaluation steps), mean
+    line and min-max band over seeds, and the env's finite threshold as a dashed line; saved to ``path``."""
+    import math
+
+    import torch
+
+    plt = pyplot()
+    envs = list(dict.fromkeys(s["env"] for s in results["summary"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
+    for ax, env_id in zip(axes[0], envs, strict=True):
+        for i, s in enumerate(s for s in results["summary"] if s["env"] == env_id):
+            curves = [r["points"] for r in results["runs"]
+                      if r["env"] == env_id and r["variant"] == s["variant"] and "error" not in r and r["points"]]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            steps = [p["step"] for p in curves[0][:length]]
+            values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
+            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", marker=".", label=f"{s[label]} ({len(curves)})")
+            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
+                            alpha=0.15)
+        if math.isfinite(thresholds.get(env_id, math.nan)):
+            ax.axhline(thresholds[env_id], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(env_id, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"eval return ({eval_episodes} episodes): mean, min-max over seeds")
+    return save_figure(fig, path, axes=axes[0])
+
+
 # --- hyperparameters ------------------------------------------------------------------------
 def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
     algo, env = hp.get("algo") or {}, hp.get("env") or {}
