@@ -1,6 +1,7 @@
-"""drl vs Stable-Baselines3, side by side on this machine, in one run.
+"""drl vs Stable-Baselines3 (and rsl_rl on torch-batched envs), side by side on this machine, in one run.
 
-    python -m benchmarks.run --suite quick|full|tiny [--device cpu|cuda|auto] [--out DIR] [--seeds N]
+    python -m benchmarks.run --suite quick|full|tiny|offpolicy|rslrl|rslrl-tiny [--device cpu|cuda|auto]
+                             [--out DIR] [--seeds N]
                              [--only NAME ...] [--keep-runs] [--dry-run] [--floor [N]]
 
 Runs every row of the suite (see ``benchmarks/harness/suites.py`` and ``benchmarks/README.md``),
@@ -17,6 +18,9 @@ SB3's default hyperparameters on both sides, one env; they are skipped while ``d
 has no such agent. ``--floor [N]`` adds the floor of the SAC update to the report: the time of N
 updates (default 500) in a tight loop, drl's and plain eager torch's, from
 ``benchmarks.sac_floor.measure`` (measured after the timed runs, in the same process).
+
+The ``rslrl`` suite (``rslrl-tiny``: its smoke test) compares drl with rsl_rl (``rsl-rl-lib``, Isaac Lab's PPO)
+on drl's torch-batched envs with the same PPO hyperparameters; see ``benchmarks/harness/rslrl_side.py``.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ TIMING = (
 # Rough env steps/s per (env id, num_envs) on 2 CPU cores, for the up-front estimate only: used when no
 # earlier results.json under benchmarks/results/ measured that (agent, lib, env, num_envs, device).
 ROUGH_SPS = {"HalfCheetah-v5": {1: 2000, 8: 3500}, "Hopper-v5": {1: 2000, 8: 3500}, "CartPole-v1": {8: 2500},
-             "Pendulum-v1": {8: 4000}, "drl/CartPole-v0": {256: 40_000}}
+             "Pendulum-v1": {8: 4000}, "drl/CartPole-v0": {256: 40_000},
+             "drl/Pendulum-v0": {64: 20_000, 1024: 80_000, 4096: 80_000},  # the batched rows (drl and rsl_rl)
+             "drl/HalfCheetah-v0": {1024: 7_000, 4096: 7_000}}  # MuJoCo Warp on the CPU
 # Rough SB3 env steps/s of the SAC/TD3 rows with one env (SAC on HalfCheetah-v5: about 11.4 ms per step here).
 OFFPOLICY_ROUGH_SPS = {"HalfCheetah-v5": 90, "Pendulum-v1": 150}
 MUJOCO = {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"}
@@ -221,9 +227,19 @@ def estimate_seconds(runs: list[tuple[Row, Variant, int]], eval_episodes: int) -
 
 
 # --- execution ------------------------------------------------------------------------------
-def warm_up(work_dir: Path, offpolicy_agents: tuple[str, ...] = ()) -> None:
+def warm_up(work_dir: Path, offpolicy_agents: tuple[str, ...] = (), libs: tuple[str, ...] = ("drl", "sb3")) -> None:
     """One tiny untimed run per library (CartPole PPO, and 200 steps on Pendulum-v1 of each off-policy
-    agent in ``offpolicy_agents``), so one-off initialisation is paid outside the timed runs."""
+    agent in ``offpolicy_agents``), so one-off initialisation is paid outside the timed runs. With
+    ``"rslrl"`` in ``libs``: also the ``rslrl-tiny`` suite's row once per side (drl and rsl_rl, untimed);
+    without ``"sb3"`` there: no SB3 run."""
+    if "rslrl" in libs:
+        from benchmarks.harness.rslrl_side import run_drl_batched, run_rslrl
+
+        row = SUITES["rslrl-tiny"].rows[0]
+        run_drl_batched(row, row.variants[0], 0, work_dir / "warmup-batched", 1)
+        run_rslrl(row, row.variants[1], 0, work_dir / "warmup-batched", 1)
+    if "sb3" not in libs:
+        return
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -293,6 +309,11 @@ def run_one(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes
     from benchmarks.harness.sides import run_drl, run_sb3
 
     try:
+        if row.kind == "batched":  # drl vs rsl_rl on a torch-batched env
+            from benchmarks.harness.rslrl_side import run_drl_batched, run_rslrl
+
+            run = run_rslrl if variant.lib == "rslrl" else run_drl_batched
+            return run(row, variant, seed, work_dir, eval_episodes)
         if variant.lib == "drl":
             return run_drl(row, variant, seed, work_dir, eval_episodes)
         return run_sb3(row, variant, seed, eval_episodes)
@@ -306,11 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     suite = SUITES[args.suite]
-    try:
-        import stable_baselines3  # noqa: F401
-    except ImportError:
-        print("error: the benchmark needs stable-baselines3: pip install 'drl[bench]'", file=sys.stderr)
-        return 2
+    libs = {v.lib for row in suite.rows if not args.only or row.name in args.only for v in row.variants}
+    for lib, module, package in (("sb3", "stable_baselines3", "stable-baselines3"), ("rslrl", "rsl_rl", "rsl-rl-lib")):
+        try:
+            if lib in libs:
+                __import__(f"{module}.runners" if lib == "rslrl" else module)
+        except ImportError as err:
+            print(f"error: the suite's rows need {package} ({err}): pip install 'drl[bench]'", file=sys.stderr)
+            return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda was requested but CUDA is not available; use --device cpu or auto",
               file=sys.stderr)
@@ -344,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as tmp:
         work_dir = out / "runs" if args.keep_runs else Path(tmp)
-        warm_up(Path(tmp), tuple(dict.fromkeys(r.agent for r, _, _ in runs if r.kind == "offpolicy")))
+        warm_up(Path(tmp), tuple(dict.fromkeys(r.agent for r, _, _ in runs if r.kind == "offpolicy")),
+                tuple(dict.fromkeys(v.lib for _, v, _ in runs)))
         for i, (row, variant, seed) in enumerate(runs, 1):
             run = run_one(row, variant, seed, work_dir, suite.final_eval_episodes)
             results["runs"].append(run)

@@ -158,12 +158,41 @@ def _offpolicy(row: dict, runs: list[dict], floor: dict[str, Any] | None) -> dic
     return out
 
 
+def _batched(row: dict, runs: list[dict]) -> dict[str, Any]:
+    """A drl vs peer row on a torch-batched env (the peer: the row's non-drl library, e.g. ``"rslrl"``):
+    steps/s per seed and their ratio, the speed verdict against the row's target, returns at equal env steps."""
+    peer = next(v["lib"] for v in row["variants"] if v["lib"] != "drl")
+    out = {"row": row["name"], "title": row["title"], "env_id": row["env_id"], "status": row["status"], "peer": peer,
+           "peer_label": next(v["label"] for v in row["variants"] if v["lib"] == peer),
+           "target_ratio": row.get("target_ratio")}
+    if row["status"] != "ok":
+        return out
+    drl, other = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], peer)
+    by_seed = {r["seed"]: r for r in other}
+    per_seed = [{"seed": d["seed"], "drl_sps": d["sps"], "peer_sps": by_seed[d["seed"]]["sps"],
+                 "ratio": _ratio(d["sps"], by_seed[d["seed"]]["sps"])} for d in drl if d["seed"] in by_seed]
+    ratios = [p["ratio"] for p in per_seed if p["ratio"] is not None]
+    ratio, target = (statistics.median(ratios) if ratios else None), row.get("target_ratio")
+    drl_returns, peer_returns = _side_returns(drl), _side_returns(other)
+    return out | {
+        "num_envs": drl[0]["num_envs"] if drl else None, "steps": drl[0]["steps"] if drl else None,
+        "peer_steps": other[0]["steps"] if other else None, "per_seed": per_seed, "median_ratio": ratio,
+        "drl_median_sps": _stats([r["sps"] for r in drl])["median"],
+        "peer_median_sps": _stats([r["sps"] for r in other])["median"],
+        "speed_verdict": None if target is None or ratio is None else ("met" if ratio >= target else "not met"),
+        "drl": drl_returns, "peer_returns": peer_returns,
+        "eval_not_worse": not_worse(drl_returns["per_seed_eval"], peer_returns["per_seed_eval"]),
+        "train_not_worse": not_worse(drl_returns["per_seed_train"], peer_returns["per_seed_train"]),
+    }
+
+
 def compare(rows: list[dict], runs: list[dict], floor: dict[str, Any] | None = None) -> dict[str, list[dict]]:
-    """``{"throughput", "return", "cartpole_solve", "off_policy"}``: one entry per row of each kind.
+    """``{"throughput", "return", "cartpole_solve", "off_policy", "batched"}``: one entry per row of each kind.
 
     ``floor``: the SAC update's floor (``benchmarks.run --floor``), attached to the SAC rows.
     """
-    out: dict[str, list[dict]] = {"throughput": [], "return": [], "cartpole_solve": [], "off_policy": []}
+    out: dict[str, list[dict]] = {"throughput": [], "return": [], "cartpole_solve": [], "off_policy": [],
+                                  "batched": []}
     for row in rows:
         if row["kind"] == "ppo":
             out["throughput"].append(_throughput(row, runs))
@@ -172,4 +201,6 @@ def compare(rows: list[dict], runs: list[dict], floor: dict[str, Any] | None = N
             out["cartpole_solve"].append(_solve(row, runs))
         elif row["kind"] == "offpolicy":
             out["off_policy"].append(_offpolicy(row, runs, floor))
+        elif row["kind"] == "batched":
+            out["batched"].append(_batched(row, runs))
     return out

@@ -246,7 +246,7 @@ def _hyperparameter_tables(results: dict[str, Any]) -> list[str]:
                 first[run["variant"]] = run
         if not first:
             continue
-        views = {label: (_drl_view if r["lib"] == "drl" else _sb3_view)(r["hyperparameters"])
+        views = {label: {"drl": _drl_view, "sb3": _sb3_view}.get(r["lib"], dict)(r["hyperparameters"])
                  for label, r in first.items()}
         keys: list[str] = []
         for view in views.values():
@@ -431,14 +431,76 @@ def _offpolicy_section(comps: dict[str, Any], results: dict[str, Any]) -> list[s
     return lines + [""]
 
 
+PEER_NAMES = {"sb3": "SB3", "rslrl": "rsl_rl"}
+BATCHED_NOTES = (
+    "Same process, seeds interleaved, one torch thread, CPU. Both libraries train PPO with the same values (see "
+    "Hyperparameters) on the same drl torch-batched env object type; rsl_rl sees it through "
+    "`benchmarks.harness.rslrl_side.RslRlVecEnv` (obs as a TensorDict group `policy`, `dones = terminated | "
+    "truncated`, `extras[\"time_outs\"] = truncated & ~terminated`). *Clock*: drl as in Setup; rsl_rl from just "
+    "before `OnPolicyRunner.learn()` to its return, its two checkpoint saves and the harness's per-iteration "
+    "bookkeeping subtracted, its TensorBoard logging, episode buffers, console print (to a buffer) and per-step "
+    "NaN check included; building the env and the runner (whose constructor does the first reset) excluded. "
+    "*Time limits*: drl bootstraps a truncated step with V(final obs); rsl_rl adds gamma x V(s_t) of the "
+    "pre-step obs to a timed-out step's reward (its own convention). *Not the same by design*: rsl_rl clips the "
+    "actor's and the critic's gradient norms separately (drl: their joint norm), keeps PyTorch's default init "
+    "(drl: orthogonal) and Adam's eps 1e-8. *Final eval*: {episodes} deterministic episodes, one per env of a "
+    "fresh batched env reset with seed `{offset} + seed`, the same code for both sides (not timed). *Training "
+    "return*: episodes finished in the last 10% of env steps (n/a when none finished, e.g. HalfCheetah's "
+    "1000-step episodes in a short run). drl/CartPole-v0 has no row: rsl_rl (5.5.1) has no discrete action "
+    "distribution. Ratio > 1: drl is faster."
+)
+
+
+def _batched_section(comps: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    title = "## 5. Batched envs: drl vs rsl_rl (PPO, same hyperparameters)"
+    if not comps.get("batched"):
+        return [title, "", NONE, ""]
+    episodes = results["meta"]["final_eval_episodes"]
+    lines = [title, "", BATCHED_NOTES.format(episodes=episodes, offset=EVAL_SEED_OFFSET), "",
+             "### Throughput (env steps per second)", ""]
+    rows, returns = [], []
+    for c in comps["batched"]:
+        peer = PEER_NAMES.get(c["peer"], c["peer"])
+        if c["status"] != "ok":
+            rows.append([c["title"], "-", "-", "-", "-", c["status"]])
+            continue
+        for p in c["per_seed"]:
+            rows.append([c["title"], f"seed {p['seed']}", _n(p["drl_sps"]), f"{_n(p['peer_sps'])} ({peer})",
+                         _x(p["ratio"]), ""])
+        target = "-" if c["target_ratio"] is None else f"{c['target_ratio']:g}x: {c['speed_verdict'] or '-'}"
+        rows.append([f"**{c['title']}**", "**median**", f"**{_n(c['drl_median_sps'])}**",
+                     f"**{_n(c['peer_median_sps'])}**", f"**{_x(c['median_ratio'])}**", target])
+        ev, tr = c["eval_not_worse"], c["train_not_worse"]
+        returns.append([c["title"], _n(c["steps"]), str(len(c["drl"]["seeds"])), _ms(c["drl"]["train"]),
+                        _ms(c["peer_returns"]["train"]), tr["verdict"], _ms(c["drl"]["eval"]),
+                        _ms(c["peer_returns"]["eval"]),
+                        f"{_n(ev['difference'], 1)} (± {_n(ev['margin'], 1)})" if ev["margin"] is not None
+                        else _n(ev["difference"], 1), ev["verdict"]])
+    lines += _table(["row", "seed", "drl steps/s", "peer steps/s", "drl / peer", "target"], rows)
+    lines += ["", "### Return at equal env steps", "",
+              "*Not worse beyond seed noise*: as in section 4 (drl's mean >= the peer's minus twice the standard "
+              "error of the difference; needs >= 2 seeds per side).", ""]
+    lines += _table(["row", "env steps", "seeds", "drl training return", "peer training return",
+                     "training: not worse?", "drl final eval", "peer final eval", "eval drl - peer (margin)",
+                     "eval: not worse?"], returns or [["-"] * 10])
+    return lines + [""]
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     comps = results["comparisons"]
-    lines = header_lines(f"drl vs Stable-Baselines3: `{results['suite']}` suite", results["meta"])
+    libs = dict.fromkeys(v["lib"] for row in results["rows"] for v in row["variants"] if v["lib"] != "drl")
+    peers = " and ".join({"sb3": "Stable-Baselines3"}.get(lib, PEER_NAMES.get(lib, lib)) for lib in libs)
+    lines = header_lines(f"drl vs {peers or 'Stable-Baselines3'}: `{results['suite']}` suite", results["meta"])
     lines += _setup(results)
-    lines += _throughput_section(comps)
-    lines += _return_section(comps, results)
-    lines += _solve_section(comps)
-    lines += _offpolicy_section(comps, results)
+    only_batched = bool(comps.get("batched")) and not any(comps.get(k) for k in ("throughput", "return",
+                                                                                 "cartpole_solve", "off_policy"))
+    if not only_batched:  # a suite of batched rows only (rslrl) leaves out the empty SB3 sections
+        lines += _throughput_section(comps)
+        lines += _return_section(comps, results)
+        lines += _solve_section(comps)
+        lines += _offpolicy_section(comps, results)
+    if comps.get("batched"):
+        lines += _batched_section(comps, results)
     lines += ["## Plots", "", "Lines: mean over seeds; bands: min .. max over seeds.", ""]
     lines += [f"![{name}]({file})" for name, file in PLOTS.items()] + [""]
     lines += ["## Hyperparameters", "", "Per row, from the first seed's run (the other seeds differ only in the "

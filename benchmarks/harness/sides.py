@@ -73,6 +73,7 @@ def drl_config(row: Row, variant: Variant, seed: int) -> TrainConfig:
     if variant.recipe == "torch-cartpole":
         raw = merge({} if config_path_for("ppo", variant.env_id).is_file() else TORCH_CARTPOLE, common)
     else:
+        # "explicit": the row's algo sets every value (on top of the env's tuned file, which it all overrides)
         raw = sb3_ppo_defaults() if row.hparams == "sb3-defaults" else {}
         shared: dict[str, Any] = {"algo": dict(row.algo)}
         if row.total_steps:

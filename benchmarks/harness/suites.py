@@ -30,12 +30,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Variant", "Row", "Suite", "SUITES", "SOLVE_THRESHOLD", "TORCH_CARTPOLE", "TD3_EXPLORATION_NOISE",
-           "OFFPOLICY_TARGET_RATIO", "sb3_ppo_defaults", "sb3_offpolicy_defaults"]
+           "OFFPOLICY_TARGET_RATIO", "BATCHED_PPO", "BATCHED_TARGET_RATIO", "sb3_ppo_defaults",
+           "sb3_offpolicy_defaults"]
 
 SOLVE_THRESHOLD = 475.0  # gymnasium's CartPole-v1 reward_threshold
 CARTPOLE_EVAL_INTERVAL = 4096  # env steps between evaluations in the solve rows (all variants)
 TD3_EXPLORATION_NOISE = 0.1  # std of TD3's Gaussian exploration noise on both sides (SB3's default: none)
 OFFPOLICY_TARGET_RATIO = 1.5  # issue 9: drl >= 1.5x SB3's end-to-end steps/s on HalfCheetah-v5 with one env
+
+BATCHED_TARGET_RATIO = 1.5  # issue 19: drl >= 1.5x rsl_rl's end-to-end steps/s on the CPU at 1024 and 4096 envs
+# The batched rows' PPO (drl vs rsl_rl), every setting explicit (``hparams="explicit"``): the issue-19
+# setting (32-step rollouts, 5 epochs x 4 minibatches, [64, 64] tanh, fixed lr, no normalisation, no
+# value clipping), gamma / lambda of drl's tuned Pendulum config. ``minibatch_size`` is set per row
+# (rollout batch / 4).
+BATCHED_PPO: dict[str, Any] = {
+    "num_steps": 32, "num_epochs": 5, "learning_rate": 1e-3, "anneal_lr": False, "gamma": 0.95, "gae_lambda": 0.9,
+    "clip_coef": 0.2, "clip_value": None, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
+    "normalize_advantages": True, "normalize_obs": False, "normalize_reward": False, "actor_hidden": [64, 64],
+    "critic_hidden": [64, 64], "activation": "tanh", "log_std_init": 0.0, "state_dependent_std": False,
+    "squash_actions": False,
+}
+BATCHED_MINIBATCHES = 4
 
 # drl/CartPole-v0 on many envs when configs/ppo/drl-CartPole-v0.yaml does not exist (yet): one
 # iteration = 256 envs x 16 steps = 4096 env steps = one evaluation interval.
@@ -53,7 +68,7 @@ class Variant:
 
     Args:
         label: name in tables and legends.
-        lib: ``"drl"`` or ``"sb3"``.
+        lib: ``"drl"``, ``"sb3"`` or ``"rslrl"`` (rsl_rl, on a drl torch-batched env).
         env_id: the env it trains on.
         device: torch device of the learner (and of a torch-batched env).
         recipe: ``"row"`` (the row's shared hyperparameters) or ``"torch-cartpole"`` (drl/CartPole-v0's
@@ -75,7 +90,8 @@ class Row:
 
     ``kind``: ``"ppo"`` (throughput and return at equal steps), ``"solve"`` (wall-clock to an
     evaluation return of :data:`SOLVE_THRESHOLD`) or ``"offpolicy"`` (SAC/TD3 with SB3's defaults:
-    throughput and return at equal steps, run once drl's registry has the agent).
+    throughput and return at equal steps, run once drl's registry has the agent) or ``"batched"``
+    (PPO on a drl torch-batched env, drl vs rsl_rl: throughput and return at equal steps).
     """
 
     name: str
@@ -85,7 +101,7 @@ class Row:
     total_steps: int
     seeds: int
     variants: list[Variant]
-    hparams: str = "sb3-defaults"
+    hparams: str = "sb3-defaults"  # or "drl-tuned", or "explicit" (``algo`` sets every PPO value)
     num_envs: int | None = None  # None: the config's own
     algo: dict[str, Any] = field(default_factory=dict)  # algo overrides on top of ``hparams``
     eval_interval: int = 0  # env steps between (untimed) evaluations during training; 0: none
@@ -150,6 +166,22 @@ def _offpolicy_rows(halfcheetah_steps: int, pendulum_steps: int, seeds: int, log
             (("HalfCheetah-v5", halfcheetah_steps), ("Pendulum-v1", pendulum_steps)) for agent in ("sac", "td3")]
 
 
+def _batched(env: str, num_envs: int, iterations: int, seeds: int, gamma: float | None = None,
+             gae_lambda: float | None = None) -> Row:
+    """A drl vs rsl_rl PPO row on a drl torch-batched env (``--only`` name: ``<env>-<num_envs>env-rslrl``):
+    :data:`BATCHED_PPO` with ``iterations`` rollouts of 32 steps on ``num_envs`` envs, 4 minibatches."""
+    short = env.split("/")[-1].split("-")[0].lower()
+    algo = dict(BATCHED_PPO, minibatch_size=BATCHED_PPO["num_steps"] * num_envs // BATCHED_MINIBATCHES)
+    if gamma is not None:
+        algo["gamma"] = gamma
+    if gae_lambda is not None:
+        algo["gae_lambda"] = gae_lambda
+    return Row(f"{short}-{num_envs}env-rslrl", f"{env}, {num_envs:,} envs (drl vs rsl_rl)", "batched", env,
+               iterations * BATCHED_PPO["num_steps"] * num_envs, seeds,
+               [Variant("drl", "drl", env), Variant("rsl_rl", "rslrl", env)], "explicit", num_envs, algo,
+               target_ratio=BATCHED_TARGET_RATIO if num_envs in (1024, 4096) else None)
+
+
 SUITES: dict[str, Suite] = {
     "tiny": Suite(
         "tiny",
@@ -194,6 +226,26 @@ SUITES: dict[str, Suite] = {
             _cartpole(None, 3),
             *_offpolicy_rows(50_000, 20_000, 3),
         ],
+    ),
+    "rslrl": Suite(
+        "rslrl",
+        "PPO on drl's torch-batched envs, drl vs rsl_rl (rsl-rl-lib) with the same hyperparameters, CPU, 3 seeds: "
+        "drl/Pendulum-v0 with 1024 envs (64 iterations, 2.1M env steps) and 4096 envs (32 iterations, 4.2M); "
+        "MuJoCo Warp drl/HalfCheetah-v0 with 1024 and 4096 envs at 262k env steps only (CPU Warp steps about 10k "
+        "env steps/s here; no training episode ends within it, so its return is the final evaluation). "
+        "drl/CartPole-v0 has no row: rsl_rl has no discrete action distribution",
+        [
+            _batched("drl/Pendulum-v0", 1024, 64, 3),
+            _batched("drl/Pendulum-v0", 4096, 32, 3),
+            _batched("drl/HalfCheetah-v0", 1024, 8, 3, gamma=0.99, gae_lambda=0.95),
+            _batched("drl/HalfCheetah-v0", 4096, 2, 3, gamma=0.99, gae_lambda=0.95),
+        ],
+    ),
+    "rslrl-tiny": Suite(
+        "rslrl-tiny",
+        "smoke test of the drl vs rsl_rl rows in seconds (64 envs, 2 iterations; the numbers mean nothing)",
+        [_batched("drl/Pendulum-v0", 64, 2, 1)],
+        final_eval_episodes=2,
     ),
     "offpolicy": Suite(
         "offpolicy",
