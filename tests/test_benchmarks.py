@@ -129,7 +129,8 @@ def test_normalised_row_gives_sb3_vecnormalize_with_its_defaults():
 
 def test_comparisons_cover_every_row(results):
     comps = results["comparisons"]
-    assert set(comps) == {"throughput", "return", "cartpole_solve", "off_policy"}
+    assert set(comps) == {"throughput", "return", "cartpole_solve", "off_policy", "batched"}
+    assert comps["batched"] == []  # the drl vs rsl_rl rows live in the rslrl suites (tests/test_rslrl_side.py)
 
     throughput = {c["row"]: c for c in comps["throughput"]}
     assert set(throughput) == {"halfcheetah-1env", "halfcheetah-8env", "halfcheetah-1env-norm"}
