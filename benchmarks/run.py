@@ -26,6 +26,7 @@ on drl's torch-batched envs with the same PPO hyperparameters; see ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -78,7 +79,8 @@ TIMING = (
 # earlier results.json under benchmarks/results/ measured that (agent, lib, env, num_envs, device).
 ROUGH_SPS = {"HalfCheetah-v5": {1: 2000, 8: 3500}, "Hopper-v5": {1: 2000, 8: 3500}, "CartPole-v1": {8: 2500},
              "Pendulum-v1": {8: 4000}, "drl/CartPole-v0": {256: 40_000},
-             "drl/Pendulum-v0": {64: 20_000, 1024: 80_000, 4096: 80_000},  # the batched rows (drl and rsl_rl)
+             # the batched rows (drl and rsl_rl; x3 on CUDA)
+             "drl/Pendulum-v0": {64: 20_000, 1024: 80_000, 4096: 80_000, 65_536: 300_000},
              "drl/HalfCheetah-v0": {1024: 7_000, 4096: 7_000}}  # MuJoCo Warp on the CPU
 # Rough SB3 env steps/s of the SAC/TD3 rows with one env (SAC on HalfCheetah-v5: about 11.4 ms per step here).
 OFFPOLICY_ROUGH_SPS = {"HalfCheetah-v5": 90, "Pendulum-v1": 150}
@@ -227,17 +229,20 @@ def estimate_seconds(runs: list[tuple[Row, Variant, int]], eval_episodes: int) -
 
 
 # --- execution ------------------------------------------------------------------------------
-def warm_up(work_dir: Path, offpolicy_agents: tuple[str, ...] = (), libs: tuple[str, ...] = ("drl", "sb3")) -> None:
+def warm_up(work_dir: Path, offpolicy_agents: tuple[str, ...] = (), libs: tuple[str, ...] = ("drl", "sb3"),
+            batched_devices: tuple[str, ...] = ("cpu",)) -> None:
     """One tiny untimed run per library (CartPole PPO, and 200 steps on Pendulum-v1 of each off-policy
     agent in ``offpolicy_agents``), so one-off initialisation is paid outside the timed runs. With
-    ``"rslrl"`` in ``libs``: also the ``rslrl-tiny`` suite's row once per side (drl and rsl_rl, untimed);
-    without ``"sb3"`` there: no SB3 run."""
+    ``"rslrl"`` in ``libs``: also the ``rslrl-tiny`` suite's row once per side (drl and rsl_rl, untimed) on
+    each of ``batched_devices``; without ``"sb3"`` there: no SB3 run."""
     if "rslrl" in libs:
         from benchmarks.harness.rslrl_side import run_drl_batched, run_rslrl
 
         row = SUITES["rslrl-tiny"].rows[0]
-        run_drl_batched(row, row.variants[0], 0, work_dir / "warmup-batched", 1)
-        run_rslrl(row, row.variants[1], 0, work_dir / "warmup-batched", 1)
+        for device in batched_devices:
+            drl, rslrl = (dataclasses.replace(v, device=device) for v in row.variants)
+            run_drl_batched(row, drl, 0, work_dir / f"warmup-batched-{device}", 1)
+            run_rslrl(row, rslrl, 0, work_dir / f"warmup-batched-{device}", 1)
     if "sb3" not in libs:
         return
     from stable_baselines3 import PPO
@@ -369,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="drl-bench-") as tmp:
         work_dir = out / "runs" if args.keep_runs else Path(tmp)
         warm_up(Path(tmp), tuple(dict.fromkeys(r.agent for r, _, _ in runs if r.kind == "offpolicy")),
-                tuple(dict.fromkeys(v.lib for _, v, _ in runs)))
+                tuple(dict.fromkeys(v.lib for _, v, _ in runs)),
+                tuple(dict.fromkeys(v.device for r, v, _ in runs if r.kind == "batched")))
         for i, (row, variant, seed) in enumerate(runs, 1):
             run = run_one(row, variant, seed, work_dir, suite.final_eval_episodes)
             results["runs"].append(run)

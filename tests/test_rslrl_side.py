@@ -130,3 +130,27 @@ def test_tiny_suite_end_to_end_produces_a_row(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## 5. Batched envs: drl vs rsl_rl" in report and "## 1. Training throughput" not in report
     assert f"{ratio:.2f}x" in report
+
+
+def test_cuda_rows_without_cuda_say_why_they_were_skipped(monkeypatch):
+    import argparse
+
+    from benchmarks.harness.analysis import compare
+    from benchmarks.harness.suites import BATCHED_CUDA_TARGET_RATIO, BATCHED_TARGET_RATIO, SUITES
+    from benchmarks.run import plan
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    suite = SUITES["rslrl"]
+    targets = {r.name: r.target_ratio for r in suite.rows}
+    assert targets == {"pendulum-1024env-rslrl": BATCHED_TARGET_RATIO, "pendulum-4096env-rslrl": BATCHED_TARGET_RATIO,
+                       "halfcheetah-1024env-rslrl": BATCHED_TARGET_RATIO,
+                       "halfcheetah-4096env-rslrl": BATCHED_TARGET_RATIO,
+                       "pendulum-4096env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO,
+                       "pendulum-65536env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO,
+                       "halfcheetah-4096env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO}
+    args = argparse.Namespace(only=None, seeds=None, device="auto")
+    rows, runs, _ = plan(suite, args)
+    assert {v.device for _, v, _ in runs} == {"cpu"} and len(runs) == 4 * 3 * 2
+    status = {c["row"]: c["status"] for c in compare(rows, [])["batched"]}
+    assert status["pendulum-65536env-rslrl-cuda"] == "skipped: no CUDA device on this machine"
+    assert status["pendulum-1024env-rslrl"] == "ok"

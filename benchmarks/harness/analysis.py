@@ -168,6 +168,9 @@ def _batched(row: dict, runs: list[dict]) -> dict[str, Any]:
     if row["status"] != "ok":
         return out
     drl, other = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], peer)
+    skipped = [v["status"] for v in row["variants"] if v.get("status", "ok") != "ok"]
+    if skipped and not drl and not other:  # e.g. the CUDA rows without CUDA
+        return out | {"status": skipped[0]}
     by_seed = {r["seed"]: r for r in other}
     per_seed = [{"seed": d["seed"], "drl_sps": d["sps"], "peer_sps": by_seed[d["seed"]]["sps"],
                  "ratio": _ratio(d["sps"], by_seed[d["seed"]]["sps"])} for d in drl if d["seed"] in by_seed]

@@ -433,7 +433,8 @@ def _offpolicy_section(comps: dict[str, Any], results: dict[str, Any]) -> list[s
 
 PEER_NAMES = {"sb3": "SB3", "rslrl": "rsl_rl"}
 BATCHED_NOTES = (
-    "Same process, seeds interleaved, one torch thread, CPU. Both libraries train PPO with the same values (see "
+    "Same process, seeds interleaved, one torch thread, on the row's device (CPU unless it says cuda; the CUDA rows "
+    "run only with --device cuda or auto on a GPU). Both libraries train PPO with the same values (see "
     "Hyperparameters) on the same drl torch-batched env object type; rsl_rl sees it through "
     "`benchmarks.harness.rslrl_side.RslRlVecEnv` (obs as a TensorDict group `policy`, `dones = terminated | "
     "truncated`, `extras[\"time_outs\"] = truncated & ~terminated`). *Clock*: drl as in Setup; rsl_rl from just "

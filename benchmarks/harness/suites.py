@@ -39,6 +39,7 @@ TD3_EXPLORATION_NOISE = 0.1  # std of TD3's Gaussian exploration noise on both s
 OFFPOLICY_TARGET_RATIO = 1.5  # issue 9: drl >= 1.5x SB3's end-to-end steps/s on HalfCheetah-v5 with one env
 
 BATCHED_TARGET_RATIO = 1.5  # issue 19: drl >= 1.5x rsl_rl's end-to-end steps/s on the CPU at 1024 and 4096 envs
+BATCHED_CUDA_TARGET_RATIO = 2.0  # issue 19: drl >= 2x rsl_rl's steps/s on a GPU at 4096 envs and more
 # The batched rows' PPO (drl vs rsl_rl), every setting explicit (``hparams="explicit"``): the issue-19
 # setting (32-step rollouts, 5 epochs x 4 minibatches, [64, 64] tanh, fixed lr, no normalisation, no
 # value clipping), gamma / lambda of drl's tuned Pendulum config. ``minibatch_size`` is set per row
@@ -167,19 +168,25 @@ def _offpolicy_rows(halfcheetah_steps: int, pendulum_steps: int, seeds: int, log
 
 
 def _batched(env: str, num_envs: int, iterations: int, seeds: int, gamma: float | None = None,
-             gae_lambda: float | None = None) -> Row:
-    """A drl vs rsl_rl PPO row on a drl torch-batched env (``--only`` name: ``<env>-<num_envs>env-rslrl``):
-    :data:`BATCHED_PPO` with ``iterations`` rollouts of 32 steps on ``num_envs`` envs, 4 minibatches."""
+             gae_lambda: float | None = None, device: str = "cpu") -> Row:
+    """A drl vs rsl_rl PPO row on a drl torch-batched env (``--only`` name: ``<env>-<num_envs>env-rslrl``,
+    ``-cuda`` appended on CUDA): :data:`BATCHED_PPO` with ``iterations`` rollouts of 32 steps on ``num_envs``
+    envs, 4 minibatches. Target: :data:`BATCHED_TARGET_RATIO` on the CPU at 1024 and 4096 envs,
+    :data:`BATCHED_CUDA_TARGET_RATIO` on CUDA at 4096 envs and more."""
     short = env.split("/")[-1].split("-")[0].lower()
+    cuda = device.startswith("cuda")
+    target = (BATCHED_CUDA_TARGET_RATIO if num_envs >= 4096 else None) if cuda else \
+        (BATCHED_TARGET_RATIO if num_envs in (1024, 4096) else None)
     algo = dict(BATCHED_PPO, minibatch_size=BATCHED_PPO["num_steps"] * num_envs // BATCHED_MINIBATCHES)
     if gamma is not None:
         algo["gamma"] = gamma
     if gae_lambda is not None:
         algo["gae_lambda"] = gae_lambda
-    return Row(f"{short}-{num_envs}env-rslrl", f"{env}, {num_envs:,} envs (drl vs rsl_rl)", "batched", env,
+    return Row(f"{short}-{num_envs}env-rslrl{'-cuda' if cuda else ''}",
+               f"{env}, {num_envs:,} envs{', cuda' if cuda else ''} (drl vs rsl_rl)", "batched", env,
                iterations * BATCHED_PPO["num_steps"] * num_envs, seeds,
-               [Variant("drl", "drl", env), Variant("rsl_rl", "rslrl", env)], "explicit", num_envs, algo,
-               target_ratio=BATCHED_TARGET_RATIO if num_envs in (1024, 4096) else None)
+               [Variant("drl", "drl", env, device), Variant("rsl_rl", "rslrl", env, device)], "explicit", num_envs,
+               algo, target_ratio=target)
 
 
 SUITES: dict[str, Suite] = {
@@ -233,12 +240,17 @@ SUITES: dict[str, Suite] = {
         "drl/Pendulum-v0 with 1024 envs (64 iterations, 2.1M env steps) and 4096 envs (32 iterations, 4.2M); "
         "MuJoCo Warp drl/HalfCheetah-v0 with 1024 and 4096 envs at 262k env steps only (CPU Warp steps about 10k "
         "env steps/s here; no training episode ends within it, so its return is the final evaluation). "
-        "drl/CartPole-v0 has no row: rsl_rl has no discrete action distribution",
+        "drl/CartPole-v0 has no row: rsl_rl has no discrete action distribution. With CUDA (--device cuda or "
+        "auto): also drl/Pendulum-v0 with 4096 (8.4M steps) and 65,536 envs (67M) and drl/HalfCheetah-v0 with 4096 "
+        "envs (4.2M), 3 seeds",
         [
             _batched("drl/Pendulum-v0", 1024, 64, 3),
             _batched("drl/Pendulum-v0", 4096, 32, 3),
             _batched("drl/HalfCheetah-v0", 1024, 8, 3, gamma=0.99, gae_lambda=0.95),
             _batched("drl/HalfCheetah-v0", 4096, 2, 3, gamma=0.99, gae_lambda=0.95),
+            _batched("drl/Pendulum-v0", 4096, 64, 3, device="cuda"),
+            _batched("drl/Pendulum-v0", 65_536, 32, 3, device="cuda"),
+            _batched("drl/HalfCheetah-v0", 4096, 32, 3, gamma=0.99, gae_lambda=0.95, device="cuda"),
         ],
     ),
     "rslrl-tiny": Suite(
