@@ -177,7 +177,10 @@ class AdversarialReward(TorchVectorWrapper):
         self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
         self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
 
-        data = load_demos(demos)
+        try:
+            data = load_demos(demos)
+        except FileNotFoundError as err:  # one config error naming the file, like a bad value
+            raise ValueError(f"{err}: record one with `drl demos ENV --out FILE` or collect_demos") from None
         group = obs_group if obs_group is not None else "policy"
         if f"obs/{group}" not in data:
             held = sorted(k.split("/", 1)[1] for k in data if k.startswith("obs/"))
