@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from drl import api
+from drl.checkpoint import load_checkpoint
 from drl.config import ConfigError
 from drl.logging import read_metrics
 from drl.wrappers import make_run_env
@@ -238,3 +239,20 @@ def test_ppo_through_config_logs_the_env_return(demo_file, tmp_path, wrapper):
         assert "gail/disc_loss" in rows[-1] and "gail/grad_penalty" in rows[-1]
     else:
         assert "preference/bt_loss" in rows[-1] and float(rows[-1]["preference/total_queries"]) > 0
+
+
+@pytest.mark.parametrize("wrapper", ["gail", "preference"])
+def test_resume_continues_the_learned_reward_exactly(demo_file, tmp_path, wrapper):
+    spec = {"name": "gail", "demos": str(demo_file)} if wrapper == "gail" else {"name": "preference",
+                                                                                 "segment_length": 16}
+    full_dir, _ = api.train(_cfg([spec], total_steps=512), run_dir=tmp_path / "full")
+    half_dir, _ = api.train(_cfg([spec], total_steps=256), run_dir=tmp_path / "half")
+    api.resume(half_dir, total_steps=512)
+    full = load_checkpoint(full_dir / "checkpoints" / "latest.pt")["wrappers"][0]["state"]
+    half = load_checkpoint(half_dir / "checkpoints" / "latest.pt")["wrappers"][0]["state"]
+    model = "disc" if wrapper == "gail" else "model"
+    for key, value in full[model].items():
+        torch.testing.assert_close(half[model][key], value, rtol=0, atol=0)
+    if wrapper == "preference":
+        assert half["queries"] == full["queries"] == 2 * 10  # two updates of 10 queries each
+        torch.testing.assert_close(half["labels"]["p"], full["labels"]["p"], rtol=0, atol=0)
