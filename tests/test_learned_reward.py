@@ -256,3 +256,37 @@ def test_resume_continues_the_learned_reward_exactly(demo_file, tmp_path, wrappe
     if wrapper == "preference":
         assert half["queries"] == full["queries"] == 2 * 10  # two updates of 10 queries each
         torch.testing.assert_close(half["labels"]["p"], full["labels"]["p"], rtol=0, atol=0)
+
+
+# --- the demonstration script (benchmarks/learned_reward.py) --------------------------------------
+def test_benchmark_scores_and_claims_against_hand_values():
+    from benchmarks.learned_reward import VARIANTS, claim_lines, score, summarise
+
+    assert score(-200.0, -150.0, -1200.0) == pytest.approx(1000 / 1050)  # negative returns: vs the floor
+    assert score(None, -150.0, -1200.0) is None and score(-1.0, -5.0, -5.0) is None
+    expert = {"expert_return": -150.0, "random_return": -1250.0}
+
+    def run(variant: str, final: float, sps: float, queries: float | None = None) -> dict[str, Any]:
+        return {"variant": variant, "seed": 0, "final": final, "sps": sps, "queries": queries}
+
+    runs = [run("ppo", -250.0, 1000.0), run("gail", -370.0, 800.0), run("airl", -400.0, 500.0),
+            run("preference", -600.0, 400.0, 1400.0)]
+    summary = {s["variant"]: s for s in summarise(runs, VARIANTS, expert)}
+    assert summary["gail"]["expert_score"] == pytest.approx(0.8)  # (1250 - 370) / 1100
+    assert summary["preference"]["ppo_score"] == pytest.approx(650 / 1000)
+    assert summary["airl"]["relative_sps"] == pytest.approx(0.5)
+    assert claim_lines(list(summary.values())) == [
+        "- gail reaches >= 0.8 of the expert's score: yes (0.80)",
+        "- airl reaches >= 0.8 of the expert's score: no (0.77)",
+        "- preference reaches >= 0.7 of PPO-with-true-reward's score: no (0.65, 1,400 oracle labels)"]
+
+
+def test_benchmark_dry_run_and_bad_arguments(tmp_path, capsys):
+    from benchmarks.learned_reward import main
+
+    assert main(["--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "configs/ppo/drl-Pendulum-v0-airl.yaml" in out and "preference" in out and not (tmp_path / "out").exists()
+    for bad in (["--only", "nope"], ["--seeds", "0"], ["--expert-steps", "0"]):
+        with pytest.raises(SystemExit):
+            main(bad + ["--dry-run"])
