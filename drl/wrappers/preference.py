@@ -11,6 +11,9 @@ and each net is fitted to the labels ``p = P[A > B]`` of a :class:`PreferenceSou
 
     L_k = mean over pairs of -[p log P_k[A > B] + (1 - p) log P_k[B > A]]
 
+A task whose reward is the same at every step of an episode (CartPole's 1 per step) gives segments inside
+an episode equal returns: the oracle then labels ties (0.5) and the model learns nothing from them.
+
 Every update() cuts the transitions recorded since the last into segments of ``segment_length`` steps (one
 episode each; windows that cross an episode's end are dropped) and adds them to a pool; it draws
 ``num_candidates`` random pairs from the pool, asks the source about the ``queries_per_update`` pairs the
@@ -224,8 +227,9 @@ class PreferenceReward(TorchVectorWrapper):
     def _loss(self, minibatch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         a, b, p = minibatch
         returns_a, returns_b = self.member_rewards(a).sum(-1), self.member_rewards(b).sum(-1)  # [K, Q]
-        agree = ((returns_a > returns_b).float() == p).float().mean()
-        return {"loss": bradley_terry_loss(returns_a, returns_b, p), "label_accuracy": agree}
+        decisive = (p != 0.5).float()  # a tie's label says nothing about the order
+        correct = (((returns_a > returns_b) == (p > 0.5)).float() * decisive).sum() / self.num_models
+        return {"loss": bradley_terry_loss(returns_a, returns_b, p), "correct": correct, "decisive": decisive.sum()}
 
     def _add_segments(self, batch: dict[str, Any], rewards: torch.Tensor) -> None:
         obs = select_group(batch["obs"].flatten(0, 1) if not isinstance(batch["obs"], dict)
@@ -289,9 +293,13 @@ class PreferenceReward(TorchVectorWrapper):
             for start in range(0, rows, self.minibatch_size):
                 idx = order[start:start + self.minibatch_size]
                 losses = self.train_step((self.labels["a"][idx], self.labels["b"][idx], self.labels["p"][idx]))
-                for key in ("loss", "label_accuracy"):
+                for key in ("loss", "correct", "decisive"):
                     sums.setdefault(key, []).append(losses[key])
-        return metrics | {("bt_loss" if k == "loss" else k): torch.stack(v).mean().item() for k, v in sums.items()}
+        metrics["bt_loss"] = torch.stack(sums["loss"]).mean().item()
+        decisive = torch.stack(sums["decisive"]).sum().item()
+        if decisive > 0:  # the share of non-tie labels whose order the members (on average) get right
+            metrics["label_accuracy"] = torch.stack(sums["correct"]).sum().item() / decisive
+        return metrics
 
     def learner_state_dict(self) -> dict[str, Any]:
         """A copy of the ensemble, its optimiser, the input statistics, the segment pool and the labels."""
