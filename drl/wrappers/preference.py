@@ -11,9 +11,6 @@ and each net is fitted to the labels ``p = P[A > B]`` of a :class:`PreferenceSou
 
     L_k = mean over pairs of -[p log P_k[A > B] + (1 - p) log P_k[B > A]]
 
-A task whose reward is the same at every step of an episode (CartPole's 1 per step) gives segments inside
-an episode equal returns: the oracle then labels ties (0.5) and the model learns nothing from them.
-
 Every update() cuts the transitions recorded since the last into segments of ``segment_length`` steps (one
 episode each; windows that cross an episode's end are dropped) and adds them to a pool; it draws
 ``num_candidates`` random pairs from the pool, asks the source about the ``queries_per_update`` pairs the
@@ -29,6 +26,9 @@ the whole loop runs unattended. Another source (a person, a script) plugs in fro
 wrapper's ``source`` attribute to any object with :meth:`PreferenceSource.label`. Config::
 
     wrappers: [{name: preference, segment_length: 25, queries_per_update: 10, query_budget: 1400}]
+
+A task whose reward is the same at every step of an episode (CartPole's 1 per step) gives segments inside
+an episode equal returns: the oracle then labels ties (0.5) and the model learns nothing from them.
 """
 
 from __future__ import annotations
