@@ -11,7 +11,15 @@ from typing import Any
 
 import torch
 
-from drl.wrappers import barfi, bonuses, coverage_obs, shaping, submodular  # noqa: F401  (registers them)
+from drl.wrappers import (  # noqa: F401  (registers them)
+    barfi,
+    bonuses,
+    coverage_obs,
+    learned_reward,
+    preference,
+    shaping,
+    submodular,
+)
 from drl.wrappers.base import (
     WRAPPERS,
     TorchVectorWrapper,

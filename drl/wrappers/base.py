@@ -80,6 +80,7 @@ class TorchVectorWrapper(VectorWrapper):
     applies_to_eval: ClassVar[bool] = False  # True when observations change: eval must see the same
     records_transitions: ClassVar[bool] = False  # True when update() trains on the transitions seen
     max_record_steps: ClassVar[int] = 4096  # vectorised steps kept for update(); older ones are dropped
+    path_args: ClassVar[tuple[str, ...]] = ()  # keyword arguments naming files: made absolute by validation
 
     def __init__(self, env: VectorEnv):
         super().__init__(env)
@@ -224,7 +225,9 @@ def _coerced(cls: type, spec: dict[str, Any], key: str) -> dict[str, Any]:
 
 def validate_wrappers(specs: Any, prefix: str = "wrappers") -> None:
     """Each entry a mapping with a known ``name`` and only that wrapper's keyword arguments; one
-    ConfigError naming the entry and the valid names/keys otherwise."""
+    ConfigError naming the entry and the valid names/keys otherwise. A relative path given for one of the
+    wrapper's ``path_args`` is made absolute in the entry (as a PATH config key is: the run's saved config
+    then names the same file from any working folder)."""
     if not isinstance(specs, list):
         raise ConfigError(f"config key '{prefix}': must be a list of {{name: ..., <kwargs>}} mappings, got {specs!r}")
     for i, spec in enumerate(specs):
@@ -241,6 +244,11 @@ def validate_wrappers(specs: Any, prefix: str = "wrappers") -> None:
                 raise ConfigError(f"config key '{key}.{arg}': wrapper '{name}' has no such option; "
                                   f"valid: {sorted(valid)}")
         _coerced(WRAPPERS[name], spec, key)  # each value against the wrapper's type hints
+        for arg in WRAPPERS[name].path_args:  # like a PATH config key: the saved config names the same file
+            if isinstance(spec.get(arg), str):
+                from drl.config import _absolute
+
+                spec[arg] = _absolute(spec[arg], f"{key}.{arg}")
         missing = [k for k, p in valid.items() if p.default is inspect.Parameter.empty and k not in spec
                    and k not in ("gamma", "seed")]
         if missing:
