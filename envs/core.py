@@ -511,6 +511,8 @@ class GymnasiumVecEnv(VectorEnv):
         exposed_space, self._flatten, keep_keys = _flatten_obs_space(probe.observation_space)
         self._raw_obs_space = probe.observation_space
         self.spec = probe.spec
+        # the TimeLimit of the gymnasium registration (None without one), as the torch envs expose it
+        self.max_episode_steps: int | None = getattr(probe.spec, "max_episode_steps", None)
         self.render_mode = probe.render_mode
         single_action_space, self._action_start = _zero_based(probe.action_space)
         probe.close()

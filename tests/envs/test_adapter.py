@@ -327,3 +327,13 @@ def test_cli_trains_a_module_colon_id(tmp_path, monkeypatch):
                  "--set", "eval_episodes=1", "--set", "env.num_eval_envs=1", "--no-progress", "--device", "cpu",
                  "--run-dir", str(run_dir)]) == 0
     assert (run_dir / "summary.json").is_file()
+
+
+def test_adapter_exposes_the_registered_time_limit():
+    """Like the torch envs, the adapter has ``max_episode_steps`` (the gymnasium registration's TimeLimit;
+    None without one), so wrappers that need the horizon (coverage_obs, submodular) work on gymnasium ids."""
+    from envs import make_vec_env
+
+    env = make_vec_env("Pendulum-v1", 2)
+    assert env.max_episode_steps == 200
+    env.close()
