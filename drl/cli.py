@@ -22,8 +22,9 @@ def _train(args: argparse.Namespace) -> int:
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [name for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos",
-                                   "base", "wrapper")
+        given = [("AGENT" if name == "agent" else f"--{name.replace('_', '-')}")
+                 for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos", "base",
+                              "wrapper")
                  if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
                  ["--overwrite"] if args.overwrite else [])
         if given:

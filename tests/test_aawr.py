@@ -354,7 +354,7 @@ def test_registry_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert main(["train", "aawr", "--env", standin.ENV_ID, "--demos", str(tmp_path / "none.pt")]) == 2
     assert f"'algo.demos': demo file '{tmp_path / 'none.pt'}' does not exist" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--demos", "x.pt"]) == 2
-    assert "drop ['demos']" in capsys.readouterr().err  # a resumed run keeps the demos it started with
+    assert "drop ['--demos']" in capsys.readouterr().err  # a resumed run keeps the demos it started with
 
 
 # --- the runner ---------------------------------------------------------------------------------

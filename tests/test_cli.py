@@ -117,7 +117,7 @@ def test_corrupt_and_foreign_checkpoints(trained_run, tmp_path, capsys):
 
 def test_resume_refuses_extra_flags(trained_run, capsys):
     assert main(["train", "--resume", str(trained_run), "--seed", "10"]) == 2
-    assert "--resume continues a run with its saved config (only --steps and --device may change); drop ['seed']" in \
+    assert "--resume continues a run with its saved config (only --steps and --device may change); drop ['--seed']" in \
         capsys.readouterr().err
     assert main(["train", "--resume", str(trained_run), "--overwrite"]) == 2
     assert "drop ['--overwrite']" in capsys.readouterr().err
