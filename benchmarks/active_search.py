@@ -195,7 +195,10 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              f"deterministic episodes every {meta['eval_every']:,} online steps and at the end of the offline phase. "
              f"Demos: {meta['demo_episodes']} scripted-expert episodes recorded once per seed (expert success per "
              f"seed: {', '.join(_pct(x) for x in meta['expert_success'])}); all variants of a seed share them. "
-             "Success = the eval return (reward 1 at success, else 0). Mean +- std (population) over seeds.", "",
+             "Success = the eval return (reward 1 at success, else 0). Mean +- std (population) over seeds."
+             + (f" {meta['recorded_before']} of the runs were recorded by earlier invocations with the same "
+                "`--work` folder (the time above is this call's; each run's own is in `results.json`, `wall_s`)."
+                if meta.get("recorded_before") else ""), "",
              "| variant | seeds | success after offline | final success | median final | per seed (offline -> final) |",
              "|---|---|---|---|---|---|"]
     for s in results["summary"]:
@@ -244,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {v.name:<8} {v.label:<28} configs/{v.config}")
     if args.dry_run:
         return 0
-    began, meta = script.start("active_search", argv, args.out, env=args.env, seeds=args.seeds,
+    shown = [("DIR" if i and argv[i - 1] == "--work" else a) for i, a in enumerate(argv)]  # no local paths
+    began, meta = script.start("active_search", shown, args.out, env=args.env, seeds=args.seeds,
                                offline_updates=args.offline_updates, steps=args.steps,
                                demo_episodes=args.demo_episodes, eval_episodes=args.eval_episodes,
                                eval_every=args.eval_every, device=args.device)
@@ -272,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     units.append((v, seed, demos, args, work))
         print(f"{len(done)} runs already recorded in --work, {len(units)} to run", flush=True)
+        results["meta"]["recorded_before"] = len(done)
         if args.jobs == 1:
             new = [_unit(*unit) for unit in units]
         else:  # each run alone in a fresh process: same result as in series (one torch thread, own seed)
