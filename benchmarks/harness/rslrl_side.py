@@ -255,17 +255,9 @@ def _summary(returns: list[float]) -> dict[str, Any]:
 def run_drl_batched(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes: int) -> dict[str, Any]:
     """drl's side of a batched row: ``drl.api.train`` (timed as in ``benchmarks.harness.sides.run_drl``), then
     :func:`evaluate_batched` of the last policy (untimed)."""
-    from benchmarks.harness.sides import _base_record, _finish, _slug, drl_config, read_drl_curve
-    from drl.api import load_agent, train
+    from benchmarks.harness.sides import _finish, train_drl
 
-    cfg = drl_config(row, variant, seed)
-    run_dir = work_dir / f"{row.name}-{_slug(variant.label)}-s{seed}"
-    torch.set_num_threads(1)
-    gc.collect()
-    train(cfg, run_dir)
-    record = _base_record(row, variant, seed, cfg)
-    record["curve"] = read_drl_curve(run_dir)
-    agent, _ = load_agent(run_dir, "latest", device=variant.device)
+    cfg, agent, record = train_drl(row, variant, seed, work_dir, device=variant.device)
 
     def act(obs: Any) -> torch.Tensor:
         return agent.act(obs, deterministic=True, update_stats=False)[0]

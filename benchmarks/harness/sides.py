@@ -161,8 +161,10 @@ def drl_actor(agent: Any) -> Actor:
     return act
 
 
-def run_drl(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes: int) -> dict[str, Any]:
-    """Train with ``drl.api.train`` (no progress bar), then evaluate the last policy (untimed)."""
+def train_drl(row: Row, variant: Variant, seed: int, work_dir: Path, device: str = "cpu"
+              ) -> tuple[Any, Any, dict[str, Any]]:
+    """``drl.api.train`` of the row's config on one torch thread after a garbage collection: ``(config, the
+    last policy loaded on device, the run's record with its curve)``."""
     cfg = drl_config(row, variant, seed)
     run_dir = work_dir / f"{row.name}-{_slug(variant.label)}-s{seed}"
     torch.set_num_threads(1)
@@ -170,7 +172,13 @@ def run_drl(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes
     train(cfg, run_dir)
     record = _base_record(row, variant, seed, cfg)
     record["curve"] = read_drl_curve(run_dir)
-    agent, _ = load_agent(run_dir, "latest", device="cpu")
+    agent, _ = load_agent(run_dir, "latest", device=device)
+    return cfg, agent, record
+
+
+def run_drl(row: Row, variant: Variant, seed: int, work_dir: Path, eval_episodes: int) -> dict[str, Any]:
+    """Train with ``drl.api.train`` (no progress bar), then evaluate the last policy (untimed)."""
+    cfg, agent, record = train_drl(row, variant, seed, work_dir)
     returns = evaluate_actor(drl_actor(agent), variant.env_id, eval_episodes, seed + EVAL_SEED_OFFSET, cfg.env.kwargs)
     record["final_eval"] = _summary(returns)
     record["hyperparameters"] = {k: v for k, v in to_dict(cfg).items() if k not in ("seed", "progress")}
