@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -47,11 +46,12 @@ from torch import nn
 
 from drl.agents.aawr import LOG_STD_MAX, LOG_STD_MIN, gaussian_log_prob
 from drl.agents.off_policy_base import box_action_space
-from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim, group_space, make_mlp
 from drl.optim import TrainStep
 from drl.storage import Field, ReplayBuffer
+from drl.storage.demos import load_checked_demos
 
 __all__ = ["BCConfig", "BC", "ChunkExecutor", "temporal_ensemble", "chunk_targets", "ACT_ENSEMBLE_DECAY"]
 
@@ -317,27 +317,12 @@ class BC:
             ConfigError: naming ``algo.demos``: not set, missing, not a demo file, or not matching the env
                 (obs group absent or of another size, another action size).
         """
-        from envs.tasks.demos import load_demos
-
         cfg = self.cfg
         check(cfg.demos is not None, "algo.demos", "behaviour cloning needs demonstrations: set algo.demos "
               "(drl train bc --demos FILE; record them with drl demos ENV --out FILE)")
-        try:
-            data = load_demos(cfg.demos)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"config key 'algo.demos': {err}") from err
-        where = f"config key 'algo.demos': demo file '{Path(cfg.demos)}' does not match the env"
-        key = f"obs/{cfg.actor_obs}"
-        if key not in data:
-            groups = sorted(k.split("/", 1)[1] for k in data if k.startswith("obs/"))
-            raise ConfigError(f"{where}: it has no obs group '{cfg.actor_obs}' (it holds {groups})")
-        obs = data[key].flatten(1).float().to(self.device)
-        if obs.shape[1] != self.obs_dim:
-            raise ConfigError(f"{where}: '{key}' has {obs.shape[1]} values per step, the env's has {self.obs_dim}")
-        if data["actions"].shape[1] != self.action_dim:
-            raise ConfigError(f"{where}: 'actions' has {data['actions'].shape[1]} values per step, the env's "
-                              f"action space has {self.action_dim}")
-        actions = ((data["actions"].float().to(self.device) - self.action_center) / self.action_scale).clamp(-1, 1)
+        data, actions = load_checked_demos(cfg.demos, {cfg.actor_obs: self.obs_dim}, self.action_dim,
+                                           self.action_center, self.action_scale, self.device)
+        obs = data[f"obs/{cfg.actor_obs}"].flatten(1).float().to(self.device)
         targets, mask = chunk_targets(actions, data["episode_index"].to(self.device), cfg.chunk_size)
         self.demos = {"obs": obs, "targets": targets, "mask": mask}
         if cfg.normalize_obs:

@@ -30,19 +30,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import torch
 from torch import nn
 
-from drl.config import MAX_STEPS, ConfigError, TrainConfig, check, check_range
+from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import FlatAdam, FlatParameters, adam_update, clip_by_global_norm, compiler_available
 from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
+from drl.storage.demos import load_checked_demos
 from drl.storage.replay import MixedSampler
 
 __all__ = ["OffPolicyConfig", "OffPolicyAgent", "FusedUpdate", "COMPILE_AUTO_MIN_UPDATES", "box_action_space",
@@ -535,32 +535,15 @@ class OffPolicyAgent:
             ConfigError: naming ``algo.demos`` and the file: it is missing, not a demo file, or does not match the
                 env (an obs group the agent reads is absent or of another size, or the action size).
         """
-        from envs.tasks.demos import load_demos
-
         path = getattr(self.cfg, "demos", None)
         if path is None:
             return 0
-        try:
-            data = load_demos(path)
-        except (FileNotFoundError, ValueError) as err:
-            raise ConfigError(f"config key 'algo.demos': {err}") from err
-        where = f"config key 'algo.demos': demo file '{Path(path)}' does not match the env"
-        groups = {key.split("/", 1)[1] for key in data if key.startswith("obs/")}
-        for g in self.groups:
-            check(g in groups, "algo.demos", f"demo file '{Path(path)}' has no obs group '{g}' (it holds "
-                  f"{sorted(groups)}); record demos on the env this agent trains on")
-            size = data[f"obs/{g}"][0].numel()
-            if size != self.obs_dims[g]:
-                raise ConfigError(f"{where}: 'obs/{g}' has {size} values per step, the env's '{g}' group "
-                                  f"has {self.obs_dims[g]}")
-        if data["actions"].shape[1] != self.action_dim:
-            raise ConfigError(f"{where}: 'actions' has {data['actions'].shape[1]} values per step, the env's "
-                              f"action space has {self.action_dim}")
+        data, actions = load_checked_demos(path, {g: self.obs_dims[g] for g in self.groups}, self.action_dim,
+                                           self.action_center, self.action_scale, self.device)
         rows = {f"{part}/{g}": data[f"{part}/{g}"].flatten(1).float() for part in ("obs", "next_obs")
                 for g in self.groups}
-        actions = (data["actions"].float().to(self.device) - self.action_center) / self.action_scale
-        rows |= {"actions": actions.clamp(-1.0, 1.0), "rewards": data["rewards"].float(),
-                 "terminated": data["terminated"], "truncated": data["truncated"]}
+        rows |= {"actions": actions, "rewards": data["rewards"].float(), "terminated": data["terminated"],
+                 "truncated": data["truncated"]}
         rows |= self._demo_extra_rows(data)
         self.demo_buffer = ReplayBuffer.from_tensors({k: v.to(self.device) for k, v in rows.items()}, self.device)
         if self.cfg.normalize_obs:
