@@ -5,7 +5,8 @@ arithmetic. Here every parameter and every gradient of a module is a view into o
 so zeroing, the global gradient norm, clipping and Adam are one op each. :class:`TrainStep` runs
 ``zero -> loss -> backward -> clip -> Adam`` on a minibatch either eagerly or as one
 ``torch.compile``d graph (forward, backward, clipping and update fused, no autograd bookkeeping
-at run time), with the same math either way.
+at run time), with the same math either way. :class:`FusedUpdate` is the off-policy agents' step:
+every loss of one update summed over one flat vector, Adam per parameter group, Polyak targets.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-__all__ = ["FlatParameters", "FlatAdam", "TrainStep", "clip_by_global_norm", "compiler_available"]
+__all__ = ["FlatParameters", "FlatAdam", "TrainStep", "FusedUpdate", "Losses", "clip_by_global_norm",
+           "compiler_available"]
 
 Losses = dict[str, torch.Tensor]
 
@@ -236,3 +238,158 @@ class TrainStep:
     def _clip(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, its norm before)``."""
         return clip_by_global_norm(gradient, self.max_grad_norm)
+
+
+Losses = dict[str, torch.Tensor]
+
+
+# --- the fused update ---------------------------------------------------------------------------
+LossFn = Callable[[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]],
+                   dict[str, torch.Tensor], str], tuple[torch.Tensor, Losses]]
+
+
+class FusedUpdate:
+    """One gradient step of a summed loss over one flat vector, Adam per parameter group, Polyak targets.
+
+    Adam is per coordinate, so one gradient of ``critic_loss + actor_loss + alpha_loss`` over the
+    flat vector, with each loss reading the other groups' parameters *detached*, followed by one
+    Adam per group (own step count and learning rate) equals separate optimisers over separate
+    losses, but with one backward pass. One difference from the sequential SB3 update remains and
+    is deliberate: the actor loss reads the critic *before* this step's critic update (SB3 reads it
+    after); both are valid SAC/TD3, this one lets the whole update be one graph.
+
+    Args:
+        nets: a ``ModuleDict`` of the online networks, one child per parameter group (e.g.
+            ``critic``, ``actor``, ``log_alpha``); the target covers a prefix of these children.
+        learning_rates: ``{child: learning rate}`` for every child.
+        target: a ``ModuleDict`` of deep copies of the first children of ``nets`` (same names), or None.
+        tau: Polyak rate, ``target <- (1 - tau) target + tau online``.
+        loss_fn: ``(params, detached, target, batch, variant) -> (loss, stats)``; ``params``,
+            ``detached`` and ``target`` map child names to parameter lists (views of the flat vectors,
+            differentiable, detached, target); it must not draw random numbers (they come in ``batch``).
+        amp: run ``loss_fn`` under bfloat16 autocast.
+        compile: fuse each variant of the step into one ``torch.compile``d graph (falls back to eager
+            with a warning when compiling fails).
+        max_grad_norm: clip the global L2 norm of the whole gradient (every group's part together, as one
+            ``clip_grad_norm_`` over all parameters before one optimiser step) to this; None: no clipping.
+    """
+
+    def __init__(self, nets: nn.ModuleDict, learning_rates: dict[str, float], target: nn.ModuleDict | None,
+                 tau: float, loss_fn: LossFn, compile: bool = False, amp: bool = False,
+                 max_grad_norm: float | None = None):
+        self.nets = nets
+        self.params = FlatParameters(nets)
+        self.names = list(nets.keys())
+        self.counts = {name: len(list(nets[name].parameters())) for name in self.names}
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name in self.names:
+            size = sum(p.numel() for p in nets[name].parameters())
+            self.slices[name] = slice(start, start + size)
+            start += size
+        device, dtype = self.params.data.device, self.params.data.dtype
+        self.adams = {name: FlatAdam(s.stop - s.start, device, dtype) for name, s in self.slices.items()}
+        self.lrs = {name: torch.tensor(float(learning_rates[name]), device=device) for name in self.names}
+        self.target = FlatParameters(target) if target is not None else None
+        self.target_names = list(target.keys()) if target is not None else []
+        if self.target_names != self.names[:len(self.target_names)]:
+            raise ValueError(f"the target networks {self.target_names} must mirror the first online ones {self.names}")
+        self.target_numel = self.target.numel if self.target is not None else 0
+        self.tau = tau
+        self.loss_fn = loss_fn
+        self.amp = amp
+        self.max_grad_norm = max_grad_norm
+        self.compile = compile
+        self._compiled: dict[tuple, Callable[..., Losses]] = {}
+        for module in nets.modules():  # parameters now live in the flat vector: drop cached lists
+            if hasattr(module, "refresh"):
+                module.refresh()
+
+    def split(self, flat: torch.Tensor, names: list[str] | None = None) -> dict[str, list[torch.Tensor]]:
+        """``[P] -> {child: [parameter views]}`` for the children ``names`` (a prefix of the online ones)."""
+        views = self.params.views(flat) if names is None else self.target.views(flat)
+        out, start = {}, 0
+        for name in names if names is not None else self.names:
+            out[name] = views[start:start + self.counts[name]]
+            start += self.counts[name]
+        return out
+
+    def _losses(self, flat: torch.Tensor, target: torch.Tensor | None, batch: dict[str, torch.Tensor],
+                variant: str) -> tuple[torch.Tensor, Losses]:
+        targets = self.split(target, self.target_names) if target is not None else {}
+        with torch.autocast(flat.device.type, torch.bfloat16, enabled=self.amp):
+            loss, stats = self.loss_fn(self.split(flat), self.split(flat.detach()), targets, batch, variant)
+        return loss.float(), {name: value.float() for name, value in stats.items()}
+
+    def _apply(self, flat: torch.Tensor, gradient: torch.Tensor, target: torch.Tensor | None,
+               state: dict[str, tuple[torch.Tensor, ...]], groups: tuple[str, ...], polyak: bool) -> None:
+        if self.max_grad_norm is not None:
+            gradient = clip_by_global_norm(gradient, self.max_grad_norm)[0]
+        for name in groups:
+            part = self.slices[name]
+            exp_avg, exp_avg_sq, step_count, lr = state[name]
+            adam = self.adams[name]
+            adam_update(flat[part], gradient[part], exp_avg, exp_avg_sq, step_count, lr, adam.beta1, adam.beta2,
+                        adam.eps)
+        if polyak and target is not None:
+            target.lerp_(flat[:self.target_numel], self.tau)
+
+    def _state(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {name: (a.exp_avg, a.exp_avg_sq, a.step_count, self.lrs[name]) for name, a in self.adams.items()}
+
+    def _functional(self, flat: torch.Tensor, target: torch.Tensor | None, state: dict[str, tuple[torch.Tensor, ...]],
+                    batch: dict[str, torch.Tensor], variant: str, groups: tuple[str, ...], polyak: bool) -> Losses:
+        """The step as a function of its state (what gets compiled)."""
+        gradient, stats = torch.func.grad(self._losses, has_aux=True)(flat, target, batch, variant)
+        self._apply(flat, gradient, target, state, groups, polyak)
+        return stats
+
+    def __call__(self, batch: dict[str, torch.Tensor], variant: str = "all", groups: tuple[str, ...] | None = None,
+                 polyak: bool = True) -> Losses:
+        """One step: gradient of the summed loss, Adam on ``groups`` (default all), Polyak if ``polyak``.
+
+        Groups left out keep their parameters *and* their Adam moments and step count untouched
+        (TD3's delayed actor): a zero gradient would still move Adam's parameters.
+        """
+        groups = tuple(self.names) if groups is None else groups
+        target = self.target.data if self.target is not None else None
+        if self.compile:
+            key = (variant, groups, polyak)
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                options = {"cpp_wrapper": True} if self.params.data.device.type == "cpu" else None
+                compiled = self._compiled[key] = torch.compile(self._functional, dynamic=False, options=options)
+                try:  # the first call compiles; a failure there leaves the parameters untouched
+                    return compiled(self.params.data, target, self._state(), batch, variant, groups, polyak)
+                except Exception as err:  # noqa: BLE001 - any compiler failure: the eager step is always valid
+                    import warnings
+
+                    warnings.warn(f"torch.compile of the update failed ({type(err).__name__}: {err}); "
+                                  "continuing eagerly", stacklevel=2)
+                    self.compile = False
+                    return self._eager(batch, variant, groups, polyak)
+            return compiled(self.params.data, target, self._state(), batch, variant, groups, polyak)
+        return self._eager(batch, variant, groups, polyak)
+
+    def _eager(self, batch: dict[str, torch.Tensor], variant: str, groups: tuple[str, ...], polyak: bool) -> Losses:
+        flat = self.params.data
+        leaf = flat.detach().requires_grad_(True)  # shares flat's storage
+        target = self.target.data if self.target is not None else None
+        loss, stats = self._losses(leaf, target, batch, variant)
+        (gradient,) = torch.autograd.grad(loss, leaf)
+        with torch.no_grad():
+            self._apply(flat, gradient, target, self._state(), groups, polyak)
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: adam.state_dict() for name, adam in self.adams.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self.adams) - set(state)
+        if missing:
+            raise ValueError(f"optimizer state is missing the groups {sorted(missing)}")
+        for name, adam in self.adams.items():
+            adam.load_state_dict(state[name])
+
+
+# --- the agent plumbing -------------------------------------------------------------------------
