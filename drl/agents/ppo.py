@@ -38,11 +38,12 @@ from torch import nn
 
 from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
-from drl.nn import RewardScaler, RunningMeanStd, make_action_head, make_mlp
+from drl.nn import RewardScaler, RunningMeanStd
+from drl.nn.actor_critic import ActorCritic
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
-from drl.nn.mlp import flat_dim, forward_layers, group_space
+from drl.nn.mlp import flat_dim, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
-from drl.nn.recurrent import RecurrentCore, RecurrentMemory
+from drl.nn.recurrent import RecurrentMemory
 from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
 from drl.storage import ChunkSampler, Field, MinibatchSampler, RolloutBuffer
@@ -173,50 +174,6 @@ class PPOConfig:
               f"rnn_type {self.rnn_type}")
         check(self.compile is not True, key("compile"),
               f"a recurrent policy trains eagerly; set it to auto or false with rnn_type {self.rnn_type}")
-
-
-class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs over (possibly different) flat observation groups.
-
-    With ``rnn_type`` set, ``actor_rnn`` (and with ``rnn_critic`` ``critic_rnn``) maps the obs group
-    to ``rnn_hidden_size`` features first; :meth:`act`, :meth:`evaluate` and :meth:`value` then take
-    those features in place of the observation. Without, both are None.
-    """
-
-    def __init__(self, actor_dim: int, critic_dim: int, action_space: gym.Space, cfg: PPOConfig):
-        super().__init__()
-        self.actor_rnn = self.critic_rnn = None
-        if cfg.recurrent:
-            self.actor_rnn = RecurrentCore(cfg.rnn_type, actor_dim, cfg.rnn_hidden_size, cfg.rnn_num_layers)
-            actor_dim = cfg.rnn_hidden_size
-        if cfg.critic_recurrent:
-            self.critic_rnn = RecurrentCore(cfg.rnn_type, critic_dim, cfg.rnn_hidden_size, cfg.rnn_num_layers)
-            critic_dim = cfg.rnn_hidden_size
-        self.actor_body = make_mlp(actor_dim, cfg.actor_hidden, None, cfg.activation)
-        width = cfg.actor_hidden[-1] if cfg.actor_hidden else actor_dim
-        self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
-                                     cfg.squash_actions)
-        self.critic = make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
-        # V_I, on the critic's input (algo.intrinsic_value); None otherwise
-        self.intrinsic_critic = (make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
-                                 if cfg.intrinsic_value else None)
-
-    def cores(self) -> dict[str, RecurrentCore]:
-        """The recurrent cores by role (``"actor"``, ``"critic"``); empty for a feed-forward model."""
-        return {role: core for role, core in (("actor", self.actor_rnn), ("critic", self.critic_rnn))
-                if core is not None}
-
-    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
-        """``[B, critic_dim] -> [B]``."""
-        return self.critic(critic_obs).squeeze(-1)
-
-    def act(self, actor_obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, actor_dim] -> (action[B, ...], log_prob[B])``."""
-        return self.head.sample(forward_layers(self.actor_body, actor_obs), deterministic)
-
-    def evaluate(self, actor_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log_prob[B], entropy[B])`` of stored actions."""
-        return self.head.evaluate(self.actor_body(actor_obs), action)
 
 
 class PPO:
