@@ -354,7 +354,7 @@ class TorchVecEnv(VectorEnv):
 
     def step(self, actions: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Step every env; finished envs are reset in the same call (SAME_STEP autoreset)."""
-        actions = torch.as_tensor(actions, device=self.device)
+        actions = self._as_actions(actions)
         reward, terminated = self._physics_step(actions)
         self.episode_steps += 1
         if self.max_episode_steps is not None:
@@ -368,6 +368,10 @@ class TorchVecEnv(VectorEnv):
         obs = self._observe()
         info = {**self._step_info, "final_obs": final_obs, "_final_obs": done}
         return obs, reward, terminated, truncated, info
+
+    def _as_actions(self, actions: Any) -> Any:
+        """The actions ``step`` was given, as what ``_physics_step`` takes (here: a tensor on ``self.device``)."""
+        return torch.as_tensor(actions, device=self.device)
 
     def _uniform(self, low: float | torch.Tensor, high: float | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniform samples in ``[low, high)`` drawn from the env's generator."""
