@@ -186,10 +186,10 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
 
     def split_observation(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """One agent's observation ``[N, D]`` as ``own [N, 7]``, ``obstacles [N, M, 3]``, ``others [N, A-1, 5]``."""
-        m = self.num_obstacles
+        n, m = obs.shape[0], self.num_obstacles
         return {"own": obs[:, :OWN_DIM],
-                "obstacles": obs[:, OWN_DIM:OWN_DIM + OBSTACLE_DIM * m].reshape(-1, m, OBSTACLE_DIM),
-                "others": obs[:, OWN_DIM + OBSTACLE_DIM * m:].reshape(-1, self.num_agents - 1, OTHER_DIM)}
+                "obstacles": obs[:, OWN_DIM:OWN_DIM + OBSTACLE_DIM * m].reshape(n, m, OBSTACLE_DIM),
+                "others": obs[:, OWN_DIM + OBSTACLE_DIM * m:].reshape(n, self.num_agents - 1, OTHER_DIM)}
 
     @property
     def agent_alive(self) -> torch.Tensor:
