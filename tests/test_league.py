@@ -34,7 +34,7 @@ def make_env(**kwargs) -> PursuitEvasion:
 def test_play_counts_every_episode_once_and_checks_its_inputs() -> None:
     env = make_env()
     result = play(env, {PURSUERS: GreedyPursuers(env), EVADERS: RandomTeam(env, EVADERS)}, episodes=40, seed=0)
-    # 40 episodes over 32 copies (8 copies play 2); a time-out is the evaders' win, so no draws here
+    # 40 episodes over 32 copies (8 copies play 2); a time-out is the evaders' win, so no draws here; measured 40 wins
     assert result["episodes"] == 40 and result[PURSUERS] + result[EVADERS] == 40 and result[PURSUERS] >= 36
     with pytest.raises(ValueError, match="one policy per team"):
         play(env, {PURSUERS: GreedyPursuers(env)}, episodes=4, seed=0)
@@ -83,14 +83,15 @@ def test_greedy_pursuers_beat_the_random_team_and_its_snapshot() -> None:
     greedy = league.evaluate(GreedyPursuers(env), iteration=1)
     random = league.evaluate(RandomTeam(env, PURSUERS, seed=2), iteration=2)
     assert all(0.0 <= r <= 1.0 for r in (*greedy.values(), *random.values()))
-    # measured: greedy 1.0 against both; random pursuers 0.031 (random) and 0.141 (the snapshot), 64 episodes each
+    # measured: greedy 0.984 (random) and 0.969 (the snapshot); random pursuers 0.031 and 0.156; 64 episodes each
     assert min(greedy.values()) >= 0.9 and max(random.values()) <= 0.3, (greedy, random)
     metrics = league.metrics()
     assert metrics["win_rate/pursuers/iter_10"] == random["iter_10"]
     assert metrics["win_rate/pursuers/mean"] == pytest.approx(sum(random.values()) / 2)
     assert metrics["win_rate/pursuers/min"] == min(random.values())
     table = league.table().splitlines()
-    assert table[1].split() == ["iteration", "random", "iter_10"] and table[2].split() == ["1", "1.000", "1.000"]
+    assert table[1].split() == ["iteration", "random", "iter_10"]
+    assert table[2].split() == ["1", f"{greedy['random']:.3f}", f"{greedy['iter_10']:.3f}"]
 
 
 def test_snapshots_are_frozen_copies_and_the_pool_is_capped() -> None:

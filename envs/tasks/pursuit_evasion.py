@@ -70,11 +70,12 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
     Observation of agent ``i`` (float32, ``[N, 7 + 3 M + 5 (A - 1)]``), only its own view:
 
     * own ``(x, y, vx, vy, speed_i, range_i, alive)`` (``alive`` is 1 for pursuers);
-    * per obstacle ``(dx, dy, radius)``: the centre relative to the agent (the map is known; obstacles do
-      not block the sensor);
+    * per obstacle ``(dx, dy, radius)``: the centre relative to the agent (the map is known);
     * per other agent, in agent order without ``i``, ``(visible, dx, dy, vx, vy)``: ``visible`` is 1 when the
-      other is alive and within ``range_i`` (distance ``<= range_i``); the relative position and the
-      other's velocity are given only then, zeros otherwise.
+      other is alive, within ``range_i`` (distance ``<= range_i``) and, with ``occlusion`` (default), no
+      obstacle blocks the line of sight (the segment between the two passes closer than the radius to an
+      obstacle's centre); the relative position and the other's velocity are given only then, zeros
+      otherwise. Evaders can hide behind obstacles.
 
     ``obs["state"]`` (``[N, 5 A + 3 M + 1]``): every agent's ``(x, y, vx, vy, alive)``, every obstacle's
     ``(x, y, radius)`` and the time ``t / max_episode_steps`` (0 without a time limit).
@@ -103,6 +104,7 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
         min_start_distance: the least start distance of an evader from every pursuer.
         capture_reward: the reward per capture.
         shaping: the scale of the distance shaping (0: none).
+        occlusion: obstacles block the sensors' line of sight.
         render_size: pixels per side of :meth:`render`.
 
     Raises:
@@ -130,6 +132,7 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
         min_start_distance: float = 0.5,
         capture_reward: float = 1.0,
         shaping: float = 0.0,
+        occlusion: bool = True,
         render_size: int = 256,
     ):
         name = type(self).__name__
@@ -167,6 +170,7 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
         self.obstacle_radius = (low_r, high_r)
         self.min_start_distance = float(min_start_distance)
         self.capture_reward, self.shaping = float(capture_reward), float(shaping)
+        self.occlusion = bool(occlusion)
         self.render_size = int(render_size)
         self.speeds = torch.tensor([*pursuer_speeds, *evader_speeds], dtype=torch.float32, device=self.device)
         self.ranges = torch.tensor([*pursuer_ranges, *evader_ranges], dtype=torch.float32, device=self.device)
@@ -220,6 +224,16 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
         t = torch.where(moved > 0, -(rel0 * delta).sum(-1) / moved.clamp_min(1e-12), torch.zeros_like(moved))
         closest = (rel0 + t.clamp(0.0, 1.0)[..., None] * delta).norm(dim=-1)  # [N, P, E]
         return (closest <= self.capture_radius).any(dim=1) & self.alive
+
+    def _blocked(self, rel: torch.Tensor) -> torch.Tensor:
+        """``[N, A, A-1]``: an obstacle cuts the segment from agent ``i`` to its ``k``-th other (``rel`` its offset)."""
+        start = self.pos[:, :, None, None]  # [N, A, 1, 1, 2]
+        seg = rel[:, :, :, None]  # [N, A, A-1, 1, 2]
+        to_centre = self.obstacles[:, None, None, :, :2] - start  # [N, A, 1, M, 2]
+        length2 = (seg * seg).sum(-1)
+        t = ((to_centre * seg).sum(-1) / length2.clamp_min(1e-12)).clamp(0.0, 1.0)  # the closest point's fraction
+        gap = (t[..., None] * seg - to_centre).norm(dim=-1)  # [N, A, A-1, M]
+        return (gap < self.obstacles[:, None, None, :, 2]).any(-1)
 
     def _potential(self) -> torch.Tensor:
         """``phi [N]``: minus the sum over alive evaders of the distance to the nearest pursuer."""
@@ -290,6 +304,8 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
         obstacles = torch.cat((rel_obstacles, radii), -1).reshape(n, num_agents, -1)
         rel = self.pos[:, self.others] - self.pos[:, :, None]  # [N, A, A-1, 2]
         visible = (rel.norm(dim=-1) <= self.ranges[:, None]) & self.agent_alive[:, self.others]  # [N, A, A-1]
+        if self.occlusion and self.num_obstacles:
+            visible = visible & ~self._blocked(rel)
         flag = visible.to(torch.float32)[..., None]
         others = torch.cat((torch.ones_like(flag), rel, self.vel[:, self.others]), -1) * flag
         others = others.reshape(n, num_agents, -1)
