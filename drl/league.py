@@ -22,12 +22,16 @@ iterations (frozen copies; saved in checkpoints as state dicts and rebuilt throu
 from __future__ import annotations
 
 import copy
+import csv
+import io
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from drl.guards import atomic_write_text
 from envs.multi_agent import is_multi_agent
 
 __all__ = ["TeamPolicy", "play", "League"]
@@ -112,7 +116,8 @@ class League:
         team: the evaluated team; the pool holds policies of the other team (:attr:`opponent_team`).
         policy_factory: builds an opponent-team policy module (``nn.Module`` called as a
             :data:`TeamPolicy`) whose ``load_state_dict`` takes a snapshot; needed to load snapshots from a
-            checkpoint. Without it a snapshot is a deep copy of the module given.
+            checkpoint. Without it a snapshot is a deep copy of the module given. Frozen opponents are
+            moved to the env's device.
         snapshot_interval: K, :meth:`maybe_snapshot` adds a snapshot every K iterations (>= 1).
         max_snapshots: keep at most this many snapshots (the oldest go first); None: all.
         episodes: episodes per opponent in :meth:`evaluate` (>= 1).
@@ -182,7 +187,7 @@ class League:
             frozen = copy.deepcopy(source)
         else:
             raise ValueError("League: loading snapshots needs a policy_factory (it builds the opponent policy module)")
-        frozen.eval().requires_grad_(False)
+        frozen.to(self.env.device).eval().requires_grad_(False)
         self.opponents[name] = frozen
         self._snapshots[name] = {"iteration": iteration, "state": state}
         while self.max_snapshots is not None and len(self._snapshots) > self.max_snapshots:
@@ -237,6 +242,16 @@ class League:
         lines = [title, "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         return "\n".join(lines)
+
+    def write_csv(self, path: str | Path) -> Path:
+        """Write :attr:`history` to ``path`` (atomically) as rows ``iteration, opponent, win_rate, episodes``."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["iteration", "opponent", "win_rate", "episodes"])
+        for iteration, rates in self.history:
+            for name, rate in rates.items():
+                writer.writerow(["" if iteration is None else iteration, name, f"{rate:.6g}", self.episodes])
+        return atomic_write_text(path, out.getvalue())
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

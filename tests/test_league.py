@@ -71,7 +71,7 @@ def test_envs_without_two_teams_or_win_flags_are_refused() -> None:
         League(MultiAgentTorchVecEnv(1, {"a": box}, {"a": box}, box, None), "team")
 
 
-def test_greedy_pursuers_beat_the_random_team_and_its_snapshot() -> None:
+def test_greedy_pursuers_beat_the_random_team_and_its_snapshot(tmp_path) -> None:
     env = make_env()
     league = League(env, PURSUERS, policy_factory=lambda: LinearTeam(env, EVADERS), snapshot_interval=10,
                     episodes=64, seed=0)
@@ -89,6 +89,9 @@ def test_greedy_pursuers_beat_the_random_team_and_its_snapshot() -> None:
     assert metrics["win_rate/pursuers/iter_10"] == random["iter_10"]
     assert metrics["win_rate/pursuers/mean"] == pytest.approx(sum(random.values()) / 2)
     assert metrics["win_rate/pursuers/min"] == min(random.values())
+    league.write_csv(tmp_path / "league.csv")
+    rows = [f"{it},{name},{rate:.6g},64" for it, rates in ((1, greedy), (2, random)) for name, rate in rates.items()]
+    assert (tmp_path / "league.csv").read_text().splitlines() == ["iteration,opponent,win_rate,episodes", *rows]
     table = league.table().splitlines()
     assert table[1].split() == ["iteration", "random", "iter_10"]
     assert table[2].split() == ["1", f"{greedy['random']:.3f}", f"{greedy['iter_10']:.3f}"]
