@@ -126,6 +126,8 @@ def test_evaluation_is_deterministic_under_a_seed() -> None:
     first = league.evaluate(pursuers)["random"]
     assert 0.2 < first < 0.8, first
     assert league.evaluate(pursuers)["random"] == first  # policies are reseeded by play
+    with pytest.raises(ValueError, match=r"no opponents \['iter_3'\] in the pool \['random'\]"):
+        league.evaluate(pursuers, opponents=["iter_3"])
     other = League(env, PURSUERS, episodes=48, seed=8)
     other.add("random", RandomTeam(env, EVADERS, seed=0))
     assert other.evaluate(pursuers)["random"] != first  # measured: 0.292 (seed 7) vs 0.417 (seed 8)
