@@ -100,7 +100,8 @@ def test_a_reward_free_env_without_a_reward_wrapper_is_refused(tmp_path):
             api.train(cfg, tmp_path / agent)
         assert not (tmp_path / agent).exists()
     cfg = resolve_config({"agent": "subpo", "env": {"id": "drl/CoverageGrid-v0", "num_envs": 2}, "total_steps": 80,
-                          "progress": False, "eval_interval": 0, "eval_episodes": 1, "algo": {"num_steps": 40, "compile": False}})
+                          "progress": False, "eval_interval": 0, "eval_episodes": 1,
+                          "algo": {"num_steps": 40, "compile": False}})
     run_dir, _ = api.train(cfg, tmp_path / "rewarded")
     assert (run_dir / "metrics.csv").exists()
 
