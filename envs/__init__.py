@@ -16,7 +16,7 @@ import torch
 
 from envs.core import GymnasiumVecEnv, MissingDependencyError, TorchVecEnv, resolve_device
 
-__all__ = ["EnvInfo", "ENVS", "make_vec_env", "register_env", "TorchVecEnv", "GymnasiumVecEnv"]
+__all__ = ["EnvInfo", "ENVS", "ENV_FAMILIES", "make_vec_env", "register_env", "TorchVecEnv", "GymnasiumVecEnv"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,15 @@ class EnvInfo:
 
 
 ENVS: dict[str, EnvInfo] = {}
+# id schemes resolved by make_vec_env without a gymnasium registration (shown by ``drl list``)
+ENV_FAMILIES: dict[str, EnvInfo] = {
+    "mamujoco:<Robot>-<partition>": EnvInfo(
+        "mamujoco:<Robot>-<partition>", "pettingzoo adapter", "cpu", "multiagent",
+        "gymnasium-robotics MaMuJoCo (multi-agent), e.g. mamujoco:HalfCheetah-2x3; env kwargs e.g. agent_obsk"),
+    "pettingzoo:<module path>": EnvInfo(
+        "pettingzoo:<module path>", "pettingzoo adapter", "cpu", "multiagent",
+        "any PettingZoo parallel env (multi-agent), e.g. pettingzoo:pettingzoo.sisl.pursuit_v5"),
+}
 
 
 def register_env(
@@ -104,11 +113,20 @@ def make_vec_env(
 ) -> gym.vector.VectorEnv:
     """Build a vector env that speaks the torch contract of :mod:`envs.core`.
 
-    ``drl/...`` ids build the batched backend on ``device``; any other gymnasium id goes through
+    ``drl/...`` ids build the batched backend on ``device``; ``mamujoco:<Robot>-<partition>`` and
+    ``pettingzoo:<module path>`` build :class:`envs.pettingzoo.PettingZooVecEnv` (multi-agent, the
+    families in :data:`ENV_FAMILIES`); any other gymnasium id goes through
     :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``). Gymnasium's
     ``"module:Env-v0"`` form imports ``module`` first (where ``Env-v0`` is registered).
     """
     device = resolve_device(device)
+    if env_id.startswith(("mamujoco:", "pettingzoo:")):  # multi-agent: PettingZoo parallel envs
+        if vectorization != "sync":
+            raise ValueError(f"env '{env_id}': the PettingZoo adapter steps its copies in this process; "
+                             f"vectorization must be 'sync', got '{vectorization}'")
+        from envs.pettingzoo import make_pettingzoo_vec_env
+
+        return make_pettingzoo_vec_env(env_id, num_envs, device, env_kwargs)
     if env_id in ENVS or env_id in gym.registry:
         _route_mujoco_warnings(env_id)
     if env_id in ENVS:
