@@ -84,6 +84,14 @@ for _name in ("HalfCheetah", "Hopper", "Walker2d", "Ant"):
 for _name in ("Swimmer", "InvertedPendulum"):  # the RARL paper's other tasks (issue 12)
     register_env(f"drl/{_name}-v0", f"envs.mjwarp.locomotion:{_name}", "mujoco-warp", "cuda, cpu (warp)",
                  f"{_name}-v5 (gymnasium MJCF and task definition) on MuJoCo Warp", extra="mjwarp")
+for _name, _part, _agents in (("HalfCheetah", "2x3", "2 agents: back / front leg"),
+                              ("HalfCheetah", "6x1", "6 agents: one joint each"),
+                              ("Ant", "2x4", "2 agents: front / back legs"), ("Ant", "4x2", "4 agents: one leg each"),
+                              ("Walker2d", "2x3", "2 agents: right / left leg"),
+                              ("Hopper", "3x1", "3 agents: one joint each")):  # multi-agent (issue 13)
+    register_env(f"drl/{_name}-{_part}-v0", f"envs.mjwarp.partitions:{_name}_{_part}", "mujoco-warp",
+                 "cuda, cpu (warp)", f"multi-agent {_name}-v5 as MaMuJoCo '{_part}' ({_agents}) on MuJoCo Warp",
+                 extra="mjwarp")
 for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goal"),
                      ("PickPlace", "pick a cube and place it at a goal")):
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",

@@ -242,7 +242,7 @@ class PettingZooVecEnv(VectorEnv):
         try:
             for i, env in enumerate(self.envs):
                 env_obs, env_rew, env_term, env_trunc, env_info = env.step({a: acts[a][i] for a in self.agents})
-                terminated[i], truncated[i] = self._flags(env, env_term, env_trunc, i)
+                terminated[i], truncated[i] = self._flags(env_term, env_trunc, i)
                 for j, agent in enumerate(self.agents):
                     reward[i, j] = env_rew[agent]
                 if terminated[i] or truncated[i]:
@@ -276,7 +276,7 @@ class PettingZooVecEnv(VectorEnv):
         agent_infos = {a: v for a, v in env_info.items() if a in self.agents and v}
         return self._add_info(infos, {"agents": agent_infos}, i) if agent_infos else infos
 
-    def _flags(self, env: Any, terminated: Mapping[str, Any], truncated: Mapping[str, Any], i: int) -> tuple[bool, bool]:
+    def _flags(self, terminated: Mapping[str, Any], truncated: Mapping[str, Any], i: int) -> tuple[bool, bool]:
         """The shared ``(terminated, truncated)`` of copy ``i``; :class:`AgentsLeftError` when agents finish apart."""
         try:
             term = [bool(terminated[a]) for a in self.agents]
