@@ -18,7 +18,7 @@ Conventions (those of :class:`envs.core.GymnasiumVecEnv`):
   generator continues), so a run is reproducible from ``s``.
 * SAME_STEP autoreset: a finished copy is reset inside ``step``; ``info["final_obs"]`` is the dict
   (every agent and ``"state"``) of the true last observations, ``info["_final_obs"]`` the ``[N]`` mask,
-  ``info["final_info"]`` the finished copies' last infos; the agents' own infos are
+  ``info["final_info"]["agents"]`` the finished copies' last infos; the agents' own infos are
   ``info["agents"][agent][key]`` (arrays ``[N]`` with gymnasium's ``_key`` masks).
 * An exception inside a copy's ``reset``/``step`` becomes :class:`envs.core.EnvStepError` naming the
   copy; a broken multi-agent contract (an agent leaving) is :class:`AgentsLeftError`.
@@ -250,7 +250,8 @@ class PettingZooVecEnv(VectorEnv):
                         final = self._empty_obs()
                     self._write_obs(final, i, env, env_obs)
                     finished.append(i)
-                    infos = self._add_info(infos, {"final_info": env_info}, i)
+                    last = {a: v for a, v in env_info.items() if a in self.agents}
+                    infos = self._add_info(infos, {"final_info": {"agents": last}}, i)
                     env_obs, env_info = env.reset()
                     self._check_agents(env, env_obs, i)
                 else:
@@ -313,7 +314,8 @@ class PettingZooVecEnv(VectorEnv):
 
 def _horizon(env: Any) -> int | None:
     """The episode horizon an env declares: ``max_cycles`` (PettingZoo) or its single-agent env's TimeLimit."""
-    for owner in (env, getattr(env, "unwrapped", None), getattr(env, "aec_env", None)):
+    unwrapped = getattr(env, "unwrapped", None)
+    for owner in (env, unwrapped, getattr(unwrapped, "env", None)):  # the last: SISL's simulator object
         cycles = getattr(owner, "max_cycles", None)
         if isinstance(cycles, int):
             return cycles
