@@ -7,7 +7,8 @@ Two pairs, HalfCheetah in both (MaMuJoCo partition 2x3, two agents of three join
 
 * CPU adapters: ``mamujoco:HalfCheetah-2x3`` (gymnasium-robotics' MaMuJoCo through drl's PettingZoo
   adapter, :class:`envs.pettingzoo.PettingZooVecEnv`) vs ``HalfCheetah-v5`` through drl's gymnasium
-  adapter (:class:`envs.core.GymnasiumVecEnv`, ``"sync"``); both step CPU MuJoCo one copy after another.
+  adapter (:class:`envs.core.GymnasiumVecEnv`), each ``"sync"`` (the copies stepped one after another in
+  this process) and ``"async"`` (one subprocess per copy: worth it with many cores).
 * MuJoCo Warp: ``drl/HalfCheetah-2x3-v0`` (:class:`envs.mjwarp.partitions.MaMuJoCoPartition`) vs the
   single-agent ``drl/HalfCheetah-v0`` on ``--device``.
 
@@ -46,11 +47,14 @@ class Variant:
     pair: str  # the comparison it belongs to
     multi_agent: bool
     warp: bool  # on --device (MuJoCo Warp); else the CPU adapters
+    vectorization: str = "sync"  # the CPU adapters': copies in this process, or one subprocess each
 
 
 VARIANTS = [
-    Variant("mamujoco", "mamujoco:HalfCheetah-2x3", "cpu adapters", True, False),
-    Variant("gymnasium", "HalfCheetah-v5", "cpu adapters", False, False),
+    Variant("mamujoco", "mamujoco:HalfCheetah-2x3", "cpu adapters, sync", True, False),
+    Variant("gymnasium", "HalfCheetah-v5", "cpu adapters, sync", False, False),
+    Variant("mamujoco-async", "mamujoco:HalfCheetah-2x3", "cpu adapters, async", True, False, "async"),
+    Variant("gymnasium-async", "HalfCheetah-v5", "cpu adapters, async", False, False, "async"),
     Variant("mjwarp-2x3", "drl/HalfCheetah-2x3-v0", "mujoco-warp", True, True),
     Variant("mjwarp", "drl/HalfCheetah-v0", "mujoco-warp", False, True),
 ]
@@ -59,7 +63,8 @@ NAMES = [v.name for v in VARIANTS]
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.multi_agent_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 64], help="copies for the CPU adapters")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 16],
+                        help="copies for the CPU adapters (async: one subprocess each)")
     parser.add_argument("--warp-num-envs", type=int, nargs="+", default=[64, 1024, 4096],
                         help="worlds for the MuJoCo Warp pair")
     parser.add_argument("--device", default="auto", help="device of the MuJoCo Warp pair (auto: cuda if available)")
@@ -98,7 +103,7 @@ def measure(variant: Variant, num_envs: int, device: str, steps: int, budget_s: 
     """Env steps/s of one variant at ``num_envs``."""
     from envs import make_vec_env
 
-    env = make_vec_env(variant.env_id, num_envs, device)
+    env = make_vec_env(variant.env_id, num_envs, device, variant.vectorization)
     try:
         env.reset(seed=0)
         dev = torch.device(env.device)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"multi_agent_speed: {len(plan)} configurations, at most {args.steps:,} steps / {args.budget_s} s each; "
           f"MuJoCo Warp on {args.device}")
     for v, n in plan:
-        print(f"  {v.name:<11} {v.env_id:<26} num_envs {n:,}")
+        print(f"  {v.name:<15} {v.env_id:<26} num_envs {n:,}")
     if args.dry_run:
         return 0
     shown = [("DIR" if i and argv[i - 1] == "--out" else a) for i, a in enumerate(argv)]  # no local paths
@@ -176,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                budget_s=args.budget_s)
     runs = []
     for v, n in plan:
-        record = {"variant": v.name, "env_id": v.env_id, "pair": v.pair, "num_envs": n,
-                  "config": f"{v.env_id}, num_envs {n}" + (f", {args.device}" if v.warp else ", cpu")}
         device = args.device if v.warp else "cpu"
+        where = args.device if v.warp else f"cpu, {v.vectorization}"
+        record = {"variant": v.name, "env_id": v.env_id, "pair": v.pair, "num_envs": n,
+                  "config": f"{v.env_id}, num_envs {n}, {where}"}
         runs.append(script.attempt(record, f"{v.name} x{n}", lambda v=v, n=n, d=device: measure(
             v, n, d, args.steps, args.budget_s), lambda r: f"{number(r['steps_per_s'])} env steps/s"))
     results = {"meta": meta, "variants": [v.__dict__ for v in chosen], "runs": runs}

@@ -129,12 +129,9 @@ def make_vec_env(
     """
     device = resolve_device(device)
     if env_id.startswith(("mamujoco:", "pettingzoo:")):  # multi-agent: PettingZoo parallel envs
-        if vectorization != "sync":
-            raise ValueError(f"env '{env_id}': the PettingZoo adapter steps its copies in this process; "
-                             f"vectorization must be 'sync', got '{vectorization}'")
         from envs.pettingzoo import make_pettingzoo_vec_env
 
-        return make_pettingzoo_vec_env(env_id, num_envs, device, env_kwargs)
+        return make_pettingzoo_vec_env(env_id, num_envs, device, env_kwargs, vectorization)
     if env_id in ENVS or env_id in gym.registry:
         _route_mujoco_warnings(env_id)
     if env_id in ENVS:

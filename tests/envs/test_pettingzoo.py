@@ -22,7 +22,7 @@ class _Toy(ParallelEnv):
     The counter starts at a random integer in [0, 2) drawn from the env's rng (seeded by reset) and
     grows by the scout's action; the episode terminates for both agents at 3 or more, and is
     truncated after ``horizon`` steps. ``leave_at``: step at which only the scout terminates (an
-    agent leaving). ``fail_at``: step at which step() raises. ``with_state``: whether state() exists.
+    agent leaving). ``fail_at``: the scout action at which step() raises. ``with_state``: whether state() exists.
     """
 
     metadata = {"name": "toy_v0"}
@@ -61,7 +61,7 @@ class _Toy(ParallelEnv):
 
     def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
         self.t += 1
-        if self.fail_at == self.t:
+        if self.fail_at == int(actions["scout"]):
             raise RuntimeError("the simulator exploded")
         assert actions["walker"].shape == (3,) and actions["walker"].dtype == np.float32
         self.count += int(actions["scout"])
@@ -102,8 +102,12 @@ def test_shapes_and_heterogeneous_spaces() -> None:
     env.step({"walker": torch.zeros(3, 3), "scout": torch.ones(3, 1, dtype=torch.long)})  # [N, 1] Discrete too
 
 
-def test_same_step_autoreset_and_final_obs() -> None:
-    env = PettingZooVecEnv(_Toy, 2)
+VECTORIZATION = ["sync", pytest.param("async", id="async (one subprocess per copy)")]
+
+
+@pytest.mark.parametrize("vectorization", VECTORIZATION)
+def test_same_step_autoreset_and_final_obs(vectorization: str) -> None:
+    env = PettingZooVecEnv(_Toy, 2, vectorization=vectorization)
     obs, _ = env.reset(seed=0)
     count = obs["walker"][:, 0].clone()  # starts in {0, 1}
     push = [int(3 - count[0]), 0]  # copy 0 reaches 3 now; copy 1 stays
@@ -120,6 +124,7 @@ def test_same_step_autoreset_and_final_obs() -> None:
         obs, reward, terminated, truncated, info = env.step(_acts([0, 0]))
     assert truncated.tolist() == [False, True] and not terminated.any()
     assert info["final_obs"]["walker"][1, 0] == count[1]
+    env.close()
 
 
 def test_per_agent_flags_combine_terminated_all_truncated_any() -> None:
@@ -130,14 +135,16 @@ def test_per_agent_flags_combine_terminated_all_truncated_any() -> None:
     assert terminated.tolist() == [False] and truncated.tolist() == [True]
 
 
-def test_seeding_is_deterministic_per_copy_and_across_autoresets() -> None:
+@pytest.mark.parametrize("vectorization", VECTORIZATION)
+def test_seeding_is_deterministic_per_copy_and_across_autoresets(vectorization: str) -> None:
     def run(seed: int) -> list[torch.Tensor]:
-        env = PettingZooVecEnv(_Toy, 4)
+        env = PettingZooVecEnv(_Toy, 4, vectorization=vectorization)
         obs, _ = env.reset(seed=seed)
         out = [obs["walker"].clone()]
         for t in range(12):
             obs, *_ = env.step(_acts([t % 3, 1, 2, 0]))
             out.append(obs["walker"].clone())
+        env.close()
         return out
 
     first, again, other = run(5), run(5), run(6)
@@ -158,19 +165,26 @@ def test_bad_actions_are_one_line_value_errors() -> None:
         env.step({"walker": torch.zeros(2, 3), "scout": torch.zeros(3)})
 
 
-def test_agents_leaving_mid_episode_are_refused() -> None:
-    env = PettingZooVecEnv(lambda: _Toy(leave_at=2), 2)
+@pytest.mark.parametrize("vectorization", VECTORIZATION)
+def test_agents_leaving_mid_episode_are_refused(vectorization: str) -> None:
+    env = PettingZooVecEnv(lambda: _Toy(leave_at=2), 2, vectorization=vectorization)
     env.reset(seed=0)
     env.step(_acts([0, 0]))
-    with pytest.raises(AgentsLeftError, match=r"copy 0 agents \['scout'\] finished while the others go on"):
+    with pytest.raises(AgentsLeftError, match=r"copy \d agents \['scout'\] finished while the others go on"):
         env.step(_acts([0, 0]))
+    env.close()
 
 
-def test_env_errors_name_the_copy_and_state_falls_back_to_the_observations() -> None:
-    env = PettingZooVecEnv(lambda: _Toy(fail_at=1), 2, env_id="toy")
+@pytest.mark.parametrize("vectorization", VECTORIZATION)
+def test_env_errors_name_the_copy(vectorization: str) -> None:
+    env = PettingZooVecEnv(lambda: _Toy(fail_at=2), 3, env_id="toy", vectorization=vectorization)
     env.reset(seed=0)
-    with pytest.raises(EnvStepError, match=r"env 0 of 'toy' raised in step\(\): RuntimeError: the simulator exploded"):
-        env.step(_acts([0, 0]))
+    with pytest.raises(EnvStepError, match=r"env 1 of 'toy' raised in step\(\): RuntimeError: the simulator exploded"):
+        env.step(_acts([0, 2, 1]))
+    env.close()
+
+
+def test_state_falls_back_to_the_observations() -> None:
     env = PettingZooVecEnv(lambda: _Toy(with_state=False), 2)
     assert env.single_state_space.shape == (6,)
     obs, _ = env.reset(seed=0)
@@ -194,8 +208,8 @@ def test_mamujoco_and_pettingzoo_ids() -> None:
         envs.make_vec_env("mamujoco:HalfCheetah", 1)
     with pytest.raises(gym.error.NameNotFound, match="cannot be imported"):
         envs.make_vec_env("pettingzoo:pettingzoo.nothing_v0", 1)
-    with pytest.raises(ValueError, match="vectorization must be 'sync'"):
-        envs.make_vec_env("pettingzoo:pettingzoo.sisl.pursuit_v5", 1, vectorization="async")
+    with pytest.raises(ValueError, match="vectorization must be 'sync' or 'async'"):
+        envs.make_vec_env("pettingzoo:pettingzoo.sisl.pursuit_v5", 1, vectorization="threads")
     try:
         import pettingzoo.mpe  # noqa: F401
     except ImportError:  # pettingzoo >= 1.25 moved MPE into its own package: said as a missing dependency
