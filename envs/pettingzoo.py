@@ -5,7 +5,7 @@ gymnasium-robotics' MaMuJoCo (``mamujoco:HalfCheetah-2x3``, ``mamujoco:Ant-4x2``
 cooperative PettingZoo suites (``pettingzoo:pettingzoo.sisl.pursuit_v5``, ...)::
 
     env = make_pettingzoo_vec_env("mamujoco:HalfCheetah-2x3", num_envs=8, env_kwargs={"agent_obsk": 1})
-    obs, info = env.reset(seed=0)           # {"agent_0": [8, 13], "agent_1": [8, 13], "state": [8, 17]}
+    obs, info = env.reset(seed=0)           # {"agent_0": [8, 12], "agent_1": [8, 12], "state": [8, 17]}
     obs, reward, terminated, truncated, info = env.step({"agent_0": a0, "agent_1": a1})  # reward [8, 2]
 
 The adapter is not a :class:`~envs.multi_agent.MultiAgentTorchVecEnv` (the copies are Python objects:
