@@ -238,6 +238,9 @@ class MaMuJoCoPartition(MultiAgentTorchVecEnv):
                          dev)
         self.generator = self.task.generator  # one generator: reset(seed) seeds the task's reset noise
         self.dt = self.task.dt
+        # the task's simulator state, also here (what memory accounting, drl.resources.per_env_bytes, walks)
+        self.mj_model, self.model, self.data = mjm, self.task.model, self.task.data
+        self.qpos, self.qvel = self.task.qpos, self.task.qvel  # [N, nq], [N, nv] views of the warp state
 
     # --- the action and observation maps ------------------------------------------------------
     def joint_action(self, actions: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -16,6 +16,7 @@ pytest.importorskip("pettingzoo")
 mamujoco = pytest.importorskip("gymnasium_robotics.envs.multiagent_mujoco.mujoco_multi")
 
 import envs  # noqa: E402  (registers drl/ ids)
+from drl.resources import per_env_bytes  # noqa: E402
 from envs.mjwarp.partitions import PARTITIONS, MaMuJoCoPartition  # noqa: E402
 from envs.multi_agent import is_multi_agent  # noqa: E402
 
@@ -119,6 +120,7 @@ def test_reward_state_and_flags_are_the_single_agent_tasks(built: dict, robot: s
         assert torch.equal(info["final_obs"]["state"], task_info["final_obs"])
         ended |= bool(terminated.any())
     assert ended or robot == "HalfCheetah"  # the Hopper falls within 40 random steps: autoreset exercised
+    assert per_env_bytes(env) >= per_env_bytes(task) > 0  # the warp state is counted (resource checks)
     task.close()
 
 
