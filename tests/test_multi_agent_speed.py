@@ -35,3 +35,13 @@ def test_dry_run_lists_the_plan_and_bad_args_are_refused(capsys) -> None:
     assert "drl/HalfCheetah-2x3-v0" in plan and "num_envs 5" in plan and "num_envs 3" in plan
     with pytest.raises(SystemExit):
         multi_agent_speed.main(["--only", "nothing", "--dry-run"])
+
+
+@pytest.mark.slow
+def test_tiny_mjwarp_pair_on_cpu(tmp_path) -> None:
+    pytest.importorskip("mujoco_warp")
+    out = tmp_path / "out"
+    assert multi_agent_speed.main(["--warp-num-envs", "3", "--device", "cpu", "--steps", "5", "--budget-s", "0.05",
+                                   "--only", "mjwarp-2x3", "mjwarp", "--out", str(out)]) == 0
+    [row] = json.loads((out / "results.json").read_text())["summary"]
+    assert row["pair"] == "mujoco-warp" and row["num_envs"] == 3 and row["ratio"] > 0
