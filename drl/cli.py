@@ -131,7 +131,7 @@ def _list(args: argparse.Namespace) -> int:
 
     from drl.api import CONFIG_DIR
     from drl.registry import AGENTS
-    from envs import ENVS
+    from envs import ENV_FAMILIES, ENVS
 
     console = Console()
     if not console.is_terminal:
@@ -145,7 +145,7 @@ def _list(args: argparse.Namespace) -> int:
     envs_table = Table(title="drl envs (plus any gymnasium id, e.g. CartPole-v1, HalfCheetah-v5)")
     for col in ("id", "backend", "devices", "extra", "description"):
         envs_table.add_column(col)
-    for info in ENVS.values():
+    for info in [*ENVS.values(), *ENV_FAMILIES.values()]:
         envs_table.add_row(info.id, info.backend, info.devices, info.extra or "-", info.description)
     console.print(envs_table)
     from drl.wrappers import WRAPPERS

@@ -98,12 +98,13 @@ class RunLogger:
 
         stream = stream if stream is not None else sys.stdout
         interactive = progress and _is_terminal(stream)
-        self.table = ConsoleTable(stream, log_interval) if not interactive and log_interval >= 0 else None
+        self.columns = CSV_COLUMNS + [c for c in (extra_columns or []) if c not in CSV_COLUMNS]
+        self.table = (ConsoleTable(stream, log_interval, declared=extra_columns)
+                      if not interactive and log_interval >= 0 else None)
         ConsoleTable.print_header(stream, run_dir, config_source, config, start_step, total_steps)
         progress = interactive  # a bar on a redirected stream only prints at the very end
 
         self.run_dir = run_dir
-        self.columns = CSV_COLUMNS + [c for c in (extra_columns or []) if c not in CSV_COLUMNS]
         logged_step = start_step if logged_step is None else logged_step
         csv_path = run_dir / "metrics.csv"
         if csv_path.is_file() and csv_path.stat().st_size > 0:
@@ -247,6 +248,9 @@ class ConsoleTable:
         log_interval: iterations between rows; 0 chooses by time (``seconds``).
         seconds: the time-based interval in wall-clock seconds.
         clock: monotonic seconds (injectable for tests).
+        declared: the metric columns the run declared up front (the agent's ``metric_columns``): their
+            losses get a column from the first row (``-`` while empty), so the header is printed once
+            even when the losses come later (an off-policy warm-up) or alternate (RARL's two players).
     """
 
     # (row key, column title, width); losses are the row's ``*_loss`` keys and ``entropy``
@@ -256,8 +260,9 @@ class ConsoleTable:
     header_every = 25
 
     def __init__(self, stream: TextIO, log_interval: int = 0, seconds: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, declared: list[str] | None = None):
         self.stream = stream
+        self.declared = [k for k in declared or [] if k.endswith("_loss") or k == "entropy"]
         self.log_interval = log_interval
         self.seconds = seconds
         self.clock = clock
@@ -288,8 +293,9 @@ class ConsoleTable:
         print("\n".join(lines), file=stream, flush=True)
 
     def _choose_columns(self, row: dict[str, Any]) -> list[tuple[str, str, int]]:
-        losses = [(k, k, max(10, len(k))) for k in row if k.endswith("_loss")]
-        if "entropy" in row:
+        keys = self.declared + [k for k in row if k.endswith("_loss") and k not in self.declared]
+        losses = [(k, k, max(10, len(k))) for k in keys if k != "entropy"]
+        if "entropy" in row or "entropy" in self.declared:
             losses.append(("entropy", "entropy", 8))
         return self.LEADING + losses + self.TRAILING
 

@@ -16,7 +16,7 @@ import torch
 
 from envs.core import GymnasiumVecEnv, MissingDependencyError, TorchVecEnv, resolve_device
 
-__all__ = ["EnvInfo", "ENVS", "make_vec_env", "register_env", "TorchVecEnv", "GymnasiumVecEnv"]
+__all__ = ["EnvInfo", "ENVS", "ENV_FAMILIES", "make_vec_env", "register_env", "TorchVecEnv", "GymnasiumVecEnv"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,15 @@ class EnvInfo:
 
 
 ENVS: dict[str, EnvInfo] = {}
+# id schemes resolved by make_vec_env without a gymnasium registration (shown by ``drl list``)
+ENV_FAMILIES: dict[str, EnvInfo] = {
+    "mamujoco:<Robot>-<partition>": EnvInfo(
+        "mamujoco:<Robot>-<partition>", "pettingzoo adapter", "cpu", "multiagent",
+        "gymnasium-robotics MaMuJoCo (multi-agent), e.g. mamujoco:HalfCheetah-2x3; env kwargs e.g. agent_obsk"),
+    "pettingzoo:<module path>": EnvInfo(
+        "pettingzoo:<module path>", "pettingzoo adapter", "cpu", "multiagent",
+        "any PettingZoo parallel env (multi-agent), e.g. pettingzoo:pettingzoo.sisl.pursuit_v5"),
+}
 
 
 def register_env(
@@ -75,6 +84,14 @@ for _name in ("HalfCheetah", "Hopper", "Walker2d", "Ant"):
 for _name in ("Swimmer", "InvertedPendulum"):  # the RARL paper's other tasks (issue 12)
     register_env(f"drl/{_name}-v0", f"envs.mjwarp.locomotion:{_name}", "mujoco-warp", "cuda, cpu (warp)",
                  f"{_name}-v5 (gymnasium MJCF and task definition) on MuJoCo Warp", extra="mjwarp")
+for _name, _part, _agents in (("HalfCheetah", "2x3", "2 agents: back / front leg"),
+                              ("HalfCheetah", "6x1", "6 agents: one joint each"),
+                              ("Ant", "2x4", "2 agents: front / back legs"), ("Ant", "4x2", "4 agents: one leg each"),
+                              ("Walker2d", "2x3", "2 agents: right / left leg"),
+                              ("Hopper", "3x1", "3 agents: one joint each")):  # multi-agent (issue 13)
+    register_env(f"drl/{_name}-{_part}-v0", f"envs.mjwarp.partitions:{_name}_{_part}", "mujoco-warp",
+                 "cuda, cpu (warp)", f"multi-agent {_name}-v5 as MaMuJoCo '{_part}' ({_agents}) on MuJoCo Warp",
+                 extra="mjwarp")
 for _name, _what in (("Reach", "reach a target"), ("Push", "push a cube to a goal"),
                      ("PickPlace", "pick a cube and place it at a goal")):
     register_env(f"drl/Panda{_name}-v0", f"envs.tasks.panda:Panda{_name}", "pybullet", "cpu",
@@ -106,11 +123,17 @@ def make_vec_env(
 ) -> gym.vector.VectorEnv:
     """Build a vector env that speaks the torch contract of :mod:`envs.core`.
 
-    ``drl/...`` ids build the batched backend on ``device``; any other gymnasium id goes through
+    ``drl/...`` ids build the batched backend on ``device``; ``mamujoco:<Robot>-<partition>`` and
+    ``pettingzoo:<module path>`` build :class:`envs.pettingzoo.PettingZooVecEnv` (multi-agent, the
+    families in :data:`ENV_FAMILIES`); any other gymnasium id goes through
     :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``). Gymnasium's
     ``"module:Env-v0"`` form imports ``module`` first (where ``Env-v0`` is registered).
     """
     device = resolve_device(device)
+    if env_id.startswith(("mamujoco:", "pettingzoo:")):  # multi-agent: PettingZoo parallel envs
+        from envs.pettingzoo import make_pettingzoo_vec_env
+
+        return make_pettingzoo_vec_env(env_id, num_envs, device, env_kwargs, vectorization)
     if env_id in ENVS or env_id in gym.registry:
         _route_mujoco_warnings(env_id)
     if env_id in ENVS:

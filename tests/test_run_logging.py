@@ -78,6 +78,20 @@ def test_console_table_gains_the_losses_that_start_after_a_warm_up():
     assert lines[4].split()[5:9] == ["-", "-", "-", "-"] and len(lines) == 5
 
 
+def test_console_table_shows_declared_losses_from_the_first_row():
+    """An agent that declares its metric columns (RARL: each player's losses, logged on alternate iterations)
+    gets their columns from the first row, '-' while empty, and one header line only."""
+    out = io.StringIO()
+    table = ConsoleTable(out, log_interval=1, clock=FakeClock(), declared=["a/policy_loss", "b/policy_loss", "beta"])
+    base = {k: v for k, v in _row(1).items() if not k.endswith("_loss") and k != "entropy"}
+    table.add(base | {"a/policy_loss": 0.5})
+    table.add(base | {"iteration": 2, "b/policy_loss": -0.25})
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["global_step", "iter", "ep_return", "ep_length", "eval_return", "a/policy_loss",
+                                "b/policy_loss", "sps", "time_s"]
+    assert lines[1].split()[5:7] == ["0.5", "-"] and lines[2].split()[5:7] == ["-", "-0.25"] and len(lines) == 3
+
+
 def test_console_table_every_k_iterations():
     out = io.StringIO()
     table = ConsoleTable(out, log_interval=3, clock=FakeClock())

@@ -90,6 +90,22 @@ def test_config_defaults_and_errors():
             resolve_config({"agent": "subpo", "algo": algo})
 
 
+def test_a_reward_free_env_without_a_reward_wrapper_is_refused(tmp_path):
+    """The coverage tasks' own reward is 0: training on them without a wrapper that gives a reward (here only the
+    observation wrapper) is one ConfigError, before any run folder is written; with the reward wrapper it trains."""
+    for agent in ("subpo", "ppo"):
+        cfg = resolve_config({"agent": agent, "env": {"id": "drl/CoverageGrid-v0", "num_envs": 2},
+                              "wrappers": [{"name": "coverage_obs"}], "total_steps": 64, "progress": False})
+        with pytest.raises(ConfigError, match=r"config key 'env.id': drl/CoverageGrid-v0 has no reward of its own"):
+            api.train(cfg, tmp_path / agent)
+        assert not (tmp_path / agent).exists()
+    cfg = resolve_config({"agent": "subpo", "env": {"id": "drl/CoverageGrid-v0", "num_envs": 2}, "total_steps": 80,
+                          "progress": False, "eval_interval": 0, "eval_episodes": 1,
+                          "algo": {"num_steps": 40, "compile": False}})
+    run_dir, _ = api.train(cfg, tmp_path / "rewarded")
+    assert (run_dir / "metrics.csv").exists()
+
+
 def _run(tmp_path, modular: bool, seed: int) -> list[dict[str, Any]]:
     cfg = api.load_config("subpo", "drl/CoverageGrid-v0", overrides={
         "total_steps": 64 * 15 * 60, "seed": seed, "device": "cpu", "progress": False, "eval_interval": 0,

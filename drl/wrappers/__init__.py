@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from drl.config import ConfigError
 from drl.wrappers import (  # noqa: F401  (registers them)
     barfi,
     bonuses,
@@ -45,6 +46,11 @@ def make_run_env(cfg: Any, num_envs: int, device: torch.device, vectorization: s
 
     env = make_vec_env(cfg.env.id, num_envs, device, vectorization,
                        cfg.env.kwargs if env_kwargs is None else env_kwargs)
+    if not for_eval and getattr(env.unwrapped, "reward_free", False) and not any(
+            getattr(WRAPPERS.get(spec.get("name")), "gives_reward", False) for spec in cfg.wrappers):
+        env.close()
+        raise ConfigError(f"config key 'env.id': {cfg.env.id} has no reward of its own (0 at every step); add a "
+                          "wrapper that gives one, e.g. `--wrapper submodular` (configs/subpo/ has examples)")
     if not cfg.wrappers:
         return env
     defaults = {"seed": cfg.seed}

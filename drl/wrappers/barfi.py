@@ -149,6 +149,8 @@ class BARFI(TorchVectorWrapper):
     Raises ValueError for unknown heuristics, a wrong number of weights or out-of-range settings.
     """
 
+    gives_reward = True
+
     records_transitions = True
 
     def __init__(self, env: VectorEnv, heuristics: list[Any], init_weights: list[float] | None = None,

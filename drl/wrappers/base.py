@@ -78,6 +78,7 @@ class TorchVectorWrapper(VectorWrapper):
 
     name: ClassVar[str] = ""
     applies_to_eval: ClassVar[bool] = False  # True when observations change: eval must see the same
+    gives_reward: ClassVar[bool] = False  # True when the agent's reward comes (partly) from this wrapper
     records_transitions: ClassVar[bool] = False  # True when update() trains on the transitions seen
     max_record_steps: ClassVar[int] = 4096  # vectorised steps kept for update(); older ones are dropped
     path_args: ClassVar[tuple[str, ...]] = ()  # keyword arguments naming files: made absolute by validation

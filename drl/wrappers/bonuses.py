@@ -77,6 +77,8 @@ class IntrinsicBonus(TorchVectorWrapper):
         ValueError: one sentence naming the bad argument.
     """
 
+    gives_reward = True
+
     records_transitions = True
 
     def __init__(self, env: VectorEnv, global_bonus: Literal["rnd", "icm", "none"] = "rnd",

@@ -142,6 +142,8 @@ class AdversarialReward(TorchVectorWrapper):
             dimensions do not fit the env's; ValueError naming any other bad argument.
     """
 
+    gives_reward = True
+
     records_transitions = True
     path_args = ("demos",)
 

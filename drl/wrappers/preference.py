@@ -147,6 +147,8 @@ class PreferenceReward(TorchVectorWrapper):
         ValueError: one sentence naming the bad argument.
     """
 
+    gives_reward = True
+
     records_transitions = True
 
     def __init__(self, env: VectorEnv, num_models: int = 3, pessimism: float = 0.0, segment_length: int = 25,

@@ -145,6 +145,8 @@ class PotentialShaping(TorchVectorWrapper):
     Raises ValueError for an unknown potential or gamma outside [0, 1].
     """
 
+    gives_reward = True
+
     def __init__(self, env: VectorEnv, potential: str, potential_kwargs: dict[str, Any] | None = None,
                  gamma: float = 0.99, group: str | None = None):
         super().__init__(env)

@@ -394,6 +394,8 @@ class SubmodularReward(TorchVectorWrapper):
         score: ``objective`` or ``env``: what ``info["env_reward"]`` (the logged and evaluated score) holds.
     """
 
+    gives_reward = True
+
     applies_to_eval = True  # the score of an evaluation is F (see score)
 
     def __init__(self, env: VectorEnv, objective: str = "coverage", weights: str = "constant",

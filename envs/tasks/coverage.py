@@ -25,6 +25,8 @@ GRID_MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 class _CoverageTask(TorchVecEnv):
     """Shared parts: position ``pos [N, 2]`` in state units, the time, the observation, the env state."""
 
+    reward_free = True  # the objective is given by the submodular wrapper
+
     def __init__(self, num_envs: int, device: str | torch.device, horizon: int, low: float, high: float,
                  grid: tuple[int, int], action_space: gym.Space, start: str):
         if horizon < 1:
