@@ -110,6 +110,8 @@ register_env("drl/CoveragePointMass-v0", "envs.tasks.coverage:CoveragePointMass"
              "point mass on [-20, 20]^2, horizon 100, 100x100 coverage grid; no reward of its own (subpo)")
 register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
              "find a target with a 60 deg sensor, reach it; sparse; 'critic': the target; demonstrator")
+register_env("drl/PursuitEvasion-v0", "envs.tasks.pursuit_evasion:PursuitEvasion", _CLASSIC, "cpu, cuda",
+             "multi-agent, 2 teams: a fast short-sensor and a slow long-sensor pursuer vs an evader, obstacles")
 
 
 def make_vec_env(
