@@ -18,6 +18,8 @@ agent axis::
   stores or samples spaces keeps working).
 * ``env.teams``: ``{team name: agent names}``; cooperative envs have one team holding every agent.
   Competitive envs (two teams) give each team its own reward columns.
+* Competitive envs report who won: ``info["<team>_win"]`` (bool ``[N]``, meaningful where the episode
+  ended), which :mod:`drl.league` counts into win rates.
 * ``info["final_obs"]`` has the same dict structure as ``obs``; ``info["env_reward"]``, when a wrapper
   changed the reward, is the env's own ``[N, A]`` reward.
 
