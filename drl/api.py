@@ -37,8 +37,8 @@ CONFIG_DIR = _config_dir()
 
 
 def config_path_for(agent: str, env_id: str) -> Path:
-    """``configs/<agent>/<env id>.yaml`` (a ``drl/`` namespace becomes ``drl-``)."""
-    return CONFIG_DIR / agent / f"{env_id.replace('/', '-')}.yaml"
+    """``configs/<agent>/<env id>.yaml`` (``drl/`` becomes ``drl-``, ``mamujoco:`` becomes ``mamujoco-``)."""
+    return CONFIG_DIR / agent / f"{env_id.replace('/', '-').replace(':', '-')}.yaml"
 
 
 def load_config(agent: str | None = None, env_id: str | None = None, config_file: str | Path | None = None,

@@ -85,15 +85,15 @@ class HAPPOConfig(PPOConfig):
         def key(name: str) -> str:
             return f"{prefix}.{name}"
 
-        batch = self.num_steps * train.env.num_envs
-        # PPO's checks, with the whole rollout standing in for a null minibatch_size
-        PPOConfig.validate(replace(self, minibatch_size=self.minibatch_size or batch), prefix, train)
         check(self.critic_obs == STATE_KEY, key("critic_obs"),
               f"the centralised critic reads obs['{STATE_KEY}']; got {self.critic_obs!r}")
         check(self.rnn_type == "none", key("rnn_type"), "HAPPO's actors are feed-forward; set it to none")
         check(not self.intrinsic_value, key("intrinsic_value"), "is not supported by HAPPO; set it to false")
         check(self.target_kl is None, key("target_kl"), "is not supported by HAPPO; set it to null")
         check(self.numba_actor is not True, key("numba_actor"), "HAPPO acts with torch; set it to false")
+        batch = self.num_steps * train.env.num_envs
+        # PPO's checks, with the whole rollout standing in for a null minibatch_size
+        PPOConfig.validate(replace(self, minibatch_size=self.minibatch_size or batch), prefix, train)
         if self.critic_epochs is not None:
             check_range(self.critic_epochs, key("critic_epochs"), 1, MAX_EPOCHS)
         check(self.critic_learning_rate is None or self.critic_learning_rate > 0, key("critic_learning_rate"),
@@ -257,10 +257,7 @@ class HAPPO:
         size = advantages.shape[0]
         sampler = MinibatchSampler(size, cfg.minibatch_size or size, self.generator, self.device)
 
-        if cfg.update_scheme == "happo":
-            order = torch.randperm(len(self.agents), generator=self.generator).tolist()
-        else:
-            order = list(range(len(self.agents)))
+        order = self._agent_order()
         factor = torch.ones(size, device=self.device)
         stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("policy_loss", "entropy", "approx_kl",
                                                                 "clip_fraction", "grad_norm")}
@@ -299,6 +296,13 @@ class HAPPO:
         if stds:
             metrics["action_std"] = torch.stack(stds).mean().item()
         return metrics
+
+    def _agent_order(self) -> list[int]:
+        """The order the actors are updated in (indices into :attr:`agents`): a random permutation for HAPPO
+        (from the run's generator), the agents' order for MAPPO (where it plays no part)."""
+        if self.cfg.update_scheme == "happo":
+            return torch.randperm(len(self.agents), generator=self.generator).tolist()
+        return list(range(len(self.agents)))
 
     def _critic_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``vf_coef *`` the value loss of ``V(state)`` against the (normalised) returns: Huber with
