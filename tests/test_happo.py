@@ -392,3 +392,21 @@ def _assert_equal(a: Any, b: Any, path: str) -> None:
             _assert_equal(x, y, f"{path}[{i}]")
     else:
         assert a == b, path
+
+
+def test_benchmark_script_plumbing(tmp_path: Path) -> None:
+    """benchmarks/happo.py on drl/Rendezvous-v0 at a tiny budget: both methods trained, summarised, plotted."""
+    from benchmarks import happo as bench
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--envs", "drl/CartPole-v0"])  # no configs/happo/drl-CartPole-v0.yaml
+    code = bench.main(["--envs", "drl/Rendezvous-v0", "--seeds", "1", "--steps", "640", "--eval-every", "640",
+                       "--set", "eval_episodes=2", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], "error" in r) for r in results["runs"]] == [("happo", False), ("mappo", False)]
+    assert all(set(r["per_agent"]) == {"rover", "rail"} and r["steps"] == 640 for r in results["runs"])
+    assert [s["method"] for s in results["summary"]] == ["happo", "mappo"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| drl/Rendezvous-v0 | HAPPO | 1 | 640 |" in report and "not judged (one seed)" in report
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
