@@ -33,6 +33,7 @@ here: the team reward averages every reward column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -124,6 +125,7 @@ class HAPPO:
     """
 
     config_class = HAPPOConfig
+    metric_columns = ["grad_norm", "critic_grad_norm", "factor_mean", "factor_max"]  # besides PPO's columns
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: HAPPOConfig, num_envs: int,
                  device: torch.device, generator: torch.Generator | None = None, total_steps: int | None = None):
@@ -158,7 +160,7 @@ class HAPPO:
         for a in self.agents:
             actor = self.actors[a]
             if id(actor) not in steps:
-                steps[id(actor)] = TrainStep(actor, partial_actor_loss(actor, cfg), cfg.learning_rate,
+                steps[id(actor)] = TrainStep(actor, _actor_loss_fn(actor, cfg), cfg.learning_rate,
                                              cfg.max_grad_norm, eps=1e-5, compile=compile_step)
         self.actor_steps = {a: steps[id(self.actors[a])] for a in self.agents}
         self.critic_step = TrainStep(self.critic, self._critic_loss, cfg.critic_learning_rate or cfg.learning_rate,
@@ -348,10 +350,8 @@ class HAPPO:
         """The actors, one entry per agent (for evaluation and export)."""
         return self.actors
 
-    metric_columns = ["grad_norm", "critic_grad_norm", "factor_mean", "factor_max"]
 
-
-def partial_actor_loss(actor: Actor, cfg: HAPPOConfig):  # noqa: ANN201 - a closure: the TrainStep's loss
+def _actor_loss_fn(actor: Actor, cfg: HAPPOConfig) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """The loss function of one actor's :class:`TrainStep` (see :func:`actor_loss`)."""
     return lambda mb: actor_loss(actor, cfg, mb)
 

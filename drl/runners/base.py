@@ -199,7 +199,7 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
             ended = terminated | truncated
             end_episodes(ended)
             step_reward = info.get("env_reward", reward).detach().to("cpu", torch.float64)
-            running = step_reward if running is None else running + step_reward
+            running = step_reward.clone() if running is None else running + step_reward
             done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
                 if done_counts[i] < quota[i]:
