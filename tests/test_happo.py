@@ -410,3 +410,11 @@ def test_benchmark_script_plumbing(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| drl/Rendezvous-v0 | HAPPO | 1 | 640 |" in report and "not judged (one seed)" in report
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_happo_on_a_single_agent_env_is_one_line(tmp_path: Path, capsys) -> None:
+    code = main(["train", "happo", "--env", "drl/CartPole-v0", "--steps", "64", "--no-progress",
+                 "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "config key 'env.id': HAPPO needs a multi-agent env" in err[0]
+    assert not (tmp_path / "r").exists()
