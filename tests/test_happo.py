@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,14 @@ def test_train_happo_on_a_single_agent_env_is_one_line(tmp_path: Path, capsys) -
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "config key 'env.id': HAPPO needs a multi-agent env" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_compile_auto_follows_ppos_rule(monkeypatch) -> None:
+    from drl.agents import happo as module
+
+    monkeypatch.setattr(module, "compiler_available", lambda: True)
+    cfg = HAPPOConfig(num_steps=200, num_epochs=15)
+    # 2,500 iterations x 1 minibatch x 15 epochs = 37,500 actor steps: below 50,000; 4 minibatches: above
+    assert not module._should_compile(cfg, 20, 10_000_000) and not module._should_compile(cfg, 20, None)
+    assert module._should_compile(replace(cfg, minibatch_size=1000), 20, 10_000_000)
+    assert module._should_compile(replace(cfg, compile=True), 20, None)

@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drl.agents.ppo import PPOConfig
+from drl.agents.ppo import COMPILE_AUTO_MIN_STEPS, PPOConfig
 from drl.config import ConfigError, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.actor_critic import Actor
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, make_mlp
-from drl.optim import TrainStep
+from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
 from drl.storage import Field, MinibatchSampler, RolloutBuffer
 from envs.multi_agent import STATE_KEY
@@ -75,7 +75,7 @@ class HAPPOConfig(PPOConfig):
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     activation: Literal["tanh", "relu", "elu", "silu"] = "relu"
     critic_obs: str = STATE_KEY  # the centralised critic's input
-    compile: bool | Literal["auto"] = False  # "auto" trains eagerly too
+    compile: bool | Literal["auto"] = "auto"  # as PPO's: "auto" compiles the steps of runs long enough to repay it
     numba_actor: bool | Literal["auto"] = False
     update_scheme: Literal["happo", "mappo"] = "happo"
     share_actor: bool = False  # one actor for every agent (homogeneous teams: same obs and action spaces)
@@ -118,7 +118,7 @@ class HAPPO:
         num_envs: envs per rollout.
         device: where networks and rollouts live.
         generator: torch generator for the agent order and minibatches (seeded by the runner).
-        total_steps: unused (the run's budget; PPO's signature).
+        total_steps: the run's env-step budget (decides ``compile: auto``); None: unknown.
 
     Raises:
         ConfigError: the spaces are not a multi-agent env's, or ``share_actor`` with agents whose spaces differ.
@@ -155,7 +155,7 @@ class HAPPO:
         self.critic = make_mlp(state_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
         self.actors.to(device)
         self.critic.to(device)
-        compile_step = cfg.compile is True
+        compile_step = _should_compile(cfg, num_envs, total_steps)
         steps: dict[int, TrainStep] = {}  # one optimiser per distinct actor module (one when shared)
         for a in self.agents:
             actor = self.actors[a]
@@ -349,6 +349,17 @@ class HAPPO:
     def policy(self) -> nn.Module:
         """The actors, one entry per agent (for evaluation and export)."""
         return self.actors
+
+
+def _should_compile(cfg: HAPPOConfig, num_envs: int, total_steps: int | None) -> bool:
+    """``compile``; for "auto" (PPO's rule): when the run makes at least COMPILE_AUTO_MIN_STEPS actor steps."""
+    if cfg.compile != "auto":
+        return bool(cfg.compile)
+    if total_steps is None or not compiler_available():
+        return False
+    batch = cfg.num_steps * num_envs
+    iterations = -(-total_steps // batch)
+    return iterations * (batch // (cfg.minibatch_size or batch)) * cfg.num_epochs >= COMPILE_AUTO_MIN_STEPS
 
 
 def _actor_loss_fn(actor: Actor, cfg: HAPPOConfig) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
