@@ -101,6 +101,11 @@ BLOCKS: dict[str, Block] = {
               "the coverage gridworld (GP-weighted coverage and GP log-det) and the continuous point mass, 3 "
               "seeds (issue 17: SubPO beats modular RL on every task), and the wrappers' steps/s at 4096 envs: "
               "`python -m benchmarks.subpo --seeds 3`."),
+    "happo": Block(
+        after="subpo", heading="### HAPPO vs MAPPO on multi-agent MuJoCo",
+        intro="HAPPO (sequential actor updates with the compounding factor) and MAPPO (simultaneous) on the same "
+              "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 and Walker2d 2x3, 3 seeds, with HARL's published "
+              "returns at 1e7 steps as reference rows (issue 13): `python -m benchmarks.happo --seeds 3`."),
 }
 
 

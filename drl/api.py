@@ -37,8 +37,8 @@ CONFIG_DIR = _config_dir()
 
 
 def config_path_for(agent: str, env_id: str) -> Path:
-    """``configs/<agent>/<env id>.yaml`` (a ``drl/`` namespace becomes ``drl-``)."""
-    return CONFIG_DIR / agent / f"{env_id.replace('/', '-')}.yaml"
+    """``configs/<agent>/<env id>.yaml`` (``drl/`` becomes ``drl-``, ``mamujoco:`` becomes ``mamujoco-``)."""
+    return CONFIG_DIR / agent / f"{env_id.replace('/', '-').replace(':', '-')}.yaml"
 
 
 def load_config(agent: str | None = None, env_id: str | None = None, config_file: str | Path | None = None,
@@ -217,9 +217,17 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
     env = make_run_env(cfg, min(cfg.env.num_eval_envs, episodes), resolve_device(device), for_eval=True)
     returns = evaluate_policy(agent, env, episodes, seed)
+    agents = getattr(env, "agents", None)
     env.close()
-    result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(returns)),
-                              "std_return": float(np.std(returns)), "returns": returns}
+    team = returns
+    if returns and isinstance(returns[0], list):  # a multi-agent env: per-agent returns; the team's is their mean
+        table = np.asarray(returns, dtype=np.float64)
+        team = table.mean(1).tolist()
+    result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(team)),
+                              "std_return": float(np.std(team)), "returns": team}
+    if team is not returns:
+        names = agents if agents is not None else [f"agent_{i}" for i in range(table.shape[1])]
+        result["agent_returns"] = {name: float(table[:, i].mean()) for i, name in enumerate(names)}
     if video:
         folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
         label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem
@@ -302,7 +310,7 @@ def record_video(agent: Any, cfg: TrainConfig, out: Path, seed: int,
             for _ in range(max_steps):
                 action, _ = agent.act(obs, deterministic=True, update_stats=False)
                 obs, reward, terminated, truncated, info = env.step(action)
-                episode_return += float(info.get("env_reward", reward)[0])
+                episode_return += float(info.get("env_reward", reward)[0].float().mean())  # multi-agent: team mean
                 if bool(terminated[0] or truncated[0]):
                     break  # SAME_STEP autoreset: the env already shows the next episode's start
                 frames.append(_frame(env, cfg.env.id))

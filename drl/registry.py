@@ -11,6 +11,7 @@ from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
 from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.bc import BC, BCConfig
 from drl.agents.dagger import DAgger, DAggerConfig
+from drl.agents.happo import HAPPO, HAPPOConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.ppo_residual import PPOResidual, PPOResidualConfig
 from drl.agents.rarl import RARL, RARLConfig
@@ -19,6 +20,7 @@ from drl.agents.sac import SAC, SACConfig
 from drl.agents.subpo import SubPO, SubPOConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
+from drl.runners.multi_agent import MultiAgentOnPolicyRunner
 from drl.runners.off_policy import OffPolicyRunner
 from drl.runners.offline_to_online import OfflineToOnlineRunner
 from drl.runners.on_policy import OnPolicyRunner
@@ -86,6 +88,13 @@ AGENTS: dict[str, AgentSpec] = {
     "ppo-residual": AgentSpec(PPOResidual, PPOResidualConfig, OnPolicyRunner, "On-policy residual: PPO learning a "
                               "correction on a frozen base policy (--base; continuous)",
                               default_env="drl/PandaPush-v0"),
+    # multi-agent (issue 13): envs of the envs/multi_agent.py contract; per-agent returns logged
+    "happo": AgentSpec(HAPPO, HAPPOConfig, MultiAgentOnPolicyRunner, "Heterogeneous-agent PPO (Kuba et al. 2022): "
+                       "one actor per agent updated in a random order with the compounding factor, V(state) critic",
+                       default_env="drl/Rendezvous-v0"),
+    "mappo": AgentSpec(HAPPO, HAPPOConfig, MultiAgentOnPolicyRunner, "Multi-agent PPO (Yu et al. 2022): HAPPO's "
+                       "actors and V(state) critic, every actor updated at once (no factor)",
+                       default_env="drl/Rendezvous-v0", defaults={"algo": {"update_scheme": "mappo"}}),
 }
 
 

@@ -110,6 +110,11 @@ register_env("drl/CoveragePointMass-v0", "envs.tasks.coverage:CoveragePointMass"
              "point mass on [-20, 20]^2, horizon 100, 100x100 coverage grid; no reward of its own (subpo)")
 register_env("drl/ActiveSearch-v0", "envs.tasks.active_search:ActiveSearch", _CLASSIC, "cpu, cuda",
              "find a target with a 60 deg sensor, reach it; sparse; 'critic': the target; demonstrator")
+# multi-agent (envs/multi_agent.py contract): obs {agent: ..., "state": ...}, reward [N, A]
+register_env("drl/Rendezvous-v0", "envs.tasks.rendezvous:Rendezvous", _CLASSIC, "cpu, cuda",
+             "2 heterogeneous agents (rover: plane, rail: x axis) meet at a goal; multi-agent, shared reward")
+register_env("drl/RendezvousDiscrete-v0", "envs.tasks.rendezvous:RendezvousDiscrete", _CLASSIC, "cpu, cuda",
+             "drl/Rendezvous-v0 with per-agent Discrete actions (rover 5 moves, rail 3)")
 register_env("drl/PursuitEvasion-v0", "envs.tasks.pursuit_evasion:PursuitEvasion", _CLASSIC, "cpu, cuda",
              "multi-agent, 2 teams: a fast short-sensor and a slow long-sensor pursuer vs an evader, obstacles")
 

@@ -167,8 +167,8 @@ def test_type_coercions_that_are_exact():
         ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
-        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'ppo', 'ppo-residual', "
-                                    "'rarl', 'residual', 'sac', 'subpo', 'td3']"),
+        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'happo', 'mappo', 'ppo', "
+                                    "'ppo-residual', 'rarl', 'residual', 'sac', 'subpo', 'td3']"),
         ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
         ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),
         ({"total_steps": 0}, "total_steps", "must be >= 1"),
@@ -266,8 +266,8 @@ def test_every_config_file_resolves(path):
     cfg = resolve_config(raw)
     assert cfg.agent == path.parent.name
     # the file is named after its env (a "drl/" namespace is written "drl-"), a variant after a last "-"
-    # (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml)
-    env_name = cfg.env.id.replace("/", "-")
+    # (configs/aawr/drl-ActiveSearch-v0-symmetric.yaml); a "mamujoco:" prefix is written "mamujoco-"
+    env_name = cfg.env.id.replace("/", "-").replace(":", "-")
     assert path.stem == env_name or (path.stem.startswith(f"{env_name}-") and path.stem[len(env_name) + 1:].isalpha())
 
 

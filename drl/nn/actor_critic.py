@@ -12,7 +12,7 @@ from drl.nn.heads import make_action_head
 from drl.nn.mlp import forward_layers, make_mlp
 from drl.nn.recurrent import RecurrentCore
 
-__all__ = ["ActorCritic"]
+__all__ = ["ActorCritic", "Actor"]
 
 
 class ActorCritic(nn.Module):
@@ -58,3 +58,24 @@ class ActorCritic(nn.Module):
     def evaluate(self, actor_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob[B], entropy[B])`` of stored actions."""
         return self.head.evaluate(self.actor_body(actor_obs), action)
+
+
+class Actor(nn.Module):
+    """An actor alone (for agents whose critic is elsewhere, e.g. HAPPO's per-agent actors): ActorCritic's
+    actor MLP and action head over one flat obs of ``obs_dim`` values; ``cfg`` gives ``actor_hidden``,
+    ``activation``, ``log_std_init``, ``state_dependent_std`` and ``squash_actions`` (a PPOConfig)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, cfg: Any):
+        super().__init__()
+        self.actor_body = make_mlp(obs_dim, cfg.actor_hidden, None, cfg.activation)
+        width = cfg.actor_hidden[-1] if cfg.actor_hidden else obs_dim
+        self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
+                                     cfg.squash_actions)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, obs_dim] -> (action[B, ...], log_prob[B])``."""
+        return self.head.sample(forward_layers(self.actor_body, obs), deterministic)
+
+    def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob[B], entropy[B])`` of stored actions."""
+        return self.head.evaluate(self.actor_body(obs), action)

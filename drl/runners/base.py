@@ -82,8 +82,9 @@ class EpisodeTracker:
     step) and calls :meth:`update` once per rollout: the per-step path stays free of bookkeeping.
     """
 
-    def __init__(self, num_envs: int, device: torch.device):
-        self.carry_return = torch.zeros(num_envs, dtype=torch.float64, device=device)
+    def __init__(self, num_envs: int, device: torch.device, reward_shape: tuple[int, ...] = ()):
+        # reward_shape: trailing reward axes, e.g. (A,) for a multi-agent env's per-agent rewards
+        self.carry_return = torch.zeros(num_envs, *reward_shape, dtype=torch.float64, device=device)
         self.carry_length = torch.zeros(num_envs, dtype=torch.int64, device=device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -108,7 +109,8 @@ class EpisodeTracker:
         """Mean return, mean length and number of the episodes that ended in this rollout.
 
         Args:
-            rewards: ``[T, N]`` env rewards.
+            rewards: ``[T, N]`` env rewards (``[T, N, *reward_shape]``: each column tracked; the
+                returns reported are their mean, ``finished_columns`` ``[count, *reward_shape]`` each).
             done: ``[T, N]`` bool, the episode ended at step t (terminated or truncated).
         """
         num_steps = rewards.shape[0]
@@ -117,15 +119,21 @@ class EpisodeTracker:
         last_end = torch.where(done, step, -1).cummax(0).values  # last episode end at or before t
         prev_end = torch.cat([torch.full_like(last_end[:1], -1), last_end[:-1]])  # strictly before t
         started_here = prev_end >= 0  # the episode ending at t began inside this rollout
-        before = torch.gather(cumulative, 0, prev_end.clamp(min=0))
-        returns = torch.where(started_here, cumulative - before, cumulative + self.carry_return)
+        columns = rewards.shape[2:]
+        def wide(index: torch.Tensor) -> torch.Tensor:  # [T, N] -> [T, N, *columns]
+            return index.view(*index.shape, *(1,) * len(columns)).expand(*index.shape, *columns)
+        before = torch.gather(cumulative, 0, wide(prev_end.clamp(min=0)))
+        returns = torch.where(wide(started_here), cumulative - before, cumulative + self.carry_return)
+        if columns:
+            self.finished_columns = returns[done]  # [count, *columns]
+            returns = returns.flatten(2).mean(2)
         lengths = torch.where(started_here, step - prev_end, step + 1 + self.carry_length)
         count = int(done.sum().item())
         self.finished_returns, self.finished_lengths = returns[done], lengths[done]  # [count], in env order per t
         # carry the unfinished episodes into the next rollout
         final_end = last_end[-1]
-        tail = cumulative[-1] - torch.gather(cumulative, 0, final_end.clamp(min=0).unsqueeze(0)).squeeze(0)
-        self.carry_return = torch.where(final_end >= 0, tail, self.carry_return + cumulative[-1])
+        tail = cumulative[-1] - torch.gather(cumulative, 0, wide(final_end.clamp(min=0).unsqueeze(0))).squeeze(0)
+        self.carry_return = torch.where(wide(final_end >= 0), tail, self.carry_return + cumulative[-1])
         self.carry_length = torch.where(final_end >= 0, num_steps - 1 - final_end, self.carry_length + num_steps)
         if count == 0:
             return float("nan"), float("nan"), 0
@@ -166,8 +174,9 @@ def episode_memory(agent: Any, num_envs: int) -> Iterator[Callable[[torch.Tensor
         yield end_episodes
 
 
-def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[float]:
-    """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies.
+def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[Any]:
+    """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies (a
+    multi-agent env's ``[N, A]`` rewards give one list of A per-agent returns per episode).
 
     Each copy runs a fixed quota of episodes, so short episodes are not over-represented.
     Observation statistics are used but not updated. ``env_reward`` in info (the env's own
@@ -178,8 +187,8 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
     quota[: episodes % num_envs] += 1
     done_counts = torch.zeros(num_envs, dtype=torch.int64)
-    running = torch.zeros(num_envs, dtype=torch.float64)
-    returns: list[float] = []
+    running: torch.Tensor | None = None  # [N] (or [N, A]: a multi-agent env's per-agent rewards)
+    returns: list[Any] = []
     obs, _ = env.reset(seed=seed)
     with episode_memory(agent, num_envs) as end_episodes:
         for _ in range(max_steps):
@@ -189,11 +198,12 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
             obs, reward, terminated, truncated, info = env.step(action)
             ended = terminated | truncated
             end_episodes(ended)
-            running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
+            step_reward = info.get("env_reward", reward).detach().to("cpu", torch.float64)
+            running = step_reward.clone() if running is None else running + step_reward
             done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
                 if done_counts[i] < quota[i]:
-                    returns.append(float(running[i]))
+                    returns.append(float(running[i]) if running.dim() == 1 else running[i].tolist())
                     done_counts[i] += 1
             running[done] = 0.0
         else:
@@ -250,7 +260,7 @@ class Runner:
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
         self._rounding_note: str | None = None  # said when training starts
         self._build_storage()
-        self.tracker = EpisodeTracker(cfg.env.num_envs, self.device)
+        self.tracker = EpisodeTracker(cfg.env.num_envs, self.device, self.reward_shape)
         self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
@@ -277,6 +287,8 @@ class Runner:
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
                                               overwrite=overwrite, keep=getattr(agent_class, "run_subfolders", ()))
             self._lock = RunLock(self.run_dir).acquire()
+
+    reward_shape: tuple[int, ...] = ()  # trailing axes of the env's reward (a multi-agent runner: (A,))
 
     # --- what a subclass defines --------------------------------------------------------------
     def _build_storage(self) -> None:
@@ -593,13 +605,17 @@ class Runner:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
             raise
-        mean, std = float(np.mean(returns)), float(np.std(returns))
+        mean, std = self._summarize_returns(returns)
         self._evaluate_variants()
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
             self.state["best_eval_return"] = mean
             self._best_pending = True  # saved at the end of the iteration, a boundary like latest.pt
         return mean, std
+
+    def _summarize_returns(self, returns: list[Any]) -> tuple[float, float]:
+        """``(mean, std)`` of an evaluation's episode returns (a subclass may log more, e.g. per agent)."""
+        return float(np.mean(returns)), float(np.std(returns))
 
     def _evaluate_variants(self) -> None:
         """The agent's other evaluations into :attr:`extra_eval` (``eval_return_<name>``, ``..._std``).

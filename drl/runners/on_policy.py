@@ -77,6 +77,9 @@ class OnPolicyRunner(Runner):
     def planned_steps(self) -> int:
         return self.num_iterations * self.steps_per_iteration
 
+    def _episode_columns(self, row: dict[str, Any], episodes: int) -> None:
+        """Add a subclass's episode statistics to an iteration's ``row`` (after the tracker's update)."""
+
     @property
     def finished(self) -> bool:
         """The run has done all its iterations (resuming it has nothing to do)."""
@@ -108,7 +111,7 @@ class OnPolicyRunner(Runner):
         tracker = self.tracker
         window = EpisodeWindow()
         window.load_state_dict(state.get("episode_window", {}))
-        env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, device=self.device)
+        env_rewards = torch.zeros(self.num_steps, cfg.env.num_envs, *self.reward_shape, device=self.device)
         episode_ends = torch.zeros(self.num_steps, cfg.env.num_envs, dtype=torch.bool, device=self.device)
         reward_rows, end_rows = env_rewards.unbind(0), episode_ends.unbind(0)  # per-step views, made once
         info_fields = getattr(self.agent, "info_fields", {})  # {info key: storage field}; usually empty
@@ -166,6 +169,7 @@ class OnPolicyRunner(Runner):
                    "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
                    "wall_s": state["wall_s"],
                    "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
+            self._episode_columns(row, episodes)
             last = state["iteration"] == self.num_iterations
             if state["global_step"] >= state["next_eval_step"] or last:
                 row["eval_return"], row["eval_return_std"] = self._evaluate_if_due(clock, last)
