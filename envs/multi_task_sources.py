@@ -67,8 +67,9 @@ METAWORLD_SETS = ("MT10", "MT50")
 SCHEMES: list[tuple[str, str, str, str | None, str]] = [
     ("minigrid-mt:<set>", "gymnasium (CPU)", "cpu", "minigrid",
      f"multi-task MiniGrid; sets: {', '.join(MINIGRID_TASK_SETS)}; or minigrid-mt:<id>,<id>,..."),
-    ("metaworld:MT10", "metaworld (MuJoCo, CPU)", "cpu", "metaworld",
-     "Meta-World MT10 (also MT50, or metaworld:<task>,<task>,...); 500-step episodes, success in info"),
+    ("metaworld:MT10", "metaworld (MuJoCo, CPU)", "cpu", None,
+     "Meta-World MT10 (also MT50, or metaworld:<task>,<task>,...); 500-step episodes, success in info; "
+     "pip install --no-deps metaworld"),
 ]
 
 
@@ -187,7 +188,8 @@ def _make_metaworld(spec: str, num_envs: int, device: torch.device, vectorizatio
         metaworld = importlib.import_module("metaworld")
     except ImportError as err:
         raise MissingDependencyError(f"env '{env_id}'", None, "metaworld",
-                                     hint="pip install metaworld (Meta-World v3)") from err
+                                     hint="pip install --no-deps metaworld (Meta-World v3 pins mujoco 3.3.0; drl "
+                                          "runs it on the mujoco it has)") from err
     patch_metaworld_for_mujoco4()
     kwargs = dict(env_kwargs or {})
     benchmark_seed = int(kwargs.pop("benchmark_seed", 0))  # which 50 goals each task draws from
