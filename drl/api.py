@@ -215,11 +215,21 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         prepare_offscreen_gl()  # before MuJoCo is imported: it picks its OpenGL backend once
     agent, cfg = load_agent(run_dir, checkpoint, device)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_run_env(cfg, min(cfg.env.num_eval_envs, episodes), resolve_device(device), for_eval=True)
-    returns = evaluate_policy(agent, env, episodes, seed)
+    from envs.multi_task import is_multi_task
+    from envs.multi_task_sources import is_multi_task_id
+
+    # a multi-task env's copies come in multiples of its tasks: its evaluation env keeps num_eval_envs
+    num_envs = cfg.env.num_eval_envs if is_multi_task_id(cfg.env.id) else min(cfg.env.num_eval_envs, episodes)
+    env = make_run_env(cfg, num_envs, resolve_device(device), for_eval=True)
+    per_episode: list[tuple[int, float, float]] = []
+    returns = evaluate_policy(agent, env, episodes, seed, episodes_out=per_episode)
     env.close()
     result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(returns)),
                               "std_return": float(np.std(returns)), "returns": returns}
+    if is_multi_task(env):  # eval_return/<task> (and eval_success/<task>) as the training logs them
+        from drl.runners.tasks import TaskStatistics
+
+        result["tasks"] = TaskStatistics(env, 1, env.task_ids.device).evaluation(per_episode, env)
     if video:
         folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
         label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem

@@ -34,7 +34,8 @@ from envs.core import GymnasiumVecEnv, MissingDependencyError
 from envs.multi_task import MultiTaskVecEnv
 
 __all__ = ["MT_CARTPOLE_TASKS", "MT_PENDULUM_TASKS", "MINIGRID_TASK_SETS", "METAWORLD_SETS", "SCHEMES",
-           "make_mt_cartpole", "make_mt_pendulum", "make_scheme_env", "is_scheme_id", "envs_per_task",
+           "make_mt_cartpole", "make_mt_pendulum", "make_scheme_env", "is_scheme_id", "is_multi_task_id",
+           "envs_per_task",
            "patch_metaworld_for_mujoco4", "MiniGridSuccess"]
 
 # CartPole-v1 variants (half pole length, pole mass, push force): different dynamics, one balancing skill
@@ -222,6 +223,13 @@ def is_scheme_id(env_id: str) -> bool:
     """Whether ``env_id`` is one of the multi-task schemes here (``minigrid-mt:...``, ``metaworld:...``)."""
     scheme, sep, rest = env_id.partition(":")
     return bool(sep and rest) and scheme in _SCHEME_MAKERS
+
+
+def is_multi_task_id(env_id: str) -> bool:
+    """Whether ``env_id`` builds a multi-task env: a scheme here, or a registered id with several tasks."""
+    from envs import ENVS
+
+    return is_scheme_id(env_id) or (env_id in ENVS and ENVS[env_id].num_tasks > 1)
 
 
 def make_scheme_env(env_id: str, num_envs: int, device: torch.device, vectorization: str = "sync",

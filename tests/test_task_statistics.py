@@ -27,6 +27,7 @@ from drl.runners.tasks import TaskStatistics
 from envs import ENVS, register_env
 from envs.core import TorchVecEnv
 from envs.multi_task import MultiTaskVecEnv
+from envs.multi_task_sources import MT_CARTPOLE_TASKS
 
 ENV_ID = "drl/TestScriptedTasks-v0"
 NUM_TASKS = 3
@@ -181,3 +182,7 @@ def test_ppo_trains_on_mt_cartpole_from_the_cli(tmp_path: Path) -> None:
     for name in ("nominal", "short_pole", "long_heavy_pole", "weak_push"):
         assert rows[-1][f"eval_return/{name}"] and float(rows[-1][f"ep_return/{name}"]) > 0
     assert "success" not in rows[0]  # CartPole reports no success
+    result = api.evaluate(run, episodes=8)  # drl eval: 2 episodes per task on the 4 evaluation copies
+    assert sorted(result["tasks"]) == [f"eval_return/{n}" for n in sorted(MT_CARTPOLE_TASKS)]
+    expected = sum(result["tasks"].values()) / 4  # equal episodes per task: the mean of the task means
+    assert result["mean_return"] == pytest.approx(expected)
