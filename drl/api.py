@@ -190,7 +190,9 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     ckpt = load_run_checkpoint(path, map_location=dev, required={"agent": str, "agent_state": dict})
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
-    probe = make_run_env(cfg, 1, dev, for_eval=True)
+    from envs.multi_task_sources import min_copies
+
+    probe = make_run_env(cfg, min_copies(cfg.env.id, cfg.env.kwargs), dev, for_eval=True)  # T for multi-task envs
     agent_class = AGENTS[cfg.agent].agent_class
     build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
     agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)

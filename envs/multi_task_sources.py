@@ -35,7 +35,7 @@ from envs.multi_task import MultiTaskVecEnv
 
 __all__ = ["MT_CARTPOLE_TASKS", "MT_PENDULUM_TASKS", "MINIGRID_TASK_SETS", "METAWORLD_SETS", "SCHEMES",
            "make_mt_cartpole", "make_mt_pendulum", "make_scheme_env", "is_scheme_id", "is_multi_task_id",
-           "envs_per_task",
+           "envs_per_task", "min_copies",
            "patch_metaworld_for_mujoco4", "MiniGridSuccess"]
 
 # CartPole-v1 variants (half pole length, pole mass, push force): different dynamics, one balancing skill
@@ -230,6 +230,22 @@ def is_multi_task_id(env_id: str) -> bool:
     from envs import ENVS
 
     return is_scheme_id(env_id) or (env_id in ENVS and ENVS[env_id].num_tasks > 1)
+
+
+def min_copies(env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
+    """The fewest copies ``env_id`` can be built with: its number of tasks for a multi-task id (a probe of
+    its spaces needs one copy per task), else 1."""
+    from envs import ENVS
+
+    scheme, _, rest = env_id.partition(":")
+    if is_scheme_id(env_id):
+        sizes = {k: len(v) for k, v in MINIGRID_TASK_SETS.items()} if scheme == "minigrid-mt" else {"MT10": 10,
+                                                                                                     "MT50": 50}
+        return sizes.get(rest) or len([s for s in rest.split(",") if s.strip()])
+    if env_id in ENVS and ENVS[env_id].num_tasks > 1:
+        tasks = (env_kwargs or {}).get("tasks")
+        return ENVS[env_id].num_tasks if tasks is None else (1 if isinstance(tasks, str) else len(tasks))
+    return 1
 
 
 def make_scheme_env(env_id: str, num_envs: int, device: torch.device, vectorization: str = "sync",

@@ -213,3 +213,13 @@ def test_metaworld_tasks_reset_step_and_report_success() -> None:
     _, reward, _, _, info = env.step(torch.zeros(2, 4))
     assert reward.dtype == torch.float32 and info["success"].shape == (2,)
     env.close()
+
+
+def test_min_copies_is_the_task_count_of_multi_task_ids() -> None:
+    from envs.multi_task_sources import is_multi_task_id, min_copies
+
+    assert min_copies("drl/MT-CartPole-v0") == 4 and min_copies("drl/CartPole-v0") == 1
+    assert min_copies("drl/MT-CartPole-v0", {"tasks": ["nominal", "weak_push"]}) == 2
+    assert min_copies("minigrid-mt:KeyCorridor") == 6 and min_copies("metaworld:MT10") == 10
+    assert min_copies("metaworld:reach-v3,push-v3") == 2 and min_copies("CartPole-v1") == 1
+    assert is_multi_task_id("minigrid-mt:Basic") and not is_multi_task_id("MiniGrid-Empty-5x5-v0")
