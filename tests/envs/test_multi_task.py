@@ -223,3 +223,19 @@ def test_min_copies_is_the_task_count_of_multi_task_ids() -> None:
     assert min_copies("minigrid-mt:KeyCorridor") == 6 and min_copies("metaworld:MT10") == 10
     assert min_copies("metaworld:reach-v3,push-v3") == 2 and min_copies("CartPole-v1") == 1
     assert is_multi_task_id("minigrid-mt:Basic") and not is_multi_task_id("MiniGrid-Empty-5x5-v0")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_tasks_step_on_the_gpu_without_a_host_sync() -> None:
+    env = envs.make_vec_env("drl/MT-Pendulum-v0", 64, device="cuda")
+    obs, _ = env.reset(seed=0)
+    assert obs["policy"].device.type == obs["task"].device.type == env.task_ids.device.type == "cuda"
+    actions = torch.zeros(64, 1, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")  # any device -> host copy in step() raises
+    try:
+        for _ in range(210):  # through the 200-step truncation and autoreset
+            obs, reward, terminated, truncated, info = env.step(actions)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert bool(truncated.any()) is False and reward.device.type == "cuda"
+    assert info["final_obs"]["task"].device.type == "cuda"
