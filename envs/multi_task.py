@@ -131,7 +131,6 @@ class MultiTaskVecEnv(VectorEnv):
         self.task_ids = torch.arange(self.num_tasks, device=self.device).repeat_interleave(e)
         self._one_hot = torch.nn.functional.one_hot(self.task_ids, self.num_tasks).to(torch.float32)
         self._slices = [slice(k * e, (k + 1) * e) for k in range(self.num_tasks)]
-        self._obs: Obs | None = None  # the last combined obs (the env state's "obs")
 
     def _check_tasks(self, task_envs: list[VectorEnv], task_names: tuple[str, ...]) -> None:
         if not task_envs:
@@ -181,8 +180,7 @@ class MultiTaskVecEnv(VectorEnv):
         except EnvStepError as err:
             self._name_task(err, k)
             raise
-        self._obs = self._combine(parts)
-        return self._obs, {"task_id": self.task_ids.clone()}
+        return self._combine(parts), {"task_id": self.task_ids.clone()}
 
     def step(self, actions: Any) -> tuple[Obs, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Step every task env on its block of ``actions`` ``[N, ...]``; see the module doc for ``info``."""
@@ -209,7 +207,6 @@ class MultiTaskVecEnv(VectorEnv):
                 values = [i.get(key) for i in infos]
                 if all(isinstance(v, torch.Tensor) and v.shape[:1] == (self.envs_per_task,) for v in values):
                     info[key] = torch.cat([v.to(self.device) for v in values])
-        self._obs = obs
         return obs, reward, terminated, truncated, info
 
     def _success(self, info: dict[str, Any], done: torch.Tensor) -> torch.Tensor:
@@ -239,14 +236,12 @@ class MultiTaskVecEnv(VectorEnv):
 
     def state_dict(self) -> dict[str, Any]:
         """Every task env's ``state_dict()`` (``tasks``), the task names, ``num_envs`` and ``obs`` (the
-        combined obs the last ``reset``/``step`` returned). NotImplementedError without the capability."""
+        combined obs of the tasks' saved obs). NotImplementedError without the capability."""
         if not self.supports_state_dict:
             raise NotImplementedError(f"{self.env_id}: not every task env saves its state")
-        if self._obs is None:
-            raise RuntimeError(f"{self.env_id}: reset the env before saving its state")
+        tasks = [env.state_dict() for env in self.task_envs]
         return {"env": type(self).__name__, "task_names": list(self.task_names), "num_envs": self.num_envs,
-                "tasks": [env.state_dict() for env in self.task_envs],
-                "obs": {k: v.clone() for k, v in self._obs.items()}}  # type: ignore[union-attr]
+                "tasks": tasks, "obs": self._combine([saved["obs"] for saved in tasks])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; ValueError naming the mismatch for another task set or size."""
@@ -257,7 +252,6 @@ class MultiTaskVecEnv(VectorEnv):
                                  f"has {mine!r}")
         for env, saved in zip(self.task_envs, state["tasks"], strict=True):
             env.load_state_dict(saved)
-        self._obs = self._combine([saved["obs"] for saved in state["tasks"]])
 
     # --- the rest -----------------------------------------------------------------------------
     def render(self, index: int = 0) -> Any:
