@@ -223,12 +223,12 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     # a multi-task env's copies come in multiples of its tasks: its evaluation env keeps num_eval_envs
     num_envs = cfg.env.num_eval_envs if is_multi_task_id(cfg.env.id) else min(cfg.env.num_eval_envs, episodes)
     env = make_run_env(cfg, num_envs, resolve_device(device), for_eval=True)
-    per_episode: list[tuple[int, float, float]] = []
+    per_episode: list[tuple[int, float, float]] | None = [] if is_multi_task(env) else None
     returns = evaluate_policy(agent, env, episodes, seed, episodes_out=per_episode)
     env.close()
     result: dict[str, Any] = {"episodes": episodes, "mean_return": float(np.mean(returns)),
                               "std_return": float(np.std(returns)), "returns": returns}
-    if is_multi_task(env):  # eval_return/<task> (and eval_success/<task>) as the training logs them
+    if per_episode is not None:  # eval_return/<task> (and eval_success/<task>) as the training logs them
         from drl.runners.tasks import TaskStatistics
 
         result["tasks"] = TaskStatistics(env, 1, env.task_ids.device).evaluation(per_episode, env)

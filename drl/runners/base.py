@@ -195,7 +195,7 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
             ended = terminated | truncated
             end_episodes(ended)
             running += info.get("env_reward", reward).detach().to("cpu", torch.float64)
-            if episodes_out is not None and "success" in info:
+            if episodes_out is not None and isinstance(info.get("success"), torch.Tensor):
                 torch.maximum(success, info["success"].detach().to("cpu", torch.float64), out=success)
             done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
