@@ -190,7 +190,9 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     ckpt = load_run_checkpoint(path, map_location=dev, required={"agent": str, "agent_state": dict})
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
-    probe = make_run_env(cfg, 1, dev, for_eval=True)
+    from envs.multi_task_sources import min_copies
+
+    probe = make_run_env(cfg, min_copies(cfg.env.id, cfg.env.kwargs), dev, for_eval=True)  # T for multi-task envs
     agent_class = AGENTS[cfg.agent].agent_class
     build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
     agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)
@@ -215,8 +217,14 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         prepare_offscreen_gl()  # before MuJoCo is imported: it picks its OpenGL backend once
     agent, cfg = load_agent(run_dir, checkpoint, device)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_run_env(cfg, min(cfg.env.num_eval_envs, episodes), resolve_device(device), for_eval=True)
-    returns = evaluate_policy(agent, env, episodes, seed)
+    from envs.multi_task import is_multi_task
+    from envs.multi_task_sources import is_multi_task_id
+
+    # a multi-task env's copies come in multiples of its tasks: its evaluation env keeps num_eval_envs
+    num_envs = cfg.env.num_eval_envs if is_multi_task_id(cfg.env.id) else min(cfg.env.num_eval_envs, episodes)
+    env = make_run_env(cfg, num_envs, resolve_device(device), for_eval=True)
+    per_episode: list[tuple[int, float, float]] | None = [] if is_multi_task(env) else None
+    returns = evaluate_policy(agent, env, episodes, seed, episodes_out=per_episode)
     agents = getattr(env, "agents", None)
     env.close()
     team = returns
@@ -228,6 +236,10 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     if team is not returns:
         names = agents if agents is not None else [f"agent_{i}" for i in range(table.shape[1])]
         result["agent_returns"] = {name: float(table[:, i].mean()) for i, name in enumerate(names)}
+    if per_episode is not None:  # eval_return/<task> (and eval_success/<task>) as the training logs them
+        from drl.runners.tasks import TaskStatistics
+
+        result["tasks"] = TaskStatistics(env, 1, env.task_ids.device).evaluation(per_episode, env)
     if video:
         folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
         label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem

@@ -226,7 +226,9 @@ def _load_run(path: Path, source: str, observation_space: gym.Space, action_spac
     if getattr(agent, "memory", None) is not None:
         raise BasePolicyError(f"base policy '{source}': a recurrent policy cannot be a base (its memory is not "
                               "carried); use a feed-forward one")
-    probe = make_vec_env(cfg.env.id, 1, device, "sync", cfg.env.kwargs)
+    from envs.multi_task_sources import min_copies
+
+    probe = make_vec_env(cfg.env.id, min_copies(cfg.env.id, cfg.env.kwargs), device, "sync", cfg.env.kwargs)
     try:
         _check_spaces(source, (probe.single_observation_space, observation_space),
                       (probe.single_action_space, action_space))

@@ -147,6 +147,10 @@ def _list(args: argparse.Namespace) -> int:
         envs_table.add_column(col)
     for info in [*ENVS.values(), *ENV_FAMILIES.values()]:
         envs_table.add_row(info.id, info.backend, info.devices, info.extra or "-", info.description)
+    from envs.multi_task_sources import SCHEMES  # multi-task id schemes (minigrid-mt:<set>, metaworld:MT10)
+
+    for scheme_id, backend, devices, extra, description in SCHEMES:
+        envs_table.add_row(scheme_id, backend, devices, extra or "-", description)
     console.print(envs_table)
     from drl.wrappers import WRAPPERS
 

@@ -59,6 +59,7 @@ from drl.runners.common import (
     note,
     signal_name,
 )
+from drl.runners.tasks import TaskStatistics
 from drl.wrappers import WrapperStack, make_run_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
@@ -174,16 +175,20 @@ def episode_memory(agent: Any, num_envs: int) -> Iterator[Callable[[torch.Tensor
         yield end_episodes
 
 
-def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[Any]:
+def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000,
+                    episodes_out: list[tuple[int, float, float]] | None = None) -> list[Any]:
     """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies (a
     multi-agent env's ``[N, A]`` rewards give one list of A per-agent returns per episode).
 
     Each copy runs a fixed quota of episodes, so short episodes are not over-represented.
     Observation statistics are used but not updated. ``env_reward`` in info (the env's own
     reward, kept by reward wrappers) is what is summed when present. An agent with memory starts
-    from a fresh one and forgets each episode at its end (:func:`episode_memory`).
+    from a fresh one and forgets each episode at its end (:func:`episode_memory`). ``episodes_out``, when
+    given, gets ``(env index, return, success)`` per episode (success: the largest ``info["success"]``
+    of the episode, 0 when the env reports none): per-task statistics route them (:mod:`drl.runners.tasks`).
     """
     num_envs = env.num_envs
+    success = torch.zeros(num_envs, dtype=torch.float64)
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
     quota[: episodes % num_envs] += 1
     done_counts = torch.zeros(num_envs, dtype=torch.int64)
@@ -200,12 +205,17 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
             end_episodes(ended)
             step_reward = info.get("env_reward", reward).detach().to("cpu", torch.float64)
             running = step_reward.clone() if running is None else running + step_reward
+            if episodes_out is not None and isinstance(info.get("success"), torch.Tensor):
+                torch.maximum(success, info["success"].detach().to("cpu", torch.float64), out=success)
             done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
                 if done_counts[i] < quota[i]:
                     returns.append(float(running[i]) if running.dim() == 1 else running[i].tolist())
+                    if episodes_out is not None:  # the team return (the mean over agents) of a multi-agent env
+                        episodes_out.append((i, float(running[i].mean()), float(success[i])))
                     done_counts[i] += 1
             running[done] = 0.0
+            success[done] = 0.0
         else:
             raise RuntimeError(f"evaluation did not finish {episodes} episodes within {max_steps} steps")
     return returns
@@ -261,6 +271,8 @@ class Runner:
         self._rounding_note: str | None = None  # said when training starts
         self._build_storage()
         self.tracker = EpisodeTracker(cfg.env.num_envs, self.device, self.reward_shape)
+        # a multi-task env: per-task columns ep_return/<task>, success/<task>, eval_... (drl.runners.tasks)
+        self.task_stats = TaskStatistics.for_env(self.env, getattr(self, "num_steps", 1), self.device)
         self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
@@ -372,6 +384,8 @@ class Runner:
         }
         if self.wrappers:
             payload["wrappers"] = self.wrappers.state_dict()
+        if self.task_stats is not None:
+            payload["task_stats"] = self.task_stats.state_dict()
         if self._obs is not None and supports_env_state(self.env):
             payload["env_state"] = self.env.state_dict()
         return payload
@@ -412,6 +426,8 @@ class Runner:
         self.generator.set_state(ckpt["generator"].cpu())
         if "tracker" in ckpt:
             self.tracker.load_state_dict(ckpt["tracker"])
+        if self.task_stats is not None and "task_stats" in ckpt:
+            self.task_stats.load_state_dict(ckpt["task_stats"])
         if self.wrappers or ckpt.get("wrappers"):
             self.wrappers.load_state_dict(ckpt.get("wrappers", []))
         env_state = ckpt.get("env_state")
@@ -429,6 +445,8 @@ class Runner:
         are dropped, so the tracker's carries and the agent's per-env running quantities restart."""
         obs, _ = self.env.reset(seed=self.cfg.seed + self.state["iteration"])
         self.tracker.reset()
+        if self.task_stats is not None:
+            self.task_stats.reset()
         on_env_reset = getattr(self.agent, "on_env_reset", None)
         if on_env_reset is not None:
             on_env_reset()
@@ -561,7 +579,8 @@ class Runner:
         ``global_step``) that an earlier process logged are dropped; ``grow_columns``: see :class:`RunLogger`."""
         cfg = self.cfg
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
-                         extra_columns=getattr(self.agent, "metric_columns", None),  # an agent's own metrics
+                         extra_columns=[*(getattr(self.agent, "metric_columns", None) or []),  # an agent's own
+                                        *(self.task_stats.columns if self.task_stats is not None else [])],
                          config=to_dict(cfg), config_source=getattr(cfg, "source", None),
                          log_interval=cfg.log_interval, logged_step=logged_step,
                          grow_columns=grow_columns or bool(self.wrappers))  # wrappers' metrics
@@ -597,16 +616,19 @@ class Runner:
 
 
     def _evaluate(self) -> tuple[float, float]:
+        episodes: list[tuple[int, float, float]] | None = [] if self.task_stats is not None else None
         try:
             with self.stop.interruptible():
                 returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
+                                          seed=self.cfg.seed + EVAL_SEED_OFFSET, episodes_out=episodes)
         except EnvStepError as err:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
             raise
         mean, std = self._summarize_returns(returns)
         self._evaluate_variants()
+        if self.task_stats is not None:  # eval_return/<task>, eval_success/<task>
+            self.extra_eval.update(self.task_stats.evaluation(episodes or [], self.eval_env))
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
             self.state["best_eval_return"] = mean

@@ -265,11 +265,15 @@ class OffPolicyRunner(Runner):
                                                       self._episode_ends[self._stats_from:t])
             if episodes:
                 window.extend(tracker.finished_returns.tolist(), tracker.finished_lengths.tolist())
-        return {"global_step": state["global_step"], "iteration": state["iteration"] + 1,
-                "episode_return": window.mean_return, "episode_length": window.mean_length,
-                "episodes": episodes, "iter_episode_return": iter_return,
-                "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
-                "wall_s": state["wall_s"], "sps": sps}
+        row = {"global_step": state["global_step"], "iteration": state["iteration"] + 1,
+               "episode_return": window.mean_return, "episode_length": window.mean_length,
+               "episodes": episodes, "iter_episode_return": iter_return,
+               "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
+               "wall_s": state["wall_s"], "sps": sps}
+        if self.task_stats is not None:  # ep_return/<task>, success/<task>; a partial row changes nothing
+            rows = slice(self._stats_from, max(t, self._stats_from))
+            row.update(self.task_stats.update(tracker, self._episode_ends[rows], rows, commit=tracker is self.tracker))
+        return row
 
     def _open_logger(self, logged_step: int | None = None, grow_columns: bool = True) -> RunLogger:
         """The agent's metrics become columns of metrics.csv; a run stopped inside an iteration logged a
@@ -315,6 +319,8 @@ class OffPolicyRunner(Runner):
                     replay.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
+                    if self.task_stats is not None:  # a multi-task env: its info["success"] row
+                        self.task_stats.record(t, info)
                     self._obs = obs
                     state["global_step"] += num_envs
                     t += 1

@@ -138,6 +138,8 @@ class OnPolicyRunner(Runner):
                     self.storage.add(record)
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
+                    if self.task_stats is not None:  # a multi-task env: its info["success"] row
+                        self.task_stats.record(t, info)
                     if stop.requested:
                         break
             except (EnvStepError, NonFiniteError):
@@ -170,6 +172,8 @@ class OnPolicyRunner(Runner):
                    "wall_s": state["wall_s"],
                    "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
             self._episode_columns(row, episodes)
+            if self.task_stats is not None:  # ep_return/<task>, success/<task> (drl.runners.tasks)
+                row.update(self.task_stats.update(tracker, episode_ends))
             last = state["iteration"] == self.num_iterations
             if state["global_step"] >= state["next_eval_step"] or last:
                 row["eval_return"], row["eval_return_std"] = self._evaluate_if_due(clock, last)
