@@ -1,7 +1,7 @@
 """A small multi-task env on the multi-task contract (SPEC "Multi-task contract"), for the CAMRL tests.
 
 ``T`` CartPoles that differ only in the pole's half-length, concatenated on the env axis in contiguous
-blocks of ``num_envs / T``: obs ``{"policy": [N, 4], "task": one-hot [N, T]}``, ``env.num_tasks``,
+blocks of ``num_envs / T`` (as even as possible when T does not divide N): obs ``{"policy": [N, 4], "task": one-hot [N, T]}``, ``env.num_tasks``,
 ``env.task_names``, ``env.task_ids [N]`` and ``info["task_id"] [N]`` every step.
 """
 
@@ -19,19 +19,16 @@ FIXTURE_ID = "drl/test-MT-CartPole-v0"
 
 
 class MultiTaskCartPole(CartPole):
-    """``len(lengths)`` CartPole tasks (pole half-lengths ``lengths``), ``num_envs / T`` envs each."""
+    """``len(lengths)`` CartPole tasks (pole half-lengths ``lengths``), about ``num_envs / T`` envs each."""
 
     def __init__(self, num_envs: int, device: str | torch.device = "cpu", max_episode_steps: int = 200,
                  lengths: tuple[float, ...] = (0.25, 0.5, 1.0)):
         num_tasks = len(lengths)
-        if num_envs % num_tasks:
-            raise ValueError(f"num_envs ({num_envs}) must be a multiple of the number of tasks ({num_tasks})")
         super().__init__(num_envs, device, max_episode_steps)
-        per = num_envs // num_tasks
         self.num_tasks = num_tasks
         self.task_names = tuple(f"length-{length:g}" for length in lengths)
-        self.task_ids = torch.arange(num_tasks, device=self.device).repeat_interleave(per)
-        self.length = torch.tensor(lengths, dtype=self.dtype, device=self.device).repeat_interleave(per)
+        self.task_ids = torch.arange(num_envs, device=self.device) * num_tasks // num_envs  # contiguous blocks
+        self.length = torch.tensor(lengths, dtype=self.dtype, device=self.device)[self.task_ids]
         self._one_hot = torch.nn.functional.one_hot(self.task_ids, num_tasks).to(torch.float32)
         policy = self.single_observation_space
         self.single_observation_space = gym.spaces.Dict(
