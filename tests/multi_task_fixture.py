@@ -1,7 +1,8 @@
 """A small multi-task env on the multi-task contract (SPEC "Multi-task contract"), for the CAMRL tests.
 
 ``T`` CartPoles that differ only in the pole's half-length, concatenated on the env axis in contiguous
-blocks of ``num_envs / T`` (as even as possible when T does not divide N): obs ``{"policy": [N, 4], "task": one-hot [N, T]}``, ``env.num_tasks``,
+blocks of ``num_envs / T`` (as even as possible when T does not divide N): obs ``{"policy": [N, 4], "task":
+one-hot [N, T]}``, ``env.num_tasks``,
 ``env.task_names``, ``env.task_ids [N]`` and ``info["task_id"] [N]`` every step.
 """
 

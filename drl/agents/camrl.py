@@ -38,7 +38,6 @@ SAC as base learner is not built (``base: ppo`` only).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 from torch import nn
 
 from drl.agents import camrl_math as cm
+from drl.agents.camrl_log import TransferLog
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.batched import BatchedActorCritic, TaskRouter
@@ -185,12 +185,12 @@ class CAMRL:
         self._scale = torch.ones(K, device=device)  # (1 + mu sum_j B[t, j]) per learner
         self._teachers = torch.zeros(K, K, device=device)  # A[j, t] = B[j, t] for j before t, else 0
         self._pull = torch.zeros((), device=device)  # c sigma_0^2 / sigma_1^2, 0 in single-task updates
-        self.run_dir: Path | None = None
+        self.transfer_log: TransferLog | None = None  # set by attach_run_dir
 
     # --- the run folder (B and the order are logged there) ------------------------------------
     def attach_run_dir(self, run_dir: Path) -> None:
         """Called by the runner: ``<run_dir>/camrl/transfer.csv`` and ``transfer.png`` log B and the order."""
-        self.run_dir = Path(run_dir)
+        self.transfer_log = TransferLog(Path(run_dir) / "camrl", self.num_tasks)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -442,19 +442,8 @@ class CAMRL:
 
     def _log_transfer(self) -> None:
         """Append B and the order to ``camrl/transfer.csv`` and redraw ``camrl/transfer.png`` (when attached)."""
-        if self.run_dir is None:
-            return
-        folder = self.run_dir / "camrl"
-        folder.mkdir(parents=True, exist_ok=True)
-        path, T = folder / "transfer.csv", self.num_tasks
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["update", "order", *[f"B_{i}_{j}" for i in range(T) for j in range(T)]])
-            writer.writerow([int(self.updates), " ".join(map(str, self.order.tolist())),
-                             *[f"{v:.6g}" for v in self.B.flatten().tolist()]])
-        plot_transfer(self.B, self.order, folder / "transfer.png", f"update {int(self.updates)}")
+        if self.transfer_log is not None:
+            self.transfer_log.write(int(self.updates), self.B, self.order)
 
     # --- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -477,25 +466,3 @@ class CAMRL:
     def policy(self) -> nn.Module:
         return self.model
 
-
-def plot_transfer(B: torch.Tensor, order: torch.Tensor, path: Path, title: str = "",
-                  names: list[str] | None = None) -> None:
-    """A heatmap of the transfer matrix ``B [T, T]`` (row: teacher, column: student) with the order, to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    T = B.shape[0]
-    names = names or [str(t) for t in range(T)]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * T, 1.0 + 0.45 * T))
-    image = ax.imshow(B.numpy(), cmap="viridis")
-    ax.set_xticks(range(T), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(T), names, fontsize=7)
-    ax.set_xlabel("student s")
-    ax.set_ylabel("teacher t")
-    ax.set_title(f"B {title}; order {' '.join(names[i] for i in order.tolist())}", fontsize=8)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
