@@ -289,3 +289,32 @@ def test_camrl_learns_the_fixture(tmp_path):
     assert any(float(r["camrl/asymmetric"]) == 1.0 for r in rows)  # the indicator chose asymmetric updates
     assert any(float(r["camrl/asymmetric"]) == 0.0 for r in rows[1:])  # and single-task ones after the warm-up
     print(f"learned in {time.perf_counter() - start:.1f} s")
+
+
+def test_benchmark_plumbing_on_the_fixture(tmp_path):
+    """benchmarks/camrl.py end to end on the fixture: four methods, two seeds, equal steps, B and throughput."""
+    import json
+
+    from benchmarks import camrl as bench
+
+    out = tmp_path / "bench"
+    code = bench.main(["--only", "cartpole", "--cartpole-env", FIXTURE_ID, "--seeds", "2", "--steps", "384",
+                       "--episodes", "1", "--out", str(out), "--set", "env.num_envs=6", "--set", "env.num_eval_envs=3",
+                       "--set", "algo.num_steps=32", "--set", "algo.minibatch_size=96",
+                       "--set", "algo.warmup_updates=0", "--set", "eval_episodes=3"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = results["runs"]
+    assert [r.get("error") for r in runs] == [None] * 8
+    assert {r["steps"] for r in runs} == {384}  # equal env steps for every method
+    assert {r["method"] for r in runs} == set(bench.METHODS)
+    assert all(len(r["task_return"]) == 3 and r["tasks"] == ["length-0.25", "length-0.5", "length-1"] for r in runs)
+    assert all(r["asymmetric_updates"] == 2 for r in runs if r["method"] == "always_asymmetric")
+    assert all(r["asymmetric_updates"] == 0 for r in runs if r["method"] in ("independent", "shared"))
+    tp = results["throughput"]["cartpole"]
+    assert tp["tasks"] == 3 and tp["act_batched_sps"] > 0 and tp["update_separate_sps"] > 0
+    report = (out / "report.md").read_text()
+    assert "## Learned transfer matrix, cartpole" in report and "CAMRL beats always-asymmetric:" in report
+    assert (out / "transfer_cartpole.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert bench.main(["--dry-run", "--only", "mt10"]) == 0
