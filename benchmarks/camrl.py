@@ -87,11 +87,11 @@ def config(suite: Suite, method: str, seed: int, args: argparse.Namespace) -> An
 
 
 def load_trained(run_dir: Path, cfg: Any, env: Any) -> Any:
-    """The run's agent (its latest checkpoint), built on ``env``'s spaces."""
+    """The run's agent (its latest checkpoint), built on ``env``'s spaces (as for the run's training envs)."""
     from drl.agents.camrl import CAMRL
     from drl.checkpoint import load_run_checkpoint
 
-    agent = CAMRL(env.single_observation_space, env.single_action_space, cfg.algo, env.num_envs, env.device)
+    agent = CAMRL(env.single_observation_space, env.single_action_space, cfg.algo, cfg.env.num_envs, env.device)
     agent.load_state_dict(load_run_checkpoint(run_dir / "checkpoints" / "latest.pt", map_location=env.device)
                           ["agent_state"])
     return agent

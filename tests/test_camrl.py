@@ -212,6 +212,26 @@ def test_curriculum_keeps_b_feasible_with_unit_diagonal():
     assert (agent.B * off).sum(1).max() <= 0.7 + 1e-6
 
 
+def test_reward_scaling_is_per_learner():
+    from drl.nn import RewardScaler
+    from drl.storage import RolloutBuffer
+
+    agent, env = _agent(normalize_reward=True)
+    storage = RolloutBuffer(8, 6, agent.storage_fields(), torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    for _ in range(8):
+        action, record = agent.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        reward = reward * (1.0 + 10.0 * env.task_ids)  # task t's rewards on their own scale
+        storage.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
+    agent.update(storage)
+    for k in range(3):  # learner k's scaler saw exactly its own two envs' rewards
+        alone = RewardScaler(2, agent.cfg.gamma)
+        alone.scale_rollout(storage["rewards"][:, 2 * k:2 * k + 2], storage["terminated"][:, 2 * k:2 * k + 2],
+                            storage["truncated"][:, 2 * k:2 * k + 2])
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(agent.reward_scalers[k].state_dict()[name], value)
+
 def test_bad_config_and_env():
     with pytest.raises(ConfigError, match="algo.mode"):
         resolve_config({"agent": "camrl", "algo": {"mode": "hard"}})

@@ -50,7 +50,7 @@ from torch import nn
 from drl.agents import camrl_math as cm
 from drl.agents.camrl_log import TransferLog
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
-from drl.nn import RunningMeanStd
+from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.batched import BatchedActorCritic, TaskRouter
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import TrainStep
@@ -82,6 +82,7 @@ class CAMRLConfig:
     max_grad_norm: float = 0.5  # per learner
     normalize_advantages: bool = True  # per task (shared: over the whole minibatch)
     normalize_obs: bool = False  # one running mean/std over all tasks
+    normalize_reward: bool = False  # scale by the std of the discounted return, one scaler per learner
     actor_hidden: list[int] = field(default_factory=lambda: [64, 64])
     critic_hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
@@ -170,6 +171,8 @@ class CAMRL:
                                           eps=1e-5)
         self.obs_normalizers = nn.ModuleDict({g: RunningMeanStd((dims[g],)) for g in self.groups}).to(device)
         self.dims = dims
+        self.reward_scalers = nn.ModuleList(  # one per learner, over its envs
+            [RewardScaler(max(num_envs // K, 1), cfg.gamma) for _ in range(K)]).to(device)
         discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_field = Field((), torch.int64) if discrete else Field((flat_dim(action_space.shape),))
         self._routers: dict[int, TaskRouter] = {}
@@ -271,12 +274,21 @@ class CAMRL:
         def envs(x: torch.Tensor) -> torch.Tensor:  # [K, N/K * S] -> [S, N]
             return router.to_envs(x.reshape(K, router.per_learner, -1)).transpose(0, 1)
 
+        rewards = storage["rewards"]
+        if cfg.normalize_reward:  # each learner's scaler on its own envs' rollout, [K, S, N/K]
+            def by_learner(x: torch.Tensor) -> torch.Tensor:
+                return router.to_learners(x.T).transpose(1, 2)
+
+            parts = [by_learner(storage[k]) for k in ("rewards", "terminated", "truncated")]
+            scaled = torch.stack([scaler.scale_rollout(*(p[k].contiguous() for p in parts))
+                                  for k, scaler in enumerate(self.reward_scalers)])
+            rewards = router.to_envs(scaled.transpose(1, 2)).T
         critic_key, task_ids = f"obs/{cfg.critic_obs}", storage["task_id"]
         with torch.no_grad():
             values = envs(self.model.value(learners(self._inputs(storage[critic_key], task_ids))))
             next_values = envs(self.model.value(learners(self._inputs(storage[f"final_obs/{cfg.critic_obs}"],
                                                                       task_ids))))
-        advantages, returns = gae(storage["rewards"], values, next_values, storage["terminated"],
+        advantages, returns = gae(rewards, values, next_values, storage["terminated"],
                                   storage["truncated"], cfg.gamma, cfg.gae_lambda)
         batch = {name: learners(storage[name]) for name in
                  {f"obs/{cfg.actor_obs}", critic_key, "actions", "log_probs", "task_id"}}
@@ -303,6 +315,8 @@ class CAMRL:
                     "camrl/transfer_pull": float(self._pull)}
         if not self.shared:
             metrics |= {f"camrl/task_loss_{t}": float(task_loss[t]) for t in range(self.num_tasks)}
+        if not self.model.discrete:
+            metrics["action_std"] = self.model.log_std.clamp(-20.0, 2.0).exp().mean().item()
         var_returns = returns.var()
         metrics["explained_variance"] = (1.0 - (returns - values).var() / var_returns).item() if var_returns > 0 \
             else math.nan
@@ -448,7 +462,8 @@ class CAMRL:
     # --- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.train_step.adam.state_dict(),
-                "obs_normalizers": self.obs_normalizers.state_dict(), "B": self.B.clone(), "order": self.order.clone(),
+                "obs_normalizers": self.obs_normalizers.state_dict(),
+                "reward_scalers": self.reward_scalers.state_dict(), "B": self.B.clone(), "order": self.order.clone(),
                 "loss_history": self.loss_history.clone(), "history_count": self.history_count.clone(),
                 "updates": self.updates.clone(), "term_weights": self.term_weights.state_dict(),
                 "train_terms": self.train_terms.state_dict()}
@@ -457,10 +472,16 @@ class CAMRL:
         self.model.load_state_dict(state["model"])
         self.train_step.adam.load_state_dict(state["optimizer"])
         self.obs_normalizers.load_state_dict(state["obs_normalizers"])
+        self.reward_scalers.load_state_dict(state["reward_scalers"])
         for name in ("B", "order", "loss_history", "history_count", "updates"):
             getattr(self, name).copy_(state[name])
         self.term_weights.load_state_dict(state["term_weights"])
         self.train_terms.load_state_dict(state["train_terms"])
+
+    def on_env_reset(self) -> None:
+        """Every env was reset outside a rollout: the reward scalers' running returns restart at 0."""
+        for scaler in self.reward_scalers:
+            scaler.returns.zero_()
 
     @property
     def policy(self) -> nn.Module:
