@@ -338,3 +338,27 @@ def test_benchmark_plumbing_on_the_fixture(tmp_path):
     assert (out / "transfer_cartpole.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert bench.main(["--dry-run", "--only", "mt10"]) == 0
+
+
+def test_resume_continues_bitwise(tmp_path):
+    from drl import api
+    from drl.checkpoint import load_checkpoint
+
+    extra = {"normalize_obs": True, "normalize_reward": True}
+    whole, _ = _train(tmp_path, "whole", "camrl", 4 * 384, seed=2, warmup_updates=0, **extra)
+    half, _ = _train(tmp_path, "half", "camrl", 2 * 384, seed=2, warmup_updates=0, **extra)
+    api.resume(half, total_steps=4 * 384, progress=False)
+    a = load_checkpoint(whole / "checkpoints" / "latest.pt")["agent_state"]
+    b = load_checkpoint(half / "checkpoints" / "latest.pt")["agent_state"]
+
+    def leaves(tree, prefix=""):
+        if isinstance(tree, dict):
+            for k, v in tree.items():
+                yield from leaves(v, f"{prefix}.{k}")
+        elif isinstance(tree, torch.Tensor):
+            yield prefix, tree
+
+    assert [k for k, _ in leaves(a)] == [k for k, _ in leaves(b)]
+    for (name, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
+        assert torch.equal(x, y), name
+    assert int(a["updates"]) == 4 and not torch.equal(a["B"], torch.eye(3))
