@@ -302,9 +302,18 @@ def test_save_load_and_determinism(tmp_path):
 
 
 def test_camrl_learns_the_fixture(tmp_path):
+    """CAMRL balances all three poles: eval return >= 150 of 200 after 61,440 env steps (~20 s on one core; seeds 0,
+    1, 2 reached 184, 199, 199 when this was written)."""
+    from drl.api import train
+
+    cfg = resolve_config({"agent": "camrl", "env": {"id": FIXTURE_ID, "num_envs": 48, "num_eval_envs": 6},
+                          "total_steps": 61_440, "seed": 0, "eval_interval": 0, "eval_episodes": 12,
+                          "progress": False, "log_interval": -1, "device": "cpu",
+                          "algo": {"mode": "camrl", "num_steps": 16, "minibatch_size": 384, "num_epochs": 2,
+                                   "warmup_updates": 1, "learning_rate": 0.003, "anneal_lr": True, "gamma": 0.98}})
     start = time.perf_counter()
-    run_dir, summary = _train(tmp_path, "learn", "camrl", 36_864, num_epochs=4, learning_rate=1e-3)
-    assert summary["final_eval_return"] >= 150.0, summary["final_eval_return"]  # 200 = every pole up to the limit
+    run_dir, summary = train(cfg, run_dir=tmp_path / "learn")
+    assert summary["final_eval_return"] >= 150.0, summary["final_eval_return"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert any(float(r["camrl/asymmetric"]) == 1.0 for r in rows)  # the indicator chose asymmetric updates
     assert any(float(r["camrl/asymmetric"]) == 0.0 for r in rows[1:])  # and single-task ones after the warm-up
