@@ -101,6 +101,7 @@ class CAMRLConfig:
     rank_sharpness: float = 200.0
     transfer_coef: float = 0.1  # c: the weight pull (the released code divides its regulariser by 10)
     history: int = 10_000  # updates kept in the loss history (a ring)
+    heatmap_every: int = 1  # redraw camrl/transfer.png at every k-th change of B (~0.1-0.3 s each); 0: never
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         def key(name: str) -> str:
@@ -123,6 +124,7 @@ class CAMRLConfig:
         check_range(self.warmup_updates, key("warmup_updates"), 0, MAX_STEPS)
         check_range(self.fw_iterations, key("fw_iterations"), 0, 100_000)
         check_range(self.history, key("history"), 2, 10**7)
+        check_range(self.heatmap_every, key("heatmap_every"), 0, MAX_STEPS, what="0: no heatmap, the CSV only")
         for name in ("actor_hidden", "critic_hidden"):
             check(all(1 <= w <= 65_536 for w in getattr(self, name)), key(name),
                   f"widths must be in [1, 65536], got {getattr(self, name)}")
@@ -457,7 +459,7 @@ class CAMRL:
     def _log_transfer(self) -> None:
         """Append B and the order to ``camrl/transfer.csv`` and redraw ``camrl/transfer.png`` (when attached)."""
         if self.transfer_log is not None:
-            self.transfer_log.write(int(self.updates), self.B, self.order)
+            self.transfer_log.write(int(self.updates), self.B, self.order, self.cfg.heatmap_every)
 
     # --- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

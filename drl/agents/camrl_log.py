@@ -19,8 +19,10 @@ class TransferLog:
         self.folder, self.num_tasks = Path(folder), num_tasks
         self.names = names or [str(t) for t in range(num_tasks)]
         self._figure: tuple[Any, Any, Any] | None = None
+        self.changes = 0
 
-    def write(self, update: int, B: torch.Tensor, order: torch.Tensor) -> None:
+    def write(self, update: int, B: torch.Tensor, order: torch.Tensor, heatmap_every: int = 1) -> None:
+        """Append a CSV row; redraw the PNG at every ``heatmap_every``-th call (the first included; 0: never)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path, T = self.folder / "transfer.csv", self.num_tasks
         new = not path.is_file()
@@ -29,6 +31,9 @@ class TransferLog:
             if new:
                 writer.writerow(["update", "order", *[f"B_{i}_{j}" for i in range(T) for j in range(T)]])
             writer.writerow([update, " ".join(map(str, order.tolist())), *[f"{v:.6g}" for v in B.flatten().tolist()]])
+        self.changes += 1
+        if heatmap_every == 0 or (self.changes - 1) % heatmap_every:
+            return
         title = f"B at update {update}; order {' '.join(self.names[i] for i in order.tolist())}"
         if self._figure is None:
             self._figure = _heatmap(B, self.names)
