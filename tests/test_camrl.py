@@ -232,6 +232,24 @@ def test_reward_scaling_is_per_learner():
         for name, value in alone.state_dict().items():
             torch.testing.assert_close(agent.reward_scalers[k].state_dict()[name], value)
 
+def test_gradient_clipping_is_per_learner():
+    from drl.optim import clip_by_global_norm
+
+    agent, _ = _agent(max_grad_norm=0.5)
+    step = agent.train_step
+    gradient = torch.randn(step.params.numel)
+    views = step.params.views(gradient)
+    with torch.no_grad():  # learner 1's gradient small (kept), the others large (scaled to norm 0.5)
+        for v in views:
+            v[1].mul_(1e-4)
+    clipped, norm = step._clip(gradient)
+    clipped_views = step.params.views(clipped)
+    for k in range(3):  # each learner's part: clip_by_global_norm of that part alone
+        own = torch.cat([v[k].reshape(-1) for v in views])
+        expected, own_norm = clip_by_global_norm(own, 0.5)
+        torch.testing.assert_close(torch.cat([v[k].reshape(-1) for v in clipped_views]), expected)
+        assert (own_norm.item() < 0.5) == (k == 1)
+
 def test_bad_config_and_env():
     with pytest.raises(ConfigError, match="algo.mode"):
         resolve_config({"agent": "camrl", "algo": {"mode": "hard"}})
