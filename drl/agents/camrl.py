@@ -293,7 +293,7 @@ class CAMRL:
         advantages, returns = gae(rewards, values, next_values, storage["terminated"],
                                   storage["truncated"], cfg.gamma, cfg.gae_lambda)
         batch = {name: learners(storage[name]) for name in
-                 {f"obs/{cfg.actor_obs}", critic_key, "actions", "log_probs", "task_id"}}
+                 dict.fromkeys([f"obs/{cfg.actor_obs}", critic_key, "actions", "log_probs", "task_id"])}
         batch |= {"values": learners(values), "advantages": learners(advantages), "returns": learners(returns)}
         samples = batch["values"].shape[1]
         per_minibatch = cfg.minibatch_size // K
