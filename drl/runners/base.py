@@ -299,6 +299,9 @@ class Runner:
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
                                               overwrite=overwrite, keep=getattr(agent_class, "run_subfolders", ()))
             self._lock = RunLock(self.run_dir).acquire()
+        attach_run_dir = getattr(self.agent, "attach_run_dir", None)
+        if attach_run_dir is not None:  # an agent that writes files of its own into the run folder (CAMRL's B)
+            attach_run_dir(self.run_dir)
 
     reward_shape: tuple[int, ...] = ()  # trailing axes of the env's reward (a multi-agent runner: (A,))
 
