@@ -51,8 +51,8 @@ class Suite:
     env_arg: str  # the argument naming its env id
 
 
-SUITES = [Suite("minigrid", "minigrid-mt:Basic.yaml", "minigrid_env"),
-          Suite("mt10", "metaworld:MT10.yaml", "metaworld_env"),
+SUITES = [Suite("minigrid", "minigrid-mt-Basic.yaml", "minigrid_env"),
+          Suite("mt10", "metaworld-MT10.yaml", "metaworld_env"),
           Suite("cartpole", "drl-MT-CartPole-v0.yaml", "cartpole_env")]
 
 
