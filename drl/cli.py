@@ -207,6 +207,20 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from drl.export import export_policy
+
+    result = export_policy(args.run_dir, args.format, args.out, args.checkpoint)
+    meta = result["metadata"]
+    print(f"wrote {result['path']} ({result['format']}): input 'obs' [N, {meta['obs_dim']}] float32 = the raw obs "
+          f"group '{meta['obs_group']}' (normalised inside), output 'action' in {meta['action_space']}; matches "
+          f"the agent's deterministic actions (max |diff| {result['max_abs_diff']:.2g})")
+    if meta["obs_wrappers"]:
+        print(f"note: the policy reads the observations of the run's wrappers {meta['obs_wrappers']}: compute "
+              "them the same way before calling it")
+    return 0
+
+
 def _integer(minimum: int, what: str, maximum: int | None = None):
     """An argparse ``type``: a whole number in ``[minimum, maximum]``, also written ``1e6`` or ``1_000_000``."""
 
@@ -309,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env constructor argument, e.g. "
                        "reward_type=sparse (repeatable; record demos with the reward the learner will use)")
     demos.set_defaults(func=_demos)
+
+    export = sub.add_parser("export", help="the deterministic actor of a run (obs normaliser, network, action "
+                            "clip/squash) as an ONNX or TorchScript file")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", help="output file (default <run_dir>/policy-<checkpoint>.onnx or .pt)")
+    export.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
+    export.set_defaults(func=_export)
     return parser
 
 
