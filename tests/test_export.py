@@ -23,7 +23,7 @@ from drl.agents.residual import Residual, ResidualConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.cli import main
-from drl.export import export_agent
+from drl.export import CHECK_TOLERANCE, export_agent
 from drl.nn.deploy import ExportError
 from drl.registry import AGENTS
 from envs import make_vec_env
@@ -80,7 +80,9 @@ def _check(agent, space: gym.Space, tmp_path: Path, group: str = "policy") -> No
         export_agent(agent, space, fmt, path)
         got = _run_file(path, fmt, x)
         assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # float32 sums in another order (onnxruntime's kernels) differ by rounding, amplified by the perturbed
+        # weights: the documented tolerance of drl.export's own check
+        np.testing.assert_allclose(got, want, rtol=0, atol=CHECK_TOLERANCE * (1 + np.abs(want).max()))
     assert len(np.unique(want, axis=0)) >= 3  # not a constant policy: the comparison can fail
 
 
@@ -215,7 +217,17 @@ def test_stateful_policies_are_refused_with_one_line(tmp_path: Path) -> None:
         assert not (tmp_path / "x.onnx").exists()
 
 
-def test_every_registered_agent_exports_or_refuses() -> None:
-    """Every agent in the registry has an export_actor (multi-agent ones, when added, refuse in drl.export)."""
+# registered agents without a single-agent actor (drl.export refuses them with one line), with the reason
+NO_SINGLE_ACTOR: dict[str, str] = {}
+
+
+def test_every_registered_agent_exports_or_is_listed_as_refused() -> None:
     for name, spec in AGENTS.items():
-        assert callable(getattr(spec.agent_class, "export_actor", None)), name
+        assert callable(getattr(spec.agent_class, "export_actor", None)) or name in NO_SINGLE_ACTOR, name
+
+
+def test_an_agent_without_export_actor_is_refused_with_one_line(base_run: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delattr(PPO, "export_actor")
+    assert main(["export", str(base_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "drl export: error: agent 'ppo' has no single-agent actor to export"
