@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,16 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
     return cfg
 
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False,
+          eval_callbacks: Sequence[Callable[[int, float], None]] = ()) -> tuple[Path, dict[str, Any]]:
     """Train from scratch; returns ``(run folder, summary)``.
 
     Args:
         cfg: the resolved config.
         run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
         overwrite: replace the drl run already in ``run_dir`` (otherwise a folder holding files is refused).
+        eval_callbacks: each called as ``callback(global_step, mean eval return)`` after every evaluation (e.g.
+            :func:`drl.tune.tune` reports to its trial); an exception raised there ends the run (envs closed).
 
     An agent whose registry entry has a ``prepare`` step (AACD: train the teacher first) runs it
     here, before its runner is built; it may choose and create ``run_dir`` and fill sub-folders of it.
@@ -90,7 +95,15 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
         run_dir = spec.prepare(cfg, Path(run_dir) if run_dir is not None else None, overwrite)
     runner = spec.runner_class(cfg, spec.agent_class, Path(run_dir) if run_dir is not None else None,
                                overwrite=overwrite)
-    return runner.run_dir, runner.train()
+    runner.eval_callbacks.extend(eval_callbacks)
+    try:
+        summary = runner.train()
+    except BaseException:
+        for env in (runner.env, runner.eval_env):  # the runner closes them only when it ends normally
+            with contextlib.suppress(Exception):
+                env.close()
+        raise
+    return runner.run_dir, summary
 
 
 RUN_CONFIG_KEYS = ("agent", "env", "total_steps", "seed", "algo")  # always in a run's config.yaml

@@ -164,7 +164,7 @@ def _list(args: argparse.Namespace) -> int:
     configs = Table(title=f"tuned configs ({CONFIG_DIR.name}/)")
     configs.add_column("agent")
     configs.add_column("config (env id with / as -, then any -variant)")
-    for path in sorted(CONFIG_DIR.glob("*/*.yaml")):
+    for path in sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.name != "tune.yaml"):  # tune.yaml: drl tune's
         configs.add_row(path.parent.name, path.name)
     console.print(configs)
     return 0
@@ -208,6 +208,40 @@ def _demos(args: argparse.Namespace) -> int:
     path = save_demos(demos, args.out)
     meta = demos["meta"]
     print(f"wrote {path}: {meta['episodes']} episodes, success rate {meta['success_rate']:.2f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from drl.export import export_policy
+
+    result = export_policy(args.run_dir, args.format, args.out, args.checkpoint)
+    meta = result["metadata"]
+    print(f"wrote {result['path']} ({result['format']}): input 'obs' [N, {meta['obs_dim']}] float32 = the raw obs "
+          f"group '{meta['obs_group']}' (normalised inside), output 'action' in {meta['action_space']}; matches "
+          f"the agent's deterministic actions (max |diff| {result['max_abs_diff']:.2g})")
+    if meta["obs_wrappers"]:
+        print(f"note: the policy reads the observations of the run's wrappers {meta['obs_wrappers']}: compute "
+              "them the same way before calling it")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from drl.config import parse_overrides
+    from drl.tune import tune
+
+    overrides = parse_overrides(args.set or [])
+    for key, value in (("total_steps", args.steps), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    result = tune(args.agent, args.env, args.trials, storage=args.storage, study_name=args.study, out=args.out,
+                  space_file=args.space, overrides=overrides, evals=args.evals, sampler=args.sampler,
+                  pruner=args.pruner, seed=args.seed)
+    print(f"study folder: {result.folder} ({result.trials} trials in the study: {result.pruned} pruned, "
+          f"{result.failed} failed)")
+    if result.best_config is None:
+        return 1
+    print(f"best: trial {result.best_trial}, final eval return {result.best_value:.4g}; config: {result.best_config} "
+          f"(drl train --config {result.best_config})")
     return 0
 
 
@@ -313,6 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env constructor argument, e.g. "
                        "reward_type=sparse (repeatable; record demos with the reward the learner will use)")
     demos.set_defaults(func=_demos)
+
+    export = sub.add_parser("export", help="the deterministic actor of a run (obs normaliser, network, action "
+                            "clip/squash) as an ONNX or TorchScript file")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", help="output file (default <run_dir>/policy-<checkpoint>.onnx or .pt)")
+    export.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
+    export.set_defaults(func=_export)
+
+    tune = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, median/Hyperband pruning on "
+                          "evaluation returns; search space configs/<agent>/tune.yaml); writes best.yaml")
+    tune.add_argument("agent", help="agent name (see `drl list`)")
+    tune.add_argument("--env", required=True, help="env id, as for drl train")
+    tune.add_argument("--trials", type=_integer(1, "trials"), required=True, help="trials this process runs")
+    tune.add_argument("--storage", help="Optuna storage URL shared by several processes/machines, e.g. "
+                      "postgresql://user@host/db (default sqlite:///<out>/study.db)")
+    tune.add_argument("--study", help="study name (default <agent>-<env>)")
+    tune.add_argument("--out", help="study folder (default tune/<agent>-<env>)")
+    tune.add_argument("--steps", type=_integer(1, "steps"), help="env steps per trial (default: the config's)")
+    tune.add_argument("--evals", type=_integer(1, "evals"), default=5, help="evaluations per trial, reported to "
+                      "the pruner (default 5)")
+    tune.add_argument("--space", metavar="FILE", help="search space YAML (default configs/<agent>/tune.yaml)")
+    tune.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    tune.add_argument("--seed", type=_integer(0, "seed"), default=0, help="the sampler's seed")
+    tune.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every trial "
+                      "(repeatable)")
+    tune.set_defaults(func=_tune)
     return parser
 
 

@@ -217,6 +217,8 @@ def check_env_fits(env_id: str, counts: Mapping[str, int], device: str | torch.d
     """
     from envs import ENVS, make_vec_env
 
+    if env_id.startswith("isaaclab:"):  # Isaac Lab's own torch-batched simulation: it checks its memory itself
+        return
     if env_id not in ENVS:
         limit = MAX_ASYNC_ADAPTER_ENVS if vectorization == "async" else MAX_SYNC_ADAPTER_ENVS
         what = "one subprocess" if vectorization == "async" else "one Python env object"

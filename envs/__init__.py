@@ -158,6 +158,10 @@ def make_vec_env(
         _route_mujoco_warnings(env_id)
     if env_id in ENVS:
         return gym.make_vec(env_id, num_envs=num_envs, device=device, **(env_kwargs or {}))
+    if env_id.startswith("isaaclab:"):  # an Isaac Lab task (optional extra): one shared simulation per process
+        from envs.isaaclab import make_isaaclab_env
+
+        return make_isaaclab_env(env_id, num_envs, device, env_kwargs)
     if env_id.startswith("drl/"):
         raise gym.error.NameNotFound(
             f"unknown drl env '{env_id}'; registered drl envs: {', '.join(sorted(ENVS))}"

@@ -10,7 +10,8 @@ import yaml
 from drl.config import ConfigError, dump_yaml, load_yaml, merge, parse_overrides, to_dict
 from drl.registry import default_config_dict, resolve_config
 
-CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml"))
+CONFIG_FILES = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml")
+                      if p.name != "tune.yaml")  # drl tune's search spaces (tests/test_tune.py)
 
 
 # ------------------------------------------------------------------------------------------------

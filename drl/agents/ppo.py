@@ -40,6 +40,7 @@ from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.actor_critic import ActorCritic
+from drl.nn.deploy import CallActor, DeployedActor, ExportError, FrozenNormalizer
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
@@ -548,3 +549,23 @@ class PPO:
     def policy(self) -> nn.Module:
         """The actor (with its obs normalisers) for evaluation and export."""
         return self.model
+
+    def export_actor(self) -> DeployedActor:
+        """The deterministic actor as one traceable module: the raw ``actor_obs`` group ``[N, D]`` -> what
+        ``act(obs, deterministic=True, update_stats=False)`` returns (the frozen normaliser, the MLP, the head's
+        mode and its clip or tanh-rescale into the bounds; Discrete: the argmax ``[N]`` int64).
+
+        Raises:
+            ExportError: a recurrent policy (its hidden state lives between calls, outside one forward).
+        """
+        if self.cfg.recurrent:
+            raise ExportError(f"{type(self).__name__}: a recurrent policy carries its hidden state from step to "
+                              "step; export takes feed-forward actors only")
+        model, group = self.model, self.cfg.actor_obs
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            return model.head.env_action(model.act(x, deterministic=True)[0])
+
+        rms = self.obs_normalizers[group] if self.cfg.normalize_obs else None
+        return DeployedActor(FrozenNormalizer(rms), CallActor(actor, model.actor_body, model.head),
+                             flat_dim(self.group_shapes[group]), group)

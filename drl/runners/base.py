@@ -278,6 +278,9 @@ class Runner:
         self._in_iteration = False
         self._best_pending = False  # an evaluation of this iteration beat best_eval_return
         self.extra_eval: dict[str, float] = {}  # the agent's other evaluations (see _evaluate_variants)
+        # called as callback(global_step, mean eval return) after each evaluation (e.g. `drl tune` reports it to its
+        # trial, which may raise to prune the run)
+        self.eval_callbacks: list[Callable[[int, float], None]] = []
         self.state = self._initial_state()
         self.stop = StopSignals()
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
@@ -600,6 +603,8 @@ class Runner:
         state["eval_s"] += clock() - eval_start
         while state["next_eval_step"] <= state["global_step"]:
             state["next_eval_step"] += self.cfg.eval_interval or 2**62
+        for callback in self.eval_callbacks:
+            callback(state["global_step"], result[0])
         return result
 
     def _log_and_checkpoint(self, logger: RunLogger, row: dict[str, Any], last: bool) -> None:
