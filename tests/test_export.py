@@ -218,7 +218,10 @@ def test_stateful_policies_are_refused_with_one_line(tmp_path: Path) -> None:
 
 
 # registered agents without a single-agent actor (drl.export refuses them with one line), with the reason
-NO_SINGLE_ACTOR: dict[str, str] = {}
+NO_SINGLE_ACTOR: dict[str, str] = {
+    "happo": "one actor per agent", "mappo": "one actor per agent",
+    "camrl": "one actor per task", "mt-ppo": "a task-conditioned actor reading two obs groups",
+}
 
 
 def test_every_registered_agent_exports_or_is_listed_as_refused() -> None:
