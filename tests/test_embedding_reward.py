@@ -285,3 +285,47 @@ def test_ppo_through_config_logs_the_env_return_and_resumes_exactly(demo_file, t
     half = load_checkpoint(half_dir / "checkpoints" / "latest.pt")
     assert half["wrappers"][0]["name"] == "embedding_reward"
     torch.testing.assert_close(half["wrappers"][0]["state"]["goal"], state["goal"], rtol=0, atol=0)
+
+
+# --- the demonstration script (benchmarks/embedding_reward.py) ------------------------------------
+def test_benchmark_summary_and_claim_against_hand_values():
+    from benchmarks.embedding_reward import claim_line, summarise
+
+    def run(seed: int, final: float, untrained: float, random: float) -> dict[str, Any]:
+        return {"seed": seed, "final": final, "untrained": untrained, "random": random, "demo_success": 1.0,
+                "sps": 100.0}
+
+    runs = [run(0, 0.6, 0.0, 0.02), run(1, 0.4, 0.1, 0.0), run(2, 0.2, 0.0, 0.04)]
+    summary = summarise(runs)
+    assert summary["final_mean"] == pytest.approx(0.4) and summary["untrained_mean"] == pytest.approx(0.1 / 3)
+    assert summary["random_mean"] == pytest.approx(0.02) and summary["claim"]
+    assert claim_line(summary).endswith("yes (final success 0.40 +- 0.16; step 0 0.03; random policy 0.02)")
+    assert not summarise(runs[:2])["claim"]  # fewer than 3 seeds
+    assert not summarise(runs + [run(3, 0.05, 0.1, 0.0)])["claim"]  # one seed below its step-0 success
+    assert summarise(runs + [{"seed": 4, "error": "boom"}])["errors"] == 1
+
+
+def test_benchmark_runs_end_to_end_at_a_tiny_budget(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.embedding_reward as bench
+    from benchmarks.embedding_reward import main
+
+    monkeypatch.setattr(bench, "EVAL_EPISODES", 10)
+    monkeypatch.setattr(bench, "RANDOM_EPISODES", 10)
+
+    for bad in (["--seeds", "0"], ["--action-noise", "-1"], ["--encoder-steps", "0"]):
+        with pytest.raises(SystemExit):
+            main(bad + ["--dry-run"])
+    out = tmp_path / "out"
+    assert main(["--seeds", "1", "--steps", "1024", "--demo-episodes", "4", "--encoder-steps", "20",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    (run,) = results["runs"]
+    assert "error" not in run, run.get("error")
+    assert [p["step"] for p in run["points"]] == [1024] and 0.0 <= run["final"] <= 1.0
+    assert 0.0 <= run["untrained"] <= 1.0 and 0.0 <= run["random"] <= 1.0
+    assert run["demo_success"] > 0.5 and run["similarity_first"] is not None
+    report = (out / "report.md").read_text()
+    assert "## Claim (issue 15)" in report and ">= 3 seeds): no" in report  # one seed cannot support the claim
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

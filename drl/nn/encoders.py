@@ -55,23 +55,32 @@ class RandomProjection(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """``x [N, *shape] -> mlp((flatten(x) - mean) / std) [N, out_dim]``, whitened by stored demo statistics.
+    """``x [N, *shape] -> mlp((flatten(x)[:, features] - mean) / std) [N, out_dim]``, whitened by stored demo
+    statistics.
 
     Args:
         in_dim: the flattened input size.
         out_dim: the embedding size.
         hidden: hidden widths (tanh).
+        features: indices into the flattened input that the encoder reads (None: all), e.g. the positions a
+            camera would see rather than joint velocities.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: list[int] | tuple[int, ...] = (64, 64)):
+    def __init__(self, in_dim: int, out_dim: int, hidden: list[int] | tuple[int, ...] = (64, 64),
+                 features: list[int] | None = None):
         super().__init__()
-        self.config = {"in_dim": int(in_dim), "out_dim": int(out_dim), "hidden": [int(w) for w in hidden]}
-        self.net = make_mlp(in_dim, list(hidden), out_dim)
-        self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("std", torch.ones(in_dim))
+        if features is not None and (not features or not all(0 <= i < in_dim for i in features)):
+            raise ValueError(f"features must be indices in [0, {in_dim}), got {features}")
+        self.config = {"in_dim": int(in_dim), "out_dim": int(out_dim), "hidden": [int(w) for w in hidden],
+                       "features": None if features is None else [int(i) for i in features]}
+        width = in_dim if features is None else len(features)
+        self.register_buffer("index", torch.arange(in_dim) if features is None else torch.tensor(features))
+        self.net = make_mlp(width, list(hidden), out_dim)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x.reshape(x.shape[0], -1).float() - self.mean) / self.std)
+        return self.net((x.reshape(x.shape[0], -1).float()[:, self.index] - self.mean) / self.std)
 
 
 _KINDS: dict[str, type[nn.Module]] = {"random_projection": RandomProjection, "mlp": MLPEncoder}
@@ -101,8 +110,10 @@ def demo_progress(demos: dict[str, Any], group: str = "policy") -> tuple[torch.T
 
 def train_progress_encoder(demos: dict[str, Any], group: str = "policy", out_dim: int = 16,
                            hidden: list[int] | tuple[int, ...] = (64, 64), steps: int = 2000, batch_size: int = 256,
-                           learning_rate: float = 1e-3, seed: int = 0) -> MLPEncoder:
-    """An :class:`MLPEncoder` of obs group ``group`` trained on ``demos`` (see the module docstring).
+                           learning_rate: float = 1e-3, features: list[int] | None = None,
+                           seed: int = 0) -> MLPEncoder:
+    """An :class:`MLPEncoder` of obs group ``group`` (its ``features``, None: all) trained on ``demos`` (see the
+    module docstring).
 
     Loss per minibatch of ``batch_size`` random pairs ``(i, j)`` of demo observations (Adam, ``steps`` steps):
     ``mean((cos(f(x_i), f(x_j)) - cos(pi * |p_i - p_j|))^2)``. Deterministic for a given ``seed`` (the run's
@@ -115,9 +126,10 @@ def train_progress_encoder(demos: dict[str, Any], group: str = "policy", out_dim
     generator = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        encoder = MLPEncoder(x.shape[1], out_dim, hidden)
-    encoder.mean.copy_(x.mean(0))
-    encoder.std.copy_(x.std(0, unbiased=False).clamp_min(1e-3))
+        encoder = MLPEncoder(x.shape[1], out_dim, hidden, features)
+    used = x[:, encoder.index]
+    encoder.mean.copy_(used.mean(0))
+    encoder.std.copy_(used.std(0, unbiased=False).clamp_min(1e-3))
     optimizer = torch.optim.Adam(encoder.parameters(), lr=learning_rate)
     for _ in range(steps):
         i, j = torch.randint(x.shape[0], (2, batch_size), generator=generator)
