@@ -329,3 +329,26 @@ def test_benchmark_runs_end_to_end_at_a_tiny_budget(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "## Claim (issue 15)" in report and ">= 3 seeds): no" in report  # one seed cannot support the claim
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_camera_frames_of_a_panda_task_and_the_cli_flag(tmp_path):
+    from drl.wrappers import parse_wrapper_flag
+
+    kwargs = {"image": True, "image_size": 16, "max_episode_steps": 10}
+    demos = collect_demos("drl/PandaReach-v0", 2, num_envs=2, env_kwargs=kwargs)
+    assert demos["obs/image"].shape[1:] == (3, 16, 16)
+    path = save_demos(demos, tmp_path / "frames.pt")
+    spec = parse_wrapper_flag(f"embedding_reward:encoder=drl.nn.encoders:random_projection,encoder_kwargs="
+                              f"{{in_dim: 768, out_dim: 8}},goal_demos={path},obs_group=image,final_steps=2")
+    cfg = api.load_config("ppo", "drl/PandaReach-v0", overrides={"env": {"num_envs": 2, "kwargs": kwargs},
+                                                                 "device": "cpu", "wrappers": [spec]})
+    env = make_run_env(cfg, 2, torch.device("cpu"))
+    try:
+        assert isinstance(env, EmbeddingReward) and env.goal.shape == (8,)
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step(torch.zeros(2, 3))
+        frames = info["final_obs"]["image"]
+        torch.testing.assert_close(reward, similarity_reward(env.encoder(frames), env.goal))
+        assert info["env_reward"].shape == (2,) and not torch.equal(info["env_reward"], reward)
+    finally:
+        env.close()
