@@ -12,7 +12,7 @@ true next obs ``s'`` to a goal embedding ``g``, which comes from
   prompts (VLM-as-reward, Rocamonde et al. 2023, "Vision-Language Models are Zero-Shot Reward Models").
 
 With ``x = f(s') / |f(s')|`` and ``g``, ``b`` renormalised to unit length, the reward is VLM-RM's goal-baseline
-regularised ``R_CLIP-Reg`` (Rocamonde et al. 2023, sec. 3):
+regularised ``R_CLIP-Reg`` (Rocamonde et al. 2023, "Goal-Baseline Regularization"; as in the authors' vlmrm code):
 
     r = 1 - 1/2 |P (x - g)|^2,      P = alpha * d d^T / |d|^2 + (1 - alpha) * I,      d = g - b
 
