@@ -120,7 +120,7 @@ def run(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     cfg = load_config(config_file=ROOT / CONFIG, overrides=overrides)
     untrained = untrained_success(cfg, work / f"untrained-s{seed}")
     _, summary, rows = script.train_run(cfg, work / f"ppo-s{seed}")
-    points = script.eval_points(rows, name="success")
+    points = [{"step": 0, "success": untrained}] + script.eval_points(rows, name="success")  # step 0: untrained
     sims = [float(r["embedding_reward/similarity"]) for r in rows if r.get("embedding_reward/similarity")]
     train_s = summary["wall_s"] - summary["eval_s"]
     return {"points": points, "final": points[-1]["success"] if points else None,

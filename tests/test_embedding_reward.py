@@ -323,7 +323,8 @@ def test_benchmark_runs_end_to_end_at_a_tiny_budget(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     (run,) = results["runs"]
     assert "error" not in run, run.get("error")
-    assert [p["step"] for p in run["points"]] == [1024] and 0.0 <= run["final"] <= 1.0
+    assert [p["step"] for p in run["points"]] == [0, 1024] and 0.0 <= run["final"] <= 1.0
+    assert run["points"][0]["success"] == run["untrained"]
     assert 0.0 <= run["untrained"] <= 1.0 and 0.0 <= run["random"] <= 1.0
     assert run["demo_success"] > 0.5 and run["similarity_first"] is not None
     report = (out / "report.md").read_text()
