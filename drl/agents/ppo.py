@@ -36,6 +36,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from drl import distributed
 from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
@@ -435,7 +436,8 @@ class PPO:
                 losses = self.train_step(minibatch)
                 for k in stats:
                     stats[k].append(losses[k])
-                if cfg.target_kl is not None and losses["approx_kl"] > cfg.target_kl:
+                # every rank stops alike: on the rank mean of the KL (itself without other ranks)
+                if cfg.target_kl is not None and distributed.mean_scalar(losses["approx_kl"]) > cfg.target_kl:
                     stop = True
                     break
             epochs_run += 1
