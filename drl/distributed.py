@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
-           "rank_seed", "average_gradients_", "mean_scalar", "any_rank", "merge_moments", "check_in_sync",
+           "rank_seed", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments", "check_in_sync",
            "torchrun_command", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -142,6 +142,18 @@ def mean_scalar(x: torch.Tensor) -> torch.Tensor:
     return y.div_(world_size())
 
 
+def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and the (Bessel-corrected) std of every rank's ``x`` together: 0-d tensors in ``x``'s dtype,
+    from the ranks' count, mean and variance merged exactly (:func:`merge_moments`, float64). Without other
+    ranks: ``x.mean(), x.std()``. Not differentiable: for statistics of data (PPO's advantages)."""
+    if not active():
+        return x.mean(), x.std()
+    flat = x.detach().reshape(-1).double()
+    n, mean, var = merge_moments(flat.numel(), flat.mean().reshape(1), flat.var(correction=0).reshape(1))
+    std = (var * (n / max(n - 1.0, 1.0))).sqrt()
+    return mean.reshape(()).to(x.dtype), std.reshape(()).to(x.dtype)
+
+
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` holds on any rank (e.g. a stop signal reached one of them)."""
     if not active():
@@ -157,7 +169,8 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() != "gloo" else torch.device("cpu")
 
 
-def merge_moments(count: float, mean: torch.Tensor, var: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+                  ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Every rank's batch moments merged into the moments of all their samples together.
 
     ``count`` samples with ``mean[*S]`` and population variance ``var[*S]`` on each rank; the merge

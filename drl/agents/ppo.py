@@ -208,6 +208,7 @@ class PPO:
         self.model = ActorCritic(self._actor_dim(flat_dim(actor_space.shape)), flat_dim(critic_space.shape),
                                  action_space, cfg)
         self.model.to(device)
+        self.across_ranks = distributed.active()  # torchrun: minibatch statistics over all ranks (drl.distributed)
         # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                     eps=1e-5, compile=self._should_compile(num_envs, total_steps))
@@ -486,7 +487,11 @@ class PPO:
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            if self.across_ranks:  # under torchrun: the mean and std of every rank's minibatch together
+                mean, std = distributed.mean_std(advantages)
+                advantages = (advantages - mean) / (std + 1e-8)
+            else:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -torch.min(
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()

@@ -1,0 +1,169 @@
+"""Distributed training (drl.distributed): 2 ranks on gloo against one process on the same data, the run
+folder written by rank 0 alone, resume under torchrun, and a dead rank stopping the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from drl import distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank: int | None = None, world: int = 1, port: int = 0) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    if rank is not None:
+        env |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)}
+    return env
+
+
+def _ranks(mode: str, out: Path, *args: str, world: int = 2, timeout: float = 120.0
+           ) -> list[subprocess.CompletedProcess]:
+    """Run the worker as ``world`` ranks (as torchrun would start them); their completed processes."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), mode, str(out), *args], cwd=ROOT,
+                              env=_env(r, world, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world)]
+    done = []
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"the {world} ranks of '{mode}' hung for {timeout} s")
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return done
+
+
+def _single(mode: str, out: Path) -> None:
+    proc = subprocess.run([sys.executable, str(WORKER), mode, str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _ok(procs: list[subprocess.CompletedProcess]) -> None:
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r}: {p.stderr[-3000:]}"
+
+
+def test_without_torchrun_the_hooks_are_the_one_process_math() -> None:
+    assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
+    assert distributed.rank_seed(7, 16) == 7
+    g = torch.tensor([1.0, -2.0])
+    assert distributed.average_gradients_(g) is g and g.tolist() == [1.0, -2.0]
+    x = torch.tensor([1.0, 2.0, 4.0])
+    mean, std = distributed.mean_std(x)
+    assert mean.item() == pytest.approx(7 / 3) and std.item() == pytest.approx(x.std().item())
+    assert distributed.merge_moments(3, x, x) == (3, x, x)
+    assert distributed.any_rank(True) and not distributed.any_rank(False)
+
+
+def test_without_nproc_argv() -> None:
+    from drl.cli import _without_nproc
+
+    assert _without_nproc(["train", "ppo", "--nproc", "2", "--steps", "8"]) == ["train", "ppo", "--steps", "8"]
+    assert _without_nproc(["ppo", "--nproc=4"]) == ["train", "ppo"]
+    cmd = distributed.torchrun_command(3, ["train", "sac"])
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3", "-m", "drl", "train",
+                       "sac"]
+
+
+def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: Path) -> None:
+    """Two rollouts of [16, 8] (normalised obs and rewards, normalised advantages, 3 epochs, clipping): ranks
+    with 4 env columns each hold bitwise equal parameters after every update, equal (to float32 rounding) to one
+    process's with all 8; the obs statistics are those of all 8 columns."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _single("ppo", one)
+    _ok(_ranks("ppo", two))
+    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    start = None
+    for update, (a, b, c) in enumerate(zip(ref["params"], r0["params"], r1["params"], strict=True)):
+        assert torch.equal(b, c), f"ranks differ after update {update + 1}"
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        start = a if start is None else start
+    assert not torch.equal(ref["params"][0], ref["params"][1])  # the updates moved the parameters
+    for key in ("obs_mean", "obs_var", "obs_count", "return_var"):
+        torch.testing.assert_close(r0[key], ref[key], rtol=1e-9, atol=1e-12)
+        assert torch.equal(r0[key], r1[key])
+    assert ref["obs_count"].item() == pytest.approx(2 * 16 * 8 + 1e-4)
+
+
+def test_sac_and_td3_two_ranks_with_half_the_batch_make_the_one_process_update(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _single("offpolicy", one)
+    _ok(_ranks("offpolicy", two))
+    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    for name in ("sac", "td3"):
+        for update, (a, b, c) in enumerate(zip(ref[name], r0[name], r1[name], strict=True)):
+            assert torch.equal(b, c), f"{name}: ranks differ after update {update + 1}"
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{name}: update {update + 1}")
+        assert not torch.equal(ref[name][0], ref[name][-1])
+
+
+def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path: Path) -> None:
+    start = time.monotonic()
+    procs = _ranks("die", tmp_path, timeout=60.0)
+    assert procs[1].returncode == 3
+    assert procs[0].returncode == 6, procs[0].stderr[-2000:]
+    seconds, message = (tmp_path / "rank0-error.txt").read_text().split("\n", 1)
+    assert "rank 0 of 2: the gradient all-reduce failed, another rank died or hung" in message
+    assert float(seconds) < 30.0 and time.monotonic() - start < 60.0
+
+
+def _train_args(run_dir: Path, steps: int) -> list[str]:
+    return ["train", "ppo", "--env", "drl/Pendulum-v0", "--num-envs", "4", "--steps", str(steps), "--set",
+            "algo.num_steps=32", "--set", "algo.minibatch_size=64", "--set", "algo.normalize_obs=true", "--set",
+            "eval_interval=256", "--set", "env.num_eval_envs=2", "--set", "eval_episodes=2", "--set",
+            "checkpoint_interval=256", "--run-dir", str(run_dir), "--no-progress"]
+
+
+def test_two_rank_run_writes_from_rank_0_only_and_resumes(tmp_path: Path) -> None:
+    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks), then a resume to 4:
+    rank 1 never writes in the run folder; global_step counts both ranks' env steps; the resumed run continues
+    from the checkpoint with both ranks in step (they are compared every iteration)."""
+    run = tmp_path / "run"
+    _ok(_ranks("train", tmp_path, *_train_args(run, 512)))
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 512 and summary["ranks"] == 2
+    first = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert first["runner"]["global_step"] == 512
+    procs = _ranks("train", tmp_path, "train", "--resume", str(run), "--steps", "1024", "--no-progress")
+    _ok(procs)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["256", "512", "768", "1024"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 1024
+    resumed = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert resumed["runner"]["global_step"] == 1024
+    assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
+                           resumed["agent_state"]["model"]["actor_body.0.weight"])
+    writes = json.loads((tmp_path / "writes-rank1.json").read_text())
+    assert [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
+    assert "run folder" not in procs[1].stdout and procs[0].stdout.count("run folder") >= 1
