@@ -143,27 +143,42 @@ def _train_args(run_dir: Path, steps: int) -> list[str]:
             "checkpoint_interval=256", "--run-dir", str(run_dir), "--no-progress"]
 
 
-def test_two_rank_run_writes_from_rank_0_only_and_resumes(tmp_path: Path) -> None:
-    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks), then a resume to 4:
-    rank 1 never writes in the run folder; global_step counts both ranks' env steps; the resumed run continues
-    from the checkpoint with both ranks in step (they are compared every iteration)."""
+def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path) -> None:
+    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks): rank 1 never writes
+    in the run folder and prints nothing; global_step counts both ranks' env steps."""
     run = tmp_path / "run"
-    _ok(_ranks("train", tmp_path, *_train_args(run, 512)))
+    procs = _ranks("train", tmp_path, *_train_args(run, 512))
+    _ok(procs)
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 512 and summary["ranks"] == 2
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["runner"]["global_step"] == 512
+    writes = json.loads((tmp_path / "writes-rank1.json").read_text())
+    assert writes and [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
+    assert procs[1].stdout == "" and "run folder" in procs[0].stdout
+
+
+@pytest.mark.slow
+def test_torchrun_run_resumes(tmp_path: Path) -> None:
+    """``drl train --nproc 2`` (torchrun) for 2 iterations, then ``--resume --nproc 2`` to 4: the rows and
+    checkpoints continue from the checkpoint, both ranks in step (compared every iteration)."""
+    run = tmp_path / "run"
+
+    def drl(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "drl", *args, "--nproc", "2"], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    drl(*_train_args(run, 512))
     first = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert first["runner"]["global_step"] == 512
-    procs = _ranks("train", tmp_path, "train", "--resume", str(run), "--steps", "1024", "--no-progress")
-    _ok(procs)
+    drl("train", "--resume", str(run), "--steps", "1024", "--no-progress")
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512", "768", "1024"]
-    assert json.loads((run / "summary.json").read_text())["steps"] == 1024
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 1024 and summary["ranks"] == 2
     resumed = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert resumed["runner"]["global_step"] == 1024
     assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
                            resumed["agent_state"]["model"]["actor_body.0.weight"])
-    writes = json.loads((tmp_path / "writes-rank1.json").read_text())
-    assert [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
-    assert "run folder" not in procs[1].stdout and procs[0].stdout.count("run folder") >= 1
