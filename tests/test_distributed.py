@@ -182,3 +182,58 @@ def test_torchrun_run_resumes(tmp_path: Path) -> None:
     assert resumed["runner"]["global_step"] == 1024
     assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
                            resumed["agent_state"]["model"]["actor_body.0.weight"])
+
+
+# --- benchmarks/distributed.py --------------------------------------------------------------
+def _bench_run(agent: str, nproc: int, seed: int, sps: float, final: float) -> dict:
+    return {"agent": agent, "env": "drl/Pendulum-v0", "nproc": nproc, "variant": f"{agent}-p{nproc}", "seed": seed,
+            "train_sps": sps, "final": final, "points": [{"step": 512, "eval_return": final - 10.0},
+                                                         {"step": 1024, "eval_return": final}],
+            "config": {"file": f"configs/{agent}/drl-Pendulum-v0.yaml", "steps": 1024}}
+
+
+def test_distributed_benchmark_summary_report_and_plot_from_hand_runs(tmp_path: Path) -> None:
+    from benchmarks.distributed import summarise, write_plot, write_report
+
+    runs = [_bench_run("ppo", 1, 0, 1000.0, -200.0), _bench_run("ppo", 1, 1, 1200.0, -300.0),
+            _bench_run("ppo", 2, 0, 1500.0, -250.0), _bench_run("ppo", 2, 1, 1700.0, -150.0),
+            {"agent": "ppo", "env": "drl/Pendulum-v0", "nproc": 4, "variant": "ppo-p4", "seed": 0,
+             "skipped": "4 processes need 4 GPUs", "points": []}]
+    summary = summarise(runs)
+    one, two, four = summary
+    assert one["train_sps"] == 1100.0 and one["efficiency"] == 1.0
+    assert two["train_sps"] == 1600.0 and two["efficiency"] == pytest.approx(1600.0 / 2200.0)
+    assert two["final_mean"] == -200.0 and two["final_std"] == 50.0
+    assert four["skipped"] == "4 processes need 4 GPUs" and four["efficiency"] is None and four["seeds"] == 0
+    meta = {"date": "2026-12-01", "command": "python -m benchmarks.distributed", "seeds": 2, "device": "cpu",
+            "machine": {"cpu": "x", "usable_cores": 2, "gpu": []}, "versions": {"torch": "2"}, "load_start": 1,
+            "load_end": 1, "elapsed_s": 3}
+    report = write_report({"meta": meta, "runs": runs, "summary": summary}, tmp_path).read_text()
+    assert "| ppo | 2 | 1,600 | 0.73 | -200.0 +- 50.0 | 2 |" in report
+    assert "| ppo | 4 | skipped: 4 processes need 4 GPUs |" in report
+    assert write_plot({"meta": meta, "runs": runs, "summary": summary}, tmp_path).is_file()
+
+
+def test_distributed_benchmark_commands_and_dry_run(capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.distributed import command, main, parse_args, skip_reason
+
+    args = parse_args(["--steps", "2048"])
+    cmd = command("sac", "drl/Pendulum-v0", 2, 3, args, Path("r"))
+    assert cmd[1:5] == ["-m", "drl", "train", "sac"] and cmd[-2:] == ["--nproc", "2"] and "--steps" in cmd
+    assert "--nproc" not in command("sac", "drl/Pendulum-v0", 1, 3, args, Path("r"))
+    assert skip_reason(2, "cpu") is None
+    assert main(["--dry-run", "--nproc", "1", "2"]) == 0
+    assert "2 processes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse_args(["--nproc", "0"])
+
+
+@pytest.mark.slow
+def test_distributed_benchmark_end_to_end(tmp_path: Path) -> None:
+    from benchmarks.distributed import main
+
+    assert main(["--agents", "ppo", "--nproc", "1", "2", "--seeds", "1", "--steps", "4096", "--out",
+                 str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["ranks"] for r in results["runs"]] == [1, 2] and all(r["steps"] == 4096 for r in results["runs"])
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "curves.png").is_file()
