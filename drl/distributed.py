@@ -42,8 +42,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
-           "rank_seed", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments", "check_in_sync",
-           "torchrun_command", "DEFAULT_TIMEOUT_S"]
+           "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
+           "check_in_sync", "torchrun_command", "launch", "NullLogger", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 300.0
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -112,6 +112,14 @@ def rank_seed(seed: int, num_envs: int) -> int:
     return seed + rank() * num_envs
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index becomes this rank's GPU (``cuda:LOCAL_RANK``, set by :func:`init`), so envs
+    that pick their GPU from the device string (MuJoCo Warp) use it too; anything else is returned as it is."""
+    if device.type == "cuda" and device.index is None and dist.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @contextmanager
 def _collective(what: str) -> Iterator[None]:
     """Turn a failed collective into one :class:`DistributedError` line naming this rank and ``what``."""
@@ -158,15 +166,10 @@ def any_rank(flag: bool) -> bool:
     """Whether ``flag`` holds on any rank (e.g. a stop signal reached one of them)."""
     if not active():
         return flag
-    t = torch.tensor([int(flag)], device=_collective_device())
+    t = torch.tensor([int(flag)])  # a CPU tensor: gloo (every backend here has it), no GPU sync
     with _collective("agreeing on a stop"):
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
-
-
-def _collective_device() -> torch.device:
-    """The device of small control tensors: the current CUDA device under NCCL, else the CPU."""
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() != "gloo" else torch.device("cpu")
 
 
 def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor

@@ -229,7 +229,7 @@ class Runner:
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(resolve_device(cfg.device))  # torchrun on GPUs: this rank's GPU
         self.world = distributed.world_size()  # ranks training together under torchrun (drl.distributed); else 1
         seed_everything(cfg.seed)
         check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
