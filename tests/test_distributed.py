@@ -136,6 +136,15 @@ def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path: Path) -> None
     assert float(seconds) < 30.0 and time.monotonic() - start < 60.0
 
 
+def test_under_torchrun_a_dead_rank_ends_the_job_naming_it(tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(WORKER), "die", str(tmp_path)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - start < 90.0
+    assert "exitcode  : 3" in proc.stderr and "rank      : 1" in proc.stderr, proc.stderr[-3000:]
+
+
 def _train_args(run_dir: Path, steps: int) -> list[str]:
     return ["train", "ppo", "--env", "drl/Pendulum-v0", "--num-envs", "4", "--steps", str(steps), "--set",
             "algo.num_steps=32", "--set", "algo.minibatch_size=64", "--set", "algo.normalize_obs=true", "--set",
