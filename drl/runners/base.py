@@ -682,7 +682,8 @@ class Runner:
             summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
         if not distributed.is_main():
             return summary  # under torchrun rank 0 writes it
-        summary["ranks"] = self.world  # processes that trained together (torchrun), each with env.num_envs envs
+        if self.world > 1:
+            summary["ranks"] = self.world  # processes that trained together (torchrun), each with env.num_envs envs
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         if error is None:
             write_hparams(self.run_dir, to_dict(self.cfg), summary)
