@@ -132,7 +132,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
     lines = header_lines("Distributed training (torchrun): scaling and learning at equal env steps", meta)
     lines += [machine_line(meta, extra=("one torch thread per process", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per agent and process count. Each process steps the config's `env.num_envs` "
+              f"Seeds per agent and process count: {meta['seeds']}. Each process steps the config's `env.num_envs` "
               "envs; `total_steps` counts all processes' env steps, so every process count trains on the same "
               "total. Steps/s: training env steps per second of all processes together, evaluations excluded. "
               "Efficiency: steps/s(P) / (P x steps/s(1)), 1.00 = linear scaling. On a machine with fewer free "

@@ -241,8 +241,8 @@ def test_distributed_benchmark_commands_and_dry_run(capsys: pytest.CaptureFixtur
 def test_distributed_benchmark_end_to_end(tmp_path: Path) -> None:
     from benchmarks.distributed import main
 
-    assert main(["--agents", "ppo", "--nproc", "1", "2", "--seeds", "1", "--steps", "4096", "--out",
+    assert main(["--agents", "ppo", "--nproc", "1", "2", "--seeds", "1", "--steps", "8192", "--out",
                  str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [r["ranks"] for r in results["runs"]] == [1, 2] and all(r["steps"] == 4096 for r in results["runs"])
+    assert [r["ranks"] for r in results["runs"]] == [1, 2] and all(r["steps"] == 8192 for r in results["runs"])
     assert (tmp_path / "report.md").is_file() and (tmp_path / "curves.png").is_file()
