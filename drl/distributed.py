@@ -8,7 +8,8 @@ a few hooks, each a no-op in a single process:
   clipping and Adam, so every rank applies the same update to the same parameters;
 * :func:`merge_moments` - :class:`drl.nn.RunningMeanStd` merges each batch's count, mean and variance
   across ranks (Chan et al.'s exact count-weighted merge) before folding it in, so every rank holds the
-  statistics one process stepping all ranks' envs would hold;
+  statistics one process stepping all ranks' envs would hold (on GPUs each merge reads the counts back to
+  the host: one sync per update of the statistics, i.e. per env step with ``normalize_obs``);
 * :func:`mean_scalar` / :func:`any_rank` - decisions every rank must take alike (PPO's target-KL early
   stop, a stop signal) are taken on the rank mean / any rank;
 * :func:`is_main` - rank 0 alone writes the run folder (config, metrics, checkpoints, summary) and
@@ -43,7 +44,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
            "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
-           "check_in_sync", "torchrun_command", "launch", "NullLogger", "DEFAULT_TIMEOUT_S"]
+           "check_agree", "check_in_sync", "torchrun_command", "launch", "NullLogger", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 300.0
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -204,6 +205,18 @@ def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Te
         v = (v * n + v_b * n_b + delta * delta * (n * n_b / total)) / total
         n = total
     return n, m.reshape(shape).to(mean.dtype), v.reshape(shape).to(var.dtype)
+
+
+def check_agree(value: int, what: str) -> None:
+    """Raise :class:`DistributedError` naming ``what`` unless every rank passes the same ``value``."""
+    if not active():
+        return
+    gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    with _collective(f"comparing {what}"):
+        dist.all_gather(gathered, torch.tensor([int(value)], dtype=torch.int64))
+    values = [int(g) for g in gathered]
+    if len(set(values)) > 1:
+        raise DistributedError(f"the ranks disagree on {what}: {values} (rank by rank)")
 
 
 def check_in_sync(module: torch.nn.Module | None, what: str) -> None:

@@ -66,7 +66,18 @@ def run_ppo(out: Path) -> None:
                                                             "truncated")}})
         agent.update(storage)
         params.append(agent.train_step.params.data.clone())
-    torch.save({"params": params, "obs_mean": norm.mean.clone(), "obs_var": norm.var.clone(),
+    errors = []  # the checks that compare ranks: silent when they agree, one error when they do not
+    distributed.check_agree(7, "a constant")
+    distributed.check_in_sync(agent.policy, "the updates")
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.constant_(layer.weight, float(rank))
+    for check in (lambda: distributed.check_agree(rank, "the rank"),
+                  lambda: distributed.check_in_sync(layer, "filling a layer with the rank")):
+        try:
+            check()
+        except distributed.DistributedError as err:
+            errors.append(str(err))
+    torch.save({"params": params, "errors": errors, "obs_mean": norm.mean.clone(), "obs_var": norm.var.clone(),
                 "obs_count": norm.count.clone(), "return_var": agent.reward_scaler.return_stats.var.clone()},
                out / f"rank{rank}.pt")
 

@@ -110,6 +110,12 @@ def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: 
         torch.testing.assert_close(r0[key], ref[key], rtol=1e-9, atol=1e-12)
         assert torch.equal(r0[key], r1[key])
     assert ref["obs_count"].item() == pytest.approx(2 * 16 * 8 + 1e-4)
+    assert ref["errors"] == []  # one process: nothing to compare
+    assert r0["errors"] == r1["errors"] == [
+        "the ranks disagree on the rank: [0, 1] (rank by rank)",
+        "the ranks' policies differ after filling a layer with the rank: this agent's optimiser does not "
+        "average its gradients across ranks (distributed training needs the agent's steps to go through "
+        "drl.optim.TrainStep or FusedUpdate, as PPO, SAC and TD3 do)"]
 
 
 def test_sac_and_td3_two_ranks_with_half_the_batch_make_the_one_process_update(tmp_path: Path) -> None:

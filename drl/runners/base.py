@@ -288,6 +288,8 @@ class Runner:
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
                                               overwrite=overwrite, keep=getattr(agent_class, "run_subfolders", ()))
             self._lock = RunLock(self.run_dir).acquire()
+        distributed.check_agree(self.state["global_step"], "the step the run starts from (a resume needs every "
+                                "rank to read the run folder's checkpoints: a shared file system across machines)")
 
     # --- what a subclass defines --------------------------------------------------------------
     def _build_storage(self) -> None:
