@@ -25,14 +25,14 @@ def _train(args: argparse.Namespace) -> int:
         return _train_process(args)
     try:
         distributed.init(args.device or "auto", args.dist_timeout)
-        code = _train_process(args)
+        return _train_process(args)
     except distributed.DistributedError as err:
         if os.environ.get("DRL_DEBUG"):
             raise
         print(f"drl train: error: {err}", file=sys.stderr, flush=True)
         return EXIT_DISTRIBUTED
-    distributed.shutdown()
-    return code
+    finally:  # now, not at interpreter exit, where gloo may abort tearing down a group a dead rank broke
+        distributed.shutdown()
 
 
 EXIT_DISTRIBUTED = 6  # under torchrun: a collective failed or timed out (another rank died or hung)

@@ -138,6 +138,7 @@ def run_die(out: Path) -> None:
             time.sleep(0.01)
     except distributed.DistributedError as err:
         (out / "rank0-error.txt").write_text(f"{time.monotonic() - start:.1f}\n{err}")
+        distributed.shutdown()  # as drl train does: leaving it to interpreter exit, gloo may abort (SIGABRT)
         sys.exit(6)
     sys.exit(0)
 
