@@ -7,7 +7,8 @@ MASTER_ADDR, MASTER_PORT) set for a multi-rank run or unset for the single-proce
   ranks; writes ``OUT/rank<r>.pt`` with the flat parameters after every update and the normaliser statistics;
 * ``die``: rank 1 exits at once after joining; rank 0 keeps all-reducing and reports what it gets;
 * ``train``: ``drl train ARGS`` (the CLI, as under torchrun); ranks other than 0 record every file they open
-  for writing, make or replace (an audit hook) into ``OUT/writes-rank<r>.json``.
+  for writing, make or replace (an audit hook) into ``OUT/writes-rank<r>.json``; with
+  ``DRL_TEST_DIE_AFTER_ITERATION`` set, rank 1 exits (code 3) where it would log its first iteration.
 """
 
 from __future__ import annotations
@@ -158,6 +159,13 @@ def run_train(out: Path, argv: list[str]) -> int:
                 writes.append(f"{event} {args[0]}")
 
         sys.addaudithook(audit)
+    if rank and os.environ.get("DRL_TEST_DIE_AFTER_ITERATION"):  # rank 1 dies once the first iteration is logged
+        from drl.runners.base import Runner
+
+        def die(self, *args: object) -> None:
+            os._exit(3)
+
+        Runner._log_and_checkpoint = die
     code = main(argv)
     if rank:
         (out / f"writes-rank{rank}.json").write_text(json.dumps(writes))

@@ -37,12 +37,13 @@ def _env(rank: int | None = None, world: int = 1, port: int = 0) -> dict[str, st
     return env
 
 
-def _ranks(mode: str, out: Path, *args: str, world: int = 2, timeout: float = 120.0
+def _ranks(mode: str, out: Path, *args: str, world: int = 2, timeout: float = 120.0, extra_env: dict | None = None
            ) -> list[subprocess.CompletedProcess]:
     """Run the worker as ``world`` ranks (as torchrun would start them); their completed processes."""
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(WORKER), mode, str(out), *args], cwd=ROOT,
-                              env=_env(r, world, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=_env(r, world, port) | (extra_env or {}), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for r in range(world)]
     done = []
     deadline = time.monotonic() + timeout
@@ -172,6 +173,19 @@ def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path) -> None:
     writes = json.loads((tmp_path / "writes-rank1.json").read_text())
     assert writes and [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
     assert procs[1].stdout == "" and "run folder" in procs[0].stdout
+
+
+def test_a_rank_dying_in_training_stops_rank_0_with_one_error_line(tmp_path: Path) -> None:
+    start = time.monotonic()
+    procs = _ranks("train", tmp_path, *_train_args(tmp_path / "run", 1024), timeout=90.0,
+                   extra_env={"DRL_TEST_DIE_AFTER_ITERATION": "1"})
+    assert procs[1].returncode == 3
+    assert procs[0].returncode == 6, procs[0].stderr[-3000:]
+    last = procs[0].stderr.strip().splitlines()[-1]
+    # rank 0 waited for rank 1 in the first collective after its death: the comparison of their parameters
+    assert last.startswith("drl train: error: rank 0 of 2: comparing the ranks' parameters failed, another rank "
+                           "died or hung (torchrun's report names the rank that failed first): "), last
+    assert "Traceback" not in procs[0].stderr and time.monotonic() - start < 90.0
 
 
 @pytest.mark.slow
