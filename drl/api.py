@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from drl import distributed
 from drl.agents.aacd import locate_chained_teacher
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
@@ -89,7 +90,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
         FileExistsError: ``run_dir`` holds files and ``overwrite`` is off (or it is not a drl run folder).
     """
     spec = AGENTS[cfg.agent]
-    if run_dir is not None:  # before building anything; the runner claims it atomically
+    if run_dir is not None and distributed.is_main():  # before building anything; the runner claims it atomically
         check_run_dir_free(run_dir, overwrite, getattr(spec.agent_class, "run_subfolders", ()))
     if spec.prepare is not None:  # e.g. AACD trains its teacher first, in a sub-folder of the run
         run_dir = spec.prepare(cfg, Path(run_dir) if run_dir is not None else None, overwrite)
@@ -178,7 +179,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
                           f"give --steps >= {done} to extend it")
     if total_steps is not None:
         raw = merge(raw, {"total_steps": cfg.total_steps})  # whole iterations: the runner rounds up, and says so
-    if changes and raw != load_yaml(config_file):  # the run's config follows its new total / device
+    if changes and raw != load_yaml(config_file) and distributed.is_main():  # the config follows the new total/device
         atomic_write_text(config_file, yaml.safe_dump(raw, sort_keys=False))
     if runner.finished:
         runner.env.close()

@@ -17,7 +17,43 @@ DEFAULT_ENV = "drl/CartPole-v0"
 
 
 def _train(args: argparse.Namespace) -> int:
-    from drl import api
+    from drl import distributed
+
+    if args.nproc is not None and not distributed.launched():  # the shortcut: torchrun runs this command N times
+        return distributed.launch(args.nproc, _without_nproc(getattr(args, "argv", None) or sys.argv[1:]))
+    if not distributed.launched():
+        return _train_process(args)
+    try:
+        distributed.init(args.device or "auto", args.dist_timeout)
+        return _train_process(args)
+    except distributed.DistributedError as err:
+        if os.environ.get("DRL_DEBUG"):
+            raise
+        print(f"drl train: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_DISTRIBUTED
+    finally:  # now, not at interpreter exit, where gloo may abort tearing down a group a dead rank broke
+        distributed.shutdown()
+
+
+EXIT_DISTRIBUTED = 6  # under torchrun: a collective failed or timed out (another rank died or hung)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``, starting with the ``train`` command."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            kept.append(arg)
+    return kept if kept[:1] == ["train"] else ["train", *kept]
+
+
+def _train_process(args: argparse.Namespace) -> int:
+    """``drl train`` in this process (one rank of a torchrun job, or the whole run)."""
+    from drl import api, distributed
     from drl.config import ConfigError, parse_overrides
     from drl.runners.common import resume_command
 
@@ -32,6 +68,8 @@ def _train(args: argparse.Namespace) -> int:
                               f"change); drop {given}")
         summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None,
                              device=args.device)
+        if not distributed.is_main():
+            return _exit_code(summary, Path(args.resume), quiet=True)
         if summary.pop("already_finished", False):
             print(f"run '{args.resume}' is already finished ({summary.get('steps')} steps): nothing to do; "
                   f"extend it with: {resume_command(args.resume)} --steps N")
@@ -71,6 +109,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.wrappers = list(cfg.wrappers) + [parse_wrapper_flag(text) for text in args.wrapper]
         validate_wrappers(cfg.wrappers)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
+    if not distributed.is_main():  # rank 0 reports the run
+        return _exit_code(summary, run_dir, quiet=True)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
     return _exit_code(summary, run_dir)
@@ -93,13 +133,16 @@ def _check_takes(flag: str, field_name: str, what: str, agent: str | None, confi
         raise ConfigError(f"{flag}: agent '{agent}' {what}; agents that take one: {takes}")
 
 
-def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
-    """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line."""
+def _exit_code(summary: dict[str, Any], run_dir: Path, quiet: bool = False) -> int:
+    """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line
+    (unless ``quiet``)."""
     from drl.runners.common import resume_command
 
     name = summary.get("interrupted_by")
     if not summary.get("interrupted") or name is None:
         return 0
+    if quiet:
+        return 128 + signal.Signals[name].value
     step = summary.get("checkpoint_step")
     start = f"step {step}" if step is not None else "step 0 (no checkpoint was written yet)"
     print(f"drl train: interrupted by {name} at step {summary.get('steps')}; continue from {start} with: "
@@ -267,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drl", description="Train and evaluate deep-RL agents.",
         epilog="exit codes: 0 done, 2 bad input, 3 non-finite value (NaN/inf: divergence or a faulty env), "
-               "4 an env raised, 5 cannot write the run folder (read-only, disk full)",
+               "4 an env raised, 5 cannot write the run folder (read-only, disk full), 6 under torchrun: another rank "
+               "died or hung",
     )
     sub = parser.add_subparsers(dest="command")
 
@@ -295,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "drl run folder or a Stable-Baselines3 .zip")
     train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--nproc", type=_integer(1, "nproc"), help="train with N processes on this machine (torchrun "
+                       "--standalone --nproc-per-node N): env.num_envs envs and seed + rank * num_envs per process, "
+                       "gradients averaged; for several machines run torchrun yourself (see the README)")
+    train.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS", help="under torchrun: how "
+                       "long a rank waits for the others in a collective before the job stops with an error")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run (deterministic actions)")
@@ -389,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command is None:
                 args = parser.parse_args(["train", *(argv or [])])
             command = args.command
+            args.argv = list(sys.argv[1:] if argv is None else argv)  # what `drl train --nproc` relaunches
             return _dispatch(args)
     except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
         signum = getattr(err, "signum", signal.SIGINT)

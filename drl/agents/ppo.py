@@ -36,6 +36,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from drl import distributed
 from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
@@ -208,6 +209,7 @@ class PPO:
         self.model = ActorCritic(self._actor_dim(flat_dim(actor_space.shape)), flat_dim(critic_space.shape),
                                  action_space, cfg)
         self.model.to(device)
+        self.across_ranks = distributed.active()  # torchrun: minibatch statistics over all ranks (drl.distributed)
         # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                     eps=1e-5, compile=self._should_compile(num_envs, total_steps))
@@ -436,7 +438,8 @@ class PPO:
                 losses = self.train_step(minibatch)
                 for k in stats:
                     stats[k].append(losses[k])
-                if cfg.target_kl is not None and losses["approx_kl"] > cfg.target_kl:
+                # every rank stops alike: on the rank mean of the KL (itself without other ranks)
+                if cfg.target_kl is not None and distributed.mean_scalar(losses["approx_kl"]) > cfg.target_kl:
                     stop = True
                     break
             epochs_run += 1
@@ -485,7 +488,11 @@ class PPO:
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            if self.across_ranks:  # under torchrun: the mean and std of every rank's minibatch together
+                mean, std = distributed.mean_std(advantages)
+                advantages = (advantages - mean) / (std + 1e-8)
+            else:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -torch.min(
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from drl import distributed
 from drl.checkpoint import load_agent_state, rng_state, save_checkpoint, set_rng_state
 from drl.config import TrainConfig, to_dict
 from drl.guards import (
@@ -248,7 +249,8 @@ class Runner:
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(resolve_device(cfg.device))  # torchrun on GPUs: this rank's GPU
+        self.world = distributed.world_size()  # ranks training together under torchrun (drl.distributed); else 1
         seed_everything(cfg.seed)
         check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
                        self.device, cfg.env.vectorization, cfg.env.kwargs)
@@ -268,6 +270,10 @@ class Runner:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
+        self._env_seed = distributed.rank_seed(cfg.seed, cfg.env.num_envs)  # this rank's seed stream (rank 0: seed)
+        if self._env_seed != cfg.seed:  # after the agent, which every rank builds alike from cfg.seed
+            seed_everything(self._env_seed)
+            self.generator.manual_seed(self._env_seed)
         self._rounding_note: str | None = None  # said when training starts
         self._build_storage()
         self.tracker = EpisodeTracker(cfg.env.num_envs, self.device, self.reward_shape)
@@ -286,7 +292,8 @@ class Runner:
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
-            self._lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
+            # before anything in the folder is touched; under torchrun rank 0 holds it for the job
+            self._lock = RunLock(self.run_dir).acquire() if distributed.is_main() else RunLock(self.run_dir)
             found = find_resume_checkpoint(self.run_dir, map_location=self.device)
             if found is None:
                 note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
@@ -294,8 +301,12 @@ class Runner:
             else:
                 self.resumed_from = found[0]
                 self._restore(found[1], found[0])
+                if not distributed.is_main():
+                    self._restore_rank()
                 self.checkpoint_step = self.state["global_step"]
                 self._skip_past_evaluations()
+        elif not distributed.is_main():
+            self._lock = RunLock(self.run_dir)  # under torchrun rank 0 alone claims and writes the run folder
         else:
             # claimed only once everything above was built: a bad env or config leaves nothing behind
             with writing(self.run_dir):
@@ -305,6 +316,8 @@ class Runner:
         attach_run_dir = getattr(self.agent, "attach_run_dir", None)
         if attach_run_dir is not None:  # an agent that writes files of its own into the run folder (CAMRL's B)
             attach_run_dir(self.run_dir)
+        distributed.check_agree(self.state["global_step"], "the step the run starts from (a resume needs every "
+                                "rank to read the run folder's checkpoints: a shared file system across machines)")
 
     reward_shape: tuple[int, ...] = ()  # trailing axes of the env's reward (a multi-agent runner: (A,))
 
@@ -417,6 +430,8 @@ class Runner:
         """Write ``payload`` (default: :meth:`checkpoint_payload`) and ``extra`` keys to ``checkpoints/<name>``
         atomically, never torn by a stop signal; refused (NonFiniteError) if the agent state is not finite."""
         payload = self.checkpoint_payload() if payload is None else payload
+        if not distributed.is_main():  # under torchrun rank 0 writes the checkpoints (the ranks' agents are equal)
+            return self.run_dir / "checkpoints" / name
         with self.stop.shielded():  # a stop signal never tears a checkpoint write
             path = save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
         if name in ("latest.pt", "best.pt"):  # what --resume may continue from
@@ -446,10 +461,25 @@ class Runner:
             else:
                 self._obs = obs_to(env_state["obs"], self.device)
 
+    def _restore_rank(self) -> None:
+        """A rank other than 0 after :meth:`_restore` (which loaded rank 0's checkpoint): the agent, the
+        counters and the replay are the job's, but the RNGs and envs must be this rank's own. Checkpoints
+        hold rank 0's env state only, so this rank's envs are reset (their episodes in progress restart)
+        and its RNGs reseeded from its seed stream and the iteration: such a resume is not bitwise
+        identical to the uninterrupted run (rank 0's part is)."""
+        seed = self._env_seed + 7919 * (self.state["iteration"] + 1)
+        seed_everything(seed)
+        self.generator.manual_seed(seed)
+        self._obs = None
+
+    def _stop_agreed(self) -> bool:
+        """A stop signal reached this process or, under torchrun, any rank (so all stop at the same step)."""
+        return distributed.any_rank(self.stop.requested)
+
     def _reset_envs(self) -> Obs:
         """Reset every env (a new run, or a resume without env state): the episodes in progress
         are dropped, so the tracker's carries and the agent's per-env running quantities restart."""
-        obs, _ = self.env.reset(seed=self.cfg.seed + self.state["iteration"])
+        obs, _ = self.env.reset(seed=self._env_seed + self.state["iteration"])
         self.tracker.reset()
         if self.task_stats is not None:
             self.task_stats.reset()
@@ -584,6 +614,8 @@ class Runner:
         """The run's logger, continuing from ``global_step``; rows past ``logged_step`` (default:
         ``global_step``) that an earlier process logged are dropped; ``grow_columns``: see :class:`RunLogger`."""
         cfg = self.cfg
+        if not distributed.is_main():
+            return distributed.NullLogger()  # under torchrun rank 0 logs
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
                          extra_columns=[*(getattr(self.agent, "metric_columns", None) or []),  # an agent's own
                                         *(self.task_stats.columns if self.task_stats is not None else [])],
@@ -611,6 +643,7 @@ class Runner:
         """Log an iteration's ``row``, then write ``latest.pt`` when due (the last one is written by
         :meth:`_train`) and ``best.pt`` when this iteration's evaluation set a new best."""
         state = self.state
+        distributed.check_in_sync(getattr(self.agent, "policy", None), f"iteration {state['iteration']}")
         row["eval_s"] = state["eval_s"]  # wall_s - eval_s is the time spent training
         with writing(self.run_dir / "metrics.csv"):
             logger.log(row)
@@ -624,6 +657,8 @@ class Runner:
 
 
     def _evaluate(self) -> tuple[float, float]:
+        if not distributed.is_main():
+            return math.nan, math.nan  # under torchrun rank 0 evaluates (the ranks' agents are equal)
         episodes: list[tuple[int, float, float]] | None = [] if self.task_stats is not None else None
         try:
             with self.stop.interruptible():
@@ -693,6 +728,10 @@ class Runner:
             summary["error"] = str(error)
             summary["error_type"] = type(error).__name__
             summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
+        if not distributed.is_main():
+            return summary  # under torchrun rank 0 writes it
+        if self.world > 1:
+            summary["ranks"] = self.world  # processes that trained together (torchrun), each with env.num_envs envs
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         if error is None:
             write_hparams(self.run_dir, to_dict(self.cfg), summary)

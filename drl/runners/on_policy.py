@@ -63,7 +63,7 @@ class OnPolicyRunner(Runner):
     def _build_storage(self) -> None:
         cfg = self.cfg
         self.num_steps = cfg.algo.num_steps
-        self.steps_per_iteration = self.num_steps * cfg.env.num_envs
+        self.steps_per_iteration = self.num_steps * cfg.env.num_envs * self.world  # all ranks' env steps
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
         check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
@@ -149,7 +149,7 @@ class OnPolicyRunner(Runner):
                 self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
                 raise
             self._obs = obs
-            if stop.requested:
+            if self._stop_agreed():  # under torchrun: any rank's signal stops every rank here
                 return True  # the partial rollout is dropped: resume redoes it
             self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
             with stop.interruptible():
