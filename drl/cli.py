@@ -218,8 +218,8 @@ def _export(args: argparse.Namespace) -> int:
     for written in (result.get("actors") or {"": result}).values():  # one file per agent or task, or one
         meta = written["metadata"]
         who = "".join(f" [{k} {meta[k]}]" for k in ("agent", "task") if k in meta)
-        extra = "".join(f", input {value.split(':')[0]} (as the env gives it)"
-                        for key, value in meta.items() if key.startswith("input_"))
+        extra = "".join(f", input '{group}' {shape} (as the env gives it)" for key, value in meta.items()
+                        if key.startswith("input_") for group, shape in [value.split(":")[0].split(" ", 1)])
         print(f"wrote {written['path']} ({written['format']}){who}: input 'obs' [N, {meta['obs_dim']}] float32 = "
               f"the raw obs group '{meta['obs_group']}' (normalised inside){extra}, output 'action' in "
               f"{meta['action_space']}; matches the agent's deterministic actions "

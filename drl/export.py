@@ -12,12 +12,21 @@ What is NOT in the graph: env wrappers that change observations (``wrappers:`` e
 evaluation, e.g. a frame stack): the exported policy reads their output, so a robot must compute the same
 thing; :func:`export_policy` names them in its result and in the file's metadata.
 
+Agents with several actors implement ``export_actors() -> {key: DeployedActor}`` instead, and get one file per
+actor, ``<stem>-<key><suffix>`` next to the requested path (:func:`keyed_path`): HAPPO/MAPPO one per agent
+(input ``obs`` = that agent's own obs entry, output its action; also with ``share_actor``, as each agent's
+obs normaliser is its own), CAMRL with one learner per task one per task (keyed by the env's task name; a
+plain MLP actor reading the actor group only). An agent whose one actor reads more than the actor group
+(MT-PPO: ``obs`` and the one-hot ``task``, two named graph inputs) uses the empty key: one file at the path.
+The check sets the obs groups an actor holds fixed (a per-task actor's one-hot) and compares with its entry of
+``act``'s output (an agent's name in a team).
+
 Before returning, the written file is run (onnxruntime or ``torch.jit.load``) on random observations drawn
 from the env's observation space and compared with the agent's own deterministic actions.
 
-Refused with one :class:`ExportError` line (exit status 2 from the CLI): an agent without a single-agent
-actor, a recurrent or chunked (stateful) policy, a residual on a base that cannot be exported (see each
-agent's ``export_actor``), an unknown format.
+Refused with one :class:`ExportError` line (exit status 2 from the CLI): an agent with neither
+``export_actor`` nor ``export_actors``, a recurrent or chunked (stateful) policy, a residual on a base that
+cannot be exported (see each agent's ``export_actor``), an unknown format.
 """
 
 from __future__ import annotations

@@ -375,7 +375,7 @@ def test_cli_exports_happo_and_camrl_runs(tmp_path: Path, capsys) -> None:
                  "--set", "algo.num_epochs=1", "--set", "env.num_eval_envs=4", *quick]) == 0
     capsys.readouterr()
     assert main(["export", str(camrl), "--format", "torchscript", "--out", str(tmp_path / "mt.pt")]) == 0
-    assert "input task [N, 4] float32" in capsys.readouterr().out
+    assert "input 'task' [N, 4] float32" in capsys.readouterr().out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         policy = torch.jit.load(str(tmp_path / "mt.pt"))

@@ -498,8 +498,8 @@ class CAMRL:
 
         One learner per task (camrl, independent, always_asymmetric): one plain MLP actor per task, keyed
         ``task<t>``, reading ``obs`` = the raw ``actor_obs`` group only (a robot running task ``t`` loads its
-        file). Shared (mt-ppo): one actor, keyed ``""`` (one file, no suffix), with two inputs: ``obs`` and the ``task_obs``
-        group ``[N, T]`` (the one-hot; its argmax picks the task, as in ``act``).
+        file). Shared (mt-ppo): one actor, keyed ``""`` (one file, no suffix), with two inputs: ``obs`` and the
+        ``task_obs`` group ``[N, T]`` (the one-hot; its argmax picks the task, as in ``act``).
         """
         cfg, T = self.cfg, self.num_tasks
         rms = self.obs_normalizers[cfg.actor_obs] if cfg.normalize_obs else None
