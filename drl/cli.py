@@ -258,10 +258,15 @@ def _export(args: argparse.Namespace) -> int:
     from drl.export import export_policy
 
     result = export_policy(args.run_dir, args.format, args.out, args.checkpoint)
-    meta = result["metadata"]
-    print(f"wrote {result['path']} ({result['format']}): input 'obs' [N, {meta['obs_dim']}] float32 = the raw obs "
-          f"group '{meta['obs_group']}' (normalised inside), output 'action' in {meta['action_space']}; matches "
-          f"the agent's deterministic actions (max |diff| {result['max_abs_diff']:.2g})")
+    for written in (result.get("actors") or {"": result}).values():  # one file per agent or task, or one
+        meta = written["metadata"]
+        who = "".join(f" [{k} {meta[k]}]" for k in ("agent", "task") if k in meta)
+        extra = "".join(f", input '{group}' {shape} (as the env gives it)" for key, value in meta.items()
+                        if key.startswith("input_") for group, shape in [value.split(":")[0].split(" ", 1)])
+        print(f"wrote {written['path']} ({written['format']}){who}: input 'obs' [N, {meta['obs_dim']}] float32 = "
+              f"the raw obs group '{meta['obs_group']}' (normalised inside){extra}, output 'action' in "
+              f"{meta['action_space']}; matches the agent's deterministic actions "
+              f"(max |diff| {written['max_abs_diff']:.2g})")
     if meta["obs_wrappers"]:
         print(f"note: the policy reads the observations of the run's wrappers {meta['obs_wrappers']}: compute "
               "them the same way before calling it")
@@ -401,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "clip/squash) as an ONNX or TorchScript file")
     export.add_argument("run_dir")
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    export.add_argument("--out", help="output file (default <run_dir>/policy-<checkpoint>.onnx or .pt)")
+    export.add_argument("--out", help="output file (default <run_dir>/policy-<checkpoint>.onnx or .pt); "
+                        "HAPPO/MAPPO and per-task CAMRL write <stem>-<agent or task><suffix> next to it")
     export.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
     export.set_defaults(func=_export)
 

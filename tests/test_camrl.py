@@ -389,3 +389,21 @@ def test_resume_continues_bitwise(tmp_path):
     for (name, x), (_, y) in zip(leaves(a), leaves(b), strict=True):
         assert torch.equal(x, y), name
     assert int(a["updates"]) == 4 and not torch.equal(a["B"], torch.eye(3))
+
+
+def test_act_routes_each_batch_by_its_own_task_ids():
+    """Two batches of the same size with other task layouts (the router cache is per size): each env is acted
+    on by its own task's learner, as when that learner alone acts on it."""
+    space = gym.spaces.Dict({"policy": gym.spaces.Box(-np.inf, np.inf, (3,)), "task": gym.spaces.Box(0, 1, (2,))})
+    cfg = CAMRLConfig(mode="independent", minibatch_size=2)
+    agent = CAMRL(space, gym.spaces.Discrete(4), cfg, 4, torch.device("cpu"))
+    with torch.no_grad():
+        for param in agent.model.parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    alone = [agent.model.act(x.expand(2, 8, 3), deterministic=True)[0][t] for t in range(2)]
+    for ids in (torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.long), torch.arange(8) % 2):
+        obs = {"policy": x, "task": torch.nn.functional.one_hot(ids, 2).float()}
+        action = agent.act(obs, deterministic=True, update_stats=False)[0]
+        assert torch.equal(action, torch.where(ids == 0, alone[0], alone[1]))
+    assert not torch.equal(alone[0], alone[1])

@@ -15,7 +15,9 @@ import torch
 
 from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.bc import BC, BCConfig
+from drl.agents.camrl import CAMRL, CAMRLConfig
 from drl.agents.dagger import DAgger, DAggerConfig
+from drl.agents.happo import HAPPO, HAPPOConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.ppo_residual import PPOResidual, PPOResidualConfig
 from drl.agents.rarl import RARL, RARLConfig
@@ -23,7 +25,7 @@ from drl.agents.residual import Residual, ResidualConfig
 from drl.agents.sac import SAC, SACConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.cli import main
-from drl.export import CHECK_TOLERANCE, export_agent
+from drl.export import CHECK_TOLERANCE, export_agent, export_agent_actors, keyed_path
 from drl.nn.deploy import ExportError
 from drl.registry import AGENTS
 from envs import make_vec_env
@@ -217,16 +219,16 @@ def test_stateful_policies_are_refused_with_one_line(tmp_path: Path) -> None:
         assert not (tmp_path / "x.onnx").exists()
 
 
-# registered agents without a single-agent actor (drl.export refuses them with one line), with the reason
-NO_SINGLE_ACTOR: dict[str, str] = {
-    "happo": "one actor per agent", "mappo": "one actor per agent",
-    "camrl": "one actor per task", "mt-ppo": "a task-conditioned actor reading two obs groups",
-}
+# registered agents with neither a single-agent actor (export_actor) nor per-agent / per-task actors
+# (export_actors): drl.export refuses them with one line; with the reason. None today.
+NO_SINGLE_ACTOR: dict[str, str] = {}
 
 
 def test_every_registered_agent_exports_or_is_listed_as_refused() -> None:
     for name, spec in AGENTS.items():
-        assert callable(getattr(spec.agent_class, "export_actor", None)) or name in NO_SINGLE_ACTOR, name
+        cls = spec.agent_class
+        exports = callable(getattr(cls, "export_actor", None)) or callable(getattr(cls, "export_actors", None))
+        assert exports or name in NO_SINGLE_ACTOR, name
 
 
 def test_an_agent_without_export_actor_is_refused_with_one_line(base_run: Path, monkeypatch, capsys) -> None:
@@ -234,3 +236,147 @@ def test_an_agent_without_export_actor_is_refused_with_one_line(base_run: Path, 
     assert main(["export", str(base_run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "drl export: error: agent 'ppo' has no single-agent actor to export"
+
+
+# --- agents with several actors: one file per agent (HAPPO/MAPPO) or per task (CAMRL), one two-input file (MT-PPO)
+
+
+def _run_inputs(path: Path, fmt: str, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    """The file alone on named inputs (``obs``, then the extra groups in the file's order)."""
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == list(inputs)
+        return session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path))(*inputs.values()).numpy()
+
+
+def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=CHECK_TOLERANCE * (1 + np.abs(want).max()))
+    assert len(np.unique(want, axis=0)) >= 2  # not a constant policy: the comparison can fail
+
+
+def _skew(normalizers, obs: dict[str, torch.Tensor], modules, seed: int) -> None:
+    """Skewed normaliser statistics and perturbed weights (large actions that hit the bounds)."""
+    for group, rms in normalizers.items():
+        if group in obs:
+            rms.update(obs[group].flatten(1) * 1.5 + 1.0)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in modules:
+            for param in module.parameters():
+                param.add_(torch.randn(param.shape, generator=gen) * 0.5)
+
+
+def _env_spaces(env_id: str, num_envs: int = 2):
+    env = make_vec_env(env_id, num_envs, CPU)
+    spaces = env.single_observation_space, env.single_action_space, getattr(env, "task_names", None)
+    env.close()
+    return spaces
+
+
+HOMOGENEOUS_OBS = gym.spaces.Dict({"a": BOX_OBS, "b": BOX_OBS, "state": gym.spaces.Box(-np.inf, np.inf, (7,))})
+HOMOGENEOUS_ACT = gym.spaces.Dict({"a": BOX_ACT, "b": BOX_ACT})
+
+
+@pytest.mark.parametrize("case", ["Rendezvous", "RendezvousDiscrete", "shared-actor"])
+def test_happo_exports_one_file_per_agent_matching_its_actions(case: str, tmp_path: Path) -> None:
+    if case == "shared-actor":
+        obs_space, act_space = HOMOGENEOUS_OBS, HOMOGENEOUS_ACT
+    else:
+        obs_space, act_space, _ = _env_spaces(f"drl/{case}-v0")
+    cfg = HAPPOConfig(compile=False, normalize_obs=True, share_actor=case == "shared-actor",
+                      update_scheme="mappo" if case == "RendezvousDiscrete" else "happo")
+    agent = HAPPO(obs_space, act_space, cfg, 4, CPU)
+    obs = _obs(obs_space)
+    _skew(agent.obs_normalizers, _obs(obs_space, 256), [agent.actors], 4)
+    want = agent.act(obs, deterministic=True, update_stats=False)[0]
+    for fmt in ("onnx", "torchscript"):
+        results = export_agent_actors(agent, obs_space, fmt, tmp_path / f"team.{fmt}")
+        assert list(results) == list(agent.agents)
+        for name, result in results.items():
+            assert result["path"] == tmp_path / f"team-{name}.{fmt}" and result["metadata"]["agent"] == name
+            assert result["metadata"]["obs_group"] == name
+            _assert_close(_run_inputs(result["path"], fmt, {"obs": obs[name].flatten(1)}), want[name].numpy())
+    if case == "shared-actor":  # one network, but each agent's file holds its own normaliser
+        x = obs["a"].flatten(1)
+        a, b = (_run_inputs(tmp_path / f"team-{n}.onnx", "onnx", {"obs": x}) for n in ("a", "b"))
+        assert np.abs(a - b).max() > 1e-2
+    if case == "RendezvousDiscrete":
+        assert all(want[name].dtype == torch.int64 for name in agent.agents)
+
+
+@pytest.mark.parametrize("env_id,mode", [("drl/MT-CartPole-v0", "camrl"), ("drl/MT-Pendulum-v0", "independent"),
+                                          ("drl/MT-CartPole-v0", "always_asymmetric")])
+def test_camrl_exports_one_plain_actor_per_task(env_id: str, mode: str, tmp_path: Path) -> None:
+    obs_space, act_space, task_names = _env_spaces(env_id, 8)
+    T = len(task_names)
+    agent = CAMRL(obs_space, act_space, CAMRLConfig(mode=mode, normalize_obs=True, minibatch_size=T), 2 * T, CPU)
+    _skew(agent.obs_normalizers, _obs(obs_space, 256), [agent.model], 5)
+    obs = _obs(obs_space, 96)
+    ids = torch.arange(96) % T  # every task's rows in one act call
+    obs["task"] = torch.nn.functional.one_hot(ids, T).float()
+    want = agent.act(obs, deterministic=True, update_stats=False)[0].numpy()
+    for fmt in ("onnx", "torchscript"):
+        results = export_agent_actors(agent, obs_space, fmt, tmp_path / f"mt.{fmt}", task_names=task_names)
+        assert list(results) == list(task_names)
+        for t, (name, result) in enumerate(results.items()):
+            assert result["path"] == keyed_path(tmp_path / f"mt.{fmt}", name)
+            assert result["metadata"]["task"] == name and result["metadata"]["task_index"] == str(t)
+            rows = ids == t
+            got = _run_inputs(result["path"], fmt, {"obs": obs["policy"][rows]})
+            _assert_close(got, want[rows.numpy()])
+    # without the env's task names the files are keyed by index
+    assert list(export_agent_actors(agent, obs_space, "onnx", tmp_path / "i.onnx")) == [f"task{t}" for t in range(T)]
+
+
+@pytest.mark.parametrize("env_id", ["drl/MT-CartPole-v0", "drl/MT-Pendulum-v0"])
+def test_mt_ppo_exports_one_file_with_obs_and_task_inputs(env_id: str, tmp_path: Path) -> None:
+    obs_space, act_space, task_names = _env_spaces(env_id, 8)
+    agent = CAMRL(obs_space, act_space, CAMRLConfig(mode="shared", normalize_obs=True), 8, CPU)
+    _skew(agent.obs_normalizers, _obs(obs_space, 256), [agent.model], 6)
+    obs = _obs(obs_space, 64)
+    obs["task"] = torch.nn.functional.one_hot(torch.arange(64) % len(task_names), len(task_names)).float()
+    want = agent.act(obs, deterministic=True, update_stats=False)[0].numpy()
+    for fmt in ("onnx", "torchscript"):
+        results = export_agent_actors(agent, obs_space, fmt, tmp_path / f"mt.{fmt}", task_names=task_names)
+        assert list(results) == [""] and results[""]["path"] == tmp_path / f"mt.{fmt}"
+        got = _run_inputs(tmp_path / f"mt.{fmt}", fmt, {"obs": obs["policy"], "task": obs["task"]})
+        _assert_close(got, want)
+    # the task input matters: the same obs under another task's one-hot acts differently
+    other = torch.roll(obs["task"], 1, dims=1)
+    moved = _run_inputs(tmp_path / "mt.onnx", "onnx", {"obs": obs["policy"], "task": other})
+    assert np.abs(moved.astype(np.float64) - want).max() > 1e-3
+
+
+def test_cli_exports_happo_and_camrl_runs(tmp_path: Path, capsys) -> None:
+    quick = ["--no-progress", "--device", "cpu", "--set", "eval_episodes=2"]
+    happo = tmp_path / "happo"
+    assert main(["train", "happo", "--env", "drl/RendezvousDiscrete-v0", "--run-dir", str(happo), "--steps", "320",
+                 "--num-envs", "4", "--set", "algo.num_steps=40", "--set", "algo.num_epochs=1",
+                 "--set", "env.num_eval_envs=2", *quick]) == 0
+    capsys.readouterr()
+    assert main(["export", str(happo)]) == 0
+    out = capsys.readouterr().out
+    assert "[agent rover]" in out and "[agent rail]" in out
+    for name, moves in (("rover", 5), ("rail", 3)):
+        session = onnxruntime.InferenceSession(str(happo / f"policy-best-{name}.onnx"),
+                                               providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        assert meta["drl_agent"] == "happo" and meta["agent"] == name and meta["action_space"] == f"Discrete({moves})"
+        width = int(meta["obs_dim"])
+        action = session.run(None, {"obs": np.zeros((3, width), np.float32)})[0]
+        assert action.shape == (3,) and action.dtype == np.int64 and np.all((action >= 0) & (action < moves))
+    camrl = tmp_path / "camrl"
+    assert main(["train", "mt-ppo", "--env", "drl/MT-CartPole-v0", "--run-dir", str(camrl), "--steps", "512",
+                 "--num-envs", "4", "--set", "algo.num_steps=64", "--set", "algo.minibatch_size=64",
+                 "--set", "algo.num_epochs=1", "--set", "env.num_eval_envs=4", *quick]) == 0
+    capsys.readouterr()
+    assert main(["export", str(camrl), "--format", "torchscript", "--out", str(tmp_path / "mt.pt")]) == 0
+    assert "input 'task' [N, 4] float32" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = torch.jit.load(str(tmp_path / "mt.pt"))
+    assert policy(torch.zeros(2, 4), torch.eye(4)[:2]).shape == (2,)

@@ -52,6 +52,7 @@ from drl.agents.camrl_log import TransferLog
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.batched import BatchedActorCritic, TaskRouter
+from drl.nn.deploy import DeployedActor, FrozenNormalizer
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import TrainStep
 from drl.returns import gae
@@ -211,11 +212,12 @@ class CAMRL:
                          "task_id": Field((), torch.int64)}
 
     def _router(self, ids: torch.Tensor) -> TaskRouter:
-        """The env <-> learner layout for ``ids [N]`` (fixed per env copy: cached per env count)."""
+        """The env <-> learner layout for ``ids [N]`` (fixed per env copy: cached per env count, rebuilt when a
+        batch of the same size holds other ids, e.g. the export check's one-task batches)."""
+        ids = ids if not self.shared else torch.zeros_like(ids)
         router = self._routers.get(ids.numel())
-        if router is None:
-            router = self._routers[ids.numel()] = TaskRouter(ids if not self.shared else torch.zeros_like(ids),
-                                                             self.num_learners)
+        if router is None or not torch.equal(router.ids, ids):
+            router = self._routers[ids.numel()] = TaskRouter(ids, self.num_learners)
         return router
 
     def _inputs(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
@@ -488,4 +490,50 @@ class CAMRL:
     @property
     def policy(self) -> nn.Module:
         return self.model
+
+    def export_actors(self) -> dict[str, DeployedActor]:
+        """The deterministic actor(s) as traceable modules (what ``act(obs, deterministic=True,
+        update_stats=False)`` returns: the frozen ``actor_obs`` normaliser, the mean clipped to the bounds, or
+        the argmax ``[N]`` int64 for a Discrete space).
+
+        One learner per task (camrl, independent, always_asymmetric): one plain MLP actor per task, keyed
+        ``task<t>``, reading ``obs`` = the raw ``actor_obs`` group only (a robot running task ``t`` loads its
+        file). Shared (mt-ppo): one actor, keyed ``""`` (one file, no suffix), with two inputs: ``obs`` and the
+        ``task_obs`` group ``[N, T]`` (the one-hot; its argmax picks the task, as in ``act``).
+        """
+        cfg, T = self.cfg, self.num_tasks
+        rms = self.obs_normalizers[cfg.actor_obs] if cfg.normalize_obs else None
+        dim = self.dims[cfg.actor_obs]
+        if self.shared:
+            actor = _TaskActor(self.model, 0, T)
+            return {"": DeployedActor(FrozenNormalizer(rms), actor, dim, cfg.actor_obs,
+                                            extra_groups=(cfg.task_obs,), metadata={"num_tasks": str(T)})}
+        return {f"task{t}": DeployedActor(FrozenNormalizer(rms), _TaskActor(self.model, t), dim, cfg.actor_obs,
+                                          fixed_obs={cfg.task_obs: nn.functional.one_hot(torch.tensor(t), T).float()},
+                                          metadata={"task_index": str(t), "num_tasks": str(T)})
+                for t in range(T)}
+
+
+class _TaskActor(nn.Module):
+    """Learner ``k``'s deterministic actor alone (a plain MLP, :meth:`BatchedActorCritic.learner_actor`):
+    normalised obs ``[N, D]`` (with ``num_tasks``: then the task group ``[N, T]``, whose argmax's one-hot is
+    appended to the obs, as :meth:`CAMRL._inputs` does) -> the argmax ``[N]`` (Discrete) or the mean clipped
+    to the bounds ``[N, A]``."""
+
+    def __init__(self, model: BatchedActorCritic, k: int, num_tasks: int | None = None):
+        super().__init__()
+        self.mlp = model.learner_actor(k)
+        self.discrete = model.discrete
+        if not self.discrete:
+            self.register_buffer("low", model.low.clone())
+            self.register_buffer("high", model.high.clone())
+        self.conditioned = num_tasks is not None
+        if self.conditioned:
+            self.register_buffer("one_hots", torch.eye(int(num_tasks)))
+
+    def forward(self, x: torch.Tensor, *task: torch.Tensor) -> torch.Tensor:
+        if self.conditioned:
+            x = torch.cat([x, self.one_hots[task[0].argmax(-1)]], -1)
+        out = self.mlp(x)
+        return out.argmax(-1) if self.discrete else torch.clamp(out, self.low, self.high)
 

@@ -43,9 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from drl.agents.ppo import COMPILE_AUTO_MIN_STEPS, PPOConfig
+from drl.base_policy import describe_space
 from drl.config import ConfigError, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.actor_critic import Actor
+from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, make_mlp
 from drl.optim import TrainStep, compiler_available
@@ -349,6 +351,24 @@ class HAPPO:
     def policy(self) -> nn.Module:
         """The actors, one entry per agent (for evaluation and export)."""
         return self.actors
+
+    def export_actors(self) -> dict[str, DeployedActor]:
+        """One deterministic actor per agent, keyed by the agent's name: ``obs[agent]`` ``[N, D_i]`` raw ->
+        what ``act(obs, deterministic=True, update_stats=False)[0][agent]`` is (the agent's frozen obs
+        normaliser, its actor's mean or argmax, the clip or tanh-rescale into its bounds). With
+        ``share_actor`` the agents' files hold the same network but each its own normaliser."""
+        exported = {}
+        for a in self.agents:
+            actor = self.actors[a]
+
+            def act(x: torch.Tensor, actor: Actor = actor) -> torch.Tensor:
+                return actor.head.env_action(actor.act(x, deterministic=True)[0])
+
+            rms = self.obs_normalizers[a] if self.cfg.normalize_obs else None
+            exported[a] = DeployedActor(FrozenNormalizer(rms), CallActor(act, actor.actor_body, actor.head),
+                                        self.obs_dims[a], a, output_key=a,
+                                        metadata={"agent": a, "action_space": describe_space(self.action_spaces[a])})
+        return exported
 
 
 def _should_compile(cfg: HAPPOConfig, num_envs: int, total_steps: int | None) -> bool:

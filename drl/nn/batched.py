@@ -98,6 +98,21 @@ class BatchedActorCritic(nn.Module):
         params = [*self.actor_body.parameters(), *self.action_out.parameters()]
         return params if self.discrete else [*params, self.log_std]
 
+    @torch.no_grad()
+    def learner_actor(self, k: int) -> nn.Sequential:
+        """Learner ``k``'s actor as a plain MLP (``nn.Linear`` layers, copies of its weights): ``[B, actor_dim] ->
+        [B, A]``, the Gaussian mean (continuous) or the logits (Discrete), before any clip (for export)."""
+        layers: list[nn.Module] = []
+        for module in [*self.actor_body, self.action_out]:
+            if isinstance(module, BatchedLinear):
+                linear = nn.Linear(*module.weight.shape[1:], device=module.weight.device)
+                linear.weight.copy_(module.weight[k].T)
+                linear.bias.copy_(module.bias[k])
+                layers.append(linear)
+            else:
+                layers.append(type(module)())
+        return nn.Sequential(*layers)
+
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         """``[K, B, critic_dim] -> [K, B]``."""
         return self.critic(critic_obs).squeeze(-1)

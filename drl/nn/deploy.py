@@ -50,16 +50,16 @@ class FrozenNormalizer(nn.Module):
 
 
 class CallActor(nn.Module):
-    """``fn(normalised obs [N, D]) -> env action``, with the modules whose parameters ``fn`` reads held as
-    sub-modules (so a trace records them as the exported model's weights, not as loose constants)."""
+    """``fn(normalised obs [N, D], *extra inputs) -> env action``, with the modules whose parameters ``fn``
+    reads held as sub-modules (so a trace records them as the exported model's weights, not as loose constants)."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *modules: nn.Module):
         super().__init__()
         self.held = nn.ModuleList(modules)
         self.fn = fn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, *extra)
 
 
 class DeployedActor(nn.Module):
@@ -67,20 +67,36 @@ class DeployedActor(nn.Module):
 
     Args:
         normalizer: the actor group's frozen normaliser (:class:`FrozenNormalizer`; identity when off).
-        actor: normalised obs ``[N, D]`` -> env action (``[N, A]`` float32, or ``[N]`` int64).
+        actor: normalised obs ``[N, D]`` (then one ``[N, D_g]`` float32 tensor per ``extra_groups`` entry, raw)
+            -> env action (``[N, A]`` float32, or ``[N]`` int64).
         obs_dim: ``D``, the width of the input.
         group: the obs group it reads (``"policy"`` for a plain Box env): metadata for users.
+        extra_groups: further obs groups the policy reads un-normalised, each one more graph input named by its
+            group (e.g. ``("task",)``: the one-hot task of a task-conditioned policy).
+        output_key: where its action is in ``agent.act``'s output when that is a dict (the agent's name in a
+            multi-agent team); None: the output itself.
+        fixed_obs: obs groups held at one value (a row ``[D_g]``) for this policy, which it does not read
+            (e.g. the one-hot of the task a per-task policy was trained on): the export check sets them so.
+        metadata: string entries written into the file besides the run's (e.g. ``{"agent": name}``).
+
+    Multi-actor agents (a team, one learner per task) return several from ``export_actors()``.
     """
 
-    def __init__(self, normalizer: FrozenNormalizer, actor: nn.Module, obs_dim: int, group: str):
+    def __init__(self, normalizer: FrozenNormalizer, actor: nn.Module, obs_dim: int, group: str,
+                 extra_groups: tuple[str, ...] = (), output_key: str | None = None,
+                 fixed_obs: dict[str, torch.Tensor] | None = None, metadata: dict[str, str] | None = None):
         super().__init__()
         self.normalizer = normalizer
         self.actor = actor
         self.obs_dim = int(obs_dim)
         self.group = group
+        self.extra_groups = tuple(extra_groups)
+        self.output_key = output_key
+        self.fixed_obs = dict(fixed_obs or {})
+        self.metadata = dict(metadata or {})
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.normalizer(obs.float()))
+    def forward(self, obs: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.normalizer(obs.float()), *(x.float() for x in extra))
 
 
 def base_group_check(base: DeployedActor, group: str) -> DeployedActor:
