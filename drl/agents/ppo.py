@@ -381,7 +381,10 @@ class PPO:
             obs, next_state = core.step(obs, storage["hidden/critic"].flatten(0, 1))
             final_obs, _ = core.step(final_obs, next_state)
         values = self.model.value(obs).view(steps, n)
-        next_values = self.model.value(final_obs).view(steps, n)
+        if core is None and intrinsic_out is None and not self.cfg.normalize_obs and obs.device.type == "cpu":
+            next_values = self._next_values(values, final_obs, storage["terminated"] | storage["truncated"])
+        else:
+            next_values = self.model.value(final_obs).view(steps, n)
         advantages, returns = gae(storage["rewards"] if rewards is None else rewards, values, next_values,
                                   storage["terminated"], storage["truncated"], self.cfg.gamma, self.cfg.gae_lambda)
         if intrinsic_out is not None:  # the second stream, on the same critic inputs
@@ -392,6 +395,22 @@ class PPO:
                 storage["terminated"], storage["truncated"])
             intrinsic_out["intrinsic_values"] = intrinsic_values
         return values, advantages, returns
+
+    def _next_values(self, values: torch.Tensor, final_obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """``V(final_obs_t) [T, N]`` from ``values = V(obs_t) [T, N]``: where step t ended no episode, its final obs
+        is the next step's obs (the env contract; stored unnormalised), so ``V(obs_{t+1})`` is reused and the critic
+        runs only on the last step's and the done steps' final obs (``final_obs [T * N, D]``, ``done [T, N]``).
+
+        One critic pass over ``T * N`` rows fewer; the values agree with the full pass up to the matmul's summation
+        order over a different batch. The done rows are found on the host: CPU only (on a GPU the full pass
+        costs less than the sync).
+        """
+        steps, n = values.shape
+        rows = torch.cat([done[:-1].reshape(-1).nonzero().squeeze(1),
+                          torch.arange((steps - 1) * n, steps * n, device=values.device)])
+        next_values = torch.cat([values[1:], values.new_empty(1, n)])
+        next_values.view(-1)[rows] = self.model.value(final_obs[rows])
+        return next_values
 
     def update(self, storage: RolloutBuffer, progress: float = 0.0) -> dict[str, float]:
         """Run the PPO epochs on a full rollout. ``progress`` in [0, 1] drives LR annealing.
