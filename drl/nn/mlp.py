@@ -84,6 +84,11 @@ def _fused_available() -> bool:
 _FUSED = _fused_available()
 
 
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` (``x [B, I]``, ``weight [O, I]``) in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+
+
 class _LinearActivation(torch.autograd.Function):
     """``act(x @ w.T + b)`` in one oneDNN call; the backward is autograd's for ``addmm`` then ``act``.
 
@@ -107,8 +112,15 @@ class _LinearActivation(torch.autograd.Function):
             grad = torch.ops.aten.tanh_backward(grad, y)
         else:  # relu
             grad = torch.ops.aten.threshold_backward(grad, y, 0.0)
-        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
-        grad_w = grad.t().mm(x) if ctx.needs_input_grad[1] else None
+        # grad @ W through oneDNN, and the weight gradient as (x^T grad)^T when the input is narrower than the
+        # output: the same products, several times faster for a first layer on a few observations
+        grad_x = _linear(grad, weight.t().contiguous()) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[1]:
+            grad_w = None
+        elif x.shape[1] < grad.shape[1]:
+            grad_w = x.t().mm(grad).t()
+        else:
+            grad_w = grad.t().mm(x)
         grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None
 
