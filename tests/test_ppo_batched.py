@@ -84,3 +84,25 @@ def test_next_values_reuse_matches_full_critic_pass() -> None:
     torch.testing.assert_close(reused, full, atol=1e-6, rtol=1e-6)
     # and where an episode ended the value is the final obs's, not the next obs's
     assert not torch.allclose(values[1:][done[:-1]], full[:-1][done[:-1]])
+
+
+def test_bf16_autocast_losses_close_to_float32() -> None:
+    """``algo.autocast: bf16`` runs the networks in bfloat16 and the losses in float32: the same minibatch's
+    losses agree with the float32 ones to bfloat16's precision, and the loss graph stays float32."""
+    torch.manual_seed(0)
+    agents = {}
+    for mode in ("none", "bf16"):
+        cfg = PPOConfig(num_steps=8, minibatch_size=8 * 64, numba_actor=False, compile=False, autocast=mode)
+        agents[mode] = PPO(gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-2, 2, (1,)), cfg, 64,
+                           torch.device("cpu"))
+    agents["bf16"].model.load_state_dict(agents["none"].model.state_dict())
+    storage = _filled_storage(agents["none"], 8, 64, seed=2)
+    batch = storage.flat(["obs/policy", "actions", "log_probs"])
+    batch["values"], batch["advantages"], batch["returns"] = (torch.randn(512) for _ in range(3))
+    losses = {mode: agent._minibatch_loss(batch) for mode, agent in agents.items()}
+    assert losses["bf16"]["loss"].dtype == torch.float32
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        torch.testing.assert_close(losses["bf16"][key], losses["none"][key], atol=2e-2, rtol=2e-2)
+    assert not torch.equal(losses["bf16"]["value_loss"], losses["none"]["value_loss"])  # bf16 did run
+    metrics = agents["bf16"].update(storage)
+    assert all(np.isfinite(v) for v in metrics.values())

@@ -94,6 +94,9 @@ class PPOConfig:
     # fuse each minibatch step (forward, backward, clipping, Adam) into one torch.compile'd graph;
     # "auto": only for runs long enough to repay the compile time (see COMPILE_AUTO_MIN_STEPS)
     compile: bool | Literal["auto"] = "auto"
+    # run the update's network passes (actor, critic) under bfloat16 autocast; the losses stay float32. "none":
+    # float32 throughout. An opt-in for large minibatches on hardware with fast bf16 matmuls (GPUs, AMX CPUs)
+    autocast: Literal["none", "bf16"] = "none"
     # sample rollout actions with one numba kernel (CPU, MLP + Gaussian head with a free std);
     # "auto": when numba is installed and the policy is one the kernel computes
     numba_actor: bool | Literal["auto"] = "auto"
@@ -498,7 +501,12 @@ class PPO:
     def _minibatch_loss(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""
         cfg = self.cfg
-        log_prob, entropy = self.model.evaluate(self._features(mb, "actor"), mb["actions"])
+        mixed = cfg.autocast == "bf16"
+        with torch.autocast(self.device.type, torch.bfloat16) if mixed else contextlib.nullcontext():
+            log_prob, entropy = self.model.evaluate(self._features(mb, "actor"), mb["actions"])
+            critic_features = self._features(mb, "critic")
+            new_values = self.model.value(critic_features)
+        log_prob, entropy, new_values = log_prob.float(), entropy.float(), new_values.float()
         log_ratio = log_prob - mb["log_probs"]
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
@@ -508,8 +516,7 @@ class PPO:
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()
 
-        critic_features = self._features(mb, "critic")
-        value_loss = self._value_loss(self.model.value(critic_features), mb["values"], mb["returns"])
+        value_loss = self._value_loss(new_values, mb["values"], mb["returns"])
         entropy_mean = entropy.mean()
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
         with torch.no_grad():
@@ -518,7 +525,7 @@ class PPO:
         out = {"loss": loss, "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                "entropy": entropy_mean.detach(), "approx_kl": approx_kl, "clip_fraction": clip_fraction}
         if self.model.intrinsic_critic is not None:  # V_I's loss, weighted as V_E's (RND sums the two)
-            intrinsic_loss = self._value_loss(self.model.intrinsic_critic(critic_features).squeeze(-1),
+            intrinsic_loss = self._value_loss(self.model.intrinsic_critic(critic_features.float()).squeeze(-1),
                                               mb["intrinsic_values"], mb["intrinsic_returns"])
             out["loss"] = loss + cfg.vf_coef * intrinsic_loss
             out["intrinsic_value_loss"] = intrinsic_loss.detach()

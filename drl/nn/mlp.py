@@ -126,9 +126,8 @@ class _LinearActivation(torch.autograd.Function):
 
 
 def _fusable(x: torch.Tensor) -> bool:
-    return (_FUSED and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-            and x.shape[0] >= FUSED_MIN_ROWS and not torch.compiler.is_compiling()
-            and not torch.is_autocast_enabled("cpu"))
+    return (x.dim() == 2 and x.shape[0] >= FUSED_MIN_ROWS and _FUSED and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
 
 
 def mlp_forward(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
