@@ -154,8 +154,9 @@ def rslrl_train_cfg(cfg: TrainConfig) -> dict[str, Any]:
     per-minibatch advantage normalisation, value clipping (rsl_rl's uses the policy clip), separate
     actor/critic MLPs with a state-independent Gaussian std parameterised in log space
     (``exp(log_std_init)``), no obs normalisation, bf16 autocast (``algo.autocast: bf16`` ->
-    ``use_mixed_precision``; rsl_rl's covers its whole loss, drl's the network passes). rsl_rl keeps its own defaults for what drl has no
-    setting for: ``check_for_nan`` on, Adam (eps 1e-8), no torch.compile, PyTorch's default init.
+    ``use_mixed_precision``; rsl_rl's covers its whole loss, drl's the network passes). rsl_rl keeps its
+    own defaults for what drl has no setting for: ``check_for_nan`` on, Adam (eps 1e-8), no torch.compile,
+    PyTorch's default init.
 
     Raises:
         ValueError: a setting rsl_rl's PPO cannot express (annealed lr, reward normalisation, target KL,
