@@ -165,7 +165,7 @@ def profile_drl(env_id: str, num_envs: int, iterations: int, warmup: int, device
     clock = PhaseClock()
     marks = _Iterations(clock, warmup, total)
     spec = AGENTS[cfg.agent]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         runner = spec.runner_class(cfg, spec.agent_class, Path(tmp) / "run")
         agent = runner.agent
         env_step = runner.env.step
@@ -218,7 +218,7 @@ def profile_rslrl(env_id: str, num_envs: int, iterations: int, warmup: int, devi
     env = RslRlVecEnv(make_vec_env(env_id, num_envs, device=device, env_kwargs=cfg.env.kwargs), 0)
     clock = PhaseClock()
     marks = _Iterations(clock, warmup, total)
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp, contextlib.redirect_stdout(io.StringIO()):
         runner = OnPolicyRunner(env, train_cfg, log_dir=str(Path(tmp) / "run"), device=device)
         alg = runner.alg
         env.step = clock.wrap("env step", env.step)
