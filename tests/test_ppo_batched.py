@@ -106,3 +106,19 @@ def test_bf16_autocast_losses_close_to_float32() -> None:
     assert not torch.equal(losses["bf16"]["value_loss"], losses["none"]["value_loss"])  # bf16 did run
     metrics = agents["bf16"].update(storage)
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_compile_auto_stays_eager_on_large_cpu_minibatches() -> None:
+    """``compile: auto`` on a run long enough to compile: minibatches of COMPILE_AUTO_MAX_CPU_MINIBATCH rows and
+    more stay eager on the CPU (the fused layers are faster there), smaller ones compile as before."""
+    from drl.agents.ppo import COMPILE_AUTO_MAX_CPU_MINIBATCH
+    from drl.optim import compiler_available
+
+    obs, act = gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-2, 2, (1,))
+    num_envs, steps = 1024, 32
+    total = 10**10  # far past COMPILE_AUTO_MIN_STEPS minibatch steps for both
+    for minibatch, compiled in ((COMPILE_AUTO_MAX_CPU_MINIBATCH, not mlp_module._FUSED and compiler_available()),
+                                (COMPILE_AUTO_MAX_CPU_MINIBATCH // 2, compiler_available())):
+        cfg = PPOConfig(num_steps=steps, minibatch_size=minibatch, numba_actor=False)
+        agent = PPO(obs, act, cfg, num_envs, torch.device("cpu"), total_steps=total)
+        assert agent._should_compile(num_envs, total) == compiled, minibatch

@@ -8,7 +8,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init", "forward_layers", "mlp_forward", "flat_dim", "group_space"]
+__all__ = ["ACTIVATIONS", "make_mlp", "orthogonal_init", "forward_layers", "mlp_forward", "fused_available", "flat_dim",
+           "group_space"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -77,11 +78,12 @@ _FUSED_ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "rel
 FUSED_MIN_ROWS = 256
 
 
-def _fused_available() -> bool:
+def fused_available() -> bool:
+    """Whether :func:`mlp_forward` can fuse layers here (torch built with oneDNN's fused linear)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_FUSED = _fused_available()
+_FUSED = fused_available()
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
