@@ -7,7 +7,8 @@ annealing, target-KL early stop, observation normalisation and reward scaling.
 Two choices differ from most peers and are deliberate:
 
 * values are computed after the rollout in one batched pass: ``V(obs_t)`` and ``V(final_obs_t)``
-  for every step, so the per-step path runs only the actor;
+  for every step, so the per-step path runs only the actor (on the CPU ``V(final_obs_t)`` reuses
+  ``V(obs_{t+1})`` wherever step t ended no episode: see :meth:`PPO._next_values`);
 * a truncated episode bootstraps from ``V(final_obs)`` (see :func:`drl.returns.gae`).
 
 The critic may read another obs group than the actor (``critic_obs: critic``): a privileged
