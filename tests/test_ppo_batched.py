@@ -122,3 +122,21 @@ def test_compile_auto_stays_eager_on_large_cpu_minibatches() -> None:
         cfg = PPOConfig(num_steps=steps, minibatch_size=minibatch, numba_actor=False)
         agent = PPO(obs, act, cfg, num_envs, torch.device("cpu"), total_steps=total)
         assert agent._should_compile(num_envs, total) == compiled, minibatch
+
+
+@fused
+def test_fused_mlp_stays_plain_under_a_jit_trace() -> None:
+    """A traced network (what an ONNX export records) holds only standard ops, whatever the batch size."""
+    torch.manual_seed(0)
+    net = make_mlp(3, [16], 1, "tanh")
+
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return mlp_forward(self.net, x)
+
+    traced = torch.jit.trace(Body(), torch.randn(FUSED_MIN_ROWS * 2, 3))
+    assert "mkldnn" not in str(traced.graph) and "aten::tanh" in str(traced.graph)

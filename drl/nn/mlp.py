@@ -128,8 +128,9 @@ class _LinearActivation(torch.autograd.Function):
 
 
 def _fusable(x: torch.Tensor) -> bool:
-    return (x.dim() == 2 and x.shape[0] >= FUSED_MIN_ROWS and _FUSED and x.device.type == "cpu"
-            and x.dtype == torch.float32 and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+    return (not torch.jit.is_tracing() and x.dim() == 2 and x.shape[0] >= FUSED_MIN_ROWS and _FUSED
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def mlp_forward(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,8 @@ def mlp_forward(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     activation in one pass over the output; about half the time of ``addmm`` then ``tanh`` on a 64-wide layer).
 
     Same values as ``layers(x)`` up to oneDNN's tanh (within one unit in the last place of ``torch.tanh``; ReLU
-    exactly), same gradients given those values. Eager only: under ``torch.compile``, autocast, on other
-    devices, other dtypes or small batches it is :func:`forward_layers`.
+    exactly), same gradients given those values. Eager only: under ``torch.compile``/``torch.export``, a jit
+    trace (an ONNX export), autocast, on other devices, other dtypes or small batches it is :func:`forward_layers`.
     """
     if not _fusable(x):
         return forward_layers(layers, x)
