@@ -154,6 +154,52 @@ def test_ppo_compiled_step_on_cuda(tmp_path) -> None:
     assert summary["steps"] == 32_768
 
 
+def test_ppo_bf16_autocast_on_cuda(tmp_path) -> None:
+    """``algo.autocast: bf16`` (the update's network passes in bfloat16) trains on the GPU with finite losses."""
+    run_dir, summary = _train(tmp_path, "drl/Pendulum-v0", 65_536, eval_interval=0, env={"num_envs": 1024},
+                              algo={"num_steps": 32, "minibatch_size": 8192, "autocast": "bf16"})
+    assert summary["steps"] == 65_536 and math.isfinite(summary["final_eval_return"])
+
+
+def test_ppo_batched_cpu_shortcuts_match_cuda() -> None:
+    """The CPU-only shortcuts of the batched path (oneDNN's fused Linear + tanh in the networks, V(final_obs)
+    reusing V(obs_{t+1})) give the losses and returns of the plain computation, which CUDA runs."""
+    import gymnasium
+
+    from drl.agents.ppo import PPO, PPOConfig
+
+    torch.manual_seed(0)
+    num_envs, steps = 512, 8
+    cfg = PPOConfig(num_steps=steps, minibatch_size=steps * num_envs, numba_actor=False, compile=False)
+    spaces = (gymnasium.spaces.Box(-np.inf, np.inf, (3,)), gymnasium.spaces.Box(-2, 2, (1,)))
+    agents = {dev: PPO(*spaces, cfg, num_envs, torch.device(dev)) for dev in ("cpu", "cuda")}
+    agents["cuda"].model.load_state_dict(agents["cpu"].model.state_dict())
+    storages = {dev: RolloutBuffer(steps, num_envs, agents["cpu"].storage_fields(), dev) for dev in agents}
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        obs = torch.randn(num_envs, 3, generator=gen)
+        done = torch.rand(num_envs, generator=gen) < 0.1
+        final = torch.where(done.unsqueeze(1), torch.randn(num_envs, 3, generator=gen), torch.randn(num_envs, 3))
+        _, record = agents["cpu"].act(obs)
+        record = agents["cpu"].record_outcome(record, torch.randn(num_envs, generator=gen), done & False, done, final)
+        for dev, storage in storages.items():
+            storage.add({k: v.to(dev) for k, v in record.items()})
+    for dev in ("cpu", "cuda"):  # a consistent rollout: a step's final obs is the next obs unless it ended
+        obs, final = storages[dev]["obs/policy"], storages[dev]["final_obs/policy"]
+        ended = storages[dev]["truncated"][:-1].unsqueeze(-1)
+        final[:-1] = torch.where(ended, final[:-1], obs[1:])
+    out = {dev: agents[dev].compute_returns(storages[dev]) for dev in agents}
+    for a, b in zip(out["cpu"], out["cuda"], strict=True):
+        torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=1e-4)
+    losses = {}
+    for dev, agent in agents.items():
+        batch = storages[dev].flat(["obs/policy", "actions", "log_probs"])
+        batch["values"], batch["advantages"], batch["returns"] = (x.reshape(-1) for x in out[dev])
+        losses[dev] = agent._minibatch_loss(batch)
+    for key in ("loss", "policy_loss", "value_loss", "entropy"):
+        torch.testing.assert_close(losses["cuda"][key].cpu(), losses["cpu"][key], atol=1e-4, rtol=1e-4)
+
+
 # --- MuJoCo Warp on CUDA -------------------------------------------------------------------
 
 

@@ -153,8 +153,10 @@ def rslrl_train_cfg(cfg: TrainConfig) -> dict[str, Any]:
     (rsl_rl clips the actor's and the critic's gradients separately to it, drl their joint norm),
     per-minibatch advantage normalisation, value clipping (rsl_rl's uses the policy clip), separate
     actor/critic MLPs with a state-independent Gaussian std parameterised in log space
-    (``exp(log_std_init)``), no obs normalisation. rsl_rl keeps its own defaults for what drl has no
-    setting for: ``check_for_nan`` on, Adam (eps 1e-8), no torch.compile, PyTorch's default init.
+    (``exp(log_std_init)``), no obs normalisation, bf16 autocast (``algo.autocast: bf16`` ->
+    ``use_mixed_precision``; rsl_rl's covers its whole loss, drl's the network passes). rsl_rl keeps its
+    own defaults for what drl has no setting for: ``check_for_nan`` on, Adam (eps 1e-8), no torch.compile,
+    PyTorch's default init.
 
     Raises:
         ValueError: a setting rsl_rl's PPO cannot express (annealed lr, reward normalisation, target KL,
@@ -193,7 +195,7 @@ def rslrl_train_cfg(cfg: TrainConfig) -> dict[str, Any]:
             "entropy_coef": a.ent_coef, "learning_rate": a.learning_rate, "max_grad_norm": a.max_grad_norm,
             "optimizer": "adam", "use_clipped_value_loss": a.clip_value is not None, "schedule": "fixed",
             "desired_kl": None, "normalize_advantage_per_mini_batch": bool(a.normalize_advantages),
-            "use_mixed_precision": False,
+            "use_mixed_precision": getattr(a, "autocast", "none") == "bf16",
         },
     }
 

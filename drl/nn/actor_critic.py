@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from drl.nn.heads import make_action_head
-from drl.nn.mlp import forward_layers, make_mlp
+from drl.nn.mlp import make_mlp, mlp_forward
 from drl.nn.recurrent import RecurrentCore
 
 __all__ = ["ActorCritic", "Actor"]
@@ -49,15 +49,15 @@ class ActorCritic(nn.Module):
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         """``[B, critic_dim] -> [B]``."""
-        return self.critic(critic_obs).squeeze(-1)
+        return mlp_forward(self.critic, critic_obs).squeeze(-1)
 
     def act(self, actor_obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, actor_dim] -> (action[B, ...], log_prob[B])``."""
-        return self.head.sample(forward_layers(self.actor_body, actor_obs), deterministic)
+        return self.head.sample(mlp_forward(self.actor_body, actor_obs), deterministic)
 
     def evaluate(self, actor_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob[B], entropy[B])`` of stored actions."""
-        return self.head.evaluate(self.actor_body(actor_obs), action)
+        return self.head.evaluate(mlp_forward(self.actor_body, actor_obs), action)
 
 
 class Actor(nn.Module):
@@ -74,8 +74,8 @@ class Actor(nn.Module):
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, obs_dim] -> (action[B, ...], log_prob[B])``."""
-        return self.head.sample(forward_layers(self.actor_body, obs), deterministic)
+        return self.head.sample(mlp_forward(self.actor_body, obs), deterministic)
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob[B], entropy[B])`` of stored actions."""
-        return self.head.evaluate(self.actor_body(obs), action)
+        return self.head.evaluate(mlp_forward(self.actor_body, obs), action)
