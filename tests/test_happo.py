@@ -160,6 +160,9 @@ def test_one_agent_happo_update_equals_ppo() -> None:
     with torch.no_grad():
         log_probs, _ = ppo.model.evaluate(obs.flatten(0, 1), actions.flatten(0, 1))
     rewards, terminated, truncated = torch.randn(steps, n), torch.rand(steps, n) < 0.1, torch.rand(steps, n) < 0.1
+    # the env contract: where an episode goes on, the final obs is the next step's obs (PPO relies on it)
+    done = terminated | truncated
+    final[:-1] = torch.where(done[:-1, :, None], final[:-1], state[1:])
     ppo_storage = RolloutBuffer(steps, n, ppo.storage_fields())
     happo_storage = RolloutBuffer(steps, n, happo.storage_fields())
     for t in range(steps):
