@@ -277,14 +277,19 @@ class HAPPOCompetitive:
         return TeamPolicy(learner.actors, norms, self.cfg.normalize_obs)
 
     def make_team_policy(self, team: str) -> TeamPolicy:
-        """A new :class:`TeamPolicy` of ``team``'s architecture (a snapshot's ``load_state_dict`` fills it)."""
+        """A new :class:`TeamPolicy` of ``team``'s architecture (a snapshot's ``load_state_dict`` fills it).
+
+        Its initialisation draws from a forked RNG: building snapshots (also when a resume reloads them)
+        leaves the global RNG, and so the run, as it was."""
         learner = self.learners[team]
-        if self.cfg.share_actor:
-            shared = Actor(learner.obs_dims[self.teams[team][0]], learner.action_spaces[self.teams[team][0]], self.cfg)
-            actors = nn.ModuleDict(dict.fromkeys(learner.agents, shared))
-        else:
-            actors = nn.ModuleDict({a: Actor(learner.obs_dims[a], learner.action_spaces[a], self.cfg)
-                                    for a in learner.agents})
+        with torch.random.fork_rng(devices=[]):
+            if self.cfg.share_actor:
+                first = self.teams[team][0]
+                shared = Actor(learner.obs_dims[first], learner.action_spaces[first], self.cfg)
+                actors = nn.ModuleDict(dict.fromkeys(learner.agents, shared))
+            else:
+                actors = nn.ModuleDict({a: Actor(learner.obs_dims[a], learner.action_spaces[a], self.cfg)
+                                        for a in learner.agents})
         norms = nn.ModuleDict({a: RunningMeanStd((learner.obs_dims[a],)) for a in self.teams[team]})
         return TeamPolicy(actors, norms, self.cfg.normalize_obs).to(self.device)
 
