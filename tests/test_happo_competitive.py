@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 from pathlib import Path
@@ -283,3 +284,41 @@ def _assert_equal(a: Any, b: Any, path: str) -> None:
             _assert_equal(x, y, f"{path}[{i}]")
     else:
         assert a == b, path
+
+
+def test_drl_eval_prints_per_team_returns_and_win_rates(tmp_path: Path, capsys) -> None:
+    cfg = _run_cfg(**_small())
+    CompetitiveRunner(cfg, HAPPOCompetitive, tmp_path / "run").train()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--episodes", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["agent_returns"]) == {"pursuer_0", "pursuer_1", "evader_0"}
+    agents = out["agent_returns"]
+    assert out["team_returns"][PURSUERS] == pytest.approx((agents["pursuer_0"] + agents["pursuer_1"]) / 2)
+    assert out["team_returns"][EVADERS] == pytest.approx(agents["evader_0"])
+    assert set(out["win_rates"][PURSUERS]) == {"self", "random", "fleeing"}
+    assert set(out["win_rates"][EVADERS]) == {"self", "random", "greedy"}
+    # 12-step episodes: a draw is impossible (caught, or truncated with the evader free)
+    assert out["win_rates"][PURSUERS]["self"] + out["win_rates"][EVADERS]["self"] == 1.0
+
+
+def test_benchmark_script_plumbing(tmp_path: Path) -> None:
+    """benchmarks/competitive.py at a tiny budget: two seeds trained, win rates read, summarised, plotted."""
+    from benchmarks import competitive as bench
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seeds", "0"])
+    code = bench.main(["--seeds", "2", "--steps", "240", "--league-every", "2", "--episodes", "4",
+                       "--set", "env.num_envs=4", "--set", "env.num_eval_envs=4", "--set", "algo.num_steps=20",
+                       "--set", "env.kwargs.max_episode_steps=10", "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]
+    assert [("error" in r, r["steps"]) for r in runs] == [(False, 240), (False, 240)]
+    assert [p["iteration"] for p in runs[0]["curves"][PURSUERS]] == [0, 2, 3]
+    assert bench.opponents(runs[0], EVADERS) == ["iter_0", "iter_2", "random", "greedy"]
+    assert [(s["schedule"], s["team"], s["seeds"]) for s in results["summary"]] == [
+        ("simultaneous", PURSUERS, 2), ("simultaneous", EVADERS, 2)]
+    report = (tmp_path / "report.md").read_text()
+    assert "| simultaneous | pursuers | 2 | 240 | iter_0 |" in report and "## Claims" in report
+    assert (tmp_path / "win_rates.png").read_bytes()[:4] == b"\x89PNG"

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from drl.guards import atomic_write_text
-from drl.league import League
+from drl.league import League, play
 from drl.logging import RunLogger, Stopwatch
 from drl.runners.base import EVAL_SEED_OFFSET
 from drl.runners.multi_agent import MultiAgentOnPolicyRunner
 
-__all__ = ["CompetitiveRunner", "WIN_RATES_CSV"]
+__all__ = ["CompetitiveRunner", "WIN_RATES_CSV", "team_win_rates"]
 
 WIN_RATES_CSV = "win_rates.csv"
 
@@ -123,3 +123,20 @@ class CompetitiveRunner(MultiAgentOnPolicyRunner):
         iteration = self.state["iteration"]
         if iteration % self.cfg.algo.league_interval == 0 or iteration == self.num_iterations:
             row.update(self.league_step(iteration))
+
+
+def team_win_rates(agent: Any, env: Any, episodes: int, seed: int) -> dict[str, dict[str, float]]:
+    """``{team: {opponent: win rate}}`` of a two-team agent's deterministic team policies (``drl eval``):
+    ``"self"``, the other team of the same agent, and the env's scripted policies of the other team (when it
+    has ``scripted_policies``), ``episodes`` episodes each from ``seed`` (:func:`drl.league.play`)."""
+    teams = list(agent.teams)
+    scripted = getattr(getattr(env, "unwrapped", env), "scripted_policies", None)
+    policies = {team: agent.team_policy(team) for team in teams}
+    self_play = play(env, policies, episodes, seed)
+    rates: dict[str, dict[str, float]] = {}
+    for team in teams:
+        other = teams[1] if team == teams[0] else teams[0]
+        rates[team] = {"self": self_play[team] / episodes}
+        for name, opponent in (scripted(other).items() if callable(scripted) else ()):
+            rates[team][name] = play(env, {team: policies[team], other: opponent}, episodes, seed)[team] / episodes
+    return rates
