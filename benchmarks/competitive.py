@@ -18,8 +18,8 @@ after that (``iter_<K>``, early in training) and against the env's scripted oppo
 iteration-0 pool (``iter_0`` and the scripted opponents, which every evaluation has) exceeds its iteration-0 value
 by more than twice the standard error over seeds (one seed: not judged). Against ``iter_0`` a team can start
 saturated (untrained pursuers almost never catch anything, so the evaders win nearly all of those games); the
-scripted opponents and the early snapshot then carry the signal. Writes ``results.json``, ``report.md`` and ``win_rates.png`` (win rate vs env steps, one panel
-per team, mean and min-max band over seeds) to ``--out``.
+scripted opponents and the early snapshot then carry the signal. Writes ``results.json``, ``report.md`` and
+``win_rates.png`` (win rate vs env steps, one panel per team, mean and min-max band over seeds) to ``--out``.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
               "policy plays every opponent in its pool: `iter_0` = the other team's untrained policy, `iter_K` = "
               "its snapshot after the first K iterations, and the env's scripted opponents. Entries: win rate "
               "mean +- std over seeds, at iteration 0 -> at the last evaluation.", "",
-              "| schedule | team | seeds | steps | opponent | win rate at 0 | final win rate |", "|---|---|---|---|---|---|---|"]
+              "| schedule | team | seeds | steps | opponent | win rate at 0 | final win rate |",
+              "|---|---|---|---|---|---|---|"]
     for s in summary:
         for o in s["final"]:
             lines.append(f"| {s['schedule']} | {s['team']} | {s['seeds']} | {_n(s['steps'])} | {o} | "
