@@ -167,8 +167,9 @@ def test_type_coercions_that_are_exact():
         ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
-        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'happo', 'mappo', 'ppo', "
-                                    "'ppo-residual', 'rarl', 'residual', 'sac', 'subpo', 'td3']"),
+        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'happo', "
+                                    "'happo-competitive', 'mappo', 'ppo', 'ppo-residual', 'rarl', 'residual', "
+                                    "'sac', 'subpo', 'td3']"),
         ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
         ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),
         ({"total_steps": 0}, "total_steps", "must be >= 1"),

@@ -322,3 +322,21 @@ def test_benchmark_script_plumbing(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| simultaneous | pursuers | 2 | 240 | iter_0 |" in report and "## Claims" in report
     assert (tmp_path / "win_rates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pursuers_learn_to_beat_the_random_evaders(tmp_path: Path) -> None:
+    """The tuned config (simultaneous) cut to 20 iterations of 32 envs x 50 steps (32,000 steps): the pursuers'
+    win rate against the scripted random evaders over 64 league episodes rises by at least 0.1 (measured: seed 0
+    0.00 -> 0.19, seed 1 0.06 -> 0.30), and both teams were trained every iteration."""
+    cfg = _run_cfg(seed=0, total_steps=20 * 50 * 32, eval_interval=0, eval_episodes=2,
+                   env={"num_envs": 32, "num_eval_envs": 64},
+                   algo={"num_steps": 50, "league_interval": 20, "league_episodes": 64})
+    assert cfg.algo.schedule == "simultaneous" and cfg.env.kwargs["shaping"] == 1.0
+    _, summary = api.train(cfg, tmp_path / "run")
+    with (tmp_path / "run" / WIN_RATES_CSV).open() as f:
+        table = {(int(r["iteration"]), r["team"], r["opponent"]): float(r["win_rate"]) for r in csv.DictReader(f)}
+    start, end = table[(0, PURSUERS, "random")], table[(20, PURSUERS, "random")]
+    assert end >= start + 0.1, (start, end)
+    rows = _rows(tmp_path / "run")
+    assert all(r["learning/pursuers"] == "1.0" and r["learning/evaders"] == "1.0" for r in rows)
+    assert float(rows[-1]["win_rate/pursuers/random"]) == end
