@@ -213,8 +213,13 @@ def test_league_snapshots_at_the_right_iterations_and_the_win_rate_table(tmp_pat
     and 5 carry win_rate/<team>/<opponent>, mean and min; win_rates.csv holds every evaluation."""
     cfg = _run_cfg(**_small())
     runner = CompetitiveRunner(cfg, HAPPOCompetitive, tmp_path / "run")
+    calls = []
+    runner.agent.on_league_evaluation = lambda it, rates, latest: calls.append((it, latest, rates))
     runner.train()
     snaps = ["iter_0", "iter_2", "iter_4", "iter_5"]
+    assert [(it, latest) for it, latest, _ in calls] == [(i, {PURSUERS: f"iter_{i}", EVADERS: f"iter_{i}"})
+                                                        for i in (0, 2, 4, 5)]
+    assert calls[-1][2][EVADERS] == runner.leagues[EVADERS].history[-1][1]
     assert runner.leagues[PURSUERS].snapshot_names == snaps == runner.leagues[EVADERS].snapshot_names
     assert list(runner.leagues[PURSUERS].opponents) == ["random", "fleeing", *snaps]
     assert list(runner.leagues[EVADERS].opponents) == ["random", "greedy", *snaps]
