@@ -233,6 +233,7 @@ def test_league_snapshots_at_the_right_iterations_and_the_win_rate_table(tmp_pat
             returns = [float(row[f"ep_return/{a}"]) for a in TEAMS[PURSUERS]]
             assert float(row["ep_return/pursuers"]) == pytest.approx(sum(returns) / 2)
     last = rows[-1]
+    assert float(last["eval_return/evaders"]) == float(last["eval_return/evader_0"])
     rates = [float(last[f"win_rate/evaders/{o}"]) for o in ["random", "greedy", *snaps]]
     assert float(last["win_rate/evaders/min"]) == min(rates)
     assert float(last["win_rate/evaders/mean"]) == pytest.approx(sum(rates) / len(rates))

@@ -14,7 +14,8 @@ update) and at the last iteration:
    ``win_rates.csv`` in the run folder (``iteration, team, opponent, win_rate, episodes``), and to the
    agent's optional ``on_league_evaluation(iteration, rates, latest)`` hook (ladder schedules).
 
-Also logged every iteration: ``ep_return/<team>``, the mean over the team's agents of ``ep_return/<agent>``.
+Also logged: ``ep_return/<team>`` every iteration and ``eval_return/<team>`` with each evaluation, the mean over
+the team's agents of ``ep_return/<agent>`` / ``eval_return/<agent>``.
 
 The agent provides ``teams`` (``{team: agents}``), ``team_policy(team) -> nn.Module`` (live) and
 ``make_team_policy(team) -> nn.Module`` (a blank one for loading snapshots), and its config the
@@ -114,6 +115,14 @@ class CompetitiveRunner(MultiAgentOnPolicyRunner):
         if self.state["iteration"] == 0 and not any(league.history for league in self.leagues.values()):
             self.league_step(0)  # the untrained teams: the iter_0 snapshots and the first table rows
         return super()._train_loop(logger, clock)
+
+    def _summarize_returns(self, returns: list[Any]) -> tuple[float, float]:
+        """The multi-agent runner's, plus ``eval_return/<team>``: the mean of the team's agents' returns."""
+        result = super()._summarize_returns(returns)
+        for team, agents in self.agent.teams.items():
+            members = [self.extra_eval[f"eval_return/{a}"] for a in agents]
+            self.extra_eval[f"eval_return/{team}"] = sum(members) / len(members)
+        return result
 
     def _episode_columns(self, row: dict[str, Any], episodes: int) -> None:
         """Per-team returns every iteration; the league step every ``league_interval`` iterations and at the end."""
