@@ -18,8 +18,10 @@ after that (``iter_<K>``, early in training) and against the env's scripted oppo
 iteration-0 pool (``iter_0`` and the scripted opponents, which every evaluation has) exceeds its iteration-0 value
 by more than twice the standard error over seeds (one seed: not judged). Against ``iter_0`` a team can start
 saturated (untrained pursuers almost never catch anything, so the evaders win nearly all of those games); the
-scripted opponents and the early snapshot then carry the signal. Writes ``results.json``, ``report.md`` and
-``win_rates.png`` (win rate vs env steps, one panel per team, mean and min-max band over seeds) to ``--out``.
+scripted opponents and the early snapshot then carry the signal. Also judged the same way: the gain since
+frozen, the team's final win rate against each snapshot minus its win rate against it when it was taken.
+Writes ``results.json``, ``report.md`` and ``win_rates.png`` (win rate vs env steps, one panel per team, mean and
+min-max band over seeds) to ``--out``.
 """
 
 from __future__ import annotations
@@ -133,9 +135,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             final = {o: _stats([r["curves"][team][-1]["rates"][o] for r in ok if o in r["curves"][team][-1]["rates"]])
                      for o in names}
             gains = [_pool_mean(r, team, -1) - _pool_mean(r, team, 0) for r in ok]
+            since = [g for g in (_gain_since_frozen(r, team) for r in ok) if g is not None]
             out.append({"schedule": schedule, "team": team, "seeds": len(ok), "steps": ok[0]["steps"],
-                        "start": start, "final": final, "gain": _stats(gains),
-                        "verdict": _verdict(gains), "train_sps": _stats([r["train_sps"] for r in ok])})
+                        "start": start, "final": final, "gain": _stats(gains), "verdict": _verdict(gains),
+                        "gain_since_frozen": _stats(since), "verdict_since_frozen": _verdict(since),
+                        "train_sps": _stats([r["train_sps"] for r in ok])})
     return out
 
 
@@ -145,6 +149,17 @@ def _pool_mean(run: dict[str, Any], team: str, index: int) -> float:
     names = list(run["curves"][team][0]["rates"])
     rates = run["curves"][team][index]["rates"]
     return statistics.fmean(rates[o] for o in names)
+
+
+def _gain_since_frozen(run: dict[str, Any], team: str) -> float | None:
+    """The mean over the opponent's snapshots ``iter_k`` taken before the last evaluation (and still in the
+    pool) of ``team``'s final win rate against it minus its win rate against it at iteration ``k``, when the
+    snapshot was the opponent's current policy; None without such snapshots."""
+    curves = run["curves"][team]
+    final = curves[-1]["rates"]
+    gains = [final[name] - p["rates"][name] for p in curves[:-1]
+             if (name := f"iter_{p['iteration']}") in p["rates"] and name in final]
+    return statistics.fmean(gains) if gains else None
 
 
 def _verdict(gains: list[float]) -> str:
@@ -177,10 +192,16 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         for o in s["final"]:
             lines.append(f"| {s['schedule']} | {s['team']} | {s['seeds']} | {_n(s['steps'])} | {o} | "
                          f"{_ms(s['start'][o])} | {_ms(s['final'][o])} |")
+    lines += ["", "Gain since frozen: for each snapshot `iter_k` of the opponent, the team's final win rate against "
+              "it minus its win rate against it at iteration k (when it was the opponent's current policy), "
+              "averaged over the snapshots; mean +- std over seeds.", "",
+              "| schedule | team | gain over the iteration-0 pool | gain since frozen |", "|---|---|---|---|"]
+    lines += [f"| {s['schedule']} | {s['team']} | {_ms(s['gain'])} | {_ms(s['gain_since_frozen'])} |" for s in summary]
     lines += ["", "## Claims", ""]
     for s in summary:
         lines.append(f"- {s['schedule']}: {s['team']} improve against the frozen league (final minus initial mean "
-                     f"win rate over iter_0 and the scripted opponents): {s['verdict']}")
+                     f"win rate over iter_0 and the scripted opponents): {s['verdict']}; against each snapshot "
+                     f"since it was frozen: {s['verdict_since_frozen']}")
     return close_report(lines, results["runs"], out, ("win rate vs env steps", PLOT), key="schedule",
                         config_line=lambda r: f"- `{r['schedule']}` seed {r['seed']}: `{r['config']}`",
                         failed_line=lambda r: f"- {r['schedule']} seed {r['seed']} failed: `{r['error']}`")

@@ -346,3 +346,17 @@ def test_pursuers_learn_to_beat_the_random_evaders(tmp_path: Path) -> None:
     rows = _rows(tmp_path / "run")
     assert all(r["learning/pursuers"] == "1.0" and r["learning/evaders"] == "1.0" for r in rows)
     assert float(rows[-1]["win_rate/pursuers/random"]) == end
+
+
+def test_benchmark_gains_by_hand() -> None:
+    from benchmarks import competitive as bench
+
+    curve = [{"iteration": 0, "rates": {"random": 0.0, "iter_0": 0.5}},
+             {"iteration": 2, "rates": {"random": 0.5, "iter_0": 0.5, "iter_2": 0.25}},
+             {"iteration": 4, "rates": {"random": 1.0, "iter_0": 0.75, "iter_2": 0.5, "iter_4": 0.5}}]
+    run = {"curves": {PURSUERS: curve}}
+    # iteration-0 pool (random, iter_0): 0.25 -> 0.875; since frozen: iter_0 0.5 -> 0.75, iter_2 0.25 -> 0.5
+    assert bench._pool_mean(run, PURSUERS, -1) - bench._pool_mean(run, PURSUERS, 0) == 0.625
+    assert bench._gain_since_frozen(run, PURSUERS) == 0.25
+    assert bench._verdict([0.25]) == "not judged (one seed)"
+    assert bench._verdict([0.2, 0.3, 0.25]).startswith("yes") and bench._verdict([0.2, -0.3, 0.1]).startswith("not")
