@@ -360,3 +360,16 @@ def test_benchmark_gains_by_hand() -> None:
     assert bench._gain_since_frozen(run, PURSUERS) == 0.25
     assert bench._verdict([0.25]) == "not judged (one seed)"
     assert bench._verdict([0.2, 0.3, 0.25]).startswith("yes") and bench._verdict([0.2, -0.3, 0.1]).startswith("not")
+
+
+def test_pursuit_evasion_scripted_policies_by_team() -> None:
+    env = PursuitEvasion(3)
+    obs, _ = env.reset(seed=0)
+    for team, names in ((PURSUERS, ["random", "greedy"]), (EVADERS, ["random", "fleeing"])):
+        policies = env.scripted_policies(team)
+        assert list(policies) == names
+        for policy in policies.values():
+            actions = policy(obs)
+            assert set(actions) == set(env.teams[team]) and all(a.shape == (3, 2) for a in actions.values())
+    with pytest.raises(ValueError, match="no team 'hunters'"):
+        env.scripted_policies("hunters")
