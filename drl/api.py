@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from drl import distributed
 from drl.agents.aacd import locate_chained_teacher
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
@@ -69,13 +72,16 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
     return cfg
 
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool = False,
+          eval_callbacks: Sequence[Callable[[int, float], None]] = ()) -> tuple[Path, dict[str, Any]]:
     """Train from scratch; returns ``(run folder, summary)``.
 
     Args:
         cfg: the resolved config.
         run_dir: the run folder; None: a new unique ``runs/<agent>-<env>-s<seed>-<time>[-k]``.
         overwrite: replace the drl run already in ``run_dir`` (otherwise a folder holding files is refused).
+        eval_callbacks: each called as ``callback(global_step, mean eval return)`` after every evaluation (e.g.
+            :func:`drl.tune.tune` reports to its trial); an exception raised there ends the run (envs closed).
 
     An agent whose registry entry has a ``prepare`` step (AACD: train the teacher first) runs it
     here, before its runner is built; it may choose and create ``run_dir`` and fill sub-folders of it.
@@ -84,13 +90,21 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
         FileExistsError: ``run_dir`` holds files and ``overwrite`` is off (or it is not a drl run folder).
     """
     spec = AGENTS[cfg.agent]
-    if run_dir is not None:  # before building anything; the runner claims it atomically
+    if run_dir is not None and distributed.is_main():  # before building anything; the runner claims it atomically
         check_run_dir_free(run_dir, overwrite, getattr(spec.agent_class, "run_subfolders", ()))
     if spec.prepare is not None:  # e.g. AACD trains its teacher first, in a sub-folder of the run
         run_dir = spec.prepare(cfg, Path(run_dir) if run_dir is not None else None, overwrite)
     runner = spec.runner_class(cfg, spec.agent_class, Path(run_dir) if run_dir is not None else None,
                                overwrite=overwrite)
-    return runner.run_dir, runner.train()
+    runner.eval_callbacks.extend(eval_callbacks)
+    try:
+        summary = runner.train()
+    except BaseException:
+        for env in (runner.env, runner.eval_env):  # the runner closes them only when it ends normally
+            with contextlib.suppress(Exception):
+                env.close()
+        raise
+    return runner.run_dir, summary
 
 
 RUN_CONFIG_KEYS = ("agent", "env", "total_steps", "seed", "algo")  # always in a run's config.yaml
@@ -165,7 +179,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
                           f"give --steps >= {done} to extend it")
     if total_steps is not None:
         raw = merge(raw, {"total_steps": cfg.total_steps})  # whole iterations: the runner rounds up, and says so
-    if changes and raw != load_yaml(config_file):  # the run's config follows its new total / device
+    if changes and raw != load_yaml(config_file) and distributed.is_main():  # the config follows the new total/device
         atomic_write_text(config_file, yaml.safe_dump(raw, sort_keys=False))
     if runner.finished:
         runner.env.close()
@@ -190,7 +204,9 @@ def load_agent(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu
     ckpt = load_run_checkpoint(path, map_location=dev, required={"agent": str, "agent_state": dict})
     if ckpt["agent"] != cfg.agent:
         raise CheckpointError(f"'{path}' holds agent '{ckpt.get('agent')}' but the run is '{cfg.agent}'")
-    probe = make_run_env(cfg, 1, dev, for_eval=True)
+    from envs.multi_task_sources import min_copies
+
+    probe = make_run_env(cfg, min_copies(cfg.env.id, cfg.env.kwargs), dev, for_eval=True)  # T for multi-task envs
     agent_class = AGENTS[cfg.agent].agent_class
     build = getattr(agent_class, "for_evaluation", agent_class)  # e.g. a DAgger student without its teacher
     agent = build(probe.single_observation_space, probe.single_action_space, cfg.algo, cfg.env.num_envs, dev)
@@ -215,8 +231,14 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         prepare_offscreen_gl()  # before MuJoCo is imported: it picks its OpenGL backend once
     agent, cfg = load_agent(run_dir, checkpoint, device)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    env = make_run_env(cfg, min(cfg.env.num_eval_envs, episodes), resolve_device(device), for_eval=True)
-    returns = evaluate_policy(agent, env, episodes, seed)
+    from envs.multi_task import is_multi_task
+    from envs.multi_task_sources import is_multi_task_id
+
+    # a multi-task env's copies come in multiples of its tasks: its evaluation env keeps num_eval_envs
+    num_envs = cfg.env.num_eval_envs if is_multi_task_id(cfg.env.id) else min(cfg.env.num_eval_envs, episodes)
+    env = make_run_env(cfg, num_envs, resolve_device(device), for_eval=True)
+    per_episode: list[tuple[int, float, float]] | None = [] if is_multi_task(env) else None
+    returns = evaluate_policy(agent, env, episodes, seed, episodes_out=per_episode)
     agents = getattr(env, "agents", None)
     teams = getattr(env, "teams", None)
     win_rates = None
@@ -235,10 +257,14 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
         names = agents if agents is not None else [f"agent_{i}" for i in range(table.shape[1])]
         result["agent_returns"] = {name: float(table[:, i].mean()) for i, name in enumerate(names)}
         if teams is not None and len(teams) > 1:  # competitive: each team's return, the mean of its agents'
-            result["team_returns"] = {team: float(np.mean([result["agent_returns"][a] for a in members]))
-                                      for team, members in teams.items()}
+            result["team_returns"] = {side: float(np.mean([result["agent_returns"][a] for a in members]))
+                                      for side, members in teams.items()}
     if win_rates is not None:
         result["win_rates"] = win_rates
+    if per_episode is not None:  # eval_return/<task> (and eval_success/<task>) as the training logs them
+        from drl.runners.tasks import TaskStatistics
+
+        result["tasks"] = TaskStatistics(env, 1, env.task_ids.device).evaluation(per_episode, env)
     if video:
         folder = Path(video_dir) if video_dir is not None else Path(run_dir) / "videos"
         label = checkpoint if checkpoint in ("best", "latest") else Path(checkpoint).stem

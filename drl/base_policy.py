@@ -105,6 +105,17 @@ class BasePolicy:
     def reset(self) -> None:
         """Restart every env's state."""
 
+    def export_actor(self) -> torch.nn.Module:
+        """The base as a traceable module (:class:`drl.nn.deploy.DeployedActor`): raw obs group -> env action.
+
+        Raises:
+            ExportError: this kind of base cannot be traced (here: any but a drl run's feed-forward policy).
+        """
+        from drl.nn.deploy import ExportError
+
+        raise ExportError(f"base policy '{self.source}' is not a drl run (e.g. a Stable-Baselines3 .zip): a residual "
+                          "is exported only on a drl run's feed-forward base, which is traced into the same graph")
+
     @contextlib.contextmanager
     def fresh_memory(self, num_envs: int) -> Iterator[Callable[[torch.Tensor], None]]:
         """Act on ``num_envs`` other envs (an evaluation) with state of their own; the old state is back on exit."""
@@ -124,6 +135,10 @@ class _AgentBase(BasePolicy):
         with torch.inference_mode():
             action = self.agent.act(obs, deterministic=True, update_stats=False)[0].float()
         return action.clone()  # outside inference mode: a normal tensor
+
+    def export_actor(self) -> torch.nn.Module:
+        """The base run's own :meth:`export_actor` (a BC base with action chunks refuses there)."""
+        return self.agent.export_actor()
 
 
 class _ChunkedBase(_AgentBase):
@@ -226,7 +241,9 @@ def _load_run(path: Path, source: str, observation_space: gym.Space, action_spac
     if getattr(agent, "memory", None) is not None:
         raise BasePolicyError(f"base policy '{source}': a recurrent policy cannot be a base (its memory is not "
                               "carried); use a feed-forward one")
-    probe = make_vec_env(cfg.env.id, 1, device, "sync", cfg.env.kwargs)
+    from envs.multi_task_sources import min_copies
+
+    probe = make_vec_env(cfg.env.id, min_copies(cfg.env.id, cfg.env.kwargs), device, "sync", cfg.env.kwargs)
     try:
         _check_spaces(source, (probe.single_observation_space, observation_space),
                       (probe.single_action_space, action_space))

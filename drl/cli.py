@@ -17,7 +17,43 @@ DEFAULT_ENV = "drl/CartPole-v0"
 
 
 def _train(args: argparse.Namespace) -> int:
-    from drl import api
+    from drl import distributed
+
+    if args.nproc is not None and not distributed.launched():  # the shortcut: torchrun runs this command N times
+        return distributed.launch(args.nproc, _without_nproc(getattr(args, "argv", None) or sys.argv[1:]))
+    if not distributed.launched():
+        return _train_process(args)
+    try:
+        distributed.init(args.device or "auto", args.dist_timeout)
+        return _train_process(args)
+    except distributed.DistributedError as err:
+        if os.environ.get("DRL_DEBUG"):
+            raise
+        print(f"drl train: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_DISTRIBUTED
+    finally:  # now, not at interpreter exit, where gloo may abort tearing down a group a dead rank broke
+        distributed.shutdown()
+
+
+EXIT_DISTRIBUTED = 6  # under torchrun: a collective failed or timed out (another rank died or hung)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``, starting with the ``train`` command."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            kept.append(arg)
+    return kept if kept[:1] == ["train"] else ["train", *kept]
+
+
+def _train_process(args: argparse.Namespace) -> int:
+    """``drl train`` in this process (one rank of a torchrun job, or the whole run)."""
+    from drl import api, distributed
     from drl.config import ConfigError, parse_overrides
     from drl.runners.common import resume_command
 
@@ -32,6 +68,8 @@ def _train(args: argparse.Namespace) -> int:
                               f"change); drop {given}")
         summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None,
                              device=args.device)
+        if not distributed.is_main():
+            return _exit_code(summary, Path(args.resume), quiet=True)
         if summary.pop("already_finished", False):
             print(f"run '{args.resume}' is already finished ({summary.get('steps')} steps): nothing to do; "
                   f"extend it with: {resume_command(args.resume)} --steps N")
@@ -71,6 +109,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.wrappers = list(cfg.wrappers) + [parse_wrapper_flag(text) for text in args.wrapper]
         validate_wrappers(cfg.wrappers)
     run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
+    if not distributed.is_main():  # rank 0 reports the run
+        return _exit_code(summary, run_dir, quiet=True)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir}")
     return _exit_code(summary, run_dir)
@@ -93,13 +133,16 @@ def _check_takes(flag: str, field_name: str, what: str, agent: str | None, confi
         raise ConfigError(f"{flag}: agent '{agent}' {what}; agents that take one: {takes}")
 
 
-def _exit_code(summary: dict[str, Any], run_dir: Path) -> int:
-    """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line."""
+def _exit_code(summary: dict[str, Any], run_dir: Path, quiet: bool = False) -> int:
+    """0 for a finished run; 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one, with the resume line
+    (unless ``quiet``)."""
     from drl.runners.common import resume_command
 
     name = summary.get("interrupted_by")
     if not summary.get("interrupted") or name is None:
         return 0
+    if quiet:
+        return 128 + signal.Signals[name].value
     step = summary.get("checkpoint_step")
     start = f"step {step}" if step is not None else "step 0 (no checkpoint was written yet)"
     print(f"drl train: interrupted by {name} at step {summary.get('steps')}; continue from {start} with: "
@@ -147,6 +190,10 @@ def _list(args: argparse.Namespace) -> int:
         envs_table.add_column(col)
     for info in [*ENVS.values(), *ENV_FAMILIES.values()]:
         envs_table.add_row(info.id, info.backend, info.devices, info.extra or "-", info.description)
+    from envs.multi_task_sources import SCHEMES  # multi-task id schemes (minigrid-mt:<set>, metaworld:MT10)
+
+    for scheme_id, backend, devices, extra, description in SCHEMES:
+        envs_table.add_row(scheme_id, backend, devices, extra or "-", description)
     console.print(envs_table)
     from drl.wrappers import WRAPPERS
 
@@ -160,7 +207,7 @@ def _list(args: argparse.Namespace) -> int:
     configs = Table(title=f"tuned configs ({CONFIG_DIR.name}/)")
     configs.add_column("agent")
     configs.add_column("config (env id with / as -, then any -variant)")
-    for path in sorted(CONFIG_DIR.glob("*/*.yaml")):
+    for path in sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.name != "tune.yaml"):  # tune.yaml: drl tune's
         configs.add_row(path.parent.name, path.name)
     console.print(configs)
     return 0
@@ -207,6 +254,40 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from drl.export import export_policy
+
+    result = export_policy(args.run_dir, args.format, args.out, args.checkpoint)
+    meta = result["metadata"]
+    print(f"wrote {result['path']} ({result['format']}): input 'obs' [N, {meta['obs_dim']}] float32 = the raw obs "
+          f"group '{meta['obs_group']}' (normalised inside), output 'action' in {meta['action_space']}; matches "
+          f"the agent's deterministic actions (max |diff| {result['max_abs_diff']:.2g})")
+    if meta["obs_wrappers"]:
+        print(f"note: the policy reads the observations of the run's wrappers {meta['obs_wrappers']}: compute "
+              "them the same way before calling it")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from drl.config import parse_overrides
+    from drl.tune import tune
+
+    overrides = parse_overrides(args.set or [])
+    for key, value in (("total_steps", args.steps), ("device", args.device)):
+        if value is not None:
+            overrides[key] = value
+    result = tune(args.agent, args.env, args.trials, storage=args.storage, study_name=args.study, out=args.out,
+                  space_file=args.space, overrides=overrides, evals=args.evals, sampler=args.sampler,
+                  pruner=args.pruner, seed=args.seed)
+    print(f"study folder: {result.folder} ({result.trials} trials in the study: {result.pruned} pruned, "
+          f"{result.failed} failed)")
+    if result.best_config is None:
+        return 1
+    print(f"best: trial {result.best_trial}, final eval return {result.best_value:.4g}; config: {result.best_config} "
+          f"(drl train --config {result.best_config})")
+    return 0
+
+
 def _integer(minimum: int, what: str, maximum: int | None = None):
     """An argparse ``type``: a whole number in ``[minimum, maximum]``, also written ``1e6`` or ``1_000_000``."""
 
@@ -229,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drl", description="Train and evaluate deep-RL agents.",
         epilog="exit codes: 0 done, 2 bad input, 3 non-finite value (NaN/inf: divergence or a faulty env), "
-               "4 an env raised, 5 cannot write the run folder (read-only, disk full)",
+               "4 an env raised, 5 cannot write the run folder (read-only, disk full), 6 under torchrun: another rank "
+               "died or hung",
     )
     sub = parser.add_subparsers(dest="command")
 
@@ -257,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "drl run folder or a Stable-Baselines3 .zip")
     train.add_argument("--overwrite", action="store_true", help="replace the drl run already in --run-dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--nproc", type=_integer(1, "nproc"), help="train with N processes on this machine (torchrun "
+                       "--standalone --nproc-per-node N): env.num_envs envs and seed + rank * num_envs per process, "
+                       "gradients averaged; for several machines run torchrun yourself (see the README)")
+    train.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS", help="under torchrun: how "
+                       "long a rank waits for the others in a collective before the job stops with an error")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run (deterministic actions)")
@@ -309,6 +396,35 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env constructor argument, e.g. "
                        "reward_type=sparse (repeatable; record demos with the reward the learner will use)")
     demos.set_defaults(func=_demos)
+
+    export = sub.add_parser("export", help="the deterministic actor of a run (obs normaliser, network, action "
+                            "clip/squash) as an ONNX or TorchScript file")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", help="output file (default <run_dir>/policy-<checkpoint>.onnx or .pt)")
+    export.add_argument("--checkpoint", default="best", help="best | latest | path to a checkpoint file")
+    export.set_defaults(func=_export)
+
+    tune = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, median/Hyperband pruning on "
+                          "evaluation returns; search space configs/<agent>/tune.yaml); writes best.yaml")
+    tune.add_argument("agent", help="agent name (see `drl list`)")
+    tune.add_argument("--env", required=True, help="env id, as for drl train")
+    tune.add_argument("--trials", type=_integer(1, "trials"), required=True, help="trials this process runs")
+    tune.add_argument("--storage", help="Optuna storage URL shared by several processes/machines, e.g. "
+                      "postgresql://user@host/db (default sqlite:///<out>/study.db)")
+    tune.add_argument("--study", help="study name (default <agent>-<env>)")
+    tune.add_argument("--out", help="study folder (default tune/<agent>-<env>)")
+    tune.add_argument("--steps", type=_integer(1, "steps"), help="env steps per trial (default: the config's)")
+    tune.add_argument("--evals", type=_integer(1, "evals"), default=5, help="evaluations per trial, reported to "
+                      "the pruner (default 5)")
+    tune.add_argument("--space", metavar="FILE", help="search space YAML (default configs/<agent>/tune.yaml)")
+    tune.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    tune.add_argument("--seed", type=_integer(0, "seed"), default=0, help="the sampler's seed")
+    tune.add_argument("--device", help="cpu | cuda | cuda:<i> | auto")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every trial "
+                      "(repeatable)")
+    tune.set_defaults(func=_tune)
     return parser
 
 
@@ -322,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command is None:
                 args = parser.parse_args(["train", *(argv or [])])
             command = args.command
+            args.argv = list(sys.argv[1:] if argv is None else argv)  # what `drl train --nproc` relaunches
             return _dispatch(args)
     except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal that ended a run (TrainingInterrupted)
         signum = getattr(err, "signum", signal.SIGINT)

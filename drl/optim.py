@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
+from drl import distributed
+
 __all__ = ["FlatParameters", "FlatAdam", "TrainStep", "FusedUpdate", "Losses", "clip_by_global_norm",
            "compiler_available"]
 
@@ -184,6 +186,7 @@ class TrainStep:
         self.lr = torch.tensor(float(learning_rate), dtype=torch.float32, device=self.params.data.device)
         self._loss_module = _LossModule(module, loss_fn)
         self._compiled: Callable[[torch.Tensor, Any], Losses] | None = None
+        compile = compile and not distributed.active()  # across ranks: eager, with the gradient all-reduce
         if compile:
             # on the CPU a C++ wrapper around the generated kernels saves ~20% of a small step
             options = {"cpp_wrapper": True} if self.params.data.device.type == "cpu" else None
@@ -215,6 +218,7 @@ class TrainStep:
         losses = self.loss_fn(minibatch)
         losses["loss"].backward()
         with torch.no_grad():
+            distributed.average_gradients_(self.params.grad)  # the rank mean (a no-op in one process)
             gradient, grad_norm = self._clip(self.params.grad)
             self.adam.step(self.params.data, gradient, self.lr)
         return {**{key: value.detach() for key, value in losses.items()}, "grad_norm": grad_norm}
@@ -299,7 +303,7 @@ class FusedUpdate:
         self.loss_fn = loss_fn
         self.amp = amp
         self.max_grad_norm = max_grad_norm
-        self.compile = compile
+        self.compile = compile and not distributed.active()  # across ranks: eager, with the gradient all-reduce
         self._compiled: dict[tuple, Callable[..., Losses]] = {}
         for module in nets.modules():  # parameters now live in the flat vector: drop cached lists
             if hasattr(module, "refresh"):
@@ -378,6 +382,7 @@ class FusedUpdate:
         loss, stats = self._losses(leaf, target, batch, variant)
         (gradient,) = torch.autograd.grad(loss, leaf)
         with torch.no_grad():
+            distributed.average_gradients_(gradient)  # the rank mean (a no-op in one process)
             self._apply(flat, gradient, target, self._state(), groups, polyak)
         return stats
 

@@ -10,6 +10,7 @@ from typing import Any
 from drl.agents.aacd import AACD, AACDConfig, prepare_teacher
 from drl.agents.aawr import AAWR, AAWRConfig
 from drl.agents.bc import BC, BCConfig
+from drl.agents.camrl import CAMRL, CAMRLConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.happo import HAPPO, HAPPOConfig
 from drl.agents.happo_competitive import HAPPOCompetitive, HAPPOCompetitiveConfig
@@ -87,6 +88,14 @@ AGENTS: dict[str, AgentSpec] = {
     "residual": AgentSpec(Residual, ResidualConfig, OfflineToOnlineRunner, "Residual off-policy RL (ResFiT): a "
                           "TD3 correction on a frozen base policy (--base: drl run or SB3 .zip; continuous)",
                           default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
+    # multi-task (issue 16): one PPO learner per task on a task axis; the baselines are algo.mode switches
+    "camrl": AgentSpec(CAMRL, CAMRLConfig, OnPolicyRunner, "CAMRL (Huang et al. 2023): per-task PPO learners on a "
+                       "task axis, mode indicator, curriculum, transfer matrix B (algo.mode: camrl | independent | "
+                       "shared | always_asymmetric)", default_env="drl/MT-CartPole-v0",
+                       defaults={"env": {"num_envs": 16}}),
+    "mt-ppo": AgentSpec(CAMRL, CAMRLConfig, OnPolicyRunner, "MT-PPO: one shared PPO network reading the one-hot "
+                        "task (CAMRL's algo.mode: shared)", default_env="drl/MT-CartPole-v0",
+                        defaults={"env": {"num_envs": 16}, "algo": {"mode": "shared"}}),
     "ppo-residual": AgentSpec(PPOResidual, PPOResidualConfig, OnPolicyRunner, "On-policy residual: PPO learning a "
                               "correction on a frozen base policy (--base; continuous)",
                               default_env="drl/PandaPush-v0"),

@@ -180,8 +180,9 @@ def per_env_bytes(env: Any, depth: int = 2) -> int:
     views is counted once.
     """
     num_envs = int(env.num_envs)
+    tasks = getattr(env, "task_envs", None)  # a multi-task env (envs.multi_task): its task envs' copies add up
     seen: set[int] = set()
-    total = 0
+    total = sum(per_env_bytes(task, depth) * int(task.num_envs) for task in tasks) if tasks else 0
     for array in _arrays(env, depth):
         shape = tuple(array.shape)
         if not shape or shape[0] != num_envs:
@@ -216,6 +217,8 @@ def check_env_fits(env_id: str, counts: Mapping[str, int], device: str | torch.d
     """
     from envs import ENVS, make_vec_env
 
+    if env_id.startswith("isaaclab:"):  # Isaac Lab's own torch-batched simulation: it checks its memory itself
+        return
     if env_id not in ENVS:
         limit = MAX_ASYNC_ADAPTER_ENVS if vectorization == "async" else MAX_SYNC_ADAPTER_ENVS
         what = "one subprocess" if vectorization == "async" else "one Python env object"
@@ -228,9 +231,10 @@ def check_env_fits(env_id: str, counts: Mapping[str, int], device: str | torch.d
                 )
         return
     total = sum(counts.values())
-    if max(counts.values(), default=0) <= _PROBE_ENVS:
+    probe_envs = _PROBE_ENVS * ENVS[env_id].num_tasks  # a multi-task env's copies come in multiples of its tasks
+    if max(counts.values(), default=0) <= probe_envs:
         return
-    probe = make_vec_env(env_id, _PROBE_ENVS, device, vectorization, env_kwargs)
+    probe = make_vec_env(env_id, probe_envs, device, vectorization, env_kwargs)
     try:
         per_copy = per_env_bytes(probe)
     finally:

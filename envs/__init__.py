@@ -28,6 +28,7 @@ class EnvInfo:
     devices: str
     extra: str | None  # the pip extra the backend needs, if any
     description: str
+    num_tasks: int = 1  # a multi-task env (envs.multi_task): its copies come in multiples of this
 
 
 ENVS: dict[str, EnvInfo] = {}
@@ -49,15 +50,17 @@ def register_env(
     devices: str,
     description: str,
     extra: str | None = None,
+    num_tasks: int = 1,
 ) -> None:
-    """Register a batched torch env with gymnasium (vector and single-env entry points)."""
+    """Register a batched torch env with gymnasium (vector and single-env entry points); a multi-task
+    env (:mod:`envs.multi_task`) says its ``num_tasks``."""
     gym.register(
         id=env_id,
         entry_point=_single_env_factory(vector_entry_point),
         vector_entry_point=vector_entry_point,
         disable_env_checker=True,
     )
-    ENVS[env_id] = EnvInfo(env_id, backend, devices, extra, description)
+    ENVS[env_id] = EnvInfo(env_id, backend, devices, extra, description, num_tasks)
 
 
 def _single_env_factory(vector_entry_point: str):
@@ -118,6 +121,12 @@ register_env("drl/RendezvousDiscrete-v0", "envs.tasks.rendezvous:RendezvousDiscr
 register_env("drl/PursuitEvasion-v0", "envs.tasks.pursuit_evasion:PursuitEvasion", _CLASSIC, "cpu, cuda",
              "multi-agent, 2 teams: a fast short-sensor and a slow long-sensor pursuer vs an evader, obstacles")
 
+register_env("drl/MT-CartPole-v0", "envs.multi_task_sources:make_mt_cartpole", _CLASSIC, "cpu, cuda",
+             "multi-task: CartPole with 4 pole/force variants (obs 'policy' + 'task' one-hot)", num_tasks=4)
+register_env("drl/MT-Pendulum-v0", "envs.multi_task_sources:make_mt_pendulum", _CLASSIC, "cpu, cuda",
+             "multi-task: Pendulum with 4 mass/length/gravity variants (obs 'policy' + 'task' one-hot)",
+             num_tasks=4)
+
 
 def make_vec_env(
     env_id: str,
@@ -132,9 +141,15 @@ def make_vec_env(
     ``pettingzoo:<module path>`` build :class:`envs.pettingzoo.PettingZooVecEnv` (multi-agent, the
     families in :data:`ENV_FAMILIES`); any other gymnasium id goes through
     :class:`GymnasiumVecEnv` (``vectorization`` = ``"sync"`` or ``"async"``). Gymnasium's
-    ``"module:Env-v0"`` form imports ``module`` first (where ``Env-v0`` is registered).
+    ``"module:Env-v0"`` form imports ``module`` first (where ``Env-v0`` is registered). The multi-task
+    schemes ``minigrid-mt:<set>`` and ``metaworld:<set>`` build a :class:`envs.multi_task.MultiTaskVecEnv`
+    (:mod:`envs.multi_task_sources`).
     """
     device = resolve_device(device)
+    from envs.multi_task_sources import is_scheme_id, make_scheme_env
+
+    if is_scheme_id(env_id):
+        return make_scheme_env(env_id, num_envs, device, vectorization, env_kwargs)
     if env_id.startswith(("mamujoco:", "pettingzoo:")):  # multi-agent: PettingZoo parallel envs
         from envs.pettingzoo import make_pettingzoo_vec_env
 
@@ -143,6 +158,10 @@ def make_vec_env(
         _route_mujoco_warnings(env_id)
     if env_id in ENVS:
         return gym.make_vec(env_id, num_envs=num_envs, device=device, **(env_kwargs or {}))
+    if env_id.startswith("isaaclab:"):  # an Isaac Lab task (optional extra): one shared simulation per process
+        from envs.isaaclab import make_isaaclab_env
+
+        return make_isaaclab_env(env_id, num_envs, device, env_kwargs)
     if env_id.startswith("drl/"):
         raise gym.error.NameNotFound(
             f"unknown drl env '{env_id}'; registered drl envs: {', '.join(sorted(ENVS))}"

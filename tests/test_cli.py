@@ -55,7 +55,8 @@ def test_list_shows_agents_envs_configs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for text in ("ppo", "drl/CartPole-v0", "drl/HalfCheetah-v0", "drl/PandaPickPlace-v0", "mujoco-warp",
-                 "CartPole-v1", "happo", "mappo", "drl/Rendezvous-v0", "happo-competitive", "drl/PursuitEvasion-v0"):
+                 "CartPole-v1", "happo", "mappo", "drl/Rendezvous-v0",
+                 "camrl", "mt-ppo", "happo-competitive", "drl/PursuitEvasion-v0"):
         assert text in out
 
 

@@ -10,7 +10,8 @@ import yaml
 from drl.config import ConfigError, dump_yaml, load_yaml, merge, parse_overrides, to_dict
 from drl.registry import default_config_dict, resolve_config
 
-CONFIG_FILES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml"))
+CONFIG_FILES = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml")
+                      if p.name != "tune.yaml")  # drl tune's search spaces (tests/test_tune.py)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,9 +168,9 @@ def test_type_coercions_that_are_exact():
         ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
-        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'dagger', 'happo', "
-                                    "'happo-competitive', 'mappo', 'ppo', 'ppo-residual', 'rarl', 'residual', "
-                                    "'sac', 'subpo', 'td3']"),
+        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'camrl', 'dagger', 'happo', "
+                                    "'happo-competitive', 'mappo', 'mt-ppo', 'ppo', "
+                                    "'ppo-residual', 'rarl', 'residual', 'sac', 'subpo', 'td3']"),
         ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
         ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),
         ({"total_steps": 0}, "total_steps", "must be >= 1"),

@@ -130,6 +130,15 @@ def test_resume_is_bitwise_identical_pendulum(tmp_path: Path) -> None:
     _check_bitwise_resume(_cfg("drl/Pendulum-v0", {"max_episode_steps": 20}), tmp_path)
 
 
+def test_resume_is_bitwise_identical_multi_task(tmp_path: Path) -> None:
+    """drl/MT-CartPole-v0, one copy per task: every task env's state and the per-task columns resume exactly."""
+    cfg = _cfg("drl/MT-CartPole-v0", {"max_episode_steps": 20})
+    cfg.env.num_eval_envs = 4
+    _check_bitwise_resume(cfg, tmp_path)
+    assert "ep_return/short_pole" in _learning_rows(tmp_path / "whole")[-1]
+    _assert_trees_equal(_final_state(tmp_path / "whole")["task_stats"], _final_state(tmp_path / "parts")["task_stats"])
+
+
 class _Killed(BaseException):
     """Stands for a SIGKILL: nothing after it runs, no checkpoint is written."""
 

@@ -85,6 +85,7 @@ from torch import nn
 from drl.agents.off_policy_base import OffPolicyAgent, OffPolicyConfig
 from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, td_critic_loss
+from drl.nn.deploy import DeployedActor, ExportError
 from drl.nn.recurrent import ObsHistory, RecurrentActor, RecurrentMemory
 from drl.storage import ReplayBuffer
 
@@ -282,6 +283,17 @@ class AAWR(OffPolicyAgent):
         groups = self._groups_of(obs)
         action = self._sample(*self._remember(groups[self.cfg.actor_obs]), deterministic)
         return self.env_action(action), self._record(groups, action, update_stats and not deterministic)
+
+    def export_actor(self) -> DeployedActor:
+        """:meth:`OffPolicyAgent.export_actor` (the Gaussian's mean, in the bounds) for a feed-forward policy.
+
+        Raises:
+            ExportError: a policy with memory (``history_length`` > 1 or ``recurrent``): per-env state between steps.
+        """
+        if self.memory is not None:
+            raise ExportError("AAWR with memory (algo.history_length > 1 or algo.recurrent) keeps per-env state from "
+                              "step to step; export takes feed-forward policies only")
+        return super().export_actor()
 
     @torch.inference_mode()
     def random_act(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -48,6 +48,7 @@ from drl.agents.aawr import LOG_STD_MAX, LOG_STD_MIN, gaussian_log_prob
 from drl.agents.off_policy_base import box_action_space
 from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
+from drl.nn.deploy import CallActor, DeployedActor, ExportError, FrozenNormalizer
 from drl.nn.mlp import flat_dim, group_space, make_mlp
 from drl.optim import TrainStep
 from drl.storage import Field, ReplayBuffer
@@ -380,4 +381,21 @@ class BC:
     def policy(self) -> nn.Module:
         """The policy network (normalised obs -> chunk outputs before tanh)."""
         return self.net
+
+    def export_actor(self) -> DeployedActor:
+        """The deterministic policy as one traceable module: raw ``actor_obs`` ``[N, D]`` -> ``center + scale *
+        tanh(mean)`` ``[N, A]`` (:meth:`act` with ``chunk_size`` 1).
+
+        Raises:
+            ExportError: ``chunk_size`` > 1 (the executed action depends on the chunks of earlier steps).
+        """
+        if self.cfg.chunk_size > 1:
+            raise ExportError(f"BC with action chunks (chunk_size {self.cfg.chunk_size}) executes each env's chunks "
+                              "over several steps (per-env state outside one call); export takes chunk_size 1")
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            return self.env_action(self._distribution(x)[0][:, 0])
+
+        rms = self.obs_normalizer if self.cfg.normalize_obs else None
+        return DeployedActor(FrozenNormalizer(rms), CallActor(actor, self.net), self.obs_dim, self.cfg.actor_obs)
 

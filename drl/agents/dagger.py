@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from drl.agents.aacd import load_teacher, teacher_input_dims
 from drl.config import MAX_STEPS, PATH, ConfigError, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd, make_mlp
+from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import TrainStep
 from drl.storage import Field, RolloutBuffer
@@ -294,3 +295,13 @@ class DAgger:
     def policy(self) -> nn.Module:
         """The student network (normalised obs -> logits, or the mean in normalised action units)."""
         return self.actor
+
+    def export_actor(self) -> DeployedActor:
+        """The student as one traceable module: raw ``actor_obs`` ``[N, D]`` -> its env action (argmax ``[N]``
+        int64, or ``center + scale * clip(mean, -1, 1)`` ``[N, A]``), as ``act(obs, deterministic=True)``."""
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            return self._to_env(self.actor(x))
+
+        rms = self.obs_normalizer if self.cfg.normalize_obs else None
+        return DeployedActor(FrozenNormalizer(rms), CallActor(actor, self.actor), self.obs_dim, self.cfg.actor_obs)

@@ -37,6 +37,7 @@ from torch import nn
 
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
+from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer
 from drl.nn.mlp import flat_dim, group_space
 from drl.optim import FusedUpdate, Losses, compiler_available
 from drl.returns import n_step_replay
@@ -447,6 +448,18 @@ class OffPolicyAgent:
     def policy(self) -> nn.Module:
         """The actor network (maps normalised actor obs to actions in ``[-1, 1]``)."""
         return self.nets["actor"]
+
+    def export_actor(self) -> DeployedActor:
+        """The deterministic actor as one traceable module: the raw ``actor_obs`` group ``[N, D]`` -> the env
+        action ``[N, A]`` of ``act(obs, deterministic=True, update_stats=False)`` (frozen normaliser,
+        ``_policy_action(., deterministic=True)`` in ``[-1, 1]``, then ``center + scale * action``)."""
+        group = self.cfg.actor_obs
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            return self.env_action(self._policy_action(x, True))
+
+        rms = self.obs_normalizers[group] if self.cfg.normalize_obs else None
+        return DeployedActor(FrozenNormalizer(rms), CallActor(actor, self.nets["actor"]), self.obs_dims[group], group)
 
 
 def scalar_parameter(value: float) -> nn.Module:

@@ -36,10 +36,12 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from drl import distributed
 from drl.agents import ppo_intrinsic as intrinsic
 from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.actor_critic import ActorCritic
+from drl.nn.deploy import CallActor, DeployedActor, ExportError, FrozenNormalizer
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, group_space
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
@@ -207,6 +209,7 @@ class PPO:
         self.model = ActorCritic(self._actor_dim(flat_dim(actor_space.shape)), flat_dim(critic_space.shape),
                                  action_space, cfg)
         self.model.to(device)
+        self.across_ranks = distributed.active()  # torchrun: minibatch statistics over all ranks (drl.distributed)
         # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                     eps=1e-5, compile=self._should_compile(num_envs, total_steps))
@@ -435,7 +438,8 @@ class PPO:
                 losses = self.train_step(minibatch)
                 for k in stats:
                     stats[k].append(losses[k])
-                if cfg.target_kl is not None and losses["approx_kl"] > cfg.target_kl:
+                # every rank stops alike: on the rank mean of the KL (itself without other ranks)
+                if cfg.target_kl is not None and distributed.mean_scalar(losses["approx_kl"]) > cfg.target_kl:
                     stop = True
                     break
             epochs_run += 1
@@ -484,7 +488,11 @@ class PPO:
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
         if cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            if self.across_ranks:  # under torchrun: the mean and std of every rank's minibatch together
+                mean, std = distributed.mean_std(advantages)
+                advantages = (advantages - mean) / (std + 1e-8)
+            else:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -torch.min(
             advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
         ).mean()
@@ -548,3 +556,23 @@ class PPO:
     def policy(self) -> nn.Module:
         """The actor (with its obs normalisers) for evaluation and export."""
         return self.model
+
+    def export_actor(self) -> DeployedActor:
+        """The deterministic actor as one traceable module: the raw ``actor_obs`` group ``[N, D]`` -> what
+        ``act(obs, deterministic=True, update_stats=False)`` returns (the frozen normaliser, the MLP, the head's
+        mode and its clip or tanh-rescale into the bounds; Discrete: the argmax ``[N]`` int64).
+
+        Raises:
+            ExportError: a recurrent policy (its hidden state lives between calls, outside one forward).
+        """
+        if self.cfg.recurrent:
+            raise ExportError(f"{type(self).__name__}: a recurrent policy carries its hidden state from step to "
+                              "step; export takes feed-forward actors only")
+        model, group = self.model, self.cfg.actor_obs
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            return model.head.env_action(model.act(x, deterministic=True)[0])
+
+        rms = self.obs_normalizers[group] if self.cfg.normalize_obs else None
+        return DeployedActor(FrozenNormalizer(rms), CallActor(actor, model.actor_body, model.head),
+                             flat_dim(self.group_shapes[group]), group)

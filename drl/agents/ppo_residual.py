@@ -29,6 +29,7 @@ from drl.agents.off_policy_base import box_action_space
 from drl.agents.ppo import PPO, PPOConfig
 from drl.base_policy import BasePolicy, load_base_policy
 from drl.config import PATH, TrainConfig, check, check_range
+from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer, base_group_check
 from drl.nn.mlp import flat_dim
 from drl.storage import Field
 
@@ -111,6 +112,28 @@ class PPOResidual(PPO):
         record = {f"obs/{g}": x for g, x in groups.items()} | {"actions": u, "log_probs": log_prob,
                                                                "base_actions": base}
         return torch.addcmul(self.action_center, self.action_scale, action), record
+
+    def export_actor(self) -> DeployedActor:
+        """Base and residual in one traceable module: raw ``actor_obs`` ``x [N, D]`` -> ``center + scale *
+        clamp(a_b + residual_scale * mu([norm(x), a_b]), -1, 1)`` with ``a_b = clamp((base(x) - center) / scale,
+        -1, 1)`` and ``mu`` the Gaussian's mean; the base is its run's own exported actor (normaliser inside).
+
+        Raises:
+            ExportError: the base cannot be exported (an SB3 model, a chunked or recurrent policy), or it reads
+                another obs group than the residual's actor.
+        """
+        group, model = self.cfg.actor_obs, self.model
+        base = base_group_check(self.base.export_actor(), group)
+        normalizer = FrozenNormalizer(self.obs_normalizers[group] if self.cfg.normalize_obs else None)
+        center, scale = self.action_center, self.action_scale
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            base_action = ((base(x) - center) / scale).clamp(-1.0, 1.0)
+            u = model.act(torch.cat([normalizer(x), base_action], dim=-1), deterministic=True)[0]
+            return torch.addcmul(center, scale, (base_action + self.cfg.residual_scale * u).clamp(-1.0, 1.0))
+
+        return DeployedActor(FrozenNormalizer(None), CallActor(actor, base, normalizer, model.actor_body, model.head),
+                             flat_dim(self.group_shapes[group]), group)
 
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,

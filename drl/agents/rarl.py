@@ -229,6 +229,10 @@ class RARL:
         """The protagonist's actor-critic (what is deployed)."""
         return self.protagonist.model
 
+    def export_actor(self) -> torch.nn.Module:
+        """The protagonist's deterministic actor (:meth:`PPO.export_actor`): what is deployed, without the adversary."""
+        return self.protagonist.export_actor()
+
 
 @contextlib.contextmanager
 def _adversary_on(env: AdversarialEnv) -> Iterator[None]:

@@ -43,6 +43,7 @@ from drl.agents.td3 import TD3, TD3Config, smoothed_target_action
 from drl.base_policy import BasePolicy, load_base_policy
 from drl.config import MAX_STEPS, PATH, TrainConfig, check, check_range
 from drl.nn.critics import EnsembleMLP, QEnsemble, q_values, td_critic_loss
+from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer, base_group_check
 from drl.storage import Field
 
 __all__ = ["ResidualConfig", "Residual", "residual_action", "zero_last_layer"]
@@ -157,6 +158,26 @@ class Residual(TD3):
         record = self._record(groups, action, update_stats and not deterministic)
         record["base_actions"] = base
         return self.env_action(action), record
+
+    def export_actor(self) -> DeployedActor:
+        """Base and residual in one traceable module: raw ``actor_obs`` ``x [N, D]`` -> ``center + scale *
+        clamp(a_b + residual_scale * tanh(MLP([norm(x), a_b])), -1, 1)`` with ``a_b = clamp((base(x) - center) /
+        scale, -1, 1)``, the base being its run's own exported actor (its own normaliser inside).
+
+        Raises:
+            ExportError: the base cannot be exported (an SB3 model, a chunked or recurrent policy), or it reads
+                another obs group than the residual's actor.
+        """
+        group = self.cfg.actor_obs
+        base = base_group_check(self.base.export_actor(), group)
+        normalizer = FrozenNormalizer(self.obs_normalizers[group] if self.cfg.normalize_obs else None)
+
+        def actor(x: torch.Tensor) -> torch.Tensor:
+            base_action = self._normalized_base(base(x))
+            return self.env_action(self._mu(self.actor.own_params(), normalizer(x), base_action))
+
+        return DeployedActor(FrozenNormalizer(None), CallActor(actor, base, normalizer, self.actor),
+                             self.obs_dims[group], group)
 
     @torch.inference_mode()
     def random_act(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

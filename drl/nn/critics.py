@@ -121,7 +121,8 @@ class EnsembleMLP(nn.Module):
             i += 2
             if layer < last:
                 if self.layer_norm:
-                    x = F.layer_norm(x, x.shape[-1:]) * params[i] + params[i + 1]
+                    # the width as a Python int (not x.shape): a traced export keeps it static
+                    x = F.layer_norm(x, (self.widths[layer + 1],)) * params[i] + params[i + 1]
                     i += 2
                 x = self.activation(x)
         return x

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from drl import distributed
 from drl.nn import kernels
 
 __all__ = ["RunningMeanStd", "RewardScaler"]
@@ -129,8 +130,8 @@ class RunningMeanStd(nn.Module):
 
     def kernel_views(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """:meth:`numpy_views` if ``x[B, *shape]`` takes the numba kernel (CPU, float32, B >= 1, numba
-        installed), else None."""
-        if not (_KERNELS and x.is_cpu and x.dtype is torch.float32):
+        installed, a single process: across ranks the statistics merge in :meth:`update`), else None."""
+        if not (_KERNELS and x.is_cpu and x.dtype is torch.float32) or distributed.active():
             return None
         shape = x.shape
         if not shape or shape[0] < 1:
@@ -147,7 +148,8 @@ class RunningMeanStd(nn.Module):
 
     # --- the statistics -------------------------------------------------------------------------
     def update(self, batch: torch.Tensor) -> None:
-        """Fold ``batch[B, *shape]`` into the statistics."""
+        """Fold ``batch[B, *shape]`` into the statistics; under torchrun the batch's moments are first merged
+        with the other ranks' batches (:func:`drl.distributed.merge_moments`), so every rank folds in all of them."""
         views = self.kernel_views(batch)
         if views is not None:
             kernels.rms_update(_rows(batch), *views)
@@ -157,6 +159,7 @@ class RunningMeanStd(nn.Module):
             mean, var, count = self.mean, self.var, self.count
             batch_var, batch_mean = torch.var_mean(batch.to(torch.float64), 0, correction=0)
             n = batch.shape[0]
+            n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
             old_count = self._host_count()
             total = old_count + n
             delta = batch_mean.sub_(mean)
@@ -277,7 +280,8 @@ class RewardScaler(nn.Module):
         stats: RunningMeanStd = self._modules["return_stats"]
         returns = self._buffers["returns"]
         views = None  # the kernel takes any N here: one call per rollout, not per step
-        if _KERNELS and rewards.is_cpu and rewards.dtype is torch.float32 and rewards.dim() == 2:
+        if (_KERNELS and rewards.is_cpu and rewards.dtype is torch.float32 and rewards.dim() == 2
+                and not distributed.active()):  # across ranks: the torch path merges the ranks' moments
             views = stats.numpy_views()
         if (views is not None and returns.is_cpu and terminated.is_cpu and truncated.is_cpu
                 and terminated.dtype is torch.bool and truncated.dtype is torch.bool
@@ -311,6 +315,7 @@ class RewardScaler(nn.Module):
             torch.mul(previous, self.gamma if t == 0 else keep_rows[t - 1], out=rows[t]).add_(reward_rows[t])
             previous = rows[t]
         batch_var, batch_mean = torch.var_mean(running, 1, correction=0)
+        num, batch_mean, batch_var = distributed.merge_moments(num, batch_mean, batch_var)  # [T] each, all ranks
         returns.copy_(rows[-1]).masked_fill_(done[-1], 0.0)
         mean, var, count = stats.mean.item(), stats.var.item(), stats._host_count()
         stds = []

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from drl import distributed
 from drl.checkpoint import load_agent_state, rng_state, save_checkpoint, set_rng_state
 from drl.config import TrainConfig, to_dict
 from drl.guards import (
@@ -59,6 +60,7 @@ from drl.runners.common import (
     note,
     signal_name,
 )
+from drl.runners.tasks import TaskStatistics
 from drl.wrappers import WrapperStack, make_run_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
 
@@ -174,16 +176,20 @@ def episode_memory(agent: Any, num_envs: int) -> Iterator[Callable[[torch.Tensor
         yield end_episodes
 
 
-def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000) -> list[Any]:
+def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: int = 1_000_000,
+                    episodes_out: list[tuple[int, float, float]] | None = None) -> list[Any]:
     """Deterministic-action returns of ``episodes`` episodes, spread evenly over the env copies (a
     multi-agent env's ``[N, A]`` rewards give one list of A per-agent returns per episode).
 
     Each copy runs a fixed quota of episodes, so short episodes are not over-represented.
     Observation statistics are used but not updated. ``env_reward`` in info (the env's own
     reward, kept by reward wrappers) is what is summed when present. An agent with memory starts
-    from a fresh one and forgets each episode at its end (:func:`episode_memory`).
+    from a fresh one and forgets each episode at its end (:func:`episode_memory`). ``episodes_out``, when
+    given, gets ``(env index, return, success)`` per episode (success: the largest ``info["success"]``
+    of the episode, 0 when the env reports none): per-task statistics route them (:mod:`drl.runners.tasks`).
     """
     num_envs = env.num_envs
+    success = torch.zeros(num_envs, dtype=torch.float64)
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
     quota[: episodes % num_envs] += 1
     done_counts = torch.zeros(num_envs, dtype=torch.int64)
@@ -200,12 +206,17 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
             end_episodes(ended)
             step_reward = info.get("env_reward", reward).detach().to("cpu", torch.float64)
             running = step_reward.clone() if running is None else running + step_reward
+            if episodes_out is not None and isinstance(info.get("success"), torch.Tensor):
+                torch.maximum(success, info["success"].detach().to("cpu", torch.float64), out=success)
             done = ended.cpu()
             for i in torch.nonzero(done).flatten().tolist():
                 if done_counts[i] < quota[i]:
                     returns.append(float(running[i]) if running.dim() == 1 else running[i].tolist())
+                    if episodes_out is not None:  # the team return (the mean over agents) of a multi-agent env
+                        episodes_out.append((i, float(running[i].mean()), float(success[i])))
                     done_counts[i] += 1
             running[done] = 0.0
+            success[done] = 0.0
         else:
             raise RuntimeError(f"evaluation did not finish {episodes} episodes within {max_steps} steps")
     return returns
@@ -238,7 +249,8 @@ class Runner:
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg.agent, cfg.env.id, cfg.seed)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(resolve_device(cfg.device))  # torchrun on GPUs: this rank's GPU
+        self.world = distributed.world_size()  # ranks training together under torchrun (drl.distributed); else 1
         seed_everything(cfg.seed)
         check_env_fits(cfg.env.id, {"env.num_envs": cfg.env.num_envs, "env.num_eval_envs": cfg.env.num_eval_envs},
                        self.device, cfg.env.vectorization, cfg.env.kwargs)
@@ -258,20 +270,30 @@ class Runner:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
                                  cfg.env.num_envs, self.device, self.generator, total_steps=cfg.total_steps)
+        self._env_seed = distributed.rank_seed(cfg.seed, cfg.env.num_envs)  # this rank's seed stream (rank 0: seed)
+        if self._env_seed != cfg.seed:  # after the agent, which every rank builds alike from cfg.seed
+            seed_everything(self._env_seed)
+            self.generator.manual_seed(self._env_seed)
         self._rounding_note: str | None = None  # said when training starts
         self._build_storage()
         self.tracker = EpisodeTracker(cfg.env.num_envs, self.device, self.reward_shape)
+        # a multi-task env: per-task columns ep_return/<task>, success/<task>, eval_... (drl.runners.tasks)
+        self.task_stats = TaskStatistics.for_env(self.env, getattr(self, "num_steps", 1), self.device)
         self._obs: Obs | None = None  # the obs the agent acts on next; None: the envs need a reset
         self._boundary: dict[str, Any] | None = None  # payload copy taken when the current iteration began
         self._in_iteration = False
         self._best_pending = False  # an evaluation of this iteration beat best_eval_return
         self.extra_eval: dict[str, float] = {}  # the agent's other evaluations (see _evaluate_variants)
+        # called as callback(global_step, mean eval return) after each evaluation (e.g. `drl tune` reports it to its
+        # trial, which may raise to prune the run)
+        self.eval_callbacks: list[Callable[[int, float], None]] = []
         self.state = self._initial_state()
         self.stop = StopSignals()
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
-            self._lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
+            # before anything in the folder is touched; under torchrun rank 0 holds it for the job
+            self._lock = RunLock(self.run_dir).acquire() if distributed.is_main() else RunLock(self.run_dir)
             found = find_resume_checkpoint(self.run_dir, map_location=self.device)
             if found is None:
                 note(f"no checkpoint in '{self.run_dir}' (stopped before the first one was written): "
@@ -279,14 +301,23 @@ class Runner:
             else:
                 self.resumed_from = found[0]
                 self._restore(found[1], found[0])
+                if not distributed.is_main():
+                    self._restore_rank()
                 self.checkpoint_step = self.state["global_step"]
                 self._skip_past_evaluations()
+        elif not distributed.is_main():
+            self._lock = RunLock(self.run_dir)  # under torchrun rank 0 alone claims and writes the run folder
         else:
             # claimed only once everything above was built: a bad env or config leaves nothing behind
             with writing(self.run_dir):
                 self.run_dir = create_run_dir(self.run_dir, to_dict(cfg), unique=run_dir is None,
                                               overwrite=overwrite, keep=getattr(agent_class, "run_subfolders", ()))
             self._lock = RunLock(self.run_dir).acquire()
+        attach_run_dir = getattr(self.agent, "attach_run_dir", None)
+        if attach_run_dir is not None:  # an agent that writes files of its own into the run folder (CAMRL's B)
+            attach_run_dir(self.run_dir)
+        distributed.check_agree(self.state["global_step"], "the step the run starts from (a resume needs every "
+                                "rank to read the run folder's checkpoints: a shared file system across machines)")
 
     reward_shape: tuple[int, ...] = ()  # trailing axes of the env's reward (a multi-agent runner: (A,))
 
@@ -372,6 +403,8 @@ class Runner:
         }
         if self.wrappers:
             payload["wrappers"] = self.wrappers.state_dict()
+        if self.task_stats is not None:
+            payload["task_stats"] = self.task_stats.state_dict()
         if self._obs is not None and supports_env_state(self.env):
             payload["env_state"] = self.env.state_dict()
         return payload
@@ -397,6 +430,8 @@ class Runner:
         """Write ``payload`` (default: :meth:`checkpoint_payload`) and ``extra`` keys to ``checkpoints/<name>``
         atomically, never torn by a stop signal; refused (NonFiniteError) if the agent state is not finite."""
         payload = self.checkpoint_payload() if payload is None else payload
+        if not distributed.is_main():  # under torchrun rank 0 writes the checkpoints (the ranks' agents are equal)
+            return self.run_dir / "checkpoints" / name
         with self.stop.shielded():  # a stop signal never tears a checkpoint write
             path = save_checkpoint(self.run_dir / "checkpoints" / name, {**payload, **extra})
         if name in ("latest.pt", "best.pt"):  # what --resume may continue from
@@ -412,6 +447,8 @@ class Runner:
         self.generator.set_state(ckpt["generator"].cpu())
         if "tracker" in ckpt:
             self.tracker.load_state_dict(ckpt["tracker"])
+        if self.task_stats is not None and "task_stats" in ckpt:
+            self.task_stats.load_state_dict(ckpt["task_stats"])
         if self.wrappers or ckpt.get("wrappers"):
             self.wrappers.load_state_dict(ckpt.get("wrappers", []))
         env_state = ckpt.get("env_state")
@@ -424,11 +461,28 @@ class Runner:
             else:
                 self._obs = obs_to(env_state["obs"], self.device)
 
+    def _restore_rank(self) -> None:
+        """A rank other than 0 after :meth:`_restore` (which loaded rank 0's checkpoint): the agent, the
+        counters and the replay are the job's, but the RNGs and envs must be this rank's own. Checkpoints
+        hold rank 0's env state only, so this rank's envs are reset (their episodes in progress restart)
+        and its RNGs reseeded from its seed stream and the iteration: such a resume is not bitwise
+        identical to the uninterrupted run (rank 0's part is)."""
+        seed = self._env_seed + 7919 * (self.state["iteration"] + 1)
+        seed_everything(seed)
+        self.generator.manual_seed(seed)
+        self._obs = None
+
+    def _stop_agreed(self) -> bool:
+        """A stop signal reached this process or, under torchrun, any rank (so all stop at the same step)."""
+        return distributed.any_rank(self.stop.requested)
+
     def _reset_envs(self) -> Obs:
         """Reset every env (a new run, or a resume without env state): the episodes in progress
         are dropped, so the tracker's carries and the agent's per-env running quantities restart."""
-        obs, _ = self.env.reset(seed=self.cfg.seed + self.state["iteration"])
+        obs, _ = self.env.reset(seed=self._env_seed + self.state["iteration"])
         self.tracker.reset()
+        if self.task_stats is not None:
+            self.task_stats.reset()
         on_env_reset = getattr(self.agent, "on_env_reset", None)
         if on_env_reset is not None:
             on_env_reset()
@@ -560,8 +614,11 @@ class Runner:
         """The run's logger, continuing from ``global_step``; rows past ``logged_step`` (default:
         ``global_step``) that an earlier process logged are dropped; ``grow_columns``: see :class:`RunLogger`."""
         cfg = self.cfg
+        if not distributed.is_main():
+            return distributed.NullLogger()  # under torchrun rank 0 logs
         return RunLogger(self.run_dir, self.planned_steps, self.state["global_step"], progress=cfg.progress,
-                         extra_columns=getattr(self.agent, "metric_columns", None),  # an agent's own metrics
+                         extra_columns=[*(getattr(self.agent, "metric_columns", None) or []),  # an agent's own
+                                        *(self.task_stats.columns if self.task_stats is not None else [])],
                          config=to_dict(cfg), config_source=getattr(cfg, "source", None),
                          log_interval=cfg.log_interval, logged_step=logged_step,
                          grow_columns=grow_columns or bool(self.wrappers))  # wrappers' metrics
@@ -578,12 +635,15 @@ class Runner:
         state["eval_s"] += clock() - eval_start
         while state["next_eval_step"] <= state["global_step"]:
             state["next_eval_step"] += self.cfg.eval_interval or 2**62
+        for callback in self.eval_callbacks:
+            callback(state["global_step"], result[0])
         return result
 
     def _log_and_checkpoint(self, logger: RunLogger, row: dict[str, Any], last: bool) -> None:
         """Log an iteration's ``row``, then write ``latest.pt`` when due (the last one is written by
         :meth:`_train`) and ``best.pt`` when this iteration's evaluation set a new best."""
         state = self.state
+        distributed.check_in_sync(getattr(self.agent, "policy", None), f"iteration {state['iteration']}")
         row["eval_s"] = state["eval_s"]  # wall_s - eval_s is the time spent training
         with writing(self.run_dir / "metrics.csv"):
             logger.log(row)
@@ -597,16 +657,21 @@ class Runner:
 
 
     def _evaluate(self) -> tuple[float, float]:
+        if not distributed.is_main():
+            return math.nan, math.nan  # under torchrun rank 0 evaluates (the ranks' agents are equal)
+        episodes: list[tuple[int, float, float]] | None = [] if self.task_stats is not None else None
         try:
             with self.stop.interruptible():
                 returns = evaluate_policy(self.agent, self.eval_env, self.cfg.eval_episodes,
-                                          seed=self.cfg.seed + EVAL_SEED_OFFSET)
+                                          seed=self.cfg.seed + EVAL_SEED_OFFSET, episodes_out=episodes)
         except EnvStepError as err:
             err.add_context(seed=self.cfg.seed, note=f"in the evaluation at global_step {self.state['global_step']} "
                                                      f"(eval env seed {self.cfg.seed + EVAL_SEED_OFFSET})")
             raise
         mean, std = self._summarize_returns(returns)
         self._evaluate_variants()
+        if self.task_stats is not None:  # eval_return/<task>, eval_success/<task>
+            self.extra_eval.update(self.task_stats.evaluation(episodes or [], self.eval_env))
         self.state["last_eval_return"] = mean
         if mean > self.state["best_eval_return"]:
             self.state["best_eval_return"] = mean
@@ -663,6 +728,10 @@ class Runner:
             summary["error"] = str(error)
             summary["error_type"] = type(error).__name__
             summary["emergency_checkpoint"] = None if emergency is None else str(emergency)
+        if not distributed.is_main():
+            return summary  # under torchrun rank 0 writes it
+        if self.world > 1:
+            summary["ranks"] = self.world  # processes that trained together (torchrun), each with env.num_envs envs
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         if error is None:
             write_hparams(self.run_dir, to_dict(self.cfg), summary)

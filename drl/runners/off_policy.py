@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from drl import distributed
 from drl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drl.guards import EnvStepError, NonFiniteError, check_update, writing
 from drl.logging import EpisodeWindow, RunLogger, Stopwatch
@@ -80,8 +81,9 @@ class OffPolicyRunner(Runner):
     def _build_storage(self) -> None:
         algo, num_envs = self.cfg.algo, self.cfg.env.num_envs
         self.num_steps = algo.num_steps
-        self.steps_per_iteration = self.num_steps * num_envs
-        self._round_total_steps(num_envs, f"whole vectorised steps of env.num_envs = {num_envs}")
+        self.steps_per_iteration = self.num_steps * num_envs * self.world  # all ranks' env steps (torchrun)
+        what = f" x {self.world} ranks" if self.world > 1 else ""
+        self._round_total_steps(num_envs * self.world, f"whole vectorised steps of env.num_envs = {num_envs}{what}")
         self.capacity = math.ceil(algo.buffer_size / num_envs)  # rounds of N transitions
         fields = self.agent.storage_fields()
         # the replay, plus the env reward (float32) and done flag (bool) of one iteration for episode statistics
@@ -132,7 +134,7 @@ class OffPolicyRunner(Runner):
 
     def _rows_done(self) -> int:
         """Vectorised steps done in the current iteration."""
-        return (self.state["global_step"] - self.state["row_start_step"]) // self.cfg.env.num_envs
+        return (self.state["global_step"] - self.state["row_start_step"]) // (self.cfg.env.num_envs * self.world)
 
     def _rollout_start_step(self) -> int:
         return self.state["row_start_step"]
@@ -168,7 +170,7 @@ class OffPolicyRunner(Runner):
         path = super().save(name, payload, **extra)
         step = payload["runner"]["global_step"]
         if (name in ("latest.pt", "best.pt") and self.cfg.algo.save_replay and step == self._replay_step
-                and step != self._replay_file_step):
+                and step != self._replay_file_step and distributed.is_main()):  # torchrun: rank 0's replay
             with self.stop.shielded():
                 save_checkpoint(self.run_dir / "checkpoints" / REPLAY_FILE,
                                 {"replay": self.replay.state_dict(), "global_step": step})
@@ -265,11 +267,15 @@ class OffPolicyRunner(Runner):
                                                       self._episode_ends[self._stats_from:t])
             if episodes:
                 window.extend(tracker.finished_returns.tolist(), tracker.finished_lengths.tolist())
-        return {"global_step": state["global_step"], "iteration": state["iteration"] + 1,
-                "episode_return": window.mean_return, "episode_length": window.mean_length,
-                "episodes": episodes, "iter_episode_return": iter_return,
-                "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
-                "wall_s": state["wall_s"], "sps": sps}
+        row = {"global_step": state["global_step"], "iteration": state["iteration"] + 1,
+               "episode_return": window.mean_return, "episode_length": window.mean_length,
+               "episodes": episodes, "iter_episode_return": iter_return,
+               "eval_return": math.nan, "eval_return_std": math.nan, **metrics,
+               "wall_s": state["wall_s"], "sps": sps}
+        if self.task_stats is not None:  # ep_return/<task>, success/<task>; a partial row changes nothing
+            rows = slice(self._stats_from, max(t, self._stats_from))
+            row.update(self.task_stats.update(tracker, self._episode_ends[rows], rows, commit=tracker is self.tracker))
+        return row
 
     def _open_logger(self, logged_step: int | None = None, grow_columns: bool = True) -> RunLogger:
         """The agent's metrics become columns of metrics.csv; a run stopped inside an iteration logged a
@@ -281,7 +287,7 @@ class OffPolicyRunner(Runner):
         """Nothing to skip: a checkpoint inside an iteration may precede its due evaluation, which is done."""
 
     def _train_loop(self, logger: RunLogger, clock: Stopwatch) -> bool:
-        cfg, algo, state, stop = self.cfg, self.cfg.algo, self.state, self.stop
+        cfg, algo, state = self.cfg, self.cfg.algo, self.state
         num_envs, agent, replay = cfg.env.num_envs, self.agent, self.replay
         window = EpisodeWindow()
         window.load_state_dict(state.get("episode_window", {}))
@@ -300,7 +306,7 @@ class OffPolicyRunner(Runner):
             end_step = min(state["row_start_step"] + self.steps_per_iteration, cfg.total_steps)
             t = self._rows_done()
             try:  # free unless something raises; then a non-finite input is looked for first
-                while state["global_step"] < end_step and not stop.requested:
+                while state["global_step"] < end_step and not self._stop_agreed():  # torchrun: any rank's
                     self._at_step_boundary = False
                     if state["global_step"] < state["learning_starts_step"]:
                         action, record = agent.random_act(obs)
@@ -315,8 +321,10 @@ class OffPolicyRunner(Runner):
                     replay.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
+                    if self.task_stats is not None:  # a multi-task env: its info["success"] row
+                        self.task_stats.record(t, info)
                     self._obs = obs
-                    state["global_step"] += num_envs
+                    state["global_step"] += num_envs * self.world  # every rank stepped its envs
                     t += 1
                     if state["global_step"] >= state["learning_starts_step"]:
                         state["update_credit"] += algo.updates_per_step
@@ -341,7 +349,7 @@ class OffPolicyRunner(Runner):
             state["wall_s"] = clock()
             self._at_step_boundary = False  # until the iteration is checked
             metrics = self._metric_means()
-            if stop.requested:  # the state is a step boundary: log the rows so far, save it as it is
+            if self._stop_agreed():  # the state is a step boundary: log the rows so far, save it as it is
                 self._check_iteration(obs, metrics, "stopped by a signal; no checkpoint written from this state")
                 self._at_step_boundary = True
                 if t:

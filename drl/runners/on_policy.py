@@ -63,7 +63,7 @@ class OnPolicyRunner(Runner):
     def _build_storage(self) -> None:
         cfg = self.cfg
         self.num_steps = cfg.algo.num_steps
-        self.steps_per_iteration = self.num_steps * cfg.env.num_envs
+        self.steps_per_iteration = self.num_steps * cfg.env.num_envs * self.world  # all ranks' env steps
         self.num_iterations = math.ceil(cfg.total_steps / self.steps_per_iteration)
         # the storage, plus the env reward (float32) and done flag (bool) kept per step for episode statistics
         check_storage_fits(self.num_steps, cfg.env.num_envs, self.agent.storage_fields(), self.device,
@@ -138,6 +138,8 @@ class OnPolicyRunner(Runner):
                     self.storage.add(record)
                     reward_rows[t].copy_(info.get("env_reward", reward))
                     torch.logical_or(terminated, truncated, out=end_rows[t])
+                    if self.task_stats is not None:  # a multi-task env: its info["success"] row
+                        self.task_stats.record(t, info)
                     if stop.requested:
                         break
             except (EnvStepError, NonFiniteError):
@@ -147,7 +149,7 @@ class OnPolicyRunner(Runner):
                 self._check_rollout(env_rewards, rows=t, obs=obs, detail=cause)
                 raise
             self._obs = obs
-            if stop.requested:
+            if self._stop_agreed():  # under torchrun: any rank's signal stops every rank here
                 return True  # the partial rollout is dropped: resume redoes it
             self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
             with stop.interruptible():
@@ -170,6 +172,8 @@ class OnPolicyRunner(Runner):
                    "wall_s": state["wall_s"],
                    "sps": self.steps_per_iteration / max(state["wall_s"] - iteration_start, 1e-9)}
             self._episode_columns(row, episodes)
+            if self.task_stats is not None:  # ep_return/<task>, success/<task> (drl.runners.tasks)
+                row.update(self.task_stats.update(tracker, episode_ends))
             last = state["iteration"] == self.num_iterations
             if state["global_step"] >= state["next_eval_step"] or last:
                 row["eval_return"], row["eval_return_std"] = self._evaluate_if_due(clock, last)

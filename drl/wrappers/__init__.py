@@ -16,6 +16,7 @@ from drl.wrappers import (  # noqa: F401  (registers them)
     barfi,
     bonuses,
     coverage_obs,
+    embedding_reward,
     learned_reward,
     preference,
     shaping,

@@ -1,0 +1,273 @@
+"""Data-parallel training on ``torch.distributed``, launched by ``torchrun`` (gloo on CPUs, NCCL on GPUs).
+
+Every rank (process) runs the whole training loop on envs of its own; what keeps the ranks one run is
+a few hooks, each a no-op in a single process:
+
+* :func:`average_gradients_` - the optimisers (:class:`drl.optim.TrainStep`, :class:`drl.optim.FusedUpdate`)
+  all-reduce their flat gradient buffer (one collective per step) and divide by the world size before
+  clipping and Adam, so every rank applies the same update to the same parameters;
+* :func:`merge_moments` - :class:`drl.nn.RunningMeanStd` merges each batch's count, mean and variance
+  across ranks (Chan et al.'s exact count-weighted merge) before folding it in, so every rank holds the
+  statistics one process stepping all ranks' envs would hold (on GPUs each merge reads the counts back to
+  the host: one sync per update of the statistics, i.e. per env step with ``normalize_obs``);
+* :func:`mean_scalar` / :func:`any_rank` - decisions every rank must take alike (PPO's target-KL early
+  stop, a stop signal) are taken on the rank mean / any rank;
+* :func:`is_main` - rank 0 alone writes the run folder (config, metrics, checkpoints, summary) and
+  evaluates; :func:`check_in_sync` compares the ranks' policies once per iteration, so an agent whose
+  optimiser does not average gradients is stopped with a clear error instead of silently diverging.
+
+Conventions (those of rsl_rl's multi-GPU runner): ``env.num_envs`` and ``algo.minibatch_size`` /
+``algo.batch_size`` are **per rank**; ``total_steps``, ``global_step`` and ``learning_starts`` count the env
+steps of all ranks together. Rank ``r`` seeds its envs from ``seed + r * num_envs`` (:func:`rank_seed`): with
+the gymnasium rule that env copy ``i`` gets ``seed + i``, the ranks' copies get the seeds one process with
+``world_size * num_envs`` copies would.
+
+Failures. Every collective runs under the process group's timeout (``drl train --dist-timeout``, default
+300 s); a collective that fails (a peer died: gloo notices at once) or times out (NCCL) raises
+:class:`DistributedError` with the rank and what it was doing; torchrun then stops the other ranks and
+names the rank that failed first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
+           "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
+           "check_agree", "check_in_sync", "torchrun_command", "launch", "NullLogger", "DEFAULT_TIMEOUT_S"]
+
+DEFAULT_TIMEOUT_S = 300.0
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(RuntimeError):
+    """A collective failed or timed out: another rank died or hung (torchrun's report names it)."""
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (its environment variables are set)."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def init(device: str | torch.device = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Join the process group torchrun set up (idempotent); False when not launched by torchrun.
+
+    The backend is gloo, plus NCCL for CUDA tensors when ``device`` is a CUDA device (then this rank's
+    current CUDA device becomes ``LOCAL_RANK``). ``timeout_s`` bounds every collective.
+
+    Raises:
+        DistributedError: the rendezvous with the other ranks failed.
+    """
+    if dist.is_initialized():
+        return True
+    if not launched() or int(os.environ["WORLD_SIZE"]) < 1:
+        return False
+    cuda = str(device).startswith("cuda") or (str(device) == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, ValueError) as err:
+        raise DistributedError(f"rank {os.environ['RANK']}: joining the {os.environ['WORLD_SIZE']} ranks at "
+                               f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} failed: {err}") from err
+    return True
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a run; a no-op without one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    """More than one rank: the hooks communicate."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or no process group): the process that writes the run folder."""
+    return rank() == 0
+
+
+def rank_seed(seed: int, num_envs: int) -> int:
+    """This rank's seed: ``seed + rank * num_envs`` (rank 0: ``seed``)."""
+    return seed + rank() * num_envs
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index becomes this rank's GPU (``cuda:LOCAL_RANK``, set by :func:`init`), so envs
+    that pick their GPU from the device string (MuJoCo Warp) use it too; anything else is returned as it is."""
+    if device.type == "cuda" and device.index is None and dist.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextmanager
+def _collective(what: str) -> Iterator[None]:
+    """Turn a failed collective into one :class:`DistributedError` line naming this rank and ``what``."""
+    try:
+        yield
+    except (RuntimeError, ConnectionError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DistributedError(f"rank {rank()} of {world_size()}: {what} failed, another rank died or hung "
+                               f"(torchrun's report names the rank that failed first): {first}") from err
+
+
+def average_gradients_(gradient: torch.Tensor) -> torch.Tensor:
+    """``gradient [P]`` replaced in place by its mean over the ranks (one all-reduce); returned."""
+    if active():
+        with _collective("the gradient all-reduce"):
+            dist.all_reduce(gradient)
+        gradient.div_(world_size())
+    return gradient
+
+
+def mean_scalar(x: torch.Tensor) -> torch.Tensor:
+    """The rank mean of a 0-d tensor (a new tensor; ``x`` itself without other ranks)."""
+    if not active():
+        return x
+    y = x.detach().clone()
+    with _collective("a scalar all-reduce"):
+        dist.all_reduce(y)
+    return y.div_(world_size())
+
+
+def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and the (Bessel-corrected) std of every rank's ``x`` together: 0-d tensors in ``x``'s dtype,
+    from the ranks' count, mean and variance merged exactly (:func:`merge_moments`, float64). Without other
+    ranks: ``x.mean(), x.std()``. Not differentiable: for statistics of data (PPO's advantages)."""
+    if not active():
+        return x.mean(), x.std()
+    flat = x.detach().reshape(-1).double()
+    n, mean, var = merge_moments(flat.numel(), flat.mean().reshape(1), flat.var(correction=0).reshape(1))
+    std = (var * (n / max(n - 1.0, 1.0))).sqrt()
+    return mean.reshape(()).to(x.dtype), std.reshape(()).to(x.dtype)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (e.g. a stop signal reached one of them)."""
+    if not active():
+        return flag
+    t = torch.tensor([int(flag)])  # a CPU tensor: gloo (every backend here has it), no GPU sync
+    with _collective("agreeing on a stop"):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+                  ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Every rank's batch moments merged into the moments of all their samples together.
+
+    ``count`` samples with ``mean[*S]`` and population variance ``var[*S]`` on each rank; the merge
+    (Chan, Golub & LeVeque 1979) folds the ranks in rank order: ``n = n_a + n_b``,
+    ``mean = mean_a + (mean_b - mean_a) n_b / n``,
+    ``var = (n_a var_a + n_b var_b + (mean_b - mean_a)^2 n_a n_b / n) / n``; every rank gets the same result
+    (one all-gather of ``[1 + 2 prod(S)]`` float64 values). Without other ranks the inputs come back.
+    """
+    if not active():
+        return count, mean, var
+    shape = mean.shape
+    mine = torch.cat([torch.tensor([float(count)], dtype=torch.float64, device=mean.device),
+                      mean.reshape(-1).double(), var.reshape(-1).double()])
+    gathered = [torch.empty_like(mine) for _ in range(world_size())]
+    with _collective("merging the running observation statistics"):
+        dist.all_gather(gathered, mine)
+    size = mean.numel()
+    n, m, v = 0.0, None, None
+    for part in gathered:
+        n_b = float(part[0])
+        m_b, v_b = part[1:1 + size], part[1 + size:]
+        if m is None:
+            n, m, v = n_b, m_b, v_b
+            continue
+        total = n + n_b
+        delta = m_b - m
+        m = m + delta * (n_b / total)
+        v = (v * n + v_b * n_b + delta * delta * (n * n_b / total)) / total
+        n = total
+    return n, m.reshape(shape).to(mean.dtype), v.reshape(shape).to(var.dtype)
+
+
+def check_agree(value: int, what: str) -> None:
+    """Raise :class:`DistributedError` naming ``what`` unless every rank passes the same ``value``."""
+    if not active():
+        return
+    gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    with _collective(f"comparing {what}"):
+        dist.all_gather(gathered, torch.tensor([int(value)], dtype=torch.int64))
+    values = [int(g) for g in gathered]
+    if len(set(values)) > 1:
+        raise DistributedError(f"the ranks disagree on {what}: {values} (rank by rank)")
+
+
+def check_in_sync(module: torch.nn.Module | None, what: str) -> None:
+    """Raise :class:`DistributedError` unless every rank holds the same floating tensors in ``module``.
+
+    Compares a fingerprint (sum and sum of squares of every floating parameter and buffer, float64): ranks
+    that applied the same updates to the same start hold bitwise equal tensors, so any difference means
+    an optimiser that does not average its gradients (or a rank that skipped an update).
+    """
+    if not active() or not isinstance(module, torch.nn.Module):
+        return
+    tensors = [t for t in module.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not tensors:
+        return
+    device = tensors[0].device
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for t in tensors:
+        x = t.detach().to(device=device, dtype=torch.float64)
+        total[0] += x.sum()
+        total[1] += (x * x).sum()
+    gathered = [torch.empty_like(total) for _ in range(world_size())]
+    with _collective("comparing the ranks' parameters"):
+        dist.all_gather(gathered, total)
+    if any(not torch.equal(g, gathered[0]) for g in gathered[1:]):
+        raise DistributedError(f"the ranks' policies differ after {what}: this agent's optimiser does not average "
+                               "its gradients across ranks (distributed training needs the agent's steps to go "
+                               "through drl.optim.TrainStep or FusedUpdate, as PPO, SAC and TD3 do)")
+
+
+def torchrun_command(nproc: int, argv: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N [extra] -m drl ARGV``: one node,
+    a free rendezvous port picked by torchrun."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *extra,
+            "-m", "drl", *argv]
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``drl ARGV`` as ``nproc`` ranks under torchrun on this machine; returns torchrun's exit status."""
+    command = torchrun_command(nproc, argv)
+    print(f"launching: {shlex.join(command[1:])}", file=sys.stderr, flush=True)
+    env: dict[str, Any] = dict(os.environ)
+    for name in _TORCHRUN_VARS:  # a launcher inside a torchrun job starts a job of its own
+        env.pop(name, None)
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+class NullLogger:
+    """What ranks other than 0 log to: nothing (the run's :class:`drl.logging.RunLogger` is rank 0's)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

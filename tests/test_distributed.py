@@ -1,0 +1,268 @@
+"""Distributed training (drl.distributed): 2 ranks on gloo against one process on the same data, the run
+folder written by rank 0 alone, resume under torchrun, and a dead rank stopping the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from drl import distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank: int | None = None, world: int = 1, port: int = 0) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    if rank is not None:
+        env |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)}
+    return env
+
+
+def _ranks(mode: str, out: Path, *args: str, world: int = 2, timeout: float = 120.0, extra_env: dict | None = None
+           ) -> list[subprocess.CompletedProcess]:
+    """Run the worker as ``world`` ranks (as torchrun would start them); their completed processes."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), mode, str(out), *args], cwd=ROOT,
+                              env=_env(r, world, port) | (extra_env or {}), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for r in range(world)]
+    done = []
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"the {world} ranks of '{mode}' hung for {timeout} s")
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return done
+
+
+def _single(mode: str, out: Path) -> None:
+    proc = subprocess.run([sys.executable, str(WORKER), mode, str(out)], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _ok(procs: list[subprocess.CompletedProcess]) -> None:
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r}: {p.stderr[-3000:]}"
+
+
+def test_without_torchrun_the_hooks_are_the_one_process_math() -> None:
+    assert not distributed.active() and distributed.is_main() and distributed.world_size() == 1
+    assert distributed.rank_seed(7, 16) == 7
+    g = torch.tensor([1.0, -2.0])
+    assert distributed.average_gradients_(g) is g and g.tolist() == [1.0, -2.0]
+    x = torch.tensor([1.0, 2.0, 4.0])
+    mean, std = distributed.mean_std(x)
+    assert mean.item() == pytest.approx(7 / 3) and std.item() == pytest.approx(x.std().item())
+    assert distributed.merge_moments(3, x, x) == (3, x, x)
+    assert distributed.any_rank(True) and not distributed.any_rank(False)
+
+
+def test_without_nproc_argv() -> None:
+    from drl.cli import _without_nproc
+
+    assert _without_nproc(["train", "ppo", "--nproc", "2", "--steps", "8"]) == ["train", "ppo", "--steps", "8"]
+    assert _without_nproc(["ppo", "--nproc=4"]) == ["train", "ppo"]
+    cmd = distributed.torchrun_command(3, ["train", "sac"])
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3", "-m", "drl", "train",
+                       "sac"]
+
+
+def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: Path) -> None:
+    """Two rollouts of [16, 8] (normalised obs and rewards, normalised advantages, 3 epochs, clipping): ranks
+    with 4 env columns each hold bitwise equal parameters after every update, equal (to float32 rounding) to one
+    process's with all 8; the obs statistics are those of all 8 columns."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _single("ppo", one)
+    _ok(_ranks("ppo", two))
+    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    start = None
+    for update, (a, b, c) in enumerate(zip(ref["params"], r0["params"], r1["params"], strict=True)):
+        assert torch.equal(b, c), f"ranks differ after update {update + 1}"
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        start = a if start is None else start
+    assert not torch.equal(ref["params"][0], ref["params"][1])  # the updates moved the parameters
+    for key in ("obs_mean", "obs_var", "obs_count", "return_var"):
+        torch.testing.assert_close(r0[key], ref[key], rtol=1e-9, atol=1e-12)
+        assert torch.equal(r0[key], r1[key])
+    assert ref["obs_count"].item() == pytest.approx(2 * 16 * 8 + 1e-4)
+    assert ref["errors"] == []  # one process: nothing to compare
+    assert r0["errors"] == r1["errors"] == [
+        "the ranks disagree on the rank: [0, 1] (rank by rank)",
+        "the ranks' policies differ after filling a layer with the rank: this agent's optimiser does not "
+        "average its gradients across ranks (distributed training needs the agent's steps to go through "
+        "drl.optim.TrainStep or FusedUpdate, as PPO, SAC and TD3 do)"]
+
+
+def test_sac_and_td3_two_ranks_with_half_the_batch_make_the_one_process_update(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _single("offpolicy", one)
+    _ok(_ranks("offpolicy", two))
+    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    for name in ("sac", "td3"):
+        for update, (a, b, c) in enumerate(zip(ref[name], r0[name], r1[name], strict=True)):
+            assert torch.equal(b, c), f"{name}: ranks differ after update {update + 1}"
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"{name}: update {update + 1}")
+        assert not torch.equal(ref[name][0], ref[name][-1])
+
+
+def test_a_dead_rank_stops_the_others_with_a_clear_error(tmp_path: Path) -> None:
+    start = time.monotonic()
+    procs = _ranks("die", tmp_path, timeout=60.0)
+    assert procs[1].returncode == 3
+    assert procs[0].returncode == 6, procs[0].stderr[-2000:]
+    seconds, message = (tmp_path / "rank0-error.txt").read_text().split("\n", 1)
+    assert "rank 0 of 2: the gradient all-reduce failed, another rank died or hung" in message
+    assert float(seconds) < 30.0 and time.monotonic() - start < 60.0
+
+
+def test_under_torchrun_a_dead_rank_ends_the_job_naming_it(tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(WORKER), "die", str(tmp_path)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - start < 90.0
+    assert "exitcode  : 3" in proc.stderr and "rank      : 1" in proc.stderr, proc.stderr[-3000:]
+
+
+def _train_args(run_dir: Path, steps: int) -> list[str]:
+    return ["train", "ppo", "--env", "drl/Pendulum-v0", "--num-envs", "4", "--steps", str(steps), "--set",
+            "algo.num_steps=32", "--set", "algo.minibatch_size=64", "--set", "algo.normalize_obs=true", "--set",
+            "eval_interval=256", "--set", "env.num_eval_envs=2", "--set", "eval_episodes=2", "--set",
+            "checkpoint_interval=256", "--run-dir", str(run_dir), "--no-progress"]
+
+
+def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path) -> None:
+    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks): rank 1 never writes
+    in the run folder and prints nothing; global_step counts both ranks' env steps."""
+    run = tmp_path / "run"
+    procs = _ranks("train", tmp_path, *_train_args(run, 512))
+    _ok(procs)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 512 and summary["ranks"] == 2
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["runner"]["global_step"] == 512
+    writes = json.loads((tmp_path / "writes-rank1.json").read_text())
+    assert writes and [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
+    assert procs[1].stdout == "" and "run folder" in procs[0].stdout
+
+
+def test_a_rank_dying_in_training_stops_rank_0_with_one_error_line(tmp_path: Path) -> None:
+    start = time.monotonic()
+    procs = _ranks("train", tmp_path, *_train_args(tmp_path / "run", 1024), timeout=90.0,
+                   extra_env={"DRL_TEST_DIE_AFTER_ITERATION": "1"})
+    assert procs[1].returncode == 3
+    assert procs[0].returncode == 6, procs[0].stderr[-3000:]
+    last = procs[0].stderr.strip().splitlines()[-1]
+    # rank 0 waited for rank 1 in the first collective after its death: the comparison of their parameters
+    assert last.startswith("drl train: error: rank 0 of 2: comparing the ranks' parameters failed, another rank "
+                           "died or hung (torchrun's report names the rank that failed first): "), last
+    assert "Traceback" not in procs[0].stderr and time.monotonic() - start < 90.0
+
+
+@pytest.mark.slow
+def test_torchrun_run_resumes(tmp_path: Path) -> None:
+    """``drl train --nproc 2`` (torchrun) for 2 iterations, then ``--resume --nproc 2`` to 4: the rows and
+    checkpoints continue from the checkpoint, both ranks in step (compared every iteration)."""
+    run = tmp_path / "run"
+
+    def drl(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "drl", *args, "--nproc", "2"], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    drl(*_train_args(run, 512))
+    first = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert first["runner"]["global_step"] == 512
+    drl("train", "--resume", str(run), "--steps", "1024", "--no-progress")
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["256", "512", "768", "1024"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 1024 and summary["ranks"] == 2
+    resumed = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert resumed["runner"]["global_step"] == 1024
+    assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
+                           resumed["agent_state"]["model"]["actor_body.0.weight"])
+
+
+# --- benchmarks/distributed.py --------------------------------------------------------------
+def _bench_run(agent: str, nproc: int, seed: int, sps: float, final: float) -> dict:
+    return {"agent": agent, "env": "drl/Pendulum-v0", "nproc": nproc, "variant": f"{agent}-p{nproc}", "seed": seed,
+            "train_sps": sps, "final": final, "points": [{"step": 512, "eval_return": final - 10.0},
+                                                         {"step": 1024, "eval_return": final}],
+            "config": {"file": f"configs/{agent}/drl-Pendulum-v0.yaml", "steps": 1024}}
+
+
+def test_distributed_benchmark_summary_report_and_plot_from_hand_runs(tmp_path: Path) -> None:
+    from benchmarks.distributed import summarise, write_plot, write_report
+
+    runs = [_bench_run("ppo", 1, 0, 1000.0, -200.0), _bench_run("ppo", 1, 1, 1200.0, -300.0),
+            _bench_run("ppo", 2, 0, 1500.0, -250.0), _bench_run("ppo", 2, 1, 1700.0, -150.0),
+            {"agent": "ppo", "env": "drl/Pendulum-v0", "nproc": 4, "variant": "ppo-p4", "seed": 0,
+             "skipped": "4 processes need 4 GPUs", "points": []}]
+    summary = summarise(runs)
+    one, two, four = summary
+    assert one["train_sps"] == 1100.0 and one["efficiency"] == 1.0
+    assert two["train_sps"] == 1600.0 and two["efficiency"] == pytest.approx(1600.0 / 2200.0)
+    assert two["final_mean"] == -200.0 and two["final_std"] == 50.0
+    assert four["skipped"] == "4 processes need 4 GPUs" and four["efficiency"] is None and four["seeds"] == 0
+    meta = {"date": "2026-12-01", "command": "python -m benchmarks.distributed", "seeds": 2, "device": "cpu",
+            "machine": {"cpu": "x", "usable_cores": 2, "gpu": []}, "versions": {"torch": "2"}, "load_start": 1,
+            "load_end": 1, "elapsed_s": 3}
+    report = write_report({"meta": meta, "runs": runs, "summary": summary}, tmp_path).read_text()
+    assert "| ppo | 2 | 1,600 | 0.73 | -200.0 +- 50.0 | 2 |" in report
+    assert "| ppo | 4 | skipped: 4 processes need 4 GPUs |" in report
+    assert write_plot({"meta": meta, "runs": runs, "summary": summary}, tmp_path).is_file()
+
+
+def test_distributed_benchmark_commands_and_dry_run(capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.distributed import command, main, parse_args, skip_reason
+
+    args = parse_args(["--steps", "2048"])
+    cmd = command("sac", "drl/Pendulum-v0", 2, 3, args, Path("r"))
+    assert cmd[1:5] == ["-m", "drl", "train", "sac"] and cmd[-2:] == ["--nproc", "2"] and "--steps" in cmd
+    assert "--nproc" not in command("sac", "drl/Pendulum-v0", 1, 3, args, Path("r"))
+    assert skip_reason(2, "cpu") is None
+    assert main(["--dry-run", "--nproc", "1", "2"]) == 0
+    assert "2 processes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse_args(["--nproc", "0"])
+
+
+@pytest.mark.slow
+def test_distributed_benchmark_end_to_end(tmp_path: Path) -> None:
+    from benchmarks.distributed import main
+
+    assert main(["--agents", "ppo", "--nproc", "1", "2", "--seeds", "1", "--steps", "8192", "--out",
+                 str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["ranks"] for r in results["runs"]] == [1, 2] and all(r["steps"] == 8192 for r in results["runs"])
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "curves.png").is_file()
