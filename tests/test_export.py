@@ -221,6 +221,7 @@ def test_stateful_policies_are_refused_with_one_line(tmp_path: Path) -> None:
 NO_SINGLE_ACTOR: dict[str, str] = {
     "happo": "one actor per agent", "mappo": "one actor per agent",
     "camrl": "one actor per task", "mt-ppo": "a task-conditioned actor reading two obs groups",
+    "happo-competitive": "one actor per agent of each team",
 }
 
 
