@@ -1,7 +1,7 @@
 """Competitive HAPPO on drl/PursuitEvasion-v0: both teams' win rates against a league of frozen opponents.
 
     python -m benchmarks.competitive [--seeds 3] [--steps N] [--league-every K] [--episodes E]
-                                     [--schedules simultaneous alternate ladder] [--set KEY=VALUE ...]
+                                     [--schedules simultaneous alternate] [--set KEY=VALUE ...]
                                      [--device cpu|cuda|auto] [--out benchmarks/results/competitive] [--dry-run]
 
 Per schedule and seed: ``happo-competitive`` with ``configs/happo-competitive/drl-PursuitEvasion-v0.yaml``
@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="env steps per run (default: the config's total_steps)")
     parser.add_argument("--league-every", type=int, help="iterations between league evaluations (default: config)")
     parser.add_argument("--episodes", type=int, help="episodes per opponent in a league evaluation (default: config)")
-    parser.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=["simultaneous"])
+    parser.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=["simultaneous", "alternate"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     script.add_out(parser, RESULTS_DIR / "competitive")

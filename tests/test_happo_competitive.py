@@ -314,7 +314,8 @@ def test_benchmark_script_plumbing(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         bench.parse_args(["--seeds", "0"])
-    code = bench.main(["--seeds", "2", "--steps", "240", "--league-every", "2", "--episodes", "4",
+    code = bench.main(["--seeds", "2", "--schedules", "simultaneous", "--steps", "240", "--league-every", "2",
+                       "--episodes", "4",
                        "--set", "env.num_envs=4", "--set", "env.num_eval_envs=4", "--set", "algo.num_steps=20",
                        "--set", "env.kwargs.max_episode_steps=10", "--out", str(tmp_path)])
     assert code == 0
