@@ -240,6 +240,12 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     per_episode: list[tuple[int, float, float]] | None = [] if is_multi_task(env) else None
     returns = evaluate_policy(agent, env, episodes, seed, episodes_out=per_episode)
     agents = getattr(env, "agents", None)
+    teams = getattr(env, "teams", None)
+    win_rates = None
+    if hasattr(agent, "team_policy") and teams is not None and len(teams) == 2:  # a two-team learner
+        from drl.runners.competitive import team_win_rates
+
+        win_rates = team_win_rates(agent, env, episodes, seed)
     env.close()
     team = returns
     if returns and isinstance(returns[0], list):  # a multi-agent env: per-agent returns; the team's is their mean
@@ -250,6 +256,11 @@ def evaluate(run_dir: str | Path, episodes: int = 10, checkpoint: str = "best", 
     if team is not returns:
         names = agents if agents is not None else [f"agent_{i}" for i in range(table.shape[1])]
         result["agent_returns"] = {name: float(table[:, i].mean()) for i, name in enumerate(names)}
+        if teams is not None and len(teams) > 1:  # competitive: each team's return, the mean of its agents'
+            result["team_returns"] = {side: float(np.mean([result["agent_returns"][a] for a in members]))
+                                      for side, members in teams.items()}
+    if win_rates is not None:
+        result["win_rates"] = win_rates
     if per_episode is not None:  # eval_return/<task> (and eval_success/<task>) as the training logs them
         from drl.runners.tasks import TaskStatistics
 

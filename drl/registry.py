@@ -13,6 +13,7 @@ from drl.agents.bc import BC, BCConfig
 from drl.agents.camrl import CAMRL, CAMRLConfig
 from drl.agents.dagger import DAgger, DAggerConfig
 from drl.agents.happo import HAPPO, HAPPOConfig
+from drl.agents.happo_competitive import HAPPOCompetitive, HAPPOCompetitiveConfig
 from drl.agents.ppo import PPO, PPOConfig
 from drl.agents.ppo_residual import PPOResidual, PPOResidualConfig
 from drl.agents.rarl import RARL, RARLConfig
@@ -21,6 +22,7 @@ from drl.agents.sac import SAC, SACConfig
 from drl.agents.subpo import SubPO, SubPOConfig
 from drl.agents.td3 import TD3, TD3Config
 from drl.config import ConfigError, TrainConfig, build, merge, to_dict
+from drl.runners.competitive import CompetitiveRunner
 from drl.runners.multi_agent import MultiAgentOnPolicyRunner
 from drl.runners.off_policy import OffPolicyRunner
 from drl.runners.offline_to_online import OfflineToOnlineRunner
@@ -104,6 +106,10 @@ AGENTS: dict[str, AgentSpec] = {
     "mappo": AgentSpec(HAPPO, HAPPOConfig, MultiAgentOnPolicyRunner, "Multi-agent PPO (Yu et al. 2022): HAPPO's "
                        "actors and V(state) critic, every actor updated at once (no factor)",
                        default_env="drl/Rendezvous-v0", defaults={"algo": {"update_scheme": "mappo"}}),
+    # competitive (issue 13): two teams, a HAPPO learner each; win rates against a league of frozen opponents
+    "happo-competitive": AgentSpec(HAPPOCompetitive, HAPPOCompetitiveConfig, CompetitiveRunner, "Competitive "
+                                   "HAPPO: a HAPPO learner per team (simultaneous, alternate or ladder), win "
+                                   "rates against a league of frozen opponents", default_env="drl/PursuitEvasion-v0"),
 }
 
 

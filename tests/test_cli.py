@@ -56,7 +56,7 @@ def test_list_shows_agents_envs_configs(capsys):
     out = capsys.readouterr().out
     for text in ("ppo", "drl/CartPole-v0", "drl/HalfCheetah-v0", "drl/PandaPickPlace-v0", "mujoco-warp",
                  "CartPole-v1", "happo", "mappo", "drl/Rendezvous-v0",
-                 "camrl", "mt-ppo"):
+                 "camrl", "mt-ppo", "happo-competitive", "drl/PursuitEvasion-v0"):
         assert text in out
 
 

@@ -168,8 +168,8 @@ def test_type_coercions_that_are_exact():
         ({"device": "gpu"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cuda:x"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
         ({"device": "cudafoo"}, "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
-        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'camrl', 'dagger', 'happo', 'mappo', "
-                                     "'mt-ppo', 'ppo', "
+        ({"agent": "dqn"}, "agent", "valid agents: ['aac', 'aacd', 'aawr', 'bc', 'camrl', 'dagger', 'happo', "
+                                    "'happo-competitive', 'mappo', 'mt-ppo', 'ppo', "
                                     "'ppo-residual', 'rarl', 'residual', 'sac', 'subpo', 'td3']"),
         ({"algo": {"activation": "sigmoid"}}, "algo.activation", "must be one of ['tanh', 'relu', 'elu', 'silu']"),
         ({"env": {"vectorization": "threads"}}, "env.vectorization", "must be one of ['sync', 'async']"),

@@ -27,8 +27,9 @@ PPO's update on the same batch (tests/test_happo.py checks it to float tolerance
 
 Differences from HARL, deliberate: value normalisation uses drl's :class:`RunningMeanStd` updated once
 per rollout (HARL's ValueNorm is an exponential average updated per minibatch); the action std is
-drl's free log-std (HARL: a sigmoid of a parameter). Competitive play (several teams) is not handled
-here: the team reward averages every reward column.
+drl's free log-std (HARL: a sigmoid of a parameter). The team reward averages every reward column of the
+rollout; competitive play (two teams) is :mod:`drl.agents.happo_competitive`, one HAPPO per team on its own
+agents and reward columns.
 """
 
 from __future__ import annotations

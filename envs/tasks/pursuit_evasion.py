@@ -195,6 +195,16 @@ class PursuitEvasion(MultiAgentTorchVecEnv):
                 "obstacles": obs[:, OWN_DIM:OWN_DIM + OBSTACLE_DIM * m].reshape(n, m, OBSTACLE_DIM),
                 "others": obs[:, OWN_DIM + OBSTACLE_DIM * m:].reshape(n, self.num_agents - 1, OTHER_DIM)}
 
+    def scripted_policies(self, team: str) -> dict[str, Any]:
+        """The scripted reference policies of ``team`` by name (league opponents, :mod:`drl.league`):
+        pursuers ``{"random", "greedy"}`` (:class:`RandomTeam`, :class:`GreedyPursuers`), evaders
+        ``{"random", "fleeing"}`` (:class:`RandomTeam`, :class:`FleeingEvaders`); ValueError for another team."""
+        if team == PURSUERS:
+            return {"random": RandomTeam(self, PURSUERS), "greedy": GreedyPursuers(self)}
+        if team == EVADERS:
+            return {"random": RandomTeam(self, EVADERS), "fleeing": FleeingEvaders(self)}
+        raise ValueError(f"{type(self).__name__}: no team {team!r}; teams: {list(self.teams)}")
+
     @property
     def agent_alive(self) -> torch.Tensor:
         """``[N, A]`` bool: pursuers always, evaders until captured."""
