@@ -380,3 +380,23 @@ def test_cli_exports_happo_and_camrl_runs(tmp_path: Path, capsys) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         policy = torch.jit.load(str(tmp_path / "mt.pt"))
     assert policy(torch.zeros(2, 4), torch.eye(4)[:2]).shape == (2,)
+
+
+def test_cli_exports_every_agent_of_a_competitive_run(tmp_path: Path, capsys) -> None:
+    """happo-competitive: one file per agent of both teams, each self-checked by drl export and runnable alone."""
+    run = tmp_path / "competitive"
+    assert main(["train", "happo-competitive", "--env", "drl/PursuitEvasion-v0", "--run-dir", str(run), "--steps",
+                 "256", "--num-envs", "4", "--set", "algo.num_steps=64", "--set", "algo.num_epochs=1",
+                 "--set", "algo.league_episodes=4", "--set", "env.num_eval_envs=2", "--set", "eval_episodes=2",
+                 "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 0
+    out = capsys.readouterr().out
+    for name in ("pursuer_0", "pursuer_1", "evader_0"):
+        assert f"[agent {name}]" in out
+        session = onnxruntime.InferenceSession(str(run / f"policy-best-{name}.onnx"),
+                                               providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        assert meta["drl_agent"] == "happo-competitive" and meta["agent"] == name
+        action = session.run(None, {"obs": np.zeros((3, int(meta["obs_dim"])), np.float32)})[0]
+        assert action.shape == (3, 2) and np.all(np.abs(action) <= 1)
