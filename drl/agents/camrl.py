@@ -33,7 +33,7 @@ learners train in one batched pass, each pulled toward the earlier tasks' *curre
 
 Baselines are config switches (``mode``): ``independent`` (never asymmetric), ``always_asymmetric``
 (CAMRL without the mode switch), ``shared`` (one network reading the one-hot task too: MT-PPO).
-SAC as base learner is not built (``base: ppo`` only).
+SAC as base learner is not built (``base_learner: ppo`` only).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class CAMRLConfig:
     """CAMRL and its baselines; the PPO keys mean what they mean in :class:`drl.agents.ppo.PPOConfig`."""
 
     mode: Literal["camrl", "independent", "shared", "always_asymmetric"] = "camrl"
-    base: Literal["ppo"] = "ppo"  # the per-task learner (SAC, as in the released code, is not built)
+    base_learner: Literal["ppo"] = "ppo"  # the per-task learner (SAC, as in the released code, is not built)
     num_steps: int = 128
     minibatch_size: int = 256  # over all tasks: each minibatch holds minibatch_size / T samples of every task
     num_epochs: int = 4
