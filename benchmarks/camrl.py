@@ -319,12 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "suites": [vars(s) for s in suites], "runs": [], "throughput": {}}
     with tempfile.TemporaryDirectory(prefix="drl-camrl-") as tmp:
         for suite in suites:
-            for seed in range(args.seeds):
-                for method in METHODS:
-                    results["runs"].append(script.attempt(
-                        {"suite": suite.name, "method": method, "seed": seed}, f"{suite.name} {method} seed {seed}",
-                        lambda suite=suite, method=method, seed=seed: run(suite, method, seed, args, Path(tmp)),
-                        lambda r: f"return {_n(r['final'], 1)}"))
+            results["runs"] += script.run_grid(
+                {"suite": [suite.name], "method": list(METHODS), "seed": list(range(args.seeds))},
+                lambda suite, method, seed, spec=suite: run(spec, method, seed, args, Path(tmp)),
+                "{suite} {method} seed {seed}", lambda r: f"return {_n(r['final'], 1)}",
+                loops=("suite", "seed", "method"))
             results["throughput"][suite.name] = script.attempt(
                 {}, f"{suite.name} throughput", lambda suite=suite: learner_throughput(suite, args),
                 lambda r: ", ".join(f"{k} {_n(v)}" for k, v in r.items()))

@@ -249,14 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-competitive-") as tmp:
-        for schedule in args.schedules:
-            for seed in range(args.seeds):
-                record = {"schedule": schedule, "seed": seed}
-                results["runs"].append(script.attempt(
-                    record, f"{schedule} seed {seed}",
-                    lambda schedule=schedule, seed=seed: run_one(schedule, seed, args, Path(tmp)),
-                    lambda r: ", ".join(f"{t} vs iter_0 {r['curves'][t][0]['rates']['iter_0']:.2f} -> "
-                                        f"{r['curves'][t][-1]['rates']['iter_0']:.2f}" for t in TEAMS)))
+        results["runs"] = script.run_grid(
+            {"schedule": args.schedules, "seed": list(range(args.seeds))},
+            lambda schedule, seed: run_one(schedule, seed, args, Path(tmp)), "{schedule} seed {seed}",
+            lambda r: ", ".join(f"{t} vs iter_0 {r['curves'][t][0]['rates']['iter_0']:.2f} -> "
+                                f"{r['curves'][t][-1]['rates']['iter_0']:.2f}" for t in TEAMS))
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

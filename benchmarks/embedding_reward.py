@@ -219,11 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                                encoder_steps=args.encoder_steps, eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-embedding-reward-") as tmp:
-        for seed in range(args.seeds):
-            results["runs"].append(script.attempt(
-                {"seed": seed}, f"seed {seed}", lambda seed=seed: run(seed, args, Path(tmp)),
-                lambda r: f"final success {_n(r['final'], 2)} (step 0 {_n(r['untrained'], 2)}, random "
-                          f"{_n(r['random'], 2)}), {_n(r['sps'], 0)} steps/s"))
+        results["runs"] = script.run_grid(
+            {"seed": list(range(args.seeds))}, lambda seed: run(seed, args, Path(tmp)), "seed {seed}",
+            lambda r: f"final success {_n(r['final'], 2)} (step 0 {_n(r['untrained'], 2)}, random "
+                      f"{_n(r['random'], 2)}), {_n(r['sps'], 0)} steps/s")
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

@@ -199,15 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                                eval_every=args.eval_every, device=args.device, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-happo-") as tmp:
-        for env in args.envs:
-            for seed in range(args.seeds):
-                for method in methods:
-                    record = {"env": env, "method": method, "seed": seed}
-                    results["runs"].append(script.attempt(
-                        record, f"{method} {env} seed {seed}",
-                        lambda method=method, env=env, seed=seed: run_one(method, env, seed, args, Path(tmp)),
-                        lambda r: f"final {_n(r['final'], 1)}, best {_n(r['best'], 1)}, "
-                                  f"{_n(r['train_sps'])} steps/s"))
+        results["runs"] = script.run_grid(
+            {"env": args.envs, "method": methods, "seed": list(range(args.seeds))},
+            lambda env, method, seed: run_one(method, env, seed, args, Path(tmp)), "{method} {env} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, best {_n(r['best'], 1)}, {_n(r['train_sps'])} steps/s",
+            loops=("env", "seed", "method"))
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

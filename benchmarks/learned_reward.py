@@ -252,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         results["expert"] = expert_demos(args, Path(tmp))
         print(f"expert: return {_n(results['expert']['expert_return'], 1)}, random "
               f"{_n(results['expert']['random_return'], 1)}", flush=True)
-        for seed in range(args.seeds):
-            for v in variants:
-                results["runs"].append(script.attempt(
-                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
-                    lambda v=v, seed=seed: run(v, seed, args, results["expert"]["path"], Path(tmp)),
-                    lambda r: f"final {_n(r['final'], 1)}, {_n(r['sps'], 0)} steps/s"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda variant, seed: run(by_name[variant], seed, args, results["expert"]["path"], Path(tmp)),
+            "{variant} seed {seed}", lambda r: f"final {_n(r['final'], 1)}, {_n(r['sps'], 0)} steps/s",
+            loops=("seed", "variant"))
     return script.finish(results, began, args.out,
                          lambda runs: summarise(runs, variants, results["expert"]), write_report, write_plot)
 

@@ -237,15 +237,12 @@ def main(argv: list[str] | None = None) -> int:
                                heatmap_episodes=args.heatmap_episodes, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-rarl-") as tmp:
-        for env in args.envs:
-            for seed in range(args.seeds):
-                for method in methods:
-                    record = {"env": env, "method": method, "seed": seed}
-                    results["runs"].append(script.attempt(
-                        record, f"{method} {env} seed {seed}",
-                        lambda method=method, env=env, seed=seed: run_one(method, env, seed, args, Path(tmp)),
-                        lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
-                                  f"worst {_n(r['mass']['worst_point_mean'], 1)}"))
+        results["runs"] = script.run_grid(
+            {"env": args.envs, "method": methods, "seed": list(range(args.seeds))},
+            lambda env, method, seed: run_one(method, env, seed, args, Path(tmp)), "{method} {env} seed {seed}",
+            lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
+                      f"worst {_n(r['mass']['worst_point_mean'], 1)}",
+            loops=("env", "seed", "method"))
     return script.finish(results, began, args.out, summarise, write_report, write_plots)
 
 

@@ -252,17 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "tasks": [vars(t) for t in tasks], "runs": [], "throughput": {}}
     with tempfile.TemporaryDirectory(prefix="drl-subpo-") as tmp:
         for task in tasks:
-            for seed in range(args.seeds):
-                for method in METHODS:
-                    results["runs"].append(script.attempt(
-                        {"task": task.name, "method": method, "seed": seed}, f"{task.name} {method} seed {seed}",
-                        lambda task=task, method=method, seed=seed: run(task, method, seed, args, Path(tmp)),
-                        lambda r: f"F {_n(r['final'], 1)} (det. {_n(r['final_det'], 1)})"))
-                results["runs"].append(script.attempt(
-                    {"task": task.name, "method": "greedy", "seed": seed}, f"{task.name} greedy seed {seed}",
-                    lambda task=task, seed=seed: {"final": statistics.fmean(
-                        greedy_values(_config(task.subpo, {}), args.episodes, seed))},
-                    lambda r: f"F {_n(r['final'], 1)}"))
+            results["runs"] += script.run_grid(
+                {"task": [task.name], "method": [*METHODS, "greedy"], "seed": list(range(args.seeds))},
+                lambda task, method, seed, spec=task: (
+                    {"final": statistics.fmean(greedy_values(_config(spec.subpo, {}), args.episodes, seed))}
+                    if method == "greedy" else run(spec, method, seed, args, Path(tmp))),
+                "{task} {method} seed {seed}",
+                lambda r: f"F {_n(r['final'], 1)}" + (f" (det. {_n(r['final_det'], 1)})" if "final_det" in r else ""),
+                loops=("task", "seed", "method"))
             tp: dict[str, Any] = {}
             results["throughput"][task.name] = script.attempt(
                 tp, f"{task.name} throughput", lambda task=task: throughput(task, args.throughput_envs, args.device),
