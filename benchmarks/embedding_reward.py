@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,9 +184,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- seed {run['seed']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
+    return wrapped_config_line(f"seed {run['seed']}", run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:

@@ -22,7 +22,6 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, header_lines, machine_line, mean_std, pyplot, save_figure
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -102,12 +101,6 @@ def run_one(method: str, env: str, seed: int, args: argparse.Namespace, work: Pa
             "config": {"total_steps": cfg.total_steps, "num_envs": cfg.env.num_envs, **vars(cfg.algo)}}
 
 
-def _stats(values: list[float | None]) -> dict[str, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
-
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (env, method): seeds, final / best return and train steps/s (mean, std over seeds), per-agent finals."""
@@ -118,12 +111,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not mine:
                 continue
             ok = [r for r in mine if "error" not in r]
-            final = _stats([r["final"] for r in ok])
+            final = mean_std([r["final"] for r in ok])
             agents = list(dict.fromkeys(a for r in ok for a in r["per_agent"]))
             out.append({"env": env, "method": method, "seeds": len(ok), "final": final,
                         "final_mean": final["mean"], "final_std": final["std"],
-                        "best": _stats([r["best"] for r in ok]), "train_sps": _stats([r["train_sps"] for r in ok]),
-                        "per_agent": {a: _stats([r["per_agent"].get(a) for r in ok]) for a in agents},
+                        "best": mean_std([r["best"] for r in ok]), "train_sps": mean_std([r["train_sps"] for r in ok]),
+                        "per_agent": {a: mean_std([r["per_agent"].get(a) for r in ok]) for a in agents},
                         "steps": ok[0]["steps"] if ok else None})
     return out
 

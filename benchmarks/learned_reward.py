@@ -35,7 +35,15 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import (
+    close_report,
+    header_lines,
+    machine_line,
+    pyplot,
+    save_figure,
+    seed_band,
+    wrapped_config_line,
+)
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,9 +215,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- {run['variant']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
+    return wrapped_config_line(run["variant"], run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
@@ -220,12 +226,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
                   if r["variant"] == s["variant"] and "error" not in r and r["points"]]
         if not curves:
             continue
-        length = min(len(c) for c in curves)
-        steps = [p["step"] for p in curves[0][:length]]
-        values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
-        ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", label=f"{s['label']} ({len(curves)})")
-        ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                        alpha=0.15)
+        seed_band(ax, curves, "eval_return", f"C{i}", f"{s['label']} ({len(curves)})")
     expert = results["expert"]
     ax.axhline(expert["expert_return"], color="black", linestyle="--", linewidth=1, label="expert (demos)")
     ax.axhline(expert["random_return"], color="grey", linestyle=":", linewidth=1, label="uniform random")

@@ -31,10 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import (
+    close_report,
+    header_lines,
+    machine_line,
+    pyplot,
+    save_figure,
+    seed_band,
+    wrapped_config_line,
+)
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,17 +178,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- {run['variant']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
-
-
-def _band(ax: Any, curves: list[list[dict]], key: str, color: str, label: str) -> None:
-    length = min(len(c) for c in curves)
-    steps = [p["step"] for p in curves[0][:length]]
-    values = torch.tensor([[p[key] for p in c[:length]] for c in curves])
-    ax.plot(steps, values.mean(0).tolist(), color=color, label=f"{label} ({len(curves)})")
-    ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=color, alpha=0.15)
+    return wrapped_config_line(run["variant"], run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
@@ -192,11 +188,11 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         done = [r for r in results["runs"] if r["variant"] == s["variant"] and "error" not in r]
         curves = [r["points"] for r in done if r["points"]]
         if curves:
-            _band(ax_r, curves, "eval_return", f"C{i}", s["label"])
+            seed_band(ax_r, curves, "eval_return", f"C{i}", f"{s['label']} ({len(curves)})")
         weight_curves = [r["weights"] for r in done if r["weights"]]
         if s["variant"] == "barfi" and weight_curves:
             for j, name in enumerate(k for k in weight_curves[0][0] if k != "step"):
-                _band(ax_w, weight_curves, name, f"C{3 + j}", name)
+                seed_band(ax_w, weight_curves, name, f"C{3 + j}", f"{name} ({len(weight_curves)})")
     ax_r.set_xlabel("env steps")
     ax_r.set_ylabel(f"eval return ({EVAL_EPISODES} episodes, CartPole's own)")
     ax_w.axhline(0.0, color="grey", linewidth=1)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure, seed_band
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -223,12 +223,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
                       if r["task"] == task and r["method"] == method and "error" not in r and r["curve"]]
             if not curves:
                 continue
-            length = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:length]]
-            values = torch.tensor([[p["value"] for p in c[:length]] for c in curves])
-            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", label=f"{method} ({len(curves)} seeds)")
-            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                            alpha=0.15)
+            seed_band(ax, curves, "value", f"C{i}", f"{method} ({len(curves)} seeds)")
         greedy = next((s for s in results["summary"] if s["task"] == task and s["variant"] == "greedy"), None)
         if greedy and greedy["final_mean"] is not None:
             ax.axhline(greedy["final_mean"], color="grey", linestyle="--", linewidth=1, label="greedy")
