@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure, seed_band
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -236,9 +236,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     from drl.agents.camrl_log import plot_transfer
 
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("CAMRL vs independent, shared (MT-PPO) and always-asymmetric learners", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per suite and method, equal env steps per suite. Score: the deterministic "
+    lines = study_header("CAMRL vs independent, shared (MT-PPO) and always-asymmetric learners", meta)
+    lines += [f"{meta['seeds']} seeds per suite and method, equal env steps per suite. Score: the deterministic "
               f"policy, {meta['episodes']} episodes per eval env copy; per task the mean return (and success rate "
               "when the env reports it), then the mean over tasks; mean +- std over seeds.", "",
               "## Claims (issue 16)", ""]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, study_header
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -179,10 +179,9 @@ def _ms(stats: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Competitive HAPPO on drl/PursuitEvasion-v0: win rates against the frozen league", meta)
+    lines = study_header("Competitive HAPPO on drl/PursuitEvasion-v0: win rates against the frozen league", meta)
     budget = meta["steps"] or "the config's total_steps"
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per schedule; budget {budget} env steps per run. Each team's deterministic "
+    lines += [f"{meta['seeds']} seeds per schedule; budget {budget} env steps per run. Each team's deterministic "
               "policy plays every opponent in its pool: `iter_0` = the other team's untrained policy, `iter_K` = "
               "its snapshot after the first K iterations, and the env's scripted opponents. Entries: win rate "
               "mean +- std over seeds, at iteration 0 -> at the last evaluation.", "",

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure, wrapped_config_line
+from benchmarks.harness.report import close_report, pyplot, save_figure, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +164,8 @@ def claim_line(summary: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines(f"Embedding-similarity reward from goal demos vs untrained baselines, {ENV_ID}", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{summary['seeds']} seeds. Goal demos per seed: {meta['demo_episodes']} scripted-expert episodes with "
+    lines = study_header(f"Embedding-similarity reward from goal demos vs untrained baselines, {ENV_ID}", meta)
+    lines += [f"{summary['seeds']} seeds. Goal demos per seed: {meta['demo_episodes']} scripted-expert episodes with "
               f"action noise {meta['action_noise']} (success {_n(summary['demo_success'], 2)}); encoder: "
               f"train_progress_encoder on the '{GROUP}' positions ({meta['encoder_steps']} steps). Success = the "
               f"evaluation return on the env's sparse reward ({EVAL_EPISODES} deterministic episodes), which the "

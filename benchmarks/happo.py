@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, mean_std, pyplot, save_figure
+from benchmarks.harness.report import close_report, mean_std, pyplot, save_figure, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -127,10 +127,9 @@ def _ms(stats: dict[str, float | None], digits: int = 1) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("HAPPO vs MAPPO on multi-agent MuJoCo", meta)
+    lines = study_header("HAPPO vs MAPPO on multi-agent MuJoCo", meta)
     budget = meta["steps"] or "the configs' total_steps"
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per method; budget {budget} env steps per run (all envs together). HAPPO and "
+    lines += [f"{meta['seeds']} seeds per method; budget {budget} env steps per run (all envs together). HAPPO and "
               "MAPPO run the same config (`configs/<method>/<env>.yaml`; the MaMuJoCo ones hold HARL's tuned values) "
               "with only `update_scheme` switched. Final = the last evaluation (greedy team, the mean over its "
               "episodes); entries mean +- std over seeds; steps/s: training only, evaluations excluded.", "",

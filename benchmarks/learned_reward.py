@@ -35,15 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import (
-    close_report,
-    header_lines,
-    machine_line,
-    pyplot,
-    save_figure,
-    seed_band,
-    wrapped_config_line,
-)
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,9 +185,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary, expert = results["meta"], results["summary"], results["expert"]
-    lines = header_lines(f"Learned rewards (GAIL, AIRL, preferences) vs the env reward, {ENV_ID}", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant. Expert: PPO ({EXPERT_CONFIG}, {expert['expert_steps']:,} steps, "
+    lines = study_header(f"Learned rewards (GAIL, AIRL, preferences) vs the env reward, {ENV_ID}", meta)
+    lines += [f"{meta['seeds']} seeds per variant. Expert: PPO ({EXPERT_CONFIG}, {expert['expert_steps']:,} steps, "
               f"seed {EXPERT_SEED}), {EXPERT_EPISODES} recorded episodes ({expert['demo_steps']:,} transitions), "
               f"mean return {_n(expert['expert_return'], 1)}; a uniform random policy: "
               f"{_n(expert['random_return'], 1)}. Final = the last evaluation ({EVAL_EPISODES} deterministic "

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, eval_curves_plot, header_lines, machine_line
+from benchmarks.harness.report import close_report, eval_curves_plot, study_header
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -165,9 +165,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Masked-velocity tasks: asymmetric critic and recurrent actor", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
+    lines = study_header("Masked-velocity tasks: asymmetric critic and recurrent actor", meta)
+    lines += [f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
              "(`configs/ppo/<env>.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
              f"rollout and optimiser settings are equal. Final = the last evaluation ({EVAL_EPISODES} deterministic "
              "episodes) of each seed, mean +- std over seeds. Steps to threshold = median over the seeds that "

@@ -32,15 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import (
-    close_report,
-    header_lines,
-    machine_line,
-    pyplot,
-    save_figure,
-    seed_band,
-    wrapped_config_line,
-)
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,9 +150,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Behaviour-aligned shaping (BARFI) vs naive shaping vs none, drl/CartPole-v0", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant, equal budget and PPO settings; heuristics: `cartpole_upright` "
+    lines = study_header("Behaviour-aligned shaping (BARFI) vs naive shaping vs none, drl/CartPole-v0", meta)
+    lines += [f"{meta['seeds']} seeds per variant, equal budget and PPO settings; heuristics: `cartpole_upright` "
               "(helpful) and `step_penalty` cost 2 (misaligned). Returns are CartPole's own. Final = the last "
               f"evaluation ({EVAL_EPISODES} deterministic episodes) of each seed; mean eval = the mean over all of "
               "a run's evaluations (area under the curve / steps); mean +- std over seeds.", "",

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure, seed_band
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -182,9 +182,8 @@ def summarise(runs: list[dict[str, Any]], tasks: list[Task]) -> list[dict[str, A
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("SubPO: submodular RL on coverage tasks", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per task and method; SubPO and modular RL run the same config but for the "
+    lines = study_header("SubPO: submodular RL on coverage tasks", meta)
+    lines += [f"{meta['seeds']} seeds per task and method; SubPO and modular RL run the same config but for the "
               "wrapper's `modular` switch. F = the objective's value of a whole episode: mean over "
               f"{meta['episodes']} episodes of the trained stochastic policy (the objective E[F]), mean +- std over "
               "seeds; 'det.' = the deterministic policy. Greedy = one-step greedy on the marginal gain with known "

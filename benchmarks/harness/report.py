@@ -16,8 +16,9 @@ from benchmarks.harness.analysis import finite
 from benchmarks.harness.suites import SOLVE_THRESHOLD
 from drl.runners.on_policy import EVAL_SEED_OFFSET
 
-__all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "configs_and_notes",
-           "close_report", "write_lines", "pyplot", "one_plot", "save_figure"]
+__all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "study_header",
+           "configs_and_notes", "close_report", "write_lines", "pyplot", "one_plot", "save_figure", "seed_band",
+           "mean_std", "wrapped_config_line"]
 
 NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
@@ -73,6 +74,11 @@ def machine_line(meta: dict[str, Any], software: tuple[str, ...] = ("torch",), e
     if load:
         parts.append(f"load average at start / end {meta['load_start']} / {meta['load_end']}")
     return "Machine: " + "; ".join(parts + [f"the whole benchmark took {number(meta.get('elapsed_s'))} s."])
+
+
+def study_header(title: str, meta: dict[str, Any]) -> list[str]:
+    """:func:`header_lines`, then the machine line of a study run on one torch thread on ``meta["device"]``."""
+    return [*header_lines(title, meta), machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), ""]
 
 
 def _variant_config(run: dict[str, Any]) -> str:
