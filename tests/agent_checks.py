@@ -1,6 +1,6 @@
-"""Helpers shared by the agent tests (tests/test_happo.py, tests/test_happo_competitive.py,
-tests/test_resume_bitwise.py): a rollout into a RolloutBuffer, a run stopped by SIGINT after a given env step,
-and an exact comparison of two checkpoints' trees."""
+"""Helpers shared by the agent and runner tests (tests/test_happo.py, tests/test_happo_competitive.py,
+tests/test_resume_bitwise.py, tests/test_off_policy_runner.py): a rollout into a RolloutBuffer, a run stopped
+by SIGINT after a given env step, and an exact comparison of two checkpoints' trees."""
 
 from __future__ import annotations
 
