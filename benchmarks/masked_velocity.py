@@ -213,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                                thresholds={e: threshold(e) for e in args.env}, eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "variants": [vars(v) for v in variants], "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-masked-velocity-") as tmp:
-        for env_id in args.env:
-            for seed in range(args.seeds):
-                for v in variants:
-                    results["runs"].append(script.attempt(
-                        {"env": env_id, "variant": v.name, "seed": seed}, f"{env_id} {v.name} seed {seed}",
-                        lambda env_id=env_id, v=v, seed=seed: run(env_id, v, seed, args, Path(tmp)),
-                        lambda r: f"final {_n(r['final'], 1)}, threshold at {_n(r['solve_step'])} env steps"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"env": args.env, "variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda env, variant, seed: run(env, by_name[variant], seed, args, Path(tmp)),
+            "{env} {variant} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, threshold at {_n(r['solve_step'])} env steps",
+            loops=("env", "seed", "variant"))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, args.env, variants), write_report,
                          write_plot)
 

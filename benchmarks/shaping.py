@@ -207,12 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                                eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "variants": [vars(v) for v in variants], "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-shaping-") as tmp:
-        for seed in range(args.seeds):
-            for v in variants:
-                results["runs"].append(script.attempt(
-                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
-                    lambda v=v, seed=seed: run(v, seed, args, Path(tmp)),
-                    lambda r: f"final {_n(r['final'], 1)}, mean eval {_n(r['mean_eval'], 1)}"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda variant, seed: run(by_name[variant], seed, args, Path(tmp)), "{variant} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, mean eval {_n(r['mean_eval'], 1)}", loops=("seed", "variant"))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 
