@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import header_lines, machine_line, write_lines
 from benchmarks.harness.report import number as _n
+from benchmarks.harness.report import study_header, write_lines
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # case -> (num_envs, steps per timed block, recorded steps per update = one PPO iteration's rollout length)
@@ -167,9 +167,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
-    lines = header_lines("Intrinsic-bonus wrapper: per-step cost", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              "Targets (issue 14): overhead < 15% of the bare step for counts; < one extra critic pass for RND / "
+    lines = study_header("Intrinsic-bonus wrapper: per-step cost", meta)
+    lines += ["Targets (issue 14): overhead < 15% of the bare step for counts; < one extra critic pass for RND / "
               "E3B. `overhead` = wrapped step - bare step (median over blocks); `critic` = one forward pass of PPO's "
               "default critic (64-64 tanh) on the step's observations.", "",
               "| case | bare step (us) | variant | step (us) | overhead (us) | overhead % | critic pass (us) | "

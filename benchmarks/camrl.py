@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -236,9 +236,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     from drl.agents.camrl_log import plot_transfer
 
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("CAMRL vs independent, shared (MT-PPO) and always-asymmetric learners", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per suite and method, equal env steps per suite. Score: the deterministic "
+    lines = study_header("CAMRL vs independent, shared (MT-PPO) and always-asymmetric learners", meta)
+    lines += [f"{meta['seeds']} seeds per suite and method, equal env steps per suite. Score: the deterministic "
               f"policy, {meta['episodes']} episodes per eval env copy; per task the mean return (and success rate "
               "when the env reports it), then the mean over tasks; mean +- std over seeds.", "",
               "## Claims (issue 16)", ""]
@@ -293,12 +292,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
                       if r["suite"] == suite and r["method"] == method and "error" not in r and r["curve"]]
             if not curves:
                 continue
-            length = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:length]]
-            values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
-            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", label=f"{method} ({len(curves)} seeds)")
-            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                            alpha=0.15)
+            seed_band(ax, curves, "eval_return", f"C{i}", f"{method} ({len(curves)} seeds)")
         ax.set_title(suite, fontsize=10)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return (all tasks): mean, min-max over seeds")
@@ -319,12 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "suites": [vars(s) for s in suites], "runs": [], "throughput": {}}
     with tempfile.TemporaryDirectory(prefix="drl-camrl-") as tmp:
         for suite in suites:
-            for seed in range(args.seeds):
-                for method in METHODS:
-                    results["runs"].append(script.attempt(
-                        {"suite": suite.name, "method": method, "seed": seed}, f"{suite.name} {method} seed {seed}",
-                        lambda suite=suite, method=method, seed=seed: run(suite, method, seed, args, Path(tmp)),
-                        lambda r: f"return {_n(r['final'], 1)}"))
+            results["runs"] += script.run_grid(
+                {"suite": [suite.name], "method": list(METHODS), "seed": list(range(args.seeds))},
+                lambda suite, method, seed, spec=suite: run(spec, method, seed, args, Path(tmp)),
+                "{suite} {method} seed {seed}", lambda r: f"return {_n(r['final'], 1)}",
+                loops=("suite", "seed", "method"))
             results["throughput"][suite.name] = script.attempt(
                 {}, f"{suite.name} throughput", lambda suite=suite: learner_throughput(suite, args),
                 lambda r: ", ".join(f"{k} {_n(v)}" for k, v in r.items()))

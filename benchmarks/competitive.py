@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, study_header
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -179,10 +179,9 @@ def _ms(stats: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Competitive HAPPO on drl/PursuitEvasion-v0: win rates against the frozen league", meta)
+    lines = study_header("Competitive HAPPO on drl/PursuitEvasion-v0: win rates against the frozen league", meta)
     budget = meta["steps"] or "the config's total_steps"
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per schedule; budget {budget} env steps per run. Each team's deterministic "
+    lines += [f"{meta['seeds']} seeds per schedule; budget {budget} env steps per run. Each team's deterministic "
               "policy plays every opponent in its pool: `iter_0` = the other team's untrained policy, `iter_K` = "
               "its snapshot after the first K iterations, and the env's scripted opponents. Entries: win rate "
               "mean +- std over seeds, at iteration 0 -> at the last evaluation.", "",
@@ -249,14 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-competitive-") as tmp:
-        for schedule in args.schedules:
-            for seed in range(args.seeds):
-                record = {"schedule": schedule, "seed": seed}
-                results["runs"].append(script.attempt(
-                    record, f"{schedule} seed {seed}",
-                    lambda schedule=schedule, seed=seed: run_one(schedule, seed, args, Path(tmp)),
-                    lambda r: ", ".join(f"{t} vs iter_0 {r['curves'][t][0]['rates']['iter_0']:.2f} -> "
-                                        f"{r['curves'][t][-1]['rates']['iter_0']:.2f}" for t in TEAMS)))
+        results["runs"] = script.run_grid(
+            {"schedule": args.schedules, "seed": list(range(args.seeds))},
+            lambda schedule, seed: run_one(schedule, seed, args, Path(tmp)), "{schedule} seed {seed}",
+            lambda r: ", ".join(f"{t} vs iter_0 {r['curves'][t][0]['rates']['iter_0']:.2f} -> "
+                                f"{r['curves'][t][-1]['rates']['iter_0']:.2f}" for t in TEAMS))
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

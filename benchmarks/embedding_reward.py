@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +164,8 @@ def claim_line(summary: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines(f"Embedding-similarity reward from goal demos vs untrained baselines, {ENV_ID}", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{summary['seeds']} seeds. Goal demos per seed: {meta['demo_episodes']} scripted-expert episodes with "
+    lines = study_header(f"Embedding-similarity reward from goal demos vs untrained baselines, {ENV_ID}", meta)
+    lines += [f"{summary['seeds']} seeds. Goal demos per seed: {meta['demo_episodes']} scripted-expert episodes with "
               f"action noise {meta['action_noise']} (success {_n(summary['demo_success'], 2)}); encoder: "
               f"train_progress_encoder on the '{GROUP}' positions ({meta['encoder_steps']} steps). Success = the "
               f"evaluation return on the env's sparse reward ({EVAL_EPISODES} deterministic episodes), which the "
@@ -184,9 +183,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- seed {run['seed']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
+    return wrapped_config_line(f"seed {run['seed']}", run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
@@ -219,11 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                                encoder_steps=args.encoder_steps, eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-embedding-reward-") as tmp:
-        for seed in range(args.seeds):
-            results["runs"].append(script.attempt(
-                {"seed": seed}, f"seed {seed}", lambda seed=seed: run(seed, args, Path(tmp)),
-                lambda r: f"final success {_n(r['final'], 2)} (step 0 {_n(r['untrained'], 2)}, random "
-                          f"{_n(r['random'], 2)}), {_n(r['sps'], 0)} steps/s"))
+        results["runs"] = script.run_grid(
+            {"seed": list(range(args.seeds))}, lambda seed: run(seed, args, Path(tmp)), "seed {seed}",
+            lambda r: f"final success {_n(r['final'], 2)} (step 0 {_n(r['untrained'], 2)}, random "
+                      f"{_n(r['random'], 2)}), {_n(r['sps'], 0)} steps/s")
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, eval_curves_plot, header_lines, machine_line
+from benchmarks.harness.report import close_report, eval_curves_plot, study_header
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -162,9 +162,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Exploration bonuses: PPO alone vs PPO + intrinsic bonuses", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant; every variant of a task runs the task's base config with only the "
+    lines = study_header("Exploration bonuses: PPO alone vs PPO + intrinsic bonuses", meta)
+    lines += [f"{meta['seeds']} seeds per variant; every variant of a task runs the task's base config with only the "
               "`bonus` wrapper and PPO's intrinsic value head switched on (see Configs). Final = the last evaluation "
               f"({EVAL_EPISODES} deterministic episodes) of each seed, mean +- std over seeds; steps to threshold = "
               "median over the seeds that reached it (first evaluation at or above).", "", "## Claims (issue 14)",
@@ -208,13 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                                thresholds={e: TASKS[e]["threshold"] for e in args.env}, eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "variants": variants, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-exploration-") as tmp:
-        for env_id in args.env:
-            for seed in range(args.seeds):
-                for v in variants:
-                    results["runs"].append(script.attempt(
-                        {"env": env_id, "variant": v, "seed": seed}, f"{env_id} {v} seed {seed}",
-                        lambda env_id=env_id, v=v, seed=seed: run(env_id, v, seed, args, Path(tmp)),
-                        lambda r: f"final {_n(r['final'], 2)}, threshold at {_n(r['solve_step'])} env steps"))
+        results["runs"] = script.run_grid(
+            {"env": args.env, "variant": variants, "seed": list(range(args.seeds))},
+            lambda env, variant, seed: run(env, variant, seed, args, Path(tmp)), "{env} {variant} seed {seed}",
+            lambda r: f"final {_n(r['final'], 2)}, threshold at {_n(r['solve_step'])} env steps",
+            loops=("env", "seed", "variant"))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, args.env, variants), write_report,
                          write_plot)
 

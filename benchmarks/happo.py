@@ -22,7 +22,6 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, mean_std, pyplot, save_figure, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -102,12 +101,6 @@ def run_one(method: str, env: str, seed: int, args: argparse.Namespace, work: Pa
             "config": {"total_steps": cfg.total_steps, "num_envs": cfg.env.num_envs, **vars(cfg.algo)}}
 
 
-def _stats(values: list[float | None]) -> dict[str, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
-
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (env, method): seeds, final / best return and train steps/s (mean, std over seeds), per-agent finals."""
@@ -118,12 +111,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not mine:
                 continue
             ok = [r for r in mine if "error" not in r]
-            final = _stats([r["final"] for r in ok])
+            final = mean_std([r["final"] for r in ok])
             agents = list(dict.fromkeys(a for r in ok for a in r["per_agent"]))
             out.append({"env": env, "method": method, "seeds": len(ok), "final": final,
                         "final_mean": final["mean"], "final_std": final["std"],
-                        "best": _stats([r["best"] for r in ok]), "train_sps": _stats([r["train_sps"] for r in ok]),
-                        "per_agent": {a: _stats([r["per_agent"].get(a) for r in ok]) for a in agents},
+                        "best": mean_std([r["best"] for r in ok]), "train_sps": mean_std([r["train_sps"] for r in ok]),
+                        "per_agent": {a: mean_std([r["per_agent"].get(a) for r in ok]) for a in agents},
                         "steps": ok[0]["steps"] if ok else None})
     return out
 
@@ -134,10 +127,9 @@ def _ms(stats: dict[str, float | None], digits: int = 1) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("HAPPO vs MAPPO on multi-agent MuJoCo", meta)
+    lines = study_header("HAPPO vs MAPPO on multi-agent MuJoCo", meta)
     budget = meta["steps"] or "the configs' total_steps"
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per method; budget {budget} env steps per run (all envs together). HAPPO and "
+    lines += [f"{meta['seeds']} seeds per method; budget {budget} env steps per run (all envs together). HAPPO and "
               "MAPPO run the same config (`configs/<method>/<env>.yaml`; the MaMuJoCo ones hold HARL's tuned values) "
               "with only `update_scheme` switched. Final = the last evaluation (greedy team, the mean over its "
               "episodes); entries mean +- std over seeds; steps/s: training only, evaluations excluded.", "",
@@ -199,15 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                                eval_every=args.eval_every, device=args.device, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-happo-") as tmp:
-        for env in args.envs:
-            for seed in range(args.seeds):
-                for method in methods:
-                    record = {"env": env, "method": method, "seed": seed}
-                    results["runs"].append(script.attempt(
-                        record, f"{method} {env} seed {seed}",
-                        lambda method=method, env=env, seed=seed: run_one(method, env, seed, args, Path(tmp)),
-                        lambda r: f"final {_n(r['final'], 1)}, best {_n(r['best'], 1)}, "
-                                  f"{_n(r['train_sps'])} steps/s"))
+        results["runs"] = script.run_grid(
+            {"env": args.envs, "method": methods, "seed": list(range(args.seeds))},
+            lambda env, method, seed: run_one(method, env, seed, args, Path(tmp)), "{method} {env} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, best {_n(r['best'], 1)}, {_n(r['train_sps'])} steps/s",
+            loops=("env", "seed", "method"))
     return script.finish(results, began, args.out, summarise, write_report, write_plot)
 
 

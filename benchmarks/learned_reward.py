@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,9 +185,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary, expert = results["meta"], results["summary"], results["expert"]
-    lines = header_lines(f"Learned rewards (GAIL, AIRL, preferences) vs the env reward, {ENV_ID}", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant. Expert: PPO ({EXPERT_CONFIG}, {expert['expert_steps']:,} steps, "
+    lines = study_header(f"Learned rewards (GAIL, AIRL, preferences) vs the env reward, {ENV_ID}", meta)
+    lines += [f"{meta['seeds']} seeds per variant. Expert: PPO ({EXPERT_CONFIG}, {expert['expert_steps']:,} steps, "
               f"seed {EXPERT_SEED}), {EXPERT_EPISODES} recorded episodes ({expert['demo_steps']:,} transitions), "
               f"mean return {_n(expert['expert_return'], 1)}; a uniform random policy: "
               f"{_n(expert['random_return'], 1)}. Final = the last evaluation ({EVAL_EPISODES} deterministic "
@@ -207,9 +206,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- {run['variant']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
+    return wrapped_config_line(run["variant"], run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
@@ -220,12 +217,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
                   if r["variant"] == s["variant"] and "error" not in r and r["points"]]
         if not curves:
             continue
-        length = min(len(c) for c in curves)
-        steps = [p["step"] for p in curves[0][:length]]
-        values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
-        ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", label=f"{s['label']} ({len(curves)})")
-        ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                        alpha=0.15)
+        seed_band(ax, curves, "eval_return", f"C{i}", f"{s['label']} ({len(curves)})")
     expert = results["expert"]
     ax.axhline(expert["expert_return"], color="black", linestyle="--", linewidth=1, label="expert (demos)")
     ax.axhline(expert["random_return"], color="grey", linestyle=":", linewidth=1, label="uniform random")
@@ -252,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         results["expert"] = expert_demos(args, Path(tmp))
         print(f"expert: return {_n(results['expert']['expert_return'], 1)}, random "
               f"{_n(results['expert']['random_return'], 1)}", flush=True)
-        for seed in range(args.seeds):
-            for v in variants:
-                results["runs"].append(script.attempt(
-                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
-                    lambda v=v, seed=seed: run(v, seed, args, results["expert"]["path"], Path(tmp)),
-                    lambda r: f"final {_n(r['final'], 1)}, {_n(r['sps'], 0)} steps/s"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda variant, seed: run(by_name[variant], seed, args, results["expert"]["path"], Path(tmp)),
+            "{variant} seed {seed}", lambda r: f"final {_n(r['final'], 1)}, {_n(r['sps'], 0)} steps/s",
+            loops=("seed", "variant"))
     return script.finish(results, began, args.out,
                          lambda runs: summarise(runs, variants, results["expert"]), write_report, write_plot)
 

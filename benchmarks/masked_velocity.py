@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, eval_curves_plot, header_lines, machine_line
+from benchmarks.harness.report import close_report, eval_curves_plot, study_header
 from benchmarks.harness.report import number as _n
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -165,9 +165,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Masked-velocity tasks: asymmetric critic and recurrent actor", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
+    lines = study_header("Masked-velocity tasks: asymmetric critic and recurrent actor", meta)
+    lines += [f"{meta['seeds']} seeds per variant; every variant of a task runs the same config "
              "(`configs/ppo/<env>.yaml`) with only `rnn_type` and `critic_obs` switched, so env steps, envs, "
              f"rollout and optimiser settings are equal. Final = the last evaluation ({EVAL_EPISODES} deterministic "
              "episodes) of each seed, mean +- std over seeds. Steps to threshold = median over the seeds that "
@@ -214,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                                thresholds={e: threshold(e) for e in args.env}, eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "variants": [vars(v) for v in variants], "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-masked-velocity-") as tmp:
-        for env_id in args.env:
-            for seed in range(args.seeds):
-                for v in variants:
-                    results["runs"].append(script.attempt(
-                        {"env": env_id, "variant": v.name, "seed": seed}, f"{env_id} {v.name} seed {seed}",
-                        lambda env_id=env_id, v=v, seed=seed: run(env_id, v, seed, args, Path(tmp)),
-                        lambda r: f"final {_n(r['final'], 1)}, threshold at {_n(r['solve_step'])} env steps"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"env": args.env, "variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda env, variant, seed: run(env, by_name[variant], seed, args, Path(tmp)),
+            "{env} {variant} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, threshold at {_n(r['solve_step'])} env steps",
+            loops=("env", "seed", "variant"))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, args.env, variants), write_report,
                          write_plot)
 

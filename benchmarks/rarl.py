@@ -23,7 +23,6 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, one_plot, pyplot, save_figure
+from benchmarks.harness.report import close_report, header_lines, machine_line, mean_std, one_plot, pyplot, save_figure
 from benchmarks.harness.report import number as _n
 from drl.robustness import label_grid_axes
 
@@ -111,12 +110,6 @@ def run_one(method: str, env: str, seed: int, args: argparse.Namespace, work: Pa
     return record
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
-
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (env, method): seeds, nominal, with adversary, and per sweep the grid mean and worst point (mean, std)."""
@@ -126,11 +119,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ok = [r for r in runs if r["env"] == env and r["method"] == method and "error" not in r]
             if not ok and not any(r["env"] == env and r["method"] == method for r in runs):
                 continue
-            row = {"env": env, "method": method, "seeds": len(ok), "nominal": _stats([r["nominal"] for r in ok]),
-                   "with_adversary": _stats([r["with_adversary"] for r in ok])}
+            row = {"env": env, "method": method, "seeds": len(ok), "nominal": mean_std([r["nominal"] for r in ok]),
+                   "with_adversary": mean_std([r["with_adversary"] for r in ok])}
             for param in SWEEPS:
-                row[param] = {"grid_mean": _stats([r[param]["grid_mean"] for r in ok]),
-                              "worst_point_mean": _stats([r[param]["worst_point_mean"] for r in ok])}
+                row[param] = {"grid_mean": mean_std([r[param]["grid_mean"] for r in ok]),
+                              "worst_point_mean": mean_std([r[param]["worst_point_mean"] for r in ok])}
             out.append(row)
     return out
 
@@ -237,15 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                                heatmap_episodes=args.heatmap_episodes, overrides=args.set)
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-rarl-") as tmp:
-        for env in args.envs:
-            for seed in range(args.seeds):
-                for method in methods:
-                    record = {"env": env, "method": method, "seed": seed}
-                    results["runs"].append(script.attempt(
-                        record, f"{method} {env} seed {seed}",
-                        lambda method=method, env=env, seed=seed: run_one(method, env, seed, args, Path(tmp)),
-                        lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
-                                  f"worst {_n(r['mass']['worst_point_mean'], 1)}"))
+        results["runs"] = script.run_grid(
+            {"env": args.envs, "method": methods, "seed": list(range(args.seeds))},
+            lambda env, method, seed: run_one(method, env, seed, args, Path(tmp)), "{method} {env} seed {seed}",
+            lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
+                      f"worst {_n(r['mass']['worst_point_mean'], 1)}",
+            loops=("env", "seed", "method"))
     return script.finish(results, began, args.out, summarise, write_report, write_plots)
 
 

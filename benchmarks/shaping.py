@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header, wrapped_config_line
 from benchmarks.harness.report import number as _n
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,9 +150,8 @@ def claim_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("Behaviour-aligned shaping (BARFI) vs naive shaping vs none, drl/CartPole-v0", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per variant, equal budget and PPO settings; heuristics: `cartpole_upright` "
+    lines = study_header("Behaviour-aligned shaping (BARFI) vs naive shaping vs none, drl/CartPole-v0", meta)
+    lines += [f"{meta['seeds']} seeds per variant, equal budget and PPO settings; heuristics: `cartpole_upright` "
               "(helpful) and `step_penalty` cost 2 (misaligned). Returns are CartPole's own. Final = the last "
               f"evaluation ({EVAL_EPISODES} deterministic episodes) of each seed; mean eval = the mean over all of "
               "a run's evaluations (area under the curve / steps); mean +- std over seeds.", "",
@@ -172,17 +169,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 def _config_line(run: dict[str, Any]) -> str:
-    config = run["config"]
-    return (f"- {run['variant']}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
-            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
-
-
-def _band(ax: Any, curves: list[list[dict]], key: str, color: str, label: str) -> None:
-    length = min(len(c) for c in curves)
-    steps = [p["step"] for p in curves[0][:length]]
-    values = torch.tensor([[p[key] for p in c[:length]] for c in curves])
-    ax.plot(steps, values.mean(0).tolist(), color=color, label=f"{label} ({len(curves)})")
-    ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=color, alpha=0.15)
+    return wrapped_config_line(run["variant"], run["config"])
 
 
 def write_plot(results: dict[str, Any], out: Path) -> Path:
@@ -192,11 +179,11 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         done = [r for r in results["runs"] if r["variant"] == s["variant"] and "error" not in r]
         curves = [r["points"] for r in done if r["points"]]
         if curves:
-            _band(ax_r, curves, "eval_return", f"C{i}", s["label"])
+            seed_band(ax_r, curves, "eval_return", f"C{i}", f"{s['label']} ({len(curves)})")
         weight_curves = [r["weights"] for r in done if r["weights"]]
         if s["variant"] == "barfi" and weight_curves:
             for j, name in enumerate(k for k in weight_curves[0][0] if k != "step"):
-                _band(ax_w, weight_curves, name, f"C{3 + j}", name)
+                seed_band(ax_w, weight_curves, name, f"C{3 + j}", f"{name} ({len(weight_curves)})")
     ax_r.set_xlabel("env steps")
     ax_r.set_ylabel(f"eval return ({EVAL_EPISODES} episodes, CartPole's own)")
     ax_w.axhline(0.0, color="grey", linewidth=1)
@@ -220,12 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                                eval_episodes=EVAL_EPISODES)
     results: dict[str, Any] = {"meta": meta, "variants": [vars(v) for v in variants], "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-shaping-") as tmp:
-        for seed in range(args.seeds):
-            for v in variants:
-                results["runs"].append(script.attempt(
-                    {"variant": v.name, "seed": seed}, f"{v.name} seed {seed}",
-                    lambda v=v, seed=seed: run(v, seed, args, Path(tmp)),
-                    lambda r: f"final {_n(r['final'], 1)}, mean eval {_n(r['mean_eval'], 1)}"))
+        by_name = {v.name: v for v in variants}
+        results["runs"] = script.run_grid(
+            {"variant": list(by_name), "seed": list(range(args.seeds))},
+            lambda variant, seed: run(by_name[variant], seed, args, Path(tmp)), "{variant} seed {seed}",
+            lambda r: f"final {_n(r['final'], 1)}, mean eval {_n(r['mean_eval'], 1)}", loops=("seed", "variant"))
     return script.finish(results, began, args.out, lambda runs: summarise(runs, variants), write_report, write_plot)
 
 

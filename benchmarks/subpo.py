@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import script
-from benchmarks.harness.report import close_report, header_lines, machine_line, pyplot, save_figure
+from benchmarks.harness.report import close_report, pyplot, save_figure, seed_band, study_header
 from benchmarks.harness.report import number as _n
 from benchmarks.masked_velocity import _verdict
 
@@ -182,9 +182,8 @@ def summarise(runs: list[dict[str, Any]], tasks: list[Task]) -> list[dict[str, A
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
-    lines = header_lines("SubPO: submodular RL on coverage tasks", meta)
-    lines += [machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), "",
-              f"{meta['seeds']} seeds per task and method; SubPO and modular RL run the same config but for the "
+    lines = study_header("SubPO: submodular RL on coverage tasks", meta)
+    lines += [f"{meta['seeds']} seeds per task and method; SubPO and modular RL run the same config but for the "
               "wrapper's `modular` switch. F = the objective's value of a whole episode: mean over "
               f"{meta['episodes']} episodes of the trained stochastic policy (the objective E[F]), mean +- std over "
               "seeds; 'det.' = the deterministic policy. Greedy = one-step greedy on the marginal gain with known "
@@ -223,12 +222,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
                       if r["task"] == task and r["method"] == method and "error" not in r and r["curve"]]
             if not curves:
                 continue
-            length = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:length]]
-            values = torch.tensor([[p["value"] for p in c[:length]] for c in curves])
-            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", label=f"{method} ({len(curves)} seeds)")
-            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                            alpha=0.15)
+            seed_band(ax, curves, "value", f"C{i}", f"{method} ({len(curves)} seeds)")
         greedy = next((s for s in results["summary"] if s["task"] == task and s["variant"] == "greedy"), None)
         if greedy and greedy["final_mean"] is not None:
             ax.axhline(greedy["final_mean"], color="grey", linestyle="--", linewidth=1, label="greedy")
@@ -252,17 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "tasks": [vars(t) for t in tasks], "runs": [], "throughput": {}}
     with tempfile.TemporaryDirectory(prefix="drl-subpo-") as tmp:
         for task in tasks:
-            for seed in range(args.seeds):
-                for method in METHODS:
-                    results["runs"].append(script.attempt(
-                        {"task": task.name, "method": method, "seed": seed}, f"{task.name} {method} seed {seed}",
-                        lambda task=task, method=method, seed=seed: run(task, method, seed, args, Path(tmp)),
-                        lambda r: f"F {_n(r['final'], 1)} (det. {_n(r['final_det'], 1)})"))
-                results["runs"].append(script.attempt(
-                    {"task": task.name, "method": "greedy", "seed": seed}, f"{task.name} greedy seed {seed}",
-                    lambda task=task, seed=seed: {"final": statistics.fmean(
-                        greedy_values(_config(task.subpo, {}), args.episodes, seed))},
-                    lambda r: f"F {_n(r['final'], 1)}"))
+            results["runs"] += script.run_grid(
+                {"task": [task.name], "method": [*METHODS, "greedy"], "seed": list(range(args.seeds))},
+                lambda task, method, seed, spec=task: (
+                    {"final": statistics.fmean(greedy_values(_config(spec.subpo, {}), args.episodes, seed))}
+                    if method == "greedy" else run(spec, method, seed, args, Path(tmp))),
+                "{task} {method} seed {seed}",
+                lambda r: f"F {_n(r['final'], 1)}" + (f" (det. {_n(r['final_det'], 1)})" if "final_det" in r else ""),
+                loops=("task", "seed", "method"))
             tp: dict[str, Any] = {}
             results["throughput"][task.name] = script.attempt(
                 tp, f"{task.name} throughput", lambda task=task: throughput(task, args.throughput_envs, args.device),

@@ -91,16 +91,21 @@ def test_without_nproc_argv() -> None:
                        "sac"]
 
 
+def _one_and_two_ranks(mode: str, tmp_path: Path) -> tuple[dict, dict, dict]:
+    """The worker's record of ``mode`` in one process, then of ranks 0 and 1 of a two-process run."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _single(mode, one)
+    _ok(_ranks(mode, two))
+    return tuple(torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+
+
 def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: Path) -> None:
     """Two rollouts of [16, 8] (normalised obs and rewards, normalised advantages, 3 epochs, clipping): ranks
     with 4 env columns each hold bitwise equal parameters after every update, equal (to float32 rounding) to one
     process's with all 8; the obs statistics are those of all 8 columns."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    _single("ppo", one)
-    _ok(_ranks("ppo", two))
-    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    ref, r0, r1 = _one_and_two_ranks("ppo", tmp_path)
     start = None
     for update, (a, b, c) in enumerate(zip(ref["params"], r0["params"], r1["params"], strict=True)):
         assert torch.equal(b, c), f"ranks differ after update {update + 1}"
@@ -120,12 +125,7 @@ def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: 
 
 
 def test_sac_and_td3_two_ranks_with_half_the_batch_make_the_one_process_update(tmp_path: Path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    _single("offpolicy", one)
-    _ok(_ranks("offpolicy", two))
-    ref, r0, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    ref, r0, r1 = _one_and_two_ranks("offpolicy", tmp_path)
     for name in ("sac", "td3"):
         for update, (a, b, c) in enumerate(zip(ref[name], r0[name], r1[name], strict=True)):
             assert torch.equal(b, c), f"{name}: ranks differ after update {update + 1}"

@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from pendulum_wrappers import PENDULUM, ppo_config, save_pendulum_demos
 
 from drl import api
 from drl.checkpoint import load_checkpoint
@@ -31,18 +32,10 @@ from drl.wrappers.embedding_reward import EmbeddingReward, similarity_reward
 from envs import make_vec_env
 from envs.tasks.demos import FORMAT_VERSION, collect_demos, save_demos
 
-PENDULUM = "drl/Pendulum-v0"
-
-
-def _expert(env: Any, obs: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(-2.0 * obs[:, 2:3], -2.0, 2.0)
-
 
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("demos") / "pendulum.pt"
-    save_demos(collect_demos(PENDULUM, 2, policy=_expert, num_envs=2), path)
-    return path
+    return save_pendulum_demos(tmp_path_factory.mktemp("demos") / "pendulum.pt", 2)
 
 
 def _hand_demos(obs: list[list[list[float]]], success: list[bool]) -> dict[str, Any]:
@@ -219,14 +212,6 @@ def test_learner_state_round_trip(demo_file, tmp_path):
 
 
 # --- config ----------------------------------------------------------------------------------------
-def _cfg(wrappers: list[dict[str, Any]], total_steps: int = 256):
-    return api.load_config("ppo", PENDULUM, overrides={
-        "total_steps": total_steps, "progress": False, "device": "cpu", "seed": 1, "eval_interval": 0,
-        "eval_episodes": 2, "checkpoint_interval": 0, "log_interval": -1, "wrappers": wrappers,
-        "env": {"num_envs": 4, "num_eval_envs": 2},
-        "algo": {"num_steps": 64, "minibatch_size": 64, "num_epochs": 1, "compile": False, "anneal_lr": False}})
-
-
 def _spec(demo_file: Path, **extra: Any) -> dict[str, Any]:
     return {"name": "embedding_reward", "encoder": "drl.nn.encoders:random_projection",
             "encoder_kwargs": {"in_dim": 3, "out_dim": 8}, "goal_demos": str(demo_file), "successful_only": False,
@@ -259,7 +244,7 @@ def test_config_errors_are_one_line(demo_file, tmp_path):
     ]
     for spec, message in cases:
         with pytest.raises(ConfigError) as err:
-            make_run_env(_cfg([spec]), 2, torch.device("cpu"))
+            make_run_env(ppo_config([spec]), 2, torch.device("cpu"))
         assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
@@ -271,7 +256,7 @@ def test_text_and_obs_embeddings_of_different_sizes_are_one_error():
 
 def test_ppo_through_config_logs_the_env_return_and_resumes_exactly(demo_file, tmp_path):
     spec = _spec(demo_file, baseline_demo_start=True, alpha=0.5, normalize="demos")
-    run_dir, _ = api.train(_cfg([spec], total_steps=1024), run_dir=tmp_path / "full")
+    run_dir, _ = api.train(ppo_config([spec], total_steps=1024), run_dir=tmp_path / "full")
     rows = read_metrics(run_dir / "metrics.csv")
     returns = [float(r["episode_return"]) for r in rows if r["episode_return"] != ""]
     sims = [float(r["embedding_reward/similarity"]) for r in rows if r["embedding_reward/similarity"] != ""]
@@ -280,7 +265,7 @@ def test_ppo_through_config_logs_the_env_return_and_resumes_exactly(demo_file, t
     full = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     state = full["wrappers"][0]["state"]
     assert state["goal"].shape == (8,) and state["alpha"] == 0.5 and state["calibration"].shape == (2,)
-    half_dir, _ = api.train(_cfg([spec], total_steps=512), run_dir=tmp_path / "half")
+    half_dir, _ = api.train(ppo_config([spec], total_steps=512), run_dir=tmp_path / "half")
     api.resume(half_dir, total_steps=1024)
     half = load_checkpoint(half_dir / "checkpoints" / "latest.pt")
     assert half["wrappers"][0]["name"] == "embedding_reward"

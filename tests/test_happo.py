@@ -6,8 +6,6 @@ import copy
 import csv
 import json
 import math
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agent_checks import assert_equal, rollout, train_interrupted_at_step
 
 from drl import api
 from drl.agents.happo import HAPPO, HAPPOConfig, compounding_factor
@@ -41,16 +40,6 @@ def _validated(cfg: HAPPOConfig, num_envs: int) -> HAPPOConfig:
     train.env.num_envs = num_envs
     cfg.validate("algo", train)
     return cfg
-
-
-def _rollout(agent: HAPPO, env: Any, steps: int, seed: int = 0) -> RolloutBuffer:
-    storage = RolloutBuffer(steps, env.num_envs, agent.storage_fields())
-    obs, _ = env.reset(seed=seed)
-    for _ in range(steps):
-        action, record = agent.act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        storage.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
-    return storage
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -194,7 +183,7 @@ def test_heterogeneous_spaces_flow_through_storage_and_update(env_id: str) -> No
     cfg = _validated(HAPPOConfig(num_steps=10, num_epochs=2, normalize_obs=True, normalize_reward=True), 4)
     agent = HAPPO(env.single_observation_space, env.single_action_space, cfg, 4, torch.device("cpu"),
                   torch.Generator().manual_seed(0))
-    storage = _rollout(agent, env, 10)
+    storage = rollout(agent, env, 10)
     discrete = "Discrete" in env_id
     assert storage["obs/rover"].shape == (10, 4, 4) and storage["obs/rail"].shape == (10, 4, 5)
     assert storage["obs/state"].shape == (10, 4, 4) and storage["rewards"].shape == (10, 4, 2)
@@ -222,7 +211,7 @@ def test_actors_read_only_their_own_obs_and_the_critic_only_the_state() -> None:
         poisoned = {k: v if k == own else torch.full_like(v, math.nan) for k, v in obs.items()}
         actions, _ = agent.act(poisoned, deterministic=True)
         assert torch.equal(actions[own], clean[own]), own
-    storage = _rollout(agent, env, 5)
+    storage = rollout(agent, env, 5)
     values = agent.compute_returns(storage, storage["rewards"].mean(-1))
     for name in agent.agents:
         storage[f"obs/{name}"].normal_()
@@ -288,7 +277,7 @@ def test_save_load_round_trip() -> None:
     cfg = _validated(HAPPOConfig(num_steps=8, normalize_obs=True), 4)
     agent = HAPPO(env.single_observation_space, env.single_action_space, cfg, 4, torch.device("cpu"),
                   torch.Generator().manual_seed(0))
-    agent.update(_rollout(agent, env, 8))
+    agent.update(rollout(agent, env, 8))
     other = HAPPO(env.single_observation_space, env.single_action_space, cfg, 4, torch.device("cpu"),
                   torch.Generator().manual_seed(5))
     other.load_state_dict(copy.deepcopy(agent.state_dict()))
@@ -296,7 +285,7 @@ def test_save_load_round_trip() -> None:
     a, _ = agent.act(obs, deterministic=True, update_stats=False)
     b, _ = other.act(obs, deterministic=True, update_stats=False)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    storage = _rollout(agent, env, 8, seed=4)
+    storage = rollout(agent, env, 8, seed=4)
     agent.generator.manual_seed(9)
     other.generator.manual_seed(9)
     agent.update(storage)
@@ -359,43 +348,15 @@ def test_same_seed_same_run_and_bitwise_resume(agent: str, tmp_path: Path) -> No
     MultiAgentOnPolicyRunner(cfg, spec.agent_class, whole).train()
     MultiAgentOnPolicyRunner(cfg, spec.agent_class, again).train()
     assert _rows(whole) == _rows(again) and len(_rows(whole)) == 6
-    runner = MultiAgentOnPolicyRunner(cfg, spec.agent_class, parts)
-    env_step, calls = runner.env.step, [0]
-
-    def step_then_interrupt(actions: dict[str, torch.Tensor]) -> Any:
-        out = env_step(actions)
-        calls[0] += 1
-        if calls[0] == 3 * 40 + 5:  # inside iteration 4: resume redoes it
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    runner.env.step = step_then_interrupt
-    try:
-        assert runner.train()["interrupted"]
-    except KeyboardInterrupt:
-        pass
+    # stopped inside iteration 4: resume redoes it
+    train_interrupted_at_step(MultiAgentOnPolicyRunner(cfg, spec.agent_class, parts), 3 * 40 + 5)
     assert load_checkpoint(parts / "checkpoints" / "latest.pt")["runner"]["iteration"] == 3
     MultiAgentOnPolicyRunner(cfg, spec.agent_class, parts, resume=True).train()
     assert _rows(parts) == _rows(whole)
     a, b = load_checkpoint(whole / "checkpoints" / "latest.pt"), load_checkpoint(parts / "checkpoints" / "latest.pt")
     for key in ("agent_state", "tracker", "generator", "env_state"):
-        _assert_equal(a[key], b[key], key)
+        assert_equal(a[key], b[key], key)
     assert a["runner"]["agent_windows"] == b["runner"]["agent_windows"]
-
-
-def _assert_equal(a: Any, b: Any, path: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 
 def test_benchmark_script_plumbing(tmp_path: Path) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from agent_checks import assert_equal, rollout, train_interrupted_at_step
 
 from drl import api
 from drl.agents.happo_competitive import HAPPOCompetitive, HAPPOCompetitiveConfig, _TeamView
@@ -36,16 +35,6 @@ def _agent(num_envs: int = 4, **algo: Any) -> tuple[HAPPOCompetitive, PursuitEva
     agent = HAPPOCompetitive(env.single_observation_space, env.single_action_space, cfg, num_envs,
                              torch.device("cpu"), torch.Generator().manual_seed(0))
     return agent, env
-
-
-def _rollout(agent: HAPPOCompetitive, env: PursuitEvasion, steps: int, seed: int = 0) -> RolloutBuffer:
-    storage = RolloutBuffer(steps, env.num_envs, agent.storage_fields())
-    obs, _ = env.reset(seed=seed)
-    for _ in range(steps):
-        action, record = agent.act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        storage.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
-    return storage
 
 
 def _team_state(agent: HAPPOCompetitive, team: str) -> dict[str, torch.Tensor]:
@@ -77,7 +66,7 @@ def test_alternate_schedule_updates_only_the_learning_team_and_freezes_the_other
         frozen = EVADERS if learner == PURSUERS else PURSUERS
         assert agent.learning_teams() == (learner,)
         before = {t: _team_state(agent, t) for t in TEAMS}
-        metrics = agent.update(_rollout(agent, env, 8, seed=k))
+        metrics = agent.update(rollout(agent, env, 8, seed=k))
         after = {t: _team_state(agent, t) for t in TEAMS}
         assert metrics[f"learning/{learner}"] == 1.0 and metrics[f"learning/{frozen}"] == 0.0
         assert f"{learner}/policy_loss" in metrics and f"{frozen}/policy_loss" not in metrics
@@ -89,7 +78,7 @@ def test_alternate_schedule_updates_only_the_learning_team_and_freezes_the_other
 
 def test_simultaneous_schedule_each_team_update_touches_only_its_own_modules() -> None:
     agent, env = _agent(schedule="simultaneous")
-    storage = _rollout(agent, env, 8)
+    storage = rollout(agent, env, 8)
     assert agent.learning_teams() == (PURSUERS, EVADERS)
     for team, other in ((PURSUERS, EVADERS), (EVADERS, PURSUERS)):
         before = {t: _team_state(agent, t) for t in TEAMS}
@@ -133,7 +122,7 @@ def test_ladder_swaps_when_the_learner_beats_its_frozen_opponent() -> None:
                                {EVADERS: "iter_20", PURSUERS: "iter_20"})
     assert agent.learning_teams() == (PURSUERS,)
     capped, env = _agent(schedule="ladder", ladder_max_iterations=2)
-    storage = _rollout(capped, env, 8)
+    storage = rollout(capped, env, 8)
     seen = []
     for _ in range(5):
         seen.append(capped.learning_teams()[0])
@@ -143,7 +132,7 @@ def test_ladder_swaps_when_the_learner_beats_its_frozen_opponent() -> None:
 
 def test_save_load_round_trip() -> None:
     agent, env = _agent(schedule="alternate", alternate_interval=1, normalize_obs=True)
-    agent.update(_rollout(agent, env, 8))
+    agent.update(rollout(agent, env, 8))
     other, _ = _agent(schedule="alternate", alternate_interval=1, normalize_obs=True)
     other.load_state_dict(agent.state_dict())
     assert other.updates == 1 and other.learning_teams() == (EVADERS,)
@@ -250,21 +239,7 @@ def test_bitwise_resume_with_the_league(tmp_path: Path) -> None:
     cfg = _run_cfg(**_small(schedule="alternate", alternate_interval=2))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     CompetitiveRunner(cfg, HAPPOCompetitive, whole).train()
-    runner = CompetitiveRunner(cfg, HAPPOCompetitive, parts)
-    env_step, calls = runner.env.step, [0]
-
-    def step_then_interrupt(actions: dict[str, torch.Tensor]) -> Any:
-        out = env_step(actions)
-        calls[0] += 1
-        if calls[0] == 3 * 10 + 5:  # inside iteration 4: resume redoes it
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    runner.env.step = step_then_interrupt
-    try:
-        assert runner.train()["interrupted"]
-    except KeyboardInterrupt:
-        pass
+    train_interrupted_at_step(CompetitiveRunner(cfg, HAPPOCompetitive, parts), 3 * 10 + 5)  # inside iteration 4
     saved = load_checkpoint(parts / "checkpoints" / "latest.pt")
     assert saved["runner"]["iteration"] == 3 and list(saved["leagues"][PURSUERS]["snapshots"]) == ["iter_0", "iter_2"]
     resumed = CompetitiveRunner(cfg, HAPPOCompetitive, parts, resume=True)
@@ -274,22 +249,7 @@ def test_bitwise_resume_with_the_league(tmp_path: Path) -> None:
     assert (parts / WIN_RATES_CSV).read_text() == (whole / WIN_RATES_CSV).read_text()
     a, b = load_checkpoint(whole / "checkpoints" / "latest.pt"), load_checkpoint(parts / "checkpoints" / "latest.pt")
     for key in ("agent_state", "leagues", "tracker", "generator", "env_state"):
-        _assert_equal(a[key], b[key], key)
-
-
-def _assert_equal(a: Any, b: Any, path: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
+        assert_equal(a[key], b[key], key)
 
 
 def test_drl_eval_prints_per_team_returns_and_win_rates(tmp_path: Path, capsys) -> None:

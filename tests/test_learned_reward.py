@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from pendulum_wrappers import PENDULUM, ppo_config, save_pendulum_demos
 
 from drl import api
 from drl.checkpoint import load_checkpoint
@@ -31,21 +32,12 @@ from drl.wrappers.preference import (
     select_by_disagreement,
 )
 from envs import make_vec_env
-from envs.tasks.demos import collect_demos, load_demos, save_demos
-
-PENDULUM = "drl/Pendulum-v0"
-
-
-def _expert(env: Any, obs: torch.Tensor) -> torch.Tensor:
-    """A fixed demonstrator for Pendulum: torque -2 * angular velocity, clipped into [-2, 2]."""
-    return torch.clamp(-2.0 * obs[:, 2:3], -2.0, 2.0)
+from envs.tasks.demos import load_demos, save_demos
 
 
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("demos") / "pendulum.pt"
-    save_demos(collect_demos(PENDULUM, 4, policy=_expert, num_envs=4), path)
-    return path
+    return save_pendulum_demos(tmp_path_factory.mktemp("demos") / "pendulum.pt", 4)
 
 
 def _random_batch(env: Any, steps: int, seed: int = 0) -> dict[str, Any]:
@@ -188,14 +180,6 @@ def test_preference_queries_learn_the_true_order_and_state_round_trips():
 
 
 # --- config --------------------------------------------------------------------------------------
-def _cfg(wrappers: list[dict[str, Any]], total_steps: int = 256):
-    return api.load_config("ppo", PENDULUM, overrides={
-        "total_steps": total_steps, "progress": False, "device": "cpu", "seed": 1, "eval_interval": 0,
-        "eval_episodes": 2, "checkpoint_interval": 0, "log_interval": -1, "wrappers": wrappers,
-        "env": {"num_envs": 4, "num_eval_envs": 2},
-        "algo": {"num_steps": 64, "minibatch_size": 64, "num_epochs": 1, "compile": False, "anneal_lr": False}})
-
-
 def test_config_errors_are_one_line(demo_file, tmp_path):
     bad_dims = load_demos(demo_file)
     for key in ("obs/policy", "next_obs/policy"):
@@ -214,20 +198,20 @@ def test_config_errors_are_one_line(demo_file, tmp_path):
     ]
     for wrappers, message in cases:
         with pytest.raises(ConfigError) as err:
-            make_run_env(_cfg(wrappers), 2, torch.device("cpu"))
+            make_run_env(ppo_config(wrappers), 2, torch.device("cpu"))
         assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
 def test_relative_demo_path_is_made_absolute(demo_file, monkeypatch):
     monkeypatch.chdir(demo_file.parent)
-    cfg = _cfg([{"name": "gail", "demos": demo_file.name}])
+    cfg = ppo_config([{"name": "gail", "demos": demo_file.name}])
     assert cfg.wrappers[0]["demos"] == str(demo_file.resolve())
 
 
 @pytest.mark.parametrize("wrapper", [{"name": "gail", "reward_form": "gail"}, {"name": "preference"}])
 def test_ppo_through_config_logs_the_env_return(demo_file, tmp_path, wrapper):
     spec = dict(wrapper, demos=str(demo_file)) if wrapper["name"] == "gail" else dict(wrapper, segment_length=16)
-    run_dir, _ = api.train(_cfg([spec], total_steps=1024), run_dir=tmp_path / "run")
+    run_dir, _ = api.train(ppo_config([spec], total_steps=1024), run_dir=tmp_path / "run")
     rows = read_metrics(run_dir / "metrics.csv")
     returns = [float(r["episode_return"]) for r in rows if r["episode_return"] != ""]
     name = wrapper["name"]
@@ -245,8 +229,8 @@ def test_ppo_through_config_logs_the_env_return(demo_file, tmp_path, wrapper):
 def test_resume_continues_the_learned_reward_exactly(demo_file, tmp_path, wrapper):
     spec = {"name": "gail", "demos": str(demo_file)} if wrapper == "gail" else {"name": "preference",
                                                                                  "segment_length": 16}
-    full_dir, _ = api.train(_cfg([spec], total_steps=512), run_dir=tmp_path / "full")
-    half_dir, _ = api.train(_cfg([spec], total_steps=256), run_dir=tmp_path / "half")
+    full_dir, _ = api.train(ppo_config([spec], total_steps=512), run_dir=tmp_path / "full")
+    half_dir, _ = api.train(ppo_config([spec], total_steps=256), run_dir=tmp_path / "half")
     api.resume(half_dir, total_steps=512)
     full = load_checkpoint(full_dir / "checkpoints" / "latest.pt")["wrappers"][0]["state"]
     half = load_checkpoint(half_dir / "checkpoints" / "latest.pt")["wrappers"][0]["state"]

@@ -19,6 +19,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
+from agent_checks import interrupt_at_step
 
 from drl import api, registry
 from drl.checkpoint import load_checkpoint
@@ -242,16 +243,7 @@ def _resume_cfg(**algo: Any):
 
 def _train_interrupted(cfg, run_dir: Path, stop_at: int = STOP_AT) -> dict[str, Any]:
     runner = OffPolicyRunner(cfg, LinearAgent, run_dir)
-    env_step, calls = runner.env.step, [0]
-
-    def step_then_interrupt(actions: torch.Tensor):
-        out = env_step(actions)
-        calls[0] += 1
-        if calls[0] == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    runner.env.step = step_then_interrupt
+    interrupt_at_step(runner, stop_at)
     summary = runner.train()
     assert summary["interrupted"] and summary["interrupted_by"] == "SIGINT"
     return summary

@@ -11,13 +11,12 @@ at zero, and the statistics of the dropped partial rollout are not in the checkp
 from __future__ import annotations
 
 import csv
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from agent_checks import interrupt_at_step
 
 from drl import api
 from drl.checkpoint import load_checkpoint
@@ -50,24 +49,10 @@ def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, device: str = "c
     })
 
 
-def _interrupt_at_step(runner: OnPolicyRunner, step: int) -> None:
-    """Send SIGINT to this process right after the env's ``step``-th call (1-based)."""
-    env_step, calls = runner.env.step, [0]
-
-    def step_then_interrupt(actions: torch.Tensor):
-        out = env_step(actions)
-        calls[0] += 1
-        if calls[0] == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    runner.env.step = step_then_interrupt
-
-
 def _train_interrupted(cfg, run_dir: Path) -> None:
     """Train until a SIGINT arrives 5 steps into the rollout of iteration STOP_AFTER + 1."""
     runner = OnPolicyRunner(cfg, api.AGENTS["ppo"].agent_class, run_dir)
-    _interrupt_at_step(runner, STOP_AFTER * NUM_STEPS + 5)
+    interrupt_at_step(runner, STOP_AFTER * NUM_STEPS + 5)
     try:
         summary = runner.train()
     except KeyboardInterrupt:  # an interrupt may also surface as an exception

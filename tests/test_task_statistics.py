@@ -81,20 +81,27 @@ def _expected(k: int) -> tuple[float, float]:
     return float(k * (k + 2)), float(k % 2)
 
 
+def _rollout(env: Any, stats: TaskStatistics, tracker: EpisodeTracker, steps: int) -> tuple[dict, torch.Tensor]:
+    """``steps`` zero-action steps of ``env`` recorded by ``stats`` and ``tracker``: the row of
+    ``stats.update`` and the done mask ``[steps, N]``."""
+    rewards = torch.zeros(steps, env.num_envs)
+    done = torch.zeros(steps, env.num_envs, dtype=torch.bool)
+    for t in range(steps):
+        _, reward, terminated, truncated, info = env.step(torch.zeros(env.num_envs, 1))
+        rewards[t], done[t] = reward, terminated | truncated
+        stats.record(t, info)
+    tracker.update(rewards, done)
+    return stats.update(tracker, done), done
+
+
 def test_routing_by_task_id_from_a_rollout() -> None:
     env = make_scripted_tasks(6)
     stats = TaskStatistics(env, num_steps=11, device=torch.device("cpu"))
     assert stats.columns[:3] == ["ep_return/task0", "ep_return/task1", "ep_return/task2"]
     assert "success/task1" in stats.columns and "eval_success/task2" in stats.columns
     tracker = EpisodeTracker(6, torch.device("cpu"))
-    rewards, done = torch.zeros(11, 6), torch.zeros(11, 6, dtype=torch.bool)
     env.reset(seed=0)
-    for t in range(11):
-        _, reward, terminated, truncated, info = env.step(torch.zeros(6, 1))
-        rewards[t], done[t] = reward, terminated | truncated
-        stats.record(t, info)
-    tracker.update(rewards, done)
-    row = stats.update(tracker, done)
+    row, done = _rollout(env, stats, tracker, 11)
     for k in range(NUM_TASKS):
         assert (row[f"ep_return/task{k}"], row[f"success/task{k}"]) == _expected(k)
     assert row["success"] == pytest.approx(1 / 3)
@@ -112,13 +119,7 @@ def test_episodes_spanning_rollouts_keep_their_task_and_success() -> None:
     tracker = EpisodeTracker(3, torch.device("cpu"))
     env.reset(seed=0)
     for _ in range(4):
-        rewards, done = torch.zeros(3, 3), torch.zeros(3, 3, dtype=torch.bool)
-        for t in range(3):
-            _, reward, terminated, truncated, info = env.step(torch.zeros(3, 1))
-            rewards[t], done[t] = reward, terminated | truncated
-            stats.record(t, info)
-        tracker.update(rewards, done)
-        row = stats.update(tracker, done)
+        row, _ = _rollout(env, stats, tracker, 3)
     for k in range(NUM_TASKS):
         assert list(stats.returns[f"task{k}"]) == [_expected(k)[0]] * len(stats.returns[f"task{k}"])
         assert list(stats.successes[f"task{k}"]) == [_expected(k)[1]] * len(stats.successes[f"task{k}"])

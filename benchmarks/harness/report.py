@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,9 @@ from benchmarks.harness.analysis import finite
 from benchmarks.harness.suites import SOLVE_THRESHOLD
 from drl.runners.on_policy import EVAL_SEED_OFFSET
 
-__all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "configs_and_notes",
-           "close_report", "write_lines", "pyplot", "one_plot", "save_figure"]
+__all__ = ["write_report", "write_plots", "PLOTS", "number", "header_lines", "machine_line", "study_header",
+           "configs_and_notes", "close_report", "write_lines", "pyplot", "one_plot", "save_figure", "seed_band",
+           "mean_std", "wrapped_config_line"]
 
 NONE = "_No row of this kind in this run._"
 PLOTS = {"returns_vs_steps": "returns_vs_steps.png", "returns_vs_wall": "returns_vs_wall.png",
@@ -72,6 +74,11 @@ def machine_line(meta: dict[str, Any], software: tuple[str, ...] = ("torch",), e
     if load:
         parts.append(f"load average at start / end {meta['load_start']} / {meta['load_end']}")
     return "Machine: " + "; ".join(parts + [f"the whole benchmark took {number(meta.get('elapsed_s'))} s."])
+
+
+def study_header(title: str, meta: dict[str, Any]) -> list[str]:
+    """:func:`header_lines`, then the machine line of a study run on one torch thread on ``meta["device"]``."""
+    return [*header_lines(title, meta), machine_line(meta, extra=("one torch thread", f"device {meta['device']}")), ""]
 
 
 def _variant_config(run: dict[str, Any]) -> str:
@@ -139,15 +146,37 @@ def save_figure(fig: Any, path: Path, axes: Any = (), legend: int = 7) -> Path:
     return path
 
 
+def wrapped_config_line(name: str, config: dict[str, Any]) -> str:
+    """The report's line of one run's config with wrappers: ``- name: `file`, total_steps ..., wrappers `...```."""
+    return (f"- {name}: `{config['file']}`, total_steps {config['total_steps']:,}, num_envs "
+            f"{config['num_envs']}, eval_interval {config['eval_interval']:,}, wrappers `{config['wrappers']}`")
+
+
+def seed_band(ax: Any, curves: list[list[dict[str, Any]]], key: str, color: str, label: str, **style: Any) -> None:
+    """On ``ax``: the mean over seeds of ``curves`` (per seed a list of points ``{"step", key}``, all cut to the
+    shortest) as a line labelled ``label``, and their min-max band."""
+    import torch
+
+    length = min(len(c) for c in curves)
+    steps = [p["step"] for p in curves[0][:length]]
+    values = torch.tensor([[p[key] for p in c[:length]] for c in curves])
+    ax.plot(steps, values.mean(0).tolist(), color=color, label=label, **style)
+    ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=color, alpha=0.15)
+
+
+def mean_std(values: list[float | None]) -> dict[str, float | None]:
+    """``{"mean", "std"}`` (population std) of the values that are not None; both None when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
+
+
 def eval_curves_plot(results: dict[str, Any], path: Path, label: str, thresholds: dict[str, float],
                      eval_episodes: int) -> Path:
     """One panel per env of ``results["summary"]``: per variant (``summary[i][label]`` in the legend) the eval
     return vs env steps of its runs (``runs[j]["points"]``, equal budgets so equal evaluation steps), mean
     line and min-max band over seeds, and the env's finite threshold as a dashed line; saved to ``path``."""
-    import math
-
-    import torch
-
     plt = pyplot()
     envs = list(dict.fromkeys(s["env"] for s in results["summary"]))
     fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4.2), squeeze=False)
@@ -157,12 +186,7 @@ def eval_curves_plot(results: dict[str, Any], path: Path, label: str, thresholds
                       if r["env"] == env_id and r["variant"] == s["variant"] and "error" not in r and r["points"]]
             if not curves:
                 continue
-            length = min(len(c) for c in curves)
-            steps = [p["step"] for p in curves[0][:length]]
-            values = torch.tensor([[p["eval_return"] for p in c[:length]] for c in curves])
-            ax.plot(steps, values.mean(0).tolist(), color=f"C{i}", marker=".", label=f"{s[label]} ({len(curves)})")
-            ax.fill_between(steps, values.min(0).values.tolist(), values.max(0).values.tolist(), color=f"C{i}",
-                            alpha=0.15)
+            seed_band(ax, curves, "eval_return", f"C{i}", f"{s[label]} ({len(curves)})", marker=".")
         if math.isfinite(thresholds.get(env_id, math.nan)):
             ax.axhline(thresholds[env_id], color="grey", linestyle="--", linewidth=1)
         ax.set_title(env_id, fontsize=10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import itertools
 import json
 import math
 import shlex
@@ -18,7 +19,7 @@ import torch
 
 from benchmarks.harness.machine import load_average, machine_info, versions
 
-__all__ = ["add_only", "add_out", "check_args", "start", "attempt", "train_run", "eval_points", "finish"]
+__all__ = ["add_only", "add_out", "check_args", "start", "attempt", "run_grid", "train_run", "eval_points", "finish"]
 
 
 # --- arguments ------------------------------------------------------------------------------
@@ -70,6 +71,24 @@ def attempt(record: dict[str, Any], name: str, run: Callable[[], dict[str, Any]]
         record["error"] = f"{type(err).__name__}: {err}"
         print(f"{name}: FAILED: {record['error']}", flush=True)
     return record
+
+
+def run_grid(axes: dict[str, list[Any]], run: Callable[..., dict[str, Any]], label: str,
+             describe: Callable[[dict[str, Any]], str], loops: tuple[str, ...] | None = None
+             ) -> list[dict[str, Any]]:
+    """Every point of the grid ``axes`` (``{name: values}``) through :func:`attempt`, in order: the record is
+    ``{name: value}`` (keys in the order of ``axes``), the printed name ``label.format(**record)``, the run
+    ``run(**record)``. ``loops`` nests the axes, outermost first (default: the order of ``axes``); the records
+    come back in that order."""
+    loops = tuple(axes) if loops is None else loops
+    if sorted(loops) != sorted(axes):
+        raise ValueError(f"loops {loops} must name each axis of {list(axes)} once")
+    records = []
+    for values in itertools.product(*(axes[name] for name in loops)):
+        point = dict(zip(loops, values, strict=True))
+        record = {name: point[name] for name in axes}
+        records.append(attempt(record, label.format(**record), lambda point=point: run(**point), describe))
+    return records
 
 
 def train_run(cfg: Any, run_dir: Path) -> tuple[Path, dict[str, Any], list[dict[str, str]]]:

@@ -35,7 +35,7 @@ from drl.config import ConfigError
 Obs = torch.Tensor | dict[str, torch.Tensor]
 
 __all__ = ["TorchVectorWrapper", "WRAPPERS", "register_wrapper", "validate_wrappers", "wrap_env", "WrapperStack",
-           "parse_wrapper_flag", "select_group", "TRANSITION_KEYS"]
+           "parse_wrapper_flag", "select_group", "select_group_space", "TRANSITION_KEYS"]
 
 TRANSITION_KEYS = ("obs", "actions", "next_obs", "terminated", "truncated")
 WRAPPERS: dict[str, type[TorchVectorWrapper]] = {}
@@ -65,6 +65,20 @@ def select_group(obs: Obs, group: str | None) -> torch.Tensor:
     elif group not in (None, "policy"):
         raise KeyError(f"obs group '{group}' asked of an observation without groups (use null or 'policy')")
     return obs.reshape(obs.shape[0], -1)
+
+
+def select_group_space(space: Any, group: str | None) -> Any:
+    """The single observation space of obs group ``group`` (``None``: the space itself, or ``"policy"`` of a
+    dict space), as a wrapper's ``obs_group`` argument names it. Raises ValueError (a config error) naming the
+    groups when ``group`` is not one of them, or when a space without groups is asked for another group."""
+    if hasattr(space, "spaces"):
+        key = group if group is not None else "policy"
+        if key not in space.spaces:
+            raise ValueError(f"obs_group '{key}' is not one of the observation's groups {sorted(space.spaces)}")
+        return space.spaces[key]
+    if group not in (None, "policy"):
+        raise ValueError(f"obs_group '{group}' asked of an observation without groups (use null or 'policy')")
+    return space
 
 
 class TorchVectorWrapper(VectorWrapper):

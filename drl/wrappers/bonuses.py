@@ -34,7 +34,7 @@ from gymnasium.vector import VectorEnv
 from drl.nn import RunningMeanStd
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
-from drl.wrappers.base import TorchVectorWrapper, register_wrapper, select_group
+from drl.wrappers.base import TorchVectorWrapper, register_wrapper, select_group, select_group_space
 from drl.wrappers.bonus_parts import E3B, ICM, RND, ActionCoder, EpisodicCount
 
 __all__ = ["IntrinsicBonus"]
@@ -123,7 +123,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         self.update_epochs, self.minibatch_size = int(update_epochs), int(minibatch_size)
         self.env_steps = 0
         num_envs, device = self.num_envs, self.device
-        obs_dim = flat_dim(self._group_space_shape(obs_group))
+        obs_dim = flat_dim(select_group_space(self.single_observation_space, obs_group).shape)
         self.generator = torch.Generator().manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):  # the networks' init draws from the seed, not the run's RNG
             torch.manual_seed(int(seed))
@@ -153,17 +153,6 @@ class IntrinsicBonus(TorchVectorWrapper):
         for part in self.learners:
             part.to(device)
             self.train_steps.append(TrainStep(part.module, lambda mb, part=part: part.loss(*mb), learning_rate))
-
-    def _group_space_shape(self, group: str | None) -> tuple[int, ...]:
-        space = self.single_observation_space
-        if hasattr(space, "spaces"):
-            key = group if group is not None else "policy"
-            if key not in space.spaces:
-                raise ValueError(f"obs_group '{key}' is not one of the observation's groups {sorted(space.spaces)}")
-            space = space.spaces[key]
-        elif group not in (None, "policy"):
-            raise ValueError(f"obs_group '{group}' asked of an observation without groups (use null or 'policy')")
-        return space.shape
 
     # --- the bonus ---------------------------------------------------------------------------
     def current_coef(self) -> float:

@@ -74,7 +74,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from drl.wrappers.base import Obs, TorchVectorWrapper, register_wrapper
+from drl.wrappers.base import Obs, TorchVectorWrapper, register_wrapper, select_group_space
 
 __all__ = ["EmbeddingReward", "similarity_reward", "import_encoder"]
 
@@ -181,7 +181,7 @@ class EmbeddingReward(TorchVectorWrapper):
         self.obs_group, self.alpha, self.mode = obs_group, float(alpha), mode
         self.coef, self.offset, self.batch_size = float(coef), float(offset), int(batch_size)
         self.encoder = self._make_encoder(encoder, encoder_kwargs, encoder_file)
-        group_shape = self._group_shape()
+        group_shape = tuple(int(n) for n in select_group_space(self.single_observation_space, self.obs_group).shape)
         try:
             probe = self.embed(torch.zeros((1, *group_shape), device=self.device))
         except Exception as err:  # noqa: BLE001 - the user's encoder: one line naming the input it got
@@ -238,17 +238,6 @@ class EmbeddingReward(TorchVectorWrapper):
         if isinstance(encoder, nn.Module):
             encoder = encoder.to(self.device).eval().requires_grad_(False)
         return encoder
-
-    def _group_shape(self) -> tuple[int, ...]:
-        space, group = self.single_observation_space, self.obs_group
-        if hasattr(space, "spaces"):
-            key = group if group is not None else "policy"
-            if key not in space.spaces:
-                raise ValueError(f"obs_group '{key}' is not one of the observation's groups {sorted(space.spaces)}")
-            space = space.spaces[key]
-        elif group not in (None, "policy"):
-            raise ValueError(f"obs_group '{group}' asked of an observation without groups (use null or 'policy')")
-        return tuple(int(n) for n in space.shape)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
