@@ -67,7 +67,7 @@ def load_config(agent: str | None = None, env_id: str | None = None, config_file
         raw = merge(raw, {"env": {"id": env_id}})
     if overrides:
         source += " + overrides"
-    cfg = resolve_config(merge(raw, overrides or {}))
+    cfg = resolve_config(merge(raw, overrides or {}, replace=()))  # --set env.kwargs.x=1 keeps the other kwargs
     cfg.source = source  # printed at the start of training (not a config field: never saved)
     return cfg
 

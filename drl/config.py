@@ -330,12 +330,14 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge: ``update`` wins; nested mappings merge key by key."""
+def merge(base: dict[str, Any], update: dict[str, Any], replace: tuple[str, ...] = ("kwargs",)) -> dict[str, Any]:
+    """Recursive dict merge: ``update`` wins; nested mappings merge key by key, except those named in ``replace``,
+    which ``update`` replaces whole (by default ``kwargs``: a config layer's env kwargs are for its own env, not
+    added to another layer's). Overrides of single keys (``--set env.kwargs.x=1``) pass ``replace=()``."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "kwargs":
-            out[key] = merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in replace:
+            out[key] = merge(out[key], value, replace)
         else:
             out[key] = value
     return out

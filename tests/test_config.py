@@ -440,3 +440,18 @@ def test_path_keys_are_stored_absolute(tmp_path, monkeypatch):
     assert resolve_config({"agent": "aacd", "env": {"id": "drl/CartPoleNoVel-v0"}}).algo.teacher is None
     with pytest.raises(ConfigError, match=r"config key 'algo.demos': not a usable path"):
         resolve_config({"agent": "aawr", "env": {"id": "drl/ActiveSearch-v0"}, "algo": {"demos": "a\x00b"}})
+
+
+def test_an_override_of_one_env_kwarg_keeps_the_config_files_other_kwargs():
+    """`--set env.kwargs.capture_radius=0.1` on a tuned config with `kwargs: {shaping: 1.0}` adds to its kwargs;
+    a config layer (the file over the defaults) still replaces the kwargs whole."""
+    from drl import api
+    from drl.config import merge
+
+    cfg = api.load_config("happo-competitive", "drl/PursuitEvasion-v0",
+                          overrides={"env": {"kwargs": {"capture_radius": 0.1}}})
+    assert cfg.env.kwargs == {"shaping": 1.0, "capture_radius": 0.1}
+    layers = merge({"env": {"kwargs": {"a": 1}}}, {"env": {"kwargs": {"b": 2}}})
+    assert layers == {"env": {"kwargs": {"b": 2}}}
+    assert merge({"env": {"kwargs": {"a": 1}}}, {"env": {"kwargs": {"b": 2}}}, replace=()) == {
+        "env": {"kwargs": {"a": 1, "b": 2}}}
