@@ -243,6 +243,23 @@ def export_agent_actors(agent: Any, observation_space: Any, fmt: str, path: str 
     return results
 
 
+# what a run folder holds besides exports: ``--out`` may not overwrite them
+_RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curve.png", "hparams.json")
+_RUN_FOLDERS = ("checkpoints", "tensorboard", "videos")
+
+
+def _check_out_path(path: Path, run_dir: Path, fmt: str) -> None:
+    """ExportError unless ``path`` ends in the format's suffix and is none of the run folder's own files."""
+    suffix = _SUFFIX[fmt]
+    if path.suffix != suffix:
+        raise ExportError(f"--out {path} must end in {suffix} for --format {fmt}")
+    target, run = path.resolve(), run_dir.resolve()
+    if target.parent == run and target.name in _RUN_FILES or any(
+            target.is_relative_to(run / folder) for folder in _RUN_FOLDERS):
+        raise ExportError(f"--out {path} is one of the run's own files or folders; write the policy beside them "
+                          f"(e.g. {run_dir / ('policy' + suffix)})")
+
+
 def export_policy(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None,
                   checkpoint: str = "best") -> ExportResult:
     """Export the deterministic actor(s) of the run in ``run_dir`` (see the module docstring).
@@ -276,13 +293,17 @@ def export_policy(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None
     single = getattr(agent, "export_actor", None) is not None
     if not single and getattr(agent, "export_actors", None) is None:
         raise ExportError(f"agent '{cfg.agent}' has no single-agent actor to export")
-    probe = make_run_env(cfg, cfg.env.num_eval_envs if not single else 1, torch.device("cpu"), for_eval=True)
+    from envs.multi_task_sources import min_copies
+
+    copies = max(min_copies(cfg.env.id, cfg.env.kwargs), 1 if single else cfg.env.num_eval_envs)
+    probe = make_run_env(cfg, copies, torch.device("cpu"), for_eval=True)
     obs_space, action_space = probe.single_observation_space, probe.single_action_space
     task_names = getattr(probe, "task_names", None)
     probe.close()
     metadata = {"drl_agent": cfg.agent, "env_id": cfg.env.id, "action_space": describe_space(action_space),
                 "obs_wrappers": ",".join(_obs_wrappers(cfg))}
     path = Path(out) if out is not None else default_export_path(run_dir, fmt, checkpoint)
+    _check_out_path(path, Path(run_dir), fmt)
     if single:
         diff = export_agent(agent, obs_space, fmt, path, metadata, seed=cfg.seed)
         return ExportResult(path=path, format=fmt, metadata=metadata, max_abs_diff=diff)

@@ -400,3 +400,31 @@ def test_cli_exports_every_agent_of_a_competitive_run(tmp_path: Path, capsys) ->
         assert meta["drl_agent"] == "happo-competitive" and meta["agent"] == name
         action = session.run(None, {"obs": np.zeros((3, int(meta["obs_dim"])), np.float32)})[0]
         assert action.shape == (3, 2) and np.all(np.abs(action) <= 1)
+
+
+def test_out_may_not_overwrite_the_runs_own_files_and_must_match_the_format(base_run: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """`--out` naming a checkpoint, the config or a file of another format is one line (exit 2); the run still
+    evaluates afterwards (nothing of it was overwritten)."""
+    best = (base_run / "checkpoints" / "best.pt").read_bytes()
+    for out, fmt, message in (
+            (base_run / "checkpoints" / "best.pt", "torchscript", "is one of the run's own files or folders"),
+            (base_run / "config.yaml", "onnx", "must end in .onnx for --format onnx"),
+            (tmp_path / "x.pt", "onnx", "must end in .onnx for --format onnx"),
+            (base_run / "metrics.onnx", "torchscript", "must end in .pt for --format torchscript")):
+        assert main(["export", str(base_run), "--format", fmt, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("drl export: error: --out ") and message in err and "\n" not in err
+    assert (base_run / "checkpoints" / "best.pt").read_bytes() == best and not (tmp_path / "x.pt").exists()
+
+
+def test_a_single_actor_on_a_multi_task_env_exports(tmp_path: Path, capsys) -> None:
+    """PPO trained on drl/MT-CartPole-v0: the probe env gets one copy per task (1 copy is refused by the env)."""
+    run = tmp_path / "mt"
+    assert main(["train", "ppo", "--env", "drl/MT-CartPole-v0", "--run-dir", str(run), "--steps", "512",
+                 "--num-envs", "4", "--set", "algo.num_steps=64", "--set", "algo.minibatch_size=64",
+                 "--set", "algo.num_epochs=1", "--set", "env.num_eval_envs=4", "--set", "eval_episodes=4",
+                 "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 0
+    assert "matches the agent's deterministic actions" in capsys.readouterr().out
