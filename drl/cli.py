@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--env", required=True, help="env id, as for drl train")
     tune.add_argument("--trials", type=_integer(1, "trials"), required=True, help="trials this process runs")
     tune.add_argument("--storage", help="Optuna storage URL shared by several processes/machines, e.g. "
-                      "postgresql://user@host/db (default sqlite:///<out>/study.db)")
+                      "postgresql://user@host/db or mysql://user@host/db (default sqlite:///<out>/study.db)")
     tune.add_argument("--study", help="study name (default <agent>-<env>)")
     tune.add_argument("--out", help="study folder (default tune/<agent>-<env>)")
     tune.add_argument("--steps", type=_integer(1, "steps"), help="env steps per trial (default: the config's)")

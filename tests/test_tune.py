@@ -40,9 +40,14 @@ def test_tiny_study_end_to_end_and_best_config_round_trips(tmp_path: Path) -> No
     assert result.best_trial == best.number and result.best_value == pytest.approx(best.value)
     assert sorted(best.intermediate_values) == [256, 512]  # the runner's two evaluations, at their env steps
     assert best.intermediate_values[512] == pytest.approx(best.value)  # the value is the final evaluation
-    # best.yaml is a normal config: drl.config reads back the trial's config, sampled values included
+    # best.yaml is a normal config: drl.config reads back the trial's config, sampled values included, with
+    # what tune forced on the trial (quiet, evaluated twice) back at the user's values (here the defaults and
+    # configs/ppo/CartPole-v1.yaml: a progress bar, a table row every ~10 s, an evaluation every 10000 steps)
+    trial_config = best.user_attrs["config"]
+    assert (trial_config["progress"], trial_config["log_interval"], trial_config["eval_interval"]) == (False, -1, 256)
     cfg = load_config(config_file=result.best_config)
-    assert to_dict(cfg) == best.user_attrs["config"]
+    assert (cfg.progress, cfg.log_interval, cfg.eval_interval) == (True, 0, 10_000)
+    assert to_dict(cfg) == {**trial_config, "progress": True, "log_interval": 0, "eval_interval": 10_000}
     assert cfg.algo.learning_rate == best.params["algo.learning_rate"]
     assert cfg.algo.clip_coef == best.params["algo.clip_coef"] and cfg.total_steps == 512
     # a second process (here: a second call) on the same storage continues the study
@@ -79,6 +84,13 @@ def test_pruning_is_wired_to_the_runner_evaluations(tmp_path: Path) -> None:
     ({"algo.gamma": {"type": "categorical", "choices": []}}, "choices must be a non-empty list"),
     ({"algo.gamma": {"type": "categorical", "choices": [0.9, 1.5]}}, "algo.gamma"),
     ({"algo.gamma": {"type": "float", "low": 0.9, "high": 0.99, "lo": 1}}, "unknown field(s) ['lo']"),
+    # integral bounds, but a float distribution draws e.g. 3.19 for an integer key
+    ({"algo.num_epochs": {"type": "float", "low": 3, "high": 20}},
+     "params.algo.num_epochs: type float draws fractional values, but config key 'algo.num_epochs' is an integer; "
+     "use type: int"),
+    ({"algo.anneal_lr": {"type": "int", "low": 0, "high": 1}},
+     "params.algo.anneal_lr: type int draws numbers, but config key 'algo.anneal_lr' is a bool; use type: "
+     "categorical"),
 ])
 def test_bad_search_space_gives_one_line(tmp_path: Path, capsys, params: dict, message: str) -> None:
     space = _space(tmp_path, params)
@@ -101,3 +113,54 @@ def test_shipped_search_spaces_are_valid() -> None:
         check_search_space(agent, env_id, load_search_space(agent))
     with pytest.raises(ConfigError, match="no search space for agent 'bc'"):
         load_search_space("bc")
+
+
+@pytest.mark.parametrize("agent,env_id,message", [
+    ("ppo", "drl/Nope-v0", "ppo on env drl/Nope-v0: unknown drl env 'drl/Nope-v0'; registered drl envs:"),
+    ("ppo", "drl/Rendezvous-v0", "config key 'env.id': drl/Rendezvous-v0 is a multi-agent env (agents ['rover', "
+     "'rail']), but ppo trains single-agent envs; tune a multi-agent agent (happo, mappo, happo-competitive)"),
+    ("sac", "drl/CartPole-v0", "sac on env drl/CartPole-v0: SAC needs a Box action space; for Discrete actions "
+     "use: ppo"),
+])
+def test_bad_agent_or_env_is_refused_before_the_study(tmp_path: Path, capsys, agent: str, env_id: str,
+                                                      message: str) -> None:
+    """The base config's run is built before the study: one line, exit 2, no study folder (no failed trial)."""
+    code = main(["tune", agent, "--env", env_id, "--trials", "1", "--steps", "512", "--out", str(tmp_path / "s")])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.startswith(f"drl tune: error: {message}")
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("url,message", [
+    ("bogus://x", "--storage 'bogus://x' is not a storage URL drl tune can use; give sqlite:///path/to/study.db, "
+     "postgresql://"),
+    ("sqlite:////no/such/folder/study.db", "--storage 'sqlite:////no/such/folder/study.db': cannot open it "
+     "(OperationalError"),
+])
+def test_bad_storage_url_is_one_line(tmp_path: Path, capsys, url: str, message: str) -> None:
+    code = main(["tune", "ppo", "--env", "CartPole-v1", "--trials", "1", "--space", str(_space(tmp_path, SMALL_SPACE)),
+                 "--storage", url, "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"drl tune: error: {message}") and len(err.strip().splitlines()) == 1
+    assert "mysql://" in err and not (tmp_path / "s").exists()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # PartialFixedSampler
+def test_config_error_inside_a_trial_stops_the_study_with_one_line(tmp_path: Path) -> None:
+    """Each value alone makes a valid config (checked before the study), but the pair drawn for trial 0 does
+    not (minibatch 256 > rollout batch 32 x 4 = 128): the study stops there, after one failed trial of three."""
+    space = {"algo.num_steps": {"type": "categorical", "choices": [64, 32]},
+             "algo.minibatch_size": {"type": "categorical", "choices": [128, 256]}}
+    sampler = optuna.samplers.PartialFixedSampler({"algo.num_steps": 32, "algo.minibatch_size": 256},
+                                                  optuna.samplers.RandomSampler(seed=0))
+    with pytest.raises(ConfigError) as info:
+        tune("ppo", "CartPole-v1", 3, out=tmp_path / "study", space_file=_space(tmp_path, space), overrides=TINY,
+             sampler=sampler, pruner="none", progress=False)
+    assert str(info.value) == ("trial 0 ({'algo.minibatch_size': 256, 'algo.num_steps': 32}): config key "
+                               "'algo.minibatch_size': must divide the rollout batch algo.num_steps x env.num_envs = "
+                               "32 x 4 = 128; got 256")
+    study = optuna.load_study(study_name="ppo-CartPole-v1",
+                              storage=f"sqlite:///{(tmp_path / 'study' / 'study.db').resolve()}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    assert (tmp_path / "study" / "trials.csv").read_text().count("FAIL") == 1
