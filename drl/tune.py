@@ -210,32 +210,6 @@ def _config_errors() -> tuple[type[BaseException], ...]:
     return ConfigError, ValueError, TypeError, GymError, MissingDependencyError, FileNotFoundError, FileExistsError
 
 
-def _multi_agent_mismatch(cfg: TrainConfig) -> str | None:
-    """A sentence when a single-agent agent is given a multi-agent env (which agents would fit), else None."""
-    from drl.registry import AGENTS
-    from drl.runners.multi_agent import MultiAgentOnPolicyRunner
-    from drl.wrappers import make_run_env
-    from envs.core import resolve_device
-    from envs.multi_agent import is_multi_agent
-
-    if issubclass(AGENTS[cfg.agent].runner_class, MultiAgentOnPolicyRunner):
-        return None
-    try:
-        env = make_run_env(cfg, 1, resolve_device(cfg.device), "sync")
-    except Exception:  # noqa: BLE001 - only a diagnosis: the build's own error is reported otherwise
-        return None
-    try:
-        if not is_multi_agent(env):
-            return None
-        fitting = [name for name, spec in AGENTS.items() if issubclass(spec.runner_class, MultiAgentOnPolicyRunner)]
-        return (f"config key 'env.id': {cfg.env.id} is a multi-agent env (agents {list(env.agents)}), but "
-                f"{cfg.agent} trains single-agent envs; tune a multi-agent agent ({', '.join(fitting)}) or "
-                "give a single-agent env")
-    finally:
-        with contextlib.suppress(Exception):
-            env.close()
-
-
 def check_run_builds(cfg: TrainConfig) -> None:
     """Build the run of ``cfg`` (envs, agent, storage: what every trial builds) in a scratch folder, then
     close and delete it, so a bad env id, a multi-agent env for a single-agent agent or an agent that does not
@@ -258,8 +232,7 @@ def check_run_builds(cfg: TrainConfig) -> None:
                 return
             runner = spec.runner_class(cfg, spec.agent_class, Path(scratch) / "run")
         except _config_errors() as err:
-            mismatch = _multi_agent_mismatch(cfg) if not isinstance(err, ConfigError) else None
-            raise ConfigError(mismatch or f"{cfg.agent} on env {cfg.env.id}: {err}") from err
+            raise ConfigError(f"{cfg.agent} on env {cfg.env.id}: {err}") from err
         try:
             for env in (runner.env, runner.eval_env):
                 with contextlib.suppress(Exception):

@@ -394,3 +394,19 @@ def test_compile_auto_follows_ppos_rule(monkeypatch) -> None:
     assert not module._should_compile(cfg, 20, 10_000_000) and not module._should_compile(cfg, 20, None)
     assert module._should_compile(replace(cfg, minibatch_size=1000), 20, 10_000_000)
     assert module._should_compile(replace(cfg, compile=True), 20, None)
+
+
+def test_a_single_agent_agent_on_a_multi_agent_env_names_the_multi_agent_agents(tmp_path, capsys) -> None:
+    """`drl train ppo|sac --env drl/Rendezvous-v0`: one line (exit 2) naming the env's agents and the agents that
+    train multi-agent envs; no run folder written."""
+    from drl.cli import main
+
+    for agent in ("ppo", "sac"):
+        code = main(["train", agent, "--env", "drl/Rendezvous-v0", "--steps", "64", "--no-progress",
+                     "--run-dir", str(tmp_path / agent)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err == (
+            "drl train: error: config key 'env.id': drl/Rendezvous-v0 is a multi-agent env (agents ['rover', 'rail']), "
+            f"but {agent} trains single-agent envs; use a multi-agent agent (happo, mappo, happo-competitive) or a "
+            "single-agent env")
+        assert not (tmp_path / agent).exists()

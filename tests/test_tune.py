@@ -117,8 +117,9 @@ def test_shipped_search_spaces_are_valid() -> None:
 
 @pytest.mark.parametrize("agent,env_id,message", [
     ("ppo", "drl/Nope-v0", "ppo on env drl/Nope-v0: unknown drl env 'drl/Nope-v0'; registered drl envs:"),
-    ("ppo", "drl/Rendezvous-v0", "config key 'env.id': drl/Rendezvous-v0 is a multi-agent env (agents ['rover', "
-     "'rail']), but ppo trains single-agent envs; tune a multi-agent agent (happo, mappo, happo-competitive)"),
+    ("ppo", "drl/Rendezvous-v0", "ppo on env drl/Rendezvous-v0: config key 'env.id': drl/Rendezvous-v0 is a "
+     "multi-agent env (agents ['rover', 'rail']), but ppo trains single-agent envs; use a multi-agent agent (happo, "
+     "mappo, happo-competitive)"),
     ("sac", "drl/CartPole-v0", "sac on env drl/CartPole-v0: SAC needs a Box action space; for Discrete actions "
      "use: ppo"),
 ])

@@ -29,14 +29,14 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 import torch
 
 from drl import distributed
 from drl.checkpoint import load_agent_state, rng_state, save_checkpoint, set_rng_state
-from drl.config import TrainConfig, to_dict
+from drl.config import ConfigError, TrainConfig, to_dict
 from drl.guards import (
     EnvStepError,
     NonFiniteError,
@@ -63,6 +63,7 @@ from drl.runners.common import (
 from drl.runners.tasks import TaskStatistics
 from drl.wrappers import WrapperStack, make_run_env
 from envs.core import Obs, obs_to, resolve_device, supports_env_state
+from envs.multi_agent import is_multi_agent
 
 __all__ = ["Runner", "EpisodeTracker", "evaluate_policy", "episode_memory", "seed_everything", "EVAL_SEED_OFFSET"]
 
@@ -266,6 +267,15 @@ class Runner:
                 self.env.close()
                 self.eval_env.close()
                 raise
+        if is_multi_agent(self.env) and not self.multi_agent:
+            self.env.close()
+            self.eval_env.close()
+            from drl.registry import AGENTS
+
+            fitting = [name for name, spec in AGENTS.items() if getattr(spec.runner_class, "multi_agent", False)]
+            raise ConfigError(f"config key 'env.id': {cfg.env.id} is a multi-agent env (agents "
+                              f"{list(self.env.agents)}), but {cfg.agent} trains single-agent envs; use a multi-agent "
+                              f"agent ({', '.join(fitting)}) or a single-agent env")
         self.wrappers = WrapperStack(self.env)  # learned wrapper parts: trained per iteration, checkpointed
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.agent = agent_class(self.env.single_observation_space, self.env.single_action_space, cfg.algo,
@@ -319,6 +329,7 @@ class Runner:
         distributed.check_agree(self.state["global_step"], "the step the run starts from (a resume needs every "
                                 "rank to read the run folder's checkpoints: a shared file system across machines)")
 
+    multi_agent: ClassVar[bool] = False  # a runner for multi-agent envs (envs/multi_agent.py)
     reward_shape: tuple[int, ...] = ()  # trailing axes of the env's reward (a multi-agent runner: (A,))
 
     # --- what a subclass defines --------------------------------------------------------------

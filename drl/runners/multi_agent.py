@@ -39,6 +39,7 @@ class MultiAgentOnPolicyRunner(OnPolicyRunner):
     """:class:`OnPolicyRunner` on a multi-agent env (see the module doc); same arguments and errors, plus a
     ConfigError when the env is not multi-agent."""
 
+    multi_agent = True
     _agent_windows: dict[str, EpisodeWindow] | None = None
 
     @property
