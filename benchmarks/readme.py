@@ -104,8 +104,30 @@ BLOCKS: dict[str, Block] = {
     "happo": Block(
         after="subpo", heading="### HAPPO vs MAPPO on multi-agent MuJoCo",
         intro="HAPPO (sequential actor updates with the compounding factor) and MAPPO (simultaneous) on the same "
-              "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 and Walker2d 2x3, 3 seeds, with HARL's published "
-              "returns at 1e7 steps as reference rows (issue 13): `python -m benchmarks.happo --seeds 3`."),
+              "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 at 200,000 env steps (HARL's curves are at 1e7), 3 "
+              "seeds, with HARL's published returns at 1e7 steps as reference rows (issue 13): `python -m "
+              "benchmarks.happo --envs mamujoco:HalfCheetah-2x3 --seeds 3 --steps 200000`."),
+    "camrl": Block(
+        after="happo", heading="### CAMRL vs independent, shared and always-asymmetric learners",
+        intro="CAMRL and its three baselines (the `algo.mode` switches of one config) on the torch-batched "
+              "`drl/MT-CartPole-v0` family at equal env steps, 3 seeds (issue 16: CAMRL at least matches the best "
+              "baseline and beats the no-mode-switch ablation; the MiniGrid and Meta-World MT10 suites are not run "
+              "yet): `python -m benchmarks.camrl --only cartpole`."),
+    "competitive": Block(
+        after="camrl", heading="### Competitive HAPPO on PursuitEvasion: win rates against a frozen league",
+        intro="Both teams of `happo-competitive` (simultaneous schedule) against the frozen snapshots of the other "
+              "team and the env's scripted opponents over training, 3 seeds at 320,000 env steps (issue 13: both "
+              "teams improve against the frozen league): `python -m benchmarks.competitive --seeds 3 --steps "
+              "320000 --schedules simultaneous`."),
+    "embedding_reward": Block(
+        after="competitive", heading="### Embedding-similarity reward from goal demos on PandaReach",
+        intro="PPO trained only on the `embedding_reward` wrapper's reward (an encoder trained on the scripted "
+              "expert's demos; the goal is the demos' final embedding) vs the untrained policy and a random one, "
+              "success rate, 3 seeds (issue 15): `python -m benchmarks.embedding_reward --seeds 3`."),
+    "tune_study": Block(
+        after="embedding_reward", heading="### A small `drl tune` study: PPO on CartPole-v1",
+        intro="20 Optuna trials (TPE, median pruning) of 50,000 env steps, then the default and the tuned config "
+              "on fresh seeds (issue 18): `python -m benchmarks.tune_study`."),
 }
 
 
