@@ -305,6 +305,48 @@ def test_torchrun_run_resumes(tmp_path: Path) -> None:
                            resumed["agent_state"]["model"]["actor_body.0.weight"])
 
 
+def test_stop_signals_of_several_ranks_never_abort_a_block() -> None:
+    """Under torchrun a stop signal must not abort the update (or stop a rollout early) on one rank: the
+    ranks would leave it at different collectives and hang; the stop is taken where they agree on it."""
+    import signal
+
+    from drl.runners.common import StopSignals, TrainingInterrupted
+
+    ranks = StopSignals(collective=True)
+    with ranks.interruptible():
+        ranks.request(signal.SIGINT)
+    with ranks.interruptible():
+        pass
+    assert ranks.requested and ranks.signum == signal.SIGINT
+    alone = StopSignals()
+    with pytest.raises(TrainingInterrupted), alone.interruptible():
+        alone.request(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_launcher_waits_for_the_ranks(tmp_path: Path) -> None:
+    """SIGINT to ``drl train --nproc 2`` (a terminal's Ctrl-C reaches the launcher alone: torchrun runs in a
+    session of its own): the launcher forwards it and waits, so the ranks' checkpoint and rank 0's resume line
+    come before it exits 130, without torchrun's traceback; the run then resumes with --nproc 2."""
+    import signal
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "drl", *_train_args(run, 10**7), "--nproc", "2"], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120.0
+    while not (run / "checkpoints" / "latest.pt").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "SignalException" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("drl train: interrupted by SIGINT at step ") and f"--resume {run}" in last, last
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["ranks"] == 2
+
+
 # --- benchmarks/distributed.py --------------------------------------------------------------
 def _bench_run(agent: str, nproc: int, seed: int, sps: float, final: float) -> dict:
     return {"agent": agent, "env": "drl/Pendulum-v0", "nproc": nproc, "variant": f"{agent}-p{nproc}", "seed": seed,

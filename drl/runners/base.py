@@ -288,7 +288,7 @@ class Runner:
         # trial, which may raise to prune the run)
         self.eval_callbacks: list[Callable[[int, float], None]] = []
         self.state = self._initial_state()
-        self.stop = StopSignals()
+        self.stop = StopSignals(collective=self.world > 1)  # torchrun: the ranks stop together
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
