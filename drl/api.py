@@ -17,14 +17,14 @@ from drl.agents.aacd import locate_chained_teacher
 from drl.checkpoint import CheckpointError, load_agent_state, load_run_checkpoint
 from drl.config import ConfigError, TrainConfig, load_yaml, merge
 from drl.guards import atomic_write_text
-from drl.registry import AGENTS, resolve_config
+from drl.registry import AGENTS, check_distributed, resolve_config
 from drl.runners.base import episode_memory
-from drl.runners.common import check_run_dir_free
+from drl.runners.common import check_run_dir_free, find_resume_checkpoint
 from drl.runners.on_policy import EVAL_SEED_OFFSET, evaluate_policy
 from drl.wrappers import make_run_env
 from envs.core import MissingDependencyError, resolve_device
 
-__all__ = ["CONFIG_DIR", "config_path_for", "load_config", "train", "resume", "evaluate", "load_agent"]
+__all__ = ["CONFIG_DIR", "config_path_for", "load_config", "train", "check_resume", "resume", "evaluate", "load_agent"]
 
 
 
@@ -90,6 +90,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, overwrite: bool =
         FileExistsError: ``run_dir`` holds files and ``overwrite`` is off (or it is not a drl run folder).
     """
     spec = AGENTS[cfg.agent]
+    check_distributed(cfg.agent, distributed.world_size())
     if run_dir is not None and distributed.is_main():  # before building anything; the runner claims it atomically
         check_run_dir_free(run_dir, overwrite, getattr(spec.agent_class, "run_subfolders", ()))
     if spec.prepare is not None:  # e.g. AACD trains its teacher first, in a sub-folder of the run
@@ -136,6 +137,42 @@ def _in_run_folder(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     return cfg
 
 
+def check_resume(run_dir: str | Path, total_steps: int | None = None, device: str | None = None,
+                 nproc: int = 1) -> TrainConfig:
+    """What ``drl train --resume`` checks before anything is built or written; returns the run's config
+    (with the new total / device). The ``--nproc`` launcher calls it before starting torchrun.
+
+    Raises:
+        ConfigError: ``total_steps`` is below the newest checkpoint's step; ``nproc`` differs from the
+            number of processes the run was trained with (the steps per iteration would change); the agent
+            does not support ``nproc`` > 1.
+        FileNotFoundError: ``run_dir`` is not a drl run folder.
+        CheckpointError: a checkpoint cannot be loaded.
+    """
+    run_dir = Path(run_dir)
+    cfg = _config_of_run(run_dir)
+    changes = {key: value for key, value in (("total_steps", total_steps), ("device", device)) if value is not None}
+    if changes:  # the new total / device is validated like any value
+        cfg = _in_run_folder(resolve_config(merge(load_yaml(run_dir / "config.yaml"), changes)), run_dir)
+    check_distributed(cfg.agent, nproc)
+    found = find_resume_checkpoint(run_dir)
+    if found is None:
+        return cfg
+    state = found[1]["runner"]
+    done, saved = state["global_step"], state.get("nproc")  # no "nproc": a checkpoint from before it was recorded
+    if saved is not None and saved != nproc:
+        def flag(n: int) -> str:
+            return f"--nproc {n}" if n > 1 else "no --nproc"
+
+        raise ConfigError(f"'{run_dir}' was trained with {saved} process{'es' if saved > 1 else ''}, this resume "
+                          f"would use {nproc} (the env steps per iteration would change): resume it with "
+                          f"{flag(saved)}")
+    if total_steps is not None and total_steps < done:
+        raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
+                          f"give --steps >= {done} to extend it")
+    return cfg
+
+
 def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None,
            device: str | None = None) -> dict[str, Any]:
     """Continue a run from its newest checkpoint; returns the summary.
@@ -154,12 +191,14 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     step 0 in the same folder. ``metrics.csv`` and TensorBoard continue exactly from the checkpoint.
 
     Raises:
-        ConfigError: ``total_steps`` is below the checkpoint's step.
+        ConfigError: what :func:`check_resume` refuses (a total below the checkpoint's step, another number
+            of processes than the run was trained with).
         FileNotFoundError: ``run_dir`` is not a drl run folder.
         CheckpointError: a checkpoint cannot be loaded.
     """
     run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
+    check_resume(run_dir, total_steps, device, distributed.world_size())  # before anything is built or written
     cfg = _config_of_run(run_dir)
     raw = load_yaml(config_file)
     changes = {key: value for key, value in (("total_steps", total_steps), ("device", device)) if value is not None}
@@ -171,12 +210,6 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool |
     cfg.source = f"{config_file} (resumed)"
     runner = AGENTS[cfg.agent].runner_class(cfg, AGENTS[cfg.agent].agent_class, run_dir, resume=True)
     done = runner.state["global_step"]
-    if total_steps is not None and total_steps < done:
-        runner.env.close()
-        runner.eval_env.close()
-        runner.close()
-        raise ConfigError(f"--steps {total_steps} is below the {done} steps '{run_dir}' has already done; "
-                          f"give --steps >= {done} to extend it")
     if total_steps is not None:
         raw = merge(raw, {"total_steps": cfg.total_steps})  # whole iterations: the runner rounds up, and says so
     if changes and raw != load_yaml(config_file) and distributed.is_main():  # the config follows the new total/device

@@ -20,6 +20,7 @@ def _train(args: argparse.Namespace) -> int:
     from drl import distributed
 
     if args.nproc is not None and not distributed.launched():  # the shortcut: torchrun runs this command N times
+        _check_before_launch(args)  # bad input: one line here, not once per rank under torchrun
         return distributed.launch(args.nproc, _without_nproc(getattr(args, "argv", None) or sys.argv[1:]))
     if not distributed.launched():
         return _train_process(args)
@@ -51,21 +52,45 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept if kept[:1] == ["train"] else ["train", *kept]
 
 
+def _check_before_launch(args: argparse.Namespace) -> None:
+    """``drl train --nproc N`` before torchrun starts: the config resolved and validated, the agent able to
+    train with N processes, the run folder free; on ``--resume`` what :func:`drl.api.check_resume` checks
+    (the steps, the run's own number of processes). Raises the ConfigError (etc.) the ranks would raise."""
+    from drl import api
+    from drl.registry import AGENTS, check_distributed
+    from drl.runners.common import check_run_dir_free
+
+    if args.resume:
+        _check_resume_flags(args)
+        api.check_resume(args.resume, args.steps, args.device, args.nproc)
+        return
+    cfg = _train_config(args)
+    check_distributed(cfg.agent, args.nproc)
+    if args.run_dir is not None:
+        check_run_dir_free(args.run_dir, args.overwrite, getattr(AGENTS[cfg.agent].agent_class, "run_subfolders", ()))
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """One ConfigError naming the flags ``--resume`` does not take (the run's saved config is used)."""
+    from drl.config import ConfigError
+
+    given = [("AGENT" if name == "agent" else f"--{name.replace('_', '-')}")
+             for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos", "base",
+                          "wrapper")
+             if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
+             ["--overwrite"] if args.overwrite else [])
+    if given:
+        raise ConfigError(f"--resume continues a run with its saved config (only --steps and --device may "
+                          f"change); drop {given}")
+
+
 def _train_process(args: argparse.Namespace) -> int:
     """``drl train`` in this process (one rank of a torchrun job, or the whole run)."""
     from drl import api, distributed
-    from drl.config import ConfigError, parse_overrides
     from drl.runners.common import resume_command
 
     if args.resume:
-        given = [("AGENT" if name == "agent" else f"--{name.replace('_', '-')}")
-                 for name in ("agent", "env", "config", "num_envs", "seed", "run_dir", "teacher", "demos", "base",
-                              "wrapper")
-                 if getattr(args, name) not in (None, [])] + (["--set"] if args.set else []) + (
-                 ["--overwrite"] if args.overwrite else [])
-        if given:
-            raise ConfigError(f"--resume continues a run with its saved config (only --steps and --device may "
-                              f"change); drop {given}")
+        _check_resume_flags(args)
         summary = api.resume(args.resume, total_steps=args.steps, progress=False if args.no_progress else None,
                              device=args.device)
         if not distributed.is_main():
@@ -77,6 +102,23 @@ def _train_process(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         print(f"run folder: {args.resume}")
         return _exit_code(summary, Path(args.resume))
+    run_dir, summary = api.train(_train_config(args), args.run_dir, overwrite=args.overwrite)
+    if not distributed.is_main():  # rank 0 reports the run
+        return _exit_code(summary, run_dir, quiet=True)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {run_dir}")
+    return _exit_code(summary, run_dir)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """The resolved and validated config of a fresh ``drl train`` (a :class:`drl.config.TrainConfig`).
+
+    Raises:
+        ConfigError: a bad flag or config value (one line naming it).
+    """
+    from drl import api
+    from drl.config import parse_overrides
+
     overrides = parse_overrides(args.set or [])
     for key, value in (("total_steps", args.steps), ("seed", args.seed), ("device", args.device)):
         if value is not None:
@@ -108,12 +150,7 @@ def _train_process(args: argparse.Namespace) -> int:
 
         cfg.wrappers = list(cfg.wrappers) + [parse_wrapper_flag(text) for text in args.wrapper]
         validate_wrappers(cfg.wrappers)
-    run_dir, summary = api.train(cfg, args.run_dir, overwrite=args.overwrite)
-    if not distributed.is_main():  # rank 0 reports the run
-        return _exit_code(summary, run_dir, quiet=True)
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {run_dir}")
-    return _exit_code(summary, run_dir)
+    return cfg
 
 
 def _check_takes(flag: str, field_name: str, what: str, agent: str | None, config_file: str | None) -> None:

@@ -33,10 +33,11 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -44,7 +45,8 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
            "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
-           "check_agree", "check_in_sync", "torchrun_command", "launch", "NullLogger", "DEFAULT_TIMEOUT_S"]
+           "check_agree", "check_in_sync", "torchrun_command", "launch", "torchrun_main", "NullLogger",
+           "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 300.0
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -254,13 +256,55 @@ def torchrun_command(nproc: int, argv: Sequence[str], extra: Sequence[str] = ())
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``drl ARGV`` as ``nproc`` ranks under torchrun on this machine; returns torchrun's exit status."""
+    """Run ``drl ARGV`` as ``nproc`` ranks under torchrun on this machine; returns the ranks' exit status.
+
+    torchrun runs in a session of its own (through :func:`torchrun_main`), so a Ctrl-C in the terminal
+    reaches this launcher alone: SIGINT / SIGTERM are forwarded to torchrun, which passes them to the ranks
+    (each stops at its next step and writes a checkpoint) and waits for them; this launcher waits too, so
+    rank 0's resume line comes before the shell prompt.
+    """
     command = torchrun_command(nproc, argv)
     print(f"launching: {shlex.join(command[1:])}", file=sys.stderr, flush=True)
     env: dict[str, Any] = dict(os.environ)
     for name in _TORCHRUN_VARS:  # a launcher inside a torchrun job starts a job of its own
         env.pop(name, None)
-    return subprocess.run(command, env=env, check=False).returncode
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(_SHUTDOWN_TIMEOUT_S))  # time for the ranks' checkpoints
+    proc = subprocess.Popen([sys.executable, "-m", "drl.distributed", *command[3:]], env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: Any) -> None:
+        with suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_SHUTDOWN_TIMEOUT_S = 600  # how long torchrun waits for stopped ranks (their last checkpoint) before SIGKILL
+
+
+def torchrun_main(args: Sequence[str]) -> int:
+    """torchrun (``torch.distributed.run``) with ``args``, for :func:`launch`: a stop signal or a failed
+    rank ends it with the ranks' exit status (128 + signal for a stop) and torchrun's report of the failed
+    rank, without torchrun's own Python traceback."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    try:
+        main(list(args))
+    except SignalException as err:  # torchrun passed the signal to the ranks and waited for them
+        return 128 + int(err.sigval)
+    except ChildFailedError as err:
+        _, failure = err.get_first_failure()
+        code = failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode  # -9: killed by SIGKILL
+        if code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # a stopped rank said why itself
+            print(f"drl train: {err.name} failed:\n{err.format_msg()}", file=sys.stderr, flush=True)
+        return code
+    return 0
 
 
 class NullLogger:
@@ -271,3 +315,7 @@ class NullLogger:
 
     def close(self) -> None:
         pass
+
+
+if __name__ == "__main__":  # what `drl train --nproc N` starts (launch): torchrun ARGS
+    sys.exit(torchrun_main(sys.argv[1:]))

@@ -119,6 +119,20 @@ def _spec(agent: Any) -> AgentSpec:
     return AGENTS[agent]
 
 
+def distributed_agents() -> list[str]:
+    """The agents made for distributed training (their class sets ``distributed = True``: PPO, SAC, TD3 and
+    their subclasses), sorted."""
+    return sorted(name for name, spec in AGENTS.items() if getattr(spec.agent_class, "distributed", False))
+
+
+def check_distributed(agent: str, nproc: int) -> None:
+    """One ConfigError line unless ``agent`` may train with ``nproc`` processes (any agent with one)."""
+    if nproc > 1 and not getattr(_spec(agent).agent_class, "distributed", False):
+        raise ConfigError(f"--nproc {nproc}: agent '{agent}' is not made for distributed training (its updates "
+                          f"do not average gradients across processes); agents that support --nproc: "
+                          f"{distributed_agents()}")
+
+
 def default_config_dict(agent: str) -> dict[str, Any]:
     """Every key of a run config for ``agent``, at its default."""
     spec = _spec(agent)

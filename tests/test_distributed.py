@@ -159,20 +159,112 @@ def _train_args(run_dir: Path, steps: int) -> list[str]:
             "checkpoint_interval=256", "--run-dir", str(run_dir), "--no-progress"]
 
 
-def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path) -> None:
-    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks): rank 1 never writes
-    in the run folder and prints nothing; global_step counts both ranks' env steps."""
+def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 2-rank PPO run of 2 iterations (256 env steps each: 32 steps x 4 envs x 2 ranks; 500 rounds up to 512,
+    said once, by rank 0): rank 1 never writes in the run folder and prints nothing; global_step counts both
+    ranks' env steps; the run state records 2 processes, so a resume with 1 is refused before anything is
+    written."""
+    from drl.cli import main
+
     run = tmp_path / "run"
-    procs = _ranks("train", tmp_path, *_train_args(run, 512))
+    procs = _ranks("train", tmp_path, *_train_args(run, 500))
     _ok(procs)
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 512 and summary["ranks"] == 2
-    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["runner"]["global_step"] == 512
+    latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["runner"]
+    assert latest["global_step"] == 512 and latest["nproc"] == 2
     writes = json.loads((tmp_path / "writes-rank1.json").read_text())
     assert writes and [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
     assert procs[1].stdout == "" and "run folder" in procs[0].stdout
+    assert procs[0].stderr.count("rounded up to 512") == 1 and "rounded" not in procs[1].stderr
+    before = _folder_state(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "210000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"drl train: error: '{run}' was trained with 2 processes, this resume would use 1 (the env steps "
+                   f"per iteration would change): resume it with --nproc 2"]
+    assert _folder_state(run) == before
+
+
+def _folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: (size, mtime in ns), to show that nothing was written."""
+    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*")
+            if f.is_file()}
+
+
+def test_agents_not_made_for_nproc_are_refused_before_launching(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train happo --nproc 2`` (HAPPO has no gradient averaging): one line naming the agent and the agents that
+    have ``distributed = True`` (PPO, SAC, TD3 and their subclasses), exit 2, no run folder, torchrun not run."""
+    from drl.agents.happo import HAPPO
+    from drl.agents.subpo import SubPO
+    from drl.cli import main
+    from drl.registry import distributed_agents
+
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("torchrun was started"))
+    assert SubPO.distributed and not getattr(HAPPO, "distributed", False)
+    supported = distributed_agents()
+    assert {"ppo", "sac", "td3", "subpo"} <= set(supported) and "happo" not in supported
+    run = tmp_path / "run"
+    assert main(["train", "happo", "--nproc", "2", "--steps", "3200", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"drl train: error: --nproc 2: agent 'happo' is not made for distributed training (its updates "
+                   f"do not average gradients across processes); agents that support --nproc: {supported}"]
+    assert not run.exists()
+
+
+def test_bad_input_under_nproc_is_one_line_from_the_launcher(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``--nproc`` the launcher resolves the config and does the resume checks itself: an unknown key, a
+    resume with another number of processes and ``--steps`` below the done steps are one line each, exit 2,
+    nothing written, torchrun never started."""
+    from drl.cli import main
+
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("torchrun was started"))
+    run = tmp_path / "run"
+    assert main(["train", "ppo", "--nproc", "2", "--set", "algo.foo=1", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("drl train: error: unknown config key 'algo.foo'"), err
+    assert not run.exists()
+    args = _train_args(run, 256)
+    assert main(args[:args.index("--steps")] + ["--steps", "256", *args[args.index("--steps") + 2:]]) == 0
+    capsys.readouterr()
+    before = _folder_state(run)
+    assert main(["train", "--resume", str(run), "--nproc", "3", "--steps", "512"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"drl train: error: '{run}' was trained with 1 process, this resume would use 3 (the env steps per "
+        "iteration would change): resume it with no --nproc"]
+    assert main(["train", "--resume", str(run), "--nproc", "1", "--steps", "128"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"drl train: error: --steps 128 is below the 256 steps '{run}' has already done; give --steps >= 256 to "
+        "extend it"]
+    assert _folder_state(run) == before
+
+
+def test_torchrun_main_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The launcher's torchrun: a stop signal -> 128 + signal, quietly; a failed rank -> its exit code with
+    torchrun's report (no Python traceback); a rank stopped by SIGINT -> 130, quietly."""
+    import signal
+
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def raising(err: BaseException):
+        def main(args: list[str]) -> None:
+            raise err
+        return main
+
+    monkeypatch.setattr(torchrun, "main", raising(SignalException("got SIGINT", signal.SIGINT)))
+    assert distributed.torchrun_main([]) == 130 and capsys.readouterr().err == ""
+    for code, report in ((3, True), (130, False), (-9, True)):
+        failure = ProcessFailure(local_rank=1, pid=123, exitcode=code, error_file="")
+        monkeypatch.setattr(torchrun, "main", raising(ChildFailedError("drl", {1: failure})))
+        assert distributed.torchrun_main([]) == (code if code > 0 else 137)
+        err = capsys.readouterr().err
+        assert ("rank      : 1" in err) is report and "Traceback" not in err
 
 
 def test_a_rank_dying_in_training_stops_rank_0_with_one_error_line(tmp_path: Path) -> None:
@@ -211,6 +303,48 @@ def test_torchrun_run_resumes(tmp_path: Path) -> None:
     assert resumed["runner"]["global_step"] == 1024
     assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
                            resumed["agent_state"]["model"]["actor_body.0.weight"])
+
+
+def test_stop_signals_of_several_ranks_never_abort_a_block() -> None:
+    """Under torchrun a stop signal must not abort the update (or stop a rollout early) on one rank: the
+    ranks would leave it at different collectives and hang; the stop is taken where they agree on it."""
+    import signal
+
+    from drl.runners.common import StopSignals, TrainingInterrupted
+
+    ranks = StopSignals(collective=True)
+    with ranks.interruptible():
+        ranks.request(signal.SIGINT)
+    with ranks.interruptible():
+        pass
+    assert ranks.requested and ranks.signum == signal.SIGINT
+    alone = StopSignals()
+    with pytest.raises(TrainingInterrupted), alone.interruptible():
+        alone.request(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_launcher_waits_for_the_ranks(tmp_path: Path) -> None:
+    """SIGINT to ``drl train --nproc 2`` (a terminal's Ctrl-C reaches the launcher alone: torchrun runs in a
+    session of its own): the launcher forwards it and waits, so the ranks' checkpoint and rank 0's resume line
+    come before it exits 130, without torchrun's traceback; the run then resumes with --nproc 2."""
+    import signal
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "drl", *_train_args(run, 10**7), "--nproc", "2"], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120.0
+    while not (run / "checkpoints" / "latest.pt").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "SignalException" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("drl train: interrupted by SIGINT at step ") and f"--resume {run}" in last, last
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["ranks"] == 2
 
 
 # --- benchmarks/distributed.py --------------------------------------------------------------

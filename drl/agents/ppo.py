@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -75,6 +75,10 @@ class PPO:
         generator: torch generator for minibatch shuffling (seeded by the runner).
         total_steps: the run's env-step budget (decides ``compile: auto``); None: unknown.
     """
+
+    # trains under `drl train --nproc N` / torchrun: every update goes through drl.optim.TrainStep or FusedUpdate,
+    # which average the gradients across ranks (drl.distributed); subclasses inherit it
+    distributed: ClassVar[bool] = True
 
     config_class = PPOConfig
     extra_fields: tuple[str, ...] = ()  # stored fields a subclass's losses read besides obs, actions, log_probs

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -91,6 +91,10 @@ class SAC(OffPolicyAgent):
     Raises:
         TypeError: a non-Box action space ("SAC needs a Box action space; for Discrete actions use: ppo").
     """
+
+    # trains under `drl train --nproc N` / torchrun: every update goes through drl.optim.TrainStep or FusedUpdate,
+    # which average the gradients across ranks (drl.distributed); subclasses inherit it
+    distributed: ClassVar[bool] = True
 
     name = "SAC"
     config_class = SACConfig

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -74,6 +75,10 @@ class TD3(OffPolicyAgent):
     Raises:
         TypeError: a non-Box action space ("TD3 needs a Box action space; for Discrete actions use: ppo").
     """
+
+    # trains under `drl train --nproc N` / torchrun: every update goes through drl.optim.TrainStep or FusedUpdate,
+    # which average the gradients across ranks (drl.distributed); subclasses inherit it
+    distributed: ClassVar[bool] = True
 
     name = "TD3"
     config_class = TD3Config

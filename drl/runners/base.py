@@ -298,7 +298,7 @@ class Runner:
         # trial, which may raise to prune the run)
         self.eval_callbacks: list[Callable[[int, float], None]] = []
         self.state = self._initial_state()
-        self.stop = StopSignals()
+        self.stop = StopSignals(collective=self.world > 1)  # torchrun: the ranks stop together
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self.checkpoint_step: int | None = None  # global_step of the newest checkpoint on disk
         if resume:
@@ -372,7 +372,8 @@ class Runner:
         return {"global_step": 0, "iteration": 0, "wall_s": 0.0, "eval_s": 0.0, "best_eval_return": -math.inf,
                 "last_eval_return": math.nan, "next_eval_step": self._first(cfg.eval_interval),
                 "next_checkpoint_step": self._first(cfg.checkpoint_interval),
-                "episode_window": EpisodeWindow().state_dict()}
+                "episode_window": EpisodeWindow().state_dict(),
+                "nproc": self.world}  # a resume must use as many processes (drl.api.check_resume)
 
     def _skip_past_evaluations(self) -> None:
         """After a restore: move ``next_eval_step`` past the checkpoint's step (best.pt is saved
@@ -590,7 +591,7 @@ class Runner:
         """:meth:`_train_loop` inside what every run does around it: the logger, failures (emergency
         checkpoint), interruptions, the final checkpoint (:meth:`boundary_payload`) and the summary."""
         state = self.state
-        if self._rounding_note:
+        if self._rounding_note and distributed.is_main():  # under torchrun: once, not once per rank
             print(self._rounding_note, file=sys.stderr, flush=True)
         with writing(self.run_dir):
             logger = self._open_logger()

@@ -129,8 +129,11 @@ class StopSignals:
     inert (``signum`` stays None unless :meth:`request` is called).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, collective: bool = False) -> None:
         self.signum: int | None = None
+        # several ranks (drl.distributed): a signal never aborts a block mid-way (the ranks would leave it at
+        # different collectives and hang); every rank stops where they agree on it (the runner's any_rank)
+        self.collective = collective
         self.count = 0
         self._interruptible = 0
         self._shielded = 0
@@ -170,7 +173,11 @@ class StopSignals:
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
-        """A block a stop signal aborts at once with :class:`TrainingInterrupted` (also if one came before)."""
+        """A block a stop signal aborts at once with :class:`TrainingInterrupted` (also if one came before);
+        with ``collective``, a plain block (the stop is taken where the ranks agree on it)."""
+        if self.collective:
+            yield
+            return
         if self.signum is not None:
             raise TrainingInterrupted(self.signum)
         self._interruptible += 1

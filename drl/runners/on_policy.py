@@ -140,7 +140,7 @@ class OnPolicyRunner(Runner):
                     torch.logical_or(terminated, truncated, out=end_rows[t])
                     if self.task_stats is not None:  # a multi-task env: its info["success"] row
                         self.task_stats.record(t, info)
-                    if stop.requested:
+                    if stop.requested and not stop.collective:  # ranks: each steps its rollout to the end
                         break
             except (EnvStepError, NonFiniteError):
                 raise
