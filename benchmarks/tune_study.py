@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                   overrides={"total_steps": args.steps, "device": args.device})
     study = {"trials": _trial_rows(study_dir), "pruned": result.pruned, "failed": result.failed,
              "best_trial": result.best_trial, "best_value": result.best_value,
-             "best_config": str(result.best_config) if result.best_config else None}
+             # named from the report's folder: a machine's absolute path never goes into a committed report
+             "best_config": (result.best_config.resolve().relative_to(args.out.resolve()).as_posix()
+                             if result.best_config else None)}
     runs = _compare(args, result.best_config, args.out) if result.best_config else []
     results = {"meta": meta, "study": study, "runs": runs}
     return script.finish(results, began, args.out, _summarise, _write_report, _write_plot)

@@ -90,5 +90,10 @@ def versions() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "numba": _version("numba"),
         "drl": _version("drl"),
+        "optuna": _version("optuna"),
+        "onnxruntime": _version("onnxruntime"),
+        "pettingzoo": _version("pettingzoo"),
+        "gymnasium_robotics": _version("gymnasium_robotics") or _version("gymnasium-robotics"),
+        "rsl_rl": _version("rsl-rl-lib"),
         "drl_git_commit": None if commit is None else commit + (" (with uncommitted changes)" if status else ""),
     }
