@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -192,7 +193,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     result = api.evaluate(args.run_dir, episodes=args.episodes, checkpoint=args.checkpoint, device=args.device,
                           video=args.video, video_dir=args.video_dir)
-    print(json.dumps({k: v for k, v in result.items() if k != "returns"}, indent=2))
+    print(json.dumps(_json_safe({k: v for k, v in result.items() if k != "returns"}), indent=2))
     return 0
 
 
@@ -469,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "(repeatable)")
     tune.set_defaults(func=_tune)
     return parser
+
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON has no NaN: a task no evaluation episode ran is null)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

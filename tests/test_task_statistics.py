@@ -8,6 +8,7 @@ exactly k (k + 2) and ``success/task<k>`` is k mod 2, whatever the agent does.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -187,3 +188,9 @@ def test_ppo_trains_on_mt_cartpole_from_the_cli(tmp_path: Path) -> None:
     assert sorted(result["tasks"]) == [f"eval_return/{n}" for n in sorted(MT_CARTPOLE_TASKS)]
     expected = sum(result["tasks"].values()) / 4  # equal episodes per task: the mean of the task means
     assert result["mean_return"] == pytest.approx(expected)
+    # fewer episodes than copies: spread over the copies (tasks 0 and 2 of 4), the others are JSON null, not NaN
+    shown = subprocess.run([sys.executable, "-m", "drl", "eval", str(run), "--episodes", "2"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    tasks = json.loads(shown.stdout[shown.stdout.index("{"):])["tasks"]
+    assert [tasks[f"eval_return/{n}"] is None for n in MT_CARTPOLE_TASKS] == [False, True, False, True]

@@ -192,7 +192,8 @@ def evaluate_policy(agent: Any, env: Any, episodes: int, seed: int, max_steps: i
     num_envs = env.num_envs
     success = torch.zeros(num_envs, dtype=torch.float64)
     quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.int64)
-    quota[: episodes % num_envs] += 1
+    extra = episodes % num_envs  # spread evenly over the copies (a multi-task env's tasks are contiguous blocks)
+    quota[[(i * num_envs) // extra for i in range(extra)]] += 1
     done_counts = torch.zeros(num_envs, dtype=torch.int64)
     running: torch.Tensor | None = None  # [N] (or [N, A]: a multi-agent env's per-agent rewards)
     returns: list[Any] = []
