@@ -128,6 +128,12 @@ BLOCKS: dict[str, Block] = {
         after="embedding_reward", heading="### A small `drl tune` study: PPO on CartPole-v1",
         intro="20 Optuna trials (TPE, median pruning) of 50,000 env steps, then the default and the tuned config "
               "on fresh seeds (issue 18): `python -m benchmarks.tune_study`."),
+    "distributed": Block(
+        after="tune_study", heading="### Distributed training: 1 vs 2 processes (torchrun, gloo)",
+        intro="PPO and SAC on `drl/Pendulum-v0` with their tuned configs, `env.num_envs` envs per process and the "
+              "same total env steps for every process count, 3 seeds (issue 18): training env steps/s of all "
+              "processes together, the scaling efficiency and the final return: `python -m "
+              "benchmarks.distributed`. This machine has 2 cores, so 2 processes is its ceiling."),
 }
 
 
