@@ -407,3 +407,18 @@ def test_act_routes_each_batch_by_its_own_task_ids():
         action = agent.act(obs, deterministic=True, update_stats=False)[0]
         assert torch.equal(action, torch.where(ids == 0, alone[0], alone[1]))
     assert not torch.equal(alone[0], alone[1])
+
+
+def test_transfer_log_of_a_resumed_run_drops_rows_past_the_checkpoint(tmp_path):
+    """A process that wrote updates 1-3 then died after the checkpoint at update 1: the resumed process's first row
+    (update 2) replaces the rows of updates 2 and 3, so transfer.csv has one row per update."""
+    from drl.agents.camrl_log import TransferLog
+
+    B, order = torch.eye(2), torch.tensor([1, 0])
+    first = TransferLog(tmp_path, 2)
+    for update in (1, 2, 3):
+        first.write(update, B * update, order, heatmap_every=0)
+    TransferLog(tmp_path, 2).write(2, B * 7, order, heatmap_every=0)
+    rows = (tmp_path / "transfer.csv").read_text().splitlines()
+    assert rows[0].startswith("update,order,B_0_0") and [r.split(",")[:3] for r in rows[1:]] == [
+        ["1", "1 0", "1"], ["2", "1 0", "7"]]

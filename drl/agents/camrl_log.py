@@ -22,10 +22,19 @@ class TransferLog:
         self.changes = 0
 
     def write(self, update: int, B: torch.Tensor, order: torch.Tensor, heatmap_every: int = 1) -> None:
-        """Append a CSV row; redraw the PNG at every ``heatmap_every``-th call (the first included; 0: never)."""
+        """Append a CSV row; redraw the PNG at every ``heatmap_every``-th call (the first included; 0: never). The
+        first write of a process (a resumed run) first drops rows of ``update`` or later that an interrupted process
+        wrote after its last checkpoint, so the CSV has one row per change."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path, T = self.folder / "transfer.csv", self.num_tasks
         new = not path.is_file()
+        if not new and self.changes == 0:  # a resumed run: drop rows an earlier process wrote past the checkpoint
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < update]
+            if len(kept) < len(rows):
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerows(kept)
         with path.open("a", newline="") as f:
             writer = csv.writer(f)
             if new:
