@@ -253,6 +253,7 @@ def test_single_agent_env_is_one_config_error() -> None:
 
 @pytest.mark.parametrize(("algo", "key", "message"), [
     ({"critic_obs": "rover"}, "algo.critic_obs", "reads obs['state']"),
+    ({"actor_obs": "critic"}, "algo.actor_obs", "reads its own agent's obs entry"),
     ({"huber_delta": 0.0}, "algo.huber_delta", "must be > 0 or null"),
     ({"critic_epochs": 0}, "algo.critic_epochs", "must be >= 1"),
     ({"update_scheme": "ippo"}, "algo.update_scheme", "must be one of ['happo', 'mappo']"),

@@ -91,6 +91,8 @@ class HAPPOConfig(PPOConfig):
 
         check(self.critic_obs == STATE_KEY, key("critic_obs"),
               f"the centralised critic reads obs['{STATE_KEY}']; got {self.critic_obs!r}")
+        check(self.actor_obs == "policy", key("actor_obs"),
+              f"each HAPPO actor reads its own agent's obs entry; leave it at 'policy', got {self.actor_obs!r}")
         check(self.rnn_type == "none", key("rnn_type"), "HAPPO's actors are feed-forward; set it to none")
         check(not self.intrinsic_value, key("intrinsic_value"), "is not supported by HAPPO; set it to false")
         check(self.target_kl is None, key("target_kl"), "is not supported by HAPPO; set it to null")
