@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from drl import distributed
+from drl.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
@@ -98,7 +99,7 @@ def _one_and_two_ranks(mode: str, tmp_path: Path) -> tuple[dict, dict, dict]:
     two.mkdir()
     _single(mode, one)
     _ok(_ranks(mode, two))
-    return tuple(torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    return tuple(torch.load(p, weights_only=True) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
 
 
 def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: Path) -> None:
@@ -173,7 +174,7 @@ def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path, capsys: pytest.Cap
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 512 and summary["ranks"] == 2
-    latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["runner"]
+    latest = load_checkpoint(run / "checkpoints" / "latest.pt")["runner"]
     assert latest["global_step"] == 512 and latest["nproc"] == 2
     writes = json.loads((tmp_path / "writes-rank1.json").read_text())
     assert writes and [w for w in writes if str(tmp_path) in w and "writes-rank" not in w] == []
@@ -292,14 +293,14 @@ def test_torchrun_run_resumes(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     drl(*_train_args(run, 512))
-    first = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    first = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert first["runner"]["global_step"] == 512
     drl("train", "--resume", str(run), "--steps", "1024", "--no-progress")
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512", "768", "1024"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 1024 and summary["ranks"] == 2
-    resumed = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    resumed = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert resumed["runner"]["global_step"] == 1024
     assert not torch.equal(first["agent_state"]["model"]["actor_body.0.weight"],
                            resumed["agent_state"]["model"]["actor_body.0.weight"])
