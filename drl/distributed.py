@@ -6,10 +6,16 @@ a few hooks, each a no-op in a single process:
 * :func:`average_gradients_` - the optimisers (:class:`drl.optim.TrainStep`, :class:`drl.optim.FusedUpdate`)
   all-reduce their flat gradient buffer (one collective per step) and divide by the world size before
   clipping and Adam, so every rank applies the same update to the same parameters;
-* :func:`merge_moments` - :class:`drl.nn.RunningMeanStd` merges each batch's count, mean and variance
-  across ranks (Chan et al.'s exact count-weighted merge) before folding it in, so every rank holds the
-  statistics one process stepping all ranks' envs would hold (on GPUs each merge reads the counts back to
-  the host: one sync per update of the statistics, i.e. per env step with ``normalize_obs``);
+* :func:`drl.nn.normalization.merge_ranks` - the observation normalisers of PPO, SAC and TD3
+  (:class:`drl.nn.RunningMeanStd` with ``rank_merge="boundary"``): during an iteration each rank folds in its
+  own observations only (on the fast numba path); at the iteration boundary the runner calls the agent's
+  ``sync_ranks()``, which all-gathers each rank's count, mean and variance since the last merge (one
+  collective per iteration) and sets every rank's statistics to the exact merge (Chan et al.) of the
+  statistics at the last merge with every rank's moments, in rank order: from then on every rank holds the
+  statistics one process stepping all ranks' envs would hold (to float64 rounding);
+* :func:`merge_moments` - other normalisers (``rank_merge="update"``: PPO's reward scaler, once per rollout,
+  and the wrappers') merge each batch's count, mean and variance across ranks before folding it in (on GPUs
+  each merge reads the counts back to the host: one sync per update of the statistics);
 * :func:`mean_scalar` / :func:`any_rank` - decisions every rank must take alike (PPO's target-KL early
   stop, a stop signal) are taken on the rank mean / any rank;
 * :func:`is_main` - rank 0 alone writes the run folder (config, metrics, checkpoints, summary) and
@@ -45,6 +51,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
            "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
+           "all_gather_rows",
            "check_agree", "check_in_sync", "torchrun_command", "launch", "torchrun_main", "NullLogger",
            "DEFAULT_TIMEOUT_S"]
 
@@ -173,6 +180,17 @@ def any_rank(flag: bool) -> bool:
     with _collective("agreeing on a stop"):
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_gather_rows(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Every rank's ``x[*S]`` stacked in rank order: ``[world_size, *S]`` (one all-gather; ``x[None]`` without
+    other ranks). ``what`` names the collective in the :class:`DistributedError` a failure raises."""
+    if not active():
+        return x[None]
+    gathered = [torch.empty_like(x) for _ in range(world_size())]
+    with _collective(what):
+        dist.all_gather(gathered, x.contiguous())
+    return torch.stack(gathered)
 
 
 def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Tensor

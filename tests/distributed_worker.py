@@ -5,10 +5,14 @@ MASTER_ADDR, MASTER_PORT) set for a multi-rank run or unset for the single-proce
 
 * ``ppo`` / ``offpolicy``: the same data, split by env columns (PPO) or batch rows (SAC, TD3) between the
   ranks; writes ``OUT/rank<r>.pt`` with the flat parameters after every update and the normaliser statistics;
+* ``norm``: the obs statistics through PPO's, SAC's and TD3's own acting paths on each rank's env columns,
+  merged by ``sync_ranks`` after every rollout / iteration (``OUT/rank<r>.pt``, see :func:`run_norm`);
 * ``die``: rank 1 exits at once after joining; rank 0 keeps all-reducing and reports what it gets;
 * ``train``: ``drl train ARGS`` (the CLI, as under torchrun); ranks other than 0 record every file they open
   for writing, make or replace (an audit hook) into ``OUT/writes-rank<r>.json``; with
-  ``DRL_TEST_DIE_AFTER_ITERATION`` set, rank 1 exits (code 3) where it would log its first iteration.
+  ``DRL_TEST_DIE_AFTER_ITERATION`` set, rank 1 exits (code 3) where it would log its first iteration; with
+  ``DRL_TEST_RECORD_SYNC`` set, every rank writes its agent's obs statistics after each of the runner's
+  ``_sync_ranks`` calls into ``OUT/synced-rank<r>.pt``.
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ def run_ppo(out: Path) -> None:
     for rollout in ppo_data():
         storage.clear()
         for t in range(N_STEPS):
-            obs = norm.update_normalize(rollout["obs"][t, cols])  # the rank's envs; statistics of all ranks
-            storage.add({f"obs/{agent.groups[0]}": obs, f"final_obs/{agent.groups[0]}": rollout["final_obs"][t, cols],
+            norm.update(rollout["obs"][t, cols])  # the rank's envs: folded in by this rank alone
+        agent.sync_ranks()  # the rollout's end: every rank's obs merged
+        for t in range(N_STEPS):  # normalised with the merged statistics, which one process holds too
+            storage.add({f"obs/{agent.groups[0]}": norm.normalize(rollout["obs"][t, cols]),
+                         f"final_obs/{agent.groups[0]}": rollout["final_obs"][t, cols],
                          **{k: rollout[k][t, cols] for k in ("actions", "log_probs", "rewards", "terminated",
                                                             "truncated")}})
         agent.update(storage)
@@ -81,6 +88,72 @@ def run_ppo(out: Path) -> None:
     torch.save({"params": params, "errors": errors, "obs_mean": norm.mean.clone(), "obs_var": norm.var.clone(),
                 "obs_count": norm.count.clone(), "return_var": agent.reward_scaler.return_stats.var.clone()},
                out / f"rank{rank}.pt")
+
+
+def _stats(norm: torch.nn.Module) -> torch.Tensor:
+    """``[mean..., var..., count]`` of a :class:`RunningMeanStd` (float64)."""
+    return torch.cat([norm.mean, norm.var, norm.count.reshape(1)]).clone()
+
+
+def run_norm(out: Path) -> None:
+    """The observation statistics through the agents' own paths: PPO's ``act`` (numba kernel where installed) and
+    ``record_outcome`` on the rank's env columns of ``ROLLOUTS`` rollouts, each followed by ``sync_ranks`` and an
+    update; SAC's and TD3's ``random_act`` / ``act`` on the rank's envs for ``ROLLOUTS`` iterations of ``N_STEPS``
+    vectorised steps, with an update per step and ``sync_ranks`` at each iteration's end. Records each agent's
+    statistics before and after every ``sync_ranks`` and its flat parameters after every iteration."""
+    from drl.agents.ppo import PPO, PPOConfig
+    from drl.agents.sac import SAC, SACConfig
+    from drl.agents.td3 import TD3, TD3Config
+    from drl.storage import ReplayBuffer, RolloutBuffer
+
+    rank, world = distributed.rank(), distributed.world_size()
+    n = N_ENVS // world
+    cols = slice(rank * n, (rank + 1) * n)
+    data = ppo_data(seed=1)
+    cfg = PPOConfig(num_steps=N_STEPS, minibatch_size=N_STEPS * n, num_epochs=2, normalize_obs=True, compile=False,
+                    actor_hidden=[16, 16], critic_hidden=[16, 16])
+    torch.manual_seed(0)
+    agent = PPO(OBS, ACT, cfg, num_envs=n, device=torch.device("cpu"), generator=torch.Generator().manual_seed(rank))
+    norm = agent.obs_normalizers[agent.groups[0]]
+    result: dict = {"kernel": norm.kernel_views(data[0]["obs"][0, cols]) is not None,
+                    "numba_actor": agent.numba_actor is not None}
+    storage = RolloutBuffer(N_STEPS, n, agent.storage_fields())
+    record = {"before": [], "after": [], "params": []}
+    for rollout in data:
+        storage.clear()
+        for t in range(N_STEPS):
+            _, step = agent.act(rollout["obs"][t, cols])
+            step["actions"], step["log_probs"] = rollout["actions"][t, cols], rollout["log_probs"][t, cols]
+            storage.add(agent.record_outcome(step, rollout["rewards"][t, cols], rollout["terminated"][t, cols],
+                                             rollout["truncated"][t, cols], rollout["final_obs"][t, cols]))
+        record["before"].append(_stats(norm))
+        agent.sync_ranks()
+        record["after"].append(_stats(norm))
+        agent.update(storage)
+        record["params"].append(agent.train_step.params.data.clone())
+    result["ppo"] = record
+    for name, agent_class, cfg_class in (("sac", SAC, SACConfig), ("td3", TD3, TD3Config)):
+        torch.manual_seed(0)
+        agent = agent_class(OBS, ACT, cfg_class(batch_size=8, compile=False, normalize_obs=True,
+                                                actor_hidden=[16, 16], critic_hidden=[16, 16]), n,
+                            torch.device("cpu"), torch.Generator().manual_seed(rank))
+        norm = agent.obs_normalizers[agent.groups[0]]
+        replay = ReplayBuffer(64, n, agent.storage_fields())
+        record = {"before": [], "after": [], "params": []}
+        for i, rollout in enumerate(data):
+            for t in range(N_STEPS):
+                obs = rollout["obs"][t, cols]
+                _, step = agent.random_act(obs) if i == 0 else agent.act(obs)
+                replay.add(agent.record_outcome(step, rollout["rewards"][t, cols], rollout["terminated"][t, cols],
+                                                rollout["truncated"][t, cols], rollout["final_obs"][t, cols]))
+                if i > 0:
+                    agent.update(replay, 1)
+            record["before"].append(_stats(norm))
+            agent.sync_ranks()
+            record["after"].append(_stats(norm))
+            record["params"].append(agent.step.params.data.clone())
+        result[name] = record
+    torch.save(result, out / f"rank{rank}.pt")
 
 
 def offpolicy_batches(agent_class: type, cfg_class: type, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -166,9 +239,22 @@ def run_train(out: Path, argv: list[str]) -> int:
             os._exit(3)
 
         Runner._log_and_checkpoint = die
+    synced: list[dict[str, torch.Tensor]] = []  # the agent's obs statistics after each Runner._sync_ranks
+    if os.environ.get("DRL_TEST_RECORD_SYNC"):
+        from drl.runners.base import Runner
+
+        sync = Runner._sync_ranks
+
+        def recording(self) -> None:
+            sync(self)
+            synced.append({g: _stats(m) for g, m in self.agent.obs_normalizers.items()})
+
+        Runner._sync_ranks = recording
     code = main(argv)
     if rank:
         (out / f"writes-rank{rank}.json").write_text(json.dumps(writes))
+    if os.environ.get("DRL_TEST_RECORD_SYNC"):
+        torch.save(synced, out / f"synced-rank{rank}.pt")
     return code
 
 
@@ -179,6 +265,8 @@ if __name__ == "__main__":
         run_ppo(out_dir)
     elif mode == "offpolicy":
         run_offpolicy(out_dir)
+    elif mode == "norm":
+        run_norm(out_dir)
     elif mode == "die":
         run_die(out_dir)
     elif mode == "train":

@@ -79,7 +79,47 @@ def test_without_torchrun_the_hooks_are_the_one_process_math() -> None:
     mean, std = distributed.mean_std(x)
     assert mean.item() == pytest.approx(7 / 3) and std.item() == pytest.approx(x.std().item())
     assert distributed.merge_moments(3, x, x) == (3, x, x)
+    assert torch.equal(distributed.all_gather_rows(x, "a test"), x[None])
     assert distributed.any_rank(True) and not distributed.any_rank(False)
+
+
+def test_one_process_normaliser_is_the_definition_whatever_its_rank_merge() -> None:
+    """Without other ranks ``rank_merge`` changes nothing (bitwise) and ``merge_ranks`` / ``sync_ranks`` leave
+    the statistics as they are; a bad ``rank_merge`` is refused."""
+    from drl.nn.normalization import RunningMeanStd, merge_ranks
+
+    g = torch.Generator().manual_seed(3)
+    a, b = RunningMeanStd((4,)), RunningMeanStd((4,), rank_merge="boundary")
+    for _ in range(5):
+        x = 2.0 * torch.randn(6, 4, generator=g) - 1.0
+        assert torch.equal(a.update_normalize(x), b.update_normalize(x))
+    before = [t.clone() for t in (b.mean, b.var, b.count)]
+    merge_ranks([a, b])
+    assert all(torch.equal(t, u) for t, u in zip(before, (b.mean, b.var, b.count), strict=True))
+    assert all(torch.equal(t, u) for t, u in zip((a.mean, a.var, a.count), (b.mean, b.var, b.count), strict=True))
+    with pytest.raises(ValueError, match="rank_merge must be 'update' or 'boundary', got 'never'"):
+        RunningMeanStd((4,), rank_merge="never")
+
+
+def test_moments_since_the_last_merge_are_those_of_the_rows_folded_in_since() -> None:
+    """What a rank sends at a merge: after 40 rows (the base) and 3 batches of 7 more, the count, mean and
+    population variance of those 21 rows (numpy's), undone from the running statistics to float64 rounding."""
+    import numpy as np
+
+    from drl.nn.normalization import RunningMeanStd
+
+    g = torch.Generator().manual_seed(5)
+    norm = RunningMeanStd((3,), rank_merge="boundary")
+    norm.update(5.0 + 3.0 * torch.randn(40, 3, generator=g))
+    norm._folds_locally()  # the base, as taken before a rank's first fold under torchrun
+    added = [torch.randn(7, 3, generator=g) * torch.tensor([1.0, 10.0, 0.1]) for _ in range(3)]
+    for x in added:
+        norm.update(x)
+    n, mean, var = norm._moments_since_base()
+    rows = torch.cat(added).double().numpy()
+    assert n == 21.0
+    np.testing.assert_allclose(mean.numpy(), rows.mean(0), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(var.numpy(), rows.var(0), rtol=1e-11)
 
 
 def test_without_nproc_argv() -> None:
@@ -105,7 +145,12 @@ def _one_and_two_ranks(mode: str, tmp_path: Path) -> tuple[dict, dict, dict]:
 def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: Path) -> None:
     """Two rollouts of [16, 8] (normalised obs and rewards, normalised advantages, 3 epochs, clipping): ranks
     with 4 env columns each hold bitwise equal parameters after every update, equal (to float32 rounding) to one
-    process's with all 8; the obs statistics are those of all 8 columns."""
+    process's with all 8; the obs statistics are those of all 8 columns.
+
+    Within a rollout each rank folds in only its own columns (the obs statistics merge at the rollout's end,
+    ``sync_ranks``), so obs normalised at act time differ from one process's by design; the rollouts stored
+    here are therefore normalised after the merge, with statistics both runs hold (see
+    ``test_obs_statistics_merge_once_per_iteration`` for the act-time path)."""
     ref, r0, r1 = _one_and_two_ranks("ppo", tmp_path)
     start = None
     for update, (a, b, c) in enumerate(zip(ref["params"], r0["params"], r1["params"], strict=True)):
@@ -123,6 +168,63 @@ def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: 
         "the ranks' policies differ after filling a layer with the rank: this agent's optimiser does not "
         "average its gradients across ranks (distributed training needs the agent's steps to go through "
         "drl.optim.TrainStep or FusedUpdate, as PPO, SAC and TD3 do)"]
+
+
+def _fed(rollouts: range, columns: slice, start: torch.nn.Module | None = None) -> torch.Tensor:
+    """``[mean..., var..., count]`` of one process's RunningMeanStd (a copy of ``start``, else a fresh one) fed the
+    worker's obs ``[t, columns]`` step by step for the given rollouts (on the torch path, not the kernel)."""
+    import copy
+
+    from drl.nn import normalization
+    from tests.distributed_worker import ppo_data
+
+    norm = copy.deepcopy(start) if start is not None else normalization.RunningMeanStd((5,))
+    data = ppo_data(seed=1)
+    kernels, normalization._KERNELS = normalization._KERNELS, False
+    try:
+        for k in rollouts:
+            for t in range(data[k]["obs"].shape[0]):
+                norm.update(data[k]["obs"][t, columns])
+    finally:
+        normalization._KERNELS = kernels
+    return norm
+
+
+def _as_stats(norm: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([norm.mean, norm.var, norm.count.reshape(1)])
+
+
+def test_obs_statistics_merge_once_per_iteration(tmp_path: Path) -> None:
+    """PPO (``act`` on the numba kernel, which now runs under torchrun too), SAC and TD3 on 2 ranks of 4 env
+    columns each, 2 rollouts / iterations of 16 steps: before ``sync_ranks`` each rank's statistics are those at
+    the rollout's start plus its own columns (the ranks differ); after it both ranks hold bitwise equal
+    statistics, equal (relative 1e-10: float64 rounding of a few hundred folds) to one process's RunningMeanStd
+    fed all 8 columns; the parameters stay bitwise equal across ranks. In one process ``sync_ranks`` changes
+    nothing."""
+    from drl.nn.normalization import _KERNELS
+
+    ref, r0, r1 = _one_and_two_ranks("norm", tmp_path)
+    assert r0["numba_actor"] and r0["kernel"] == _KERNELS  # the fast path is no longer off under torchrun
+    tol = {"rtol": 1e-10, "atol": 1e-12}
+    for name in ("ppo", "sac", "td3"):
+        one, ranks = ref[name], (r0[name], r1[name])
+        for k in range(2):
+            everything = _fed(range(k + 1), slice(0, 8))
+            assert everything.count.item() == pytest.approx(16 * 8 * (k + 1) + 1e-4)
+            torch.testing.assert_close(one["after"][k], _as_stats(everything), **tol)
+            assert torch.equal(one["before"][k], one["after"][k]), name  # one process: nothing to merge
+            start = _fed(range(k), slice(0, 8))  # what every rank held when the rollout began
+            for r, rank in enumerate(ranks):
+                own = _fed(range(k, k + 1), slice(4 * r, 4 * r + 4), start)
+                torch.testing.assert_close(rank["before"][k], _as_stats(own), **tol,
+                                           msg=f"{name}: rank {r} before the merge of rollout {k + 1}")
+                torch.testing.assert_close(rank["after"][k], _as_stats(everything), **tol,
+                                           msg=f"{name}: rank {r} after the merge of rollout {k + 1}")
+            assert not torch.equal(ranks[0]["before"][k], ranks[1]["before"][k])
+            assert torch.equal(ranks[0]["after"][k], ranks[1]["after"][k]), f"{name}: rollout {k + 1}"
+        for k, (a, b) in enumerate(zip(ranks[0]["params"], ranks[1]["params"], strict=True)):
+            assert torch.equal(a, b), f"{name}: parameters differ after iteration {k + 1}"
+        assert not torch.equal(ranks[0]["params"][0], ranks[0]["params"][-1])
 
 
 def test_sac_and_td3_two_ranks_with_half_the_batch_make_the_one_process_update(tmp_path: Path) -> None:
@@ -168,10 +270,11 @@ def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path, capsys: pytest.Cap
     from drl.cli import main
 
     run = tmp_path / "run"
-    procs = _ranks("train", tmp_path, *_train_args(run, 500))
+    procs = _ranks("train", tmp_path, *_train_args(run, 500), extra_env={"DRL_TEST_RECORD_SYNC": "1"})
     _ok(procs)
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["256", "512"]
+    _check_synced(tmp_path, load_checkpoint(run / "checkpoints" / "latest.pt"), [256, 512])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 512 and summary["ranks"] == 2
     latest = load_checkpoint(run / "checkpoints" / "latest.pt")["runner"]
@@ -187,6 +290,34 @@ def test_two_rank_run_writes_from_rank_0_only(tmp_path: Path, capsys: pytest.Cap
     assert err == [f"drl train: error: '{run}' was trained with 2 processes, this resume would use 1 (the env steps "
                    f"per iteration would change): resume it with --nproc 2"]
     assert _folder_state(run) == before
+
+
+def _check_synced(out: Path, checkpoint: dict, steps: list[int]) -> None:
+    """The runner merged the obs statistics once per iteration: after each merge both ranks hold bitwise equal
+    statistics counting every env step of both ranks so far (``steps``: global_step after each iteration) once,
+    and the checkpoint holds the last merge's."""
+    synced = [torch.load(out / f"synced-rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert len(synced[0]) == len(synced[1]) == len(steps)
+    for a, b, step in zip(*synced, steps, strict=True):
+        assert a.keys() == b.keys() == {"policy"}
+        assert torch.equal(a["policy"], b["policy"])
+        assert a["policy"][-1].item() == pytest.approx(step + 1e-4, rel=1e-12)
+    saved = checkpoint["agent_state"]["obs_normalizers"]
+    assert torch.equal(torch.cat([saved["policy.mean"], saved["policy.var"], saved["policy.count"].reshape(1)]),
+                       synced[0][-1]["policy"])
+
+
+def test_two_rank_sac_run_merges_the_obs_statistics_each_iteration(tmp_path: Path) -> None:
+    """SAC with ``normalize_obs`` on 2 ranks of 2 envs, iterations of 8 vectorised steps (32 env steps of both
+    ranks), 96 steps: the off-policy runner merges the statistics at each iteration's end (see
+    :func:`_check_synced`); the parameters are compared every iteration by the runner itself."""
+    run = tmp_path / "run"
+    args = ["train", "sac", "--env", "drl/Pendulum-v0", "--num-envs", "2", "--steps", "96", "--set",
+            "algo.num_steps=8", "--set", "algo.learning_starts=32", "--set", "algo.batch_size=16", "--set",
+            "algo.normalize_obs=true", "--set", "algo.compile=false", "--set", "eval_interval=0", "--set",
+            "env.num_eval_envs=2", "--set", "eval_episodes=2", "--run-dir", str(run), "--no-progress"]
+    _ok(_ranks("train", tmp_path, *args, extra_env={"DRL_TEST_RECORD_SYNC": "1"}))
+    _check_synced(tmp_path, load_checkpoint(run / "checkpoints" / "latest.pt"), [32, 64, 96])
 
 
 def _folder_state(folder: Path) -> dict[str, tuple[int, int]]:

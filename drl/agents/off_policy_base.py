@@ -39,6 +39,7 @@ from drl.config import MAX_STEPS, TrainConfig, check, check_range
 from drl.nn import RunningMeanStd
 from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer
 from drl.nn.mlp import flat_dim, group_space
+from drl.nn.normalization import merge_ranks
 from drl.optim import FusedUpdate, Losses, compiler_available
 from drl.returns import n_step_replay
 from drl.storage import Field, ReplayBuffer
@@ -194,7 +195,9 @@ class OffPolicyAgent:
         low = torch.as_tensor(box.low, dtype=torch.float32).flatten().to(self.device)
         high = torch.as_tensor(box.high, dtype=torch.float32).flatten().to(self.device)
         self.action_center, self.action_scale = (high + low) / 2, (high - low) / 2
-        self.obs_normalizers = nn.ModuleDict({g: RunningMeanStd((self.obs_dims[g],)) for g in self.groups}).to(device)
+        # under torchrun each rank folds in its own obs during an iteration; sync_ranks merges them at its end
+        self.obs_normalizers = nn.ModuleDict({g: RunningMeanStd((self.obs_dims[g],), rank_merge="boundary")
+                                              for g in self.groups}).to(device)
         nets, learning_rates, target = self._build(self.obs_dims[cfg.actor_obs], self.obs_dims[cfg.critic_obs],
                                                    self.action_dim)
         nets.to(self.device)
@@ -304,6 +307,17 @@ class OffPolicyAgent:
         record["truncated"] = truncated
         return record
 
+    def sync_ranks(self) -> None:
+        """Under torchrun, at the end of each iteration (``algo.num_steps`` vectorised steps; the runner calls it
+        on every rank at the same step, before the iteration's checkpoint): merge the obs statistics each rank
+        gathered on its own since the last merge (one all-gather; :func:`drl.nn.normalization.merge_ranks`).
+        Within an iteration a rank's actor and its replay batches are normalised with the statistics as of the
+        iteration's start plus its own envs' obs so far (the parameters stay identical: the gradients are
+        averaged); after this call every rank holds the statistics of all ranks' obs. A no-op in one process or
+        without ``normalize_obs``."""
+        if self.cfg.normalize_obs:
+            merge_ranks(self.obs_normalizers.values())
+
     # --- learning -------------------------------------------------------------------------------
     def _sample_online(self, replay: ReplayBuffer) -> dict[str, torch.Tensor]:
         """A batch ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` plus noise.
@@ -396,6 +410,7 @@ class OffPolicyAgent:
         if self.cfg.normalize_obs:
             for g in self.groups:
                 self.obs_normalizers[g].update(rows[f"obs/{g}"].to(self.device))
+            self.sync_ranks()  # under torchrun every rank loads the demos here: merged at once
         self._sampler = None
         return int(actions.shape[0])
 

@@ -53,6 +53,7 @@ from drl.nn.actor_critic import ActorCritic
 from drl.nn.deploy import CallActor, DeployedActor, ExportError, FrozenNormalizer
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
 from drl.nn.mlp import flat_dim, fused_available, group_space
+from drl.nn.normalization import merge_ranks
 from drl.nn.numba_actor import NumbaGaussianActor, numba_available
 from drl.nn.recurrent import RecurrentMemory
 from drl.optim import TrainStep, compiler_available
@@ -103,8 +104,9 @@ class PPO:
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                     eps=1e-5, compile=self._should_compile(num_envs, total_steps))
         self.numba_actor = self._make_numba_actor()  # after TrainStep: it keeps views of the final storage
+        # under torchrun each rank folds in its own obs during a rollout; sync_ranks merges them at its end
         self.obs_normalizers = nn.ModuleDict(
-            {g: RunningMeanStd((flat_dim(self.group_shapes[g]),)) for g in self.groups}
+            {g: RunningMeanStd((flat_dim(self.group_shapes[g]),), rank_merge="boundary") for g in self.groups}
         ).to(device)
         self.reward_scaler = RewardScaler(num_envs, cfg.gamma).to(device)
         if isinstance(action_space, gym.spaces.Discrete):
@@ -255,6 +257,15 @@ class PPO:
         if self.memory is not None:  # feed-forward: nothing per env to restart (no op on the step path)
             self.memory.end_episodes(terminated | truncated)
         return record
+
+    def sync_ranks(self) -> None:
+        """Under torchrun, at the end of each rollout (the runner calls it on every rank before :meth:`update`):
+        merge the obs statistics each rank gathered on its own during the rollout (one all-gather;
+        :func:`drl.nn.normalization.merge_ranks`). Within a rollout a rank normalises with the statistics as of
+        the rollout's start plus its own envs' obs so far; after this call every rank holds the statistics of
+        all ranks' obs. A no-op in one process or without ``normalize_obs``."""
+        if self.cfg.normalize_obs:
+            merge_ranks(self.obs_normalizers.values())
 
     # --- learning side --------------------------------------------------------------------
     @torch.no_grad()

@@ -19,12 +19,19 @@ The definition (Chan et al.'s parallel update of a mean and variance with a batc
 
 in float64, from ``mean = 0, var = 1, count = 1e-4``; ``normalize(x) = clamp((x - mean) / sqrt(var +
 eps), -clip, clip)`` with the mean and std rounded to ``x``'s dtype first.
+
+Under torchrun (:mod:`drl.distributed`) a :class:`RunningMeanStd` merges the ranks' statistics in one of two
+ways (``rank_merge``): ``"update"`` merges every batch's moments across the ranks before folding it in (one
+collective per update: every rank always holds all ranks' statistics); ``"boundary"`` (the observation
+normalisers of PPO, SAC and TD3) lets each rank fold in only its own batches, on the fast path, and merges
+once per iteration in :func:`merge_ranks`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,7 +40,7 @@ from torch import nn
 from drl import distributed
 from drl.nn import kernels
 
-__all__ = ["RunningMeanStd", "RewardScaler"]
+__all__ = ["RunningMeanStd", "RewardScaler", "merge_ranks"]
 
 # On the CPU the kernels take every batch: measured at 17 features, one thread, update + two
 # normalisations cost 16 us (torch: 133) at 1 row, 160 (1,113) at 4,096 and 675 (5,213; with two
@@ -69,12 +76,15 @@ class _Cached:
 class _Caches:
     """What a normaliser derives from its buffers (a plain object: nn.Module attribute access is slow)."""
 
-    __slots__ = ("views", "count", "scale")
+    __slots__ = ("views", "count", "scale", "base")
 
     def __init__(self) -> None:
         self.views: tuple | None = None  # (mean, var, count tensors, shape, (mean, var, count) numpy views)
         self.count: _Cached | None = None  # count as a Python float
         self.scale: dict[tuple[str, torch.dtype], _Cached] = {}  # mean / std in a dtype, for normalize
+        # rank_merge "boundary" under torchrun: (count, mean, var) as of the last merge of the ranks (the
+        # statistics every rank shares); None: not taken yet (taken before this rank's first fold)
+        self.base: tuple[float, torch.Tensor, torch.Tensor] | None = None
 
 
 class RunningMeanStd(nn.Module):
@@ -83,30 +93,59 @@ class RunningMeanStd(nn.Module):
     Buffers ``mean[*shape]``, ``var[*shape]`` and ``count[]`` are saved with the module's state
     dict, so a checkpoint restores the statistics.
 
+    Across ranks (torchrun; in one process both modes are the definition above, bitwise):
+
+    * ``rank_merge="update"``: :meth:`update` first merges the batch's count, mean and variance with the other
+      ranks' batches (:func:`drl.distributed.merge_moments`, one collective per update), so every rank folds
+      in all ranks' batches and holds identical statistics at every step;
+    * ``rank_merge="boundary"``: between two merges each rank folds in only its own batches (the numba kernels
+      take them, as in one process), so within an iteration the ranks' statistics differ; at the iteration
+      boundary every rank calls :func:`merge_ranks`, which sets every rank's statistics to
+      ``merge(statistics at the last merge, rank 0's moments since then, rank 1's, ...)`` (Chan et al.'s
+      merge, ranks in order). After it every rank holds identical statistics, equal to float64 rounding to
+      those of one process that folded in every rank's batches.
+
     Args:
         shape: per-sample shape (e.g. ``(obs_dim,)``).
         clip: normalised values are clipped to ``[-clip, clip]``.
         epsilon: added to the variance before the square root.
+        rank_merge: ``"update"`` or ``"boundary"``, see above.
+
+    Raises:
+        ValueError: ``rank_merge`` is neither.
     """
 
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8):
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8,
+                 rank_merge: Literal["update", "boundary"] = "update"):
         super().__init__()
+        if rank_merge not in ("update", "boundary"):
+            raise ValueError(f"rank_merge must be 'update' or 'boundary', got {rank_merge!r}")
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
         self.clip = clip
         self.epsilon = epsilon
+        self.rank_merge = rank_merge
         self._caches = _Caches()
 
-    # --- caches (never saved, never copied) -----------------------------------------------------
+    # --- caches (never saved; a copy keeps the merge base) --------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()  # deepcopy / pickle: the copy builds its own caches
         state["_caches"] = _Caches()
+        base = self._caches.base
+        if base is not None:
+            state["_caches"].base = (base[0], base[1].clone(), base[2].clone())
         return state
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> RunningMeanStd:
+        base = self._caches.base
         self._caches = _Caches()  # .to(), .double() ...: new buffers
+        self._caches.base = base  # moved to the buffers' device when the ranks merge
         return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._caches.base = None  # loaded statistics (every rank loads the same): the next base
 
     def stats_changed(self) -> None:
         """Call after writing the statistics through :meth:`numpy_views` (as the kernels do): no version
@@ -130,8 +169,12 @@ class RunningMeanStd(nn.Module):
 
     def kernel_views(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """:meth:`numpy_views` if ``x[B, *shape]`` takes the numba kernel (CPU, float32, B >= 1, numba
-        installed, a single process: across ranks the statistics merge in :meth:`update`), else None."""
-        if not (_KERNELS and x.is_cpu and x.dtype is torch.float32) or distributed.active():
+        installed; under torchrun only with ``rank_merge="boundary"``: with ``"update"`` the statistics merge
+        in :meth:`update`), else None. A caller that folds ``x`` in through the views must call
+        :meth:`stats_changed` afterwards."""
+        if not (_KERNELS and x.is_cpu and x.dtype is torch.float32):
+            return None
+        if distributed.active() and not self._folds_locally():
             return None
         shape = x.shape
         if not shape or shape[0] < 1:
@@ -146,10 +189,67 @@ class RunningMeanStd(nn.Module):
             cache = self._caches.count = _Cached((count,), count.item())
         return cache.value
 
+    # --- the ranks (torchrun) --------------------------------------------------------------------
+    def _folds_locally(self) -> bool:
+        """Under torchrun: whether this rank folds its batches in on its own (``rank_merge="boundary"``); then
+        the statistics as of the last merge are kept first, as the base :func:`merge_ranks` merges into."""
+        if self.rank_merge != "boundary":
+            return False
+        if self._caches.base is None:
+            buffers = self._buffers
+            self._caches.base = (self._host_count(), buffers["mean"].detach().clone(),
+                                 buffers["var"].detach().clone())
+        return True
+
+    def _moments_since_base(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """``(n, mean[*shape], var[*shape])``: the count and population moments of the rows this rank folded in
+        since the base (float64; ``(0, 0, 0)`` for none), undoing Chan's merge of the base with them:
+        ``n = count - n0``, ``mean_b = mean0 + (mean - mean0) count / n``,
+        ``var_b = (count var - n0 var0 - (mean_b - mean0)^2 n0 n / count) / n``."""
+        mean, var = self._buffers["mean"].detach(), self._buffers["var"].detach()
+        base = self._caches.base
+        if base is None:  # nothing folded in since the last merge (or the load)
+            return 0.0, torch.zeros_like(mean), torch.zeros_like(var)
+        n0, mean0, var0 = base[0], base[1].to(mean.device), base[2].to(var.device)
+        count = self._host_count()
+        n = float(round(count - n0))  # whole rows: exact whatever the count's fractional start
+        if n <= 0:
+            return 0.0, torch.zeros_like(mean), torch.zeros_like(var)
+        delta = (mean - mean0).mul_(count / n)
+        batch_mean = mean0 + delta
+        batch_var = (var * count - var0 * n0 - delta.square() * (n0 * n / count)) / n
+        return n, batch_mean, batch_var
+
+    @torch.no_grad()
+    def _set_merged(self, parts: Iterable[tuple[float, torch.Tensor, torch.Tensor]]) -> None:
+        """Set the statistics to ``merge(base, *parts)`` (Chan et al., in the order given) and make them the new
+        base. ``parts``: ``(n, mean, var)`` of every rank in rank order, float64 on the buffers' device."""
+        mean_t, var_t, count_t = self._buffers["mean"], self._buffers["var"], self._buffers["count"]
+        base = self._caches.base
+        if base is None:
+            n, mean, var = self._host_count(), mean_t.detach().clone(), var_t.detach().clone()
+        else:
+            n, mean, var = base[0], base[1].to(mean_t.device), base[2].to(var_t.device)
+        for n_b, mean_b, var_b in parts:
+            if n_b <= 0:
+                continue
+            total = n + n_b
+            delta = mean_b - mean
+            mean = mean + delta * (n_b / total)
+            var = (var * n + var_b * n_b + delta * delta * (n * n_b / total)) / total
+            n = total
+        mean_t.copy_(mean.reshape(mean_t.shape))
+        var_t.copy_(var.reshape(var_t.shape))
+        count_t.fill_(n)
+        self.stats_changed()
+        self._caches.count = _Cached((count_t,), n)
+        self._caches.base = (n, mean_t.detach().clone(), var_t.detach().clone())
+
     # --- the statistics -------------------------------------------------------------------------
     def update(self, batch: torch.Tensor) -> None:
-        """Fold ``batch[B, *shape]`` into the statistics; under torchrun the batch's moments are first merged
-        with the other ranks' batches (:func:`drl.distributed.merge_moments`), so every rank folds in all of them."""
+        """Fold ``batch[B, *shape]`` into the statistics. Under torchrun with ``rank_merge="update"`` the batch's
+        moments are first merged with the other ranks' batches (:func:`drl.distributed.merge_moments`), so every
+        rank folds in all of them; with ``"boundary"`` this rank folds in its own (see :func:`merge_ranks`)."""
         views = self.kernel_views(batch)
         if views is not None:
             kernels.rms_update(_rows(batch), *views)
@@ -159,7 +259,8 @@ class RunningMeanStd(nn.Module):
             mean, var, count = self.mean, self.var, self.count
             batch_var, batch_mean = torch.var_mean(batch.to(torch.float64), 0, correction=0)
             n = batch.shape[0]
-            n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
+            if not (distributed.active() and self._folds_locally()):
+                n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
             old_count = self._host_count()
             total = old_count + n
             delta = batch_mean.sub_(mean)
@@ -211,6 +312,40 @@ class RunningMeanStd(nn.Module):
                 mean, std = self.mean.to(x.dtype), torch.sqrt(self.var + self.epsilon).to(x.dtype)
                 return torch.clamp((x - mean) / std, -self.clip, self.clip)
             return torch.sub(x, self._mean_as(x.dtype)).div_(self.std_as(x.dtype)).clamp_(-self.clip, self.clip)
+
+
+def merge_ranks(normalizers: Iterable[RunningMeanStd]) -> None:
+    """Merge what each rank folded into ``normalizers`` on its own since their last merge (one collective).
+
+    Every rank must call it at the same point with the same normalisers in the same order (an iteration
+    boundary: the agents' ``sync_ranks``, called by the runners). For each normaliser with
+    ``rank_merge="boundary"``, each rank's moments since the last merge (:meth:`RunningMeanStd._moments_since_base`:
+    ``n`` rows, their mean and population variance) are all-gathered, and every rank sets its statistics to
+    ``merge(statistics at the last merge, rank 0's moments, rank 1's, ...)`` with Chan et al.'s count-weighted
+    merge: afterwards the ranks hold identical statistics, equal to float64 rounding to those of one process that
+    folded in all their rows (a rank that folded in nothing contributes ``n = 0``). Normalisers with
+    ``rank_merge="update"`` are skipped (they merge at every update). A no-op without other ranks.
+
+    Raises:
+        drl.distributed.DistributedError: the all-gather failed (another rank died or hung).
+    """
+    if not distributed.active():
+        return
+    norms = [m for m in normalizers if m.rank_merge == "boundary"]
+    if not norms:
+        return
+    moments = [m._moments_since_base() for m in norms]
+    device = norms[0]._buffers["mean"].device
+    mine = torch.cat([torch.tensor([float(n) for n, _, _ in moments], dtype=torch.float64, device=device)]
+                     + [torch.cat([mean.reshape(-1), var.reshape(-1)]).to(device) for _, mean, var in moments])
+    gathered = distributed.all_gather_rows(mine, "merging the running observation statistics").cpu()
+    counts = gathered[:, :len(norms)].tolist()  # [world][normaliser]
+    offset = len(norms)
+    for i, norm in enumerate(norms):
+        size = norm._buffers["mean"].numel()
+        rows = gathered[:, offset:offset + 2 * size].to(norm._buffers["mean"].device)
+        offset += 2 * size
+        norm._set_merged((counts[r][i], rows[r, :size], rows[r, size:]) for r in range(len(counts)))
 
 
 def _rows(x: torch.Tensor | np.ndarray) -> np.ndarray:

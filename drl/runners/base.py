@@ -485,6 +485,15 @@ class Runner:
         self.generator.manual_seed(seed)
         self._obs = None
 
+    def _sync_ranks(self) -> None:
+        """Under torchrun, at an iteration boundary that every rank reaches at the same point: the agent's
+        optional ``sync_ranks()`` (what each rank accumulated on its own during the iteration, e.g. PPO's and
+        SAC's observation statistics, merged across the ranks; see :func:`drl.nn.normalization.merge_ranks`).
+        Nothing in one process."""
+        sync = getattr(self.agent, "sync_ranks", None)
+        if sync is not None and self.world > 1:
+            sync()
+
     def _stop_agreed(self) -> bool:
         """A stop signal reached this process or, under torchrun, any rank (so all stop at the same step)."""
         return distributed.any_rank(self.stop.requested)

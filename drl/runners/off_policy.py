@@ -8,7 +8,10 @@ The runner knows nothing about the algorithm. It asks the agent (the contract of
 * ``random_act(obs)`` (warm-up) or ``act(obs)`` -> ``(env_action, record)``, then
   ``record_outcome(record, reward, terminated, truncated, final_obs) -> transition``;
 * ``update(replay, num_updates, progress) -> {name: 0-d tensor}`` (means over the
-  ``num_updates`` gradient steps, left on the device); ``state_dict()`` / ``load_state_dict()``.
+  ``num_updates`` gradient steps, left on the device); ``state_dict()`` / ``load_state_dict()``;
+* optionally ``sync_ranks()``: under torchrun, called on every rank at the end of each iteration
+  (also one cut short by a stop signal), before its checkpoint: what the ranks accumulated on their
+  own during it is merged (SAC/TD3: the obs statistics).
 
 The schedule is step-driven. One vectorised step is one ``env.step`` of all N envs (N env steps).
 The first ``algo.learning_starts`` env steps act with ``random_act``; from then on every
@@ -345,6 +348,7 @@ class OffPolicyRunner(Runner):
                 cause = f"then {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
                 self._check_rollout(self._env_rewards, rows=t, obs=obs, detail=cause)
                 raise
+            self._sync_ranks()  # under torchrun (every rank at the same step): the obs statistics merged
             sps = (state["global_step"] - segment_step) / max(clock() - segment_start, 1e-9)
             state["wall_s"] = clock()
             self._at_step_boundary = False  # until the iteration is checked

@@ -8,6 +8,8 @@ The runner knows nothing about the algorithm. It asks the agent for
 * ``update(storage, progress) -> metrics``; ``state_dict()`` / ``load_state_dict()``;
 * optionally ``on_env_reset()``: every env was reset outside the rollout (a resume without env
   state), so per-env running quantities (PPO: the reward scaler's discounted returns) restart.
+* optionally ``sync_ranks()``: under torchrun, called on every rank after each complete rollout, before
+  the update: what the ranks accumulated on their own during it is merged (PPO: the obs statistics).
 * optionally, as class method, ``wrap_env(env, algo_cfg, training) -> env``: the env the agent plays
   (training and evaluation envs; RARL adds its adversary), and ``evaluation_variants(eval_env)``:
   more evaluations logged beside ``eval_return`` (see :meth:`Runner._evaluate_variants`).
@@ -151,6 +153,7 @@ class OnPolicyRunner(Runner):
             self._obs = obs
             if self._stop_agreed():  # under torchrun: any rank's signal stops every rank here
                 return True  # the partial rollout is dropped: resume redoes it
+            self._sync_ranks()  # under torchrun: the ranks' obs statistics of this rollout merged (agent.sync_ranks)
             self._check_rollout(env_rewards)  # one fused sync per rollout; the update never sees a NaN
             with stop.interruptible():
                 metrics = self.agent.update(self.storage, progress=state["iteration"] / self.num_iterations)
