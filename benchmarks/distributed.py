@@ -1,15 +1,16 @@
 """Distributed training (torchrun): throughput with 1, 2, ... processes and learning at equal total env steps.
 
     python -m benchmarks.distributed [--nproc 1 2] [--agents ppo sac] [--env drl/Pendulum-v0] [--seeds 3]
-                                     [--steps N] [--device cpu|cuda] [--out benchmarks/results/distributed]
-                                     [--dry-run]
+                                     [--steps N] [--device cpu|cuda] [--set KEY=VALUE ...]
+                                     [--out benchmarks/results/distributed] [--dry-run]
 
 Each run is ``drl train AGENT --env ENV --nproc P`` (P = 1: one plain process, no torchrun) with the agent's
 tuned config: ``env.num_envs`` envs per process (data parallel: P processes step P x num_envs envs), gradients
 averaged across processes, ``total_steps`` counting the env steps of all processes, so every P trains on the same
 total env steps (P = 2: half the iterations or vectorised steps, each with twice the data). Every process uses
-one torch thread. On a GPU (``--device cuda``) each process takes one GPU (NCCL): P must not exceed the GPUs
-(larger P are skipped with the reason).
+one torch thread. ``--set KEY=VALUE`` (repeatable) overrides a config key in every run (e.g.
+``algo.normalize_obs=true``: the configs leave it off). On a GPU (``--device cuda``) each process takes one GPU
+(NCCL): P must not exceed the GPUs (larger P are skipped with the reason).
 
 Reported per agent and P: training env steps per second (evaluation time excluded; mean over seeds), the
 scaling efficiency ``sps(P) / (P x sps(1))`` and the final evaluation return (mean +- std over seeds), with the
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="total env steps per run (default: the configs')")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one run may take")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every run (repeatable), e.g. algo.normalize_obs=true")
     script.add_out(parser, RESULTS_DIR / "distributed")
     args = parser.parse_args(argv)
     args.only = None  # no variants to pick: the process counts and agents are the variants
@@ -82,6 +85,8 @@ def command(agent: str, env_id: str, nproc: int, seed: int, args: argparse.Names
            "--set", f"eval_episodes={EVAL_EPISODES}", "--set", f"env.num_eval_envs={EVAL_EPISODES}"]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
+    for override in args.overrides:
+        cmd += ["--set", override]
     return cmd + (["--nproc", str(nproc)] if nproc > 1 else [])
 
 
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     print(f"distributed: agents {args.agents} on {args.env}, processes {args.nproc}, {args.seeds} seeds, device "
-          f"{args.device}, budget {'the configs' if args.steps is None else f'{args.steps:,}'} env steps")
+          f"{args.device}, budget {'the configs' if args.steps is None else f'{args.steps:,}'} env steps"
+          + "".join(f", --set {o}" for o in args.overrides))
     for nproc in args.nproc:
         reason = skip_reason(nproc, args.device)
         print(f"  {nproc} process{'es' if nproc > 1 else ''}" + (f": skipped ({reason})" if reason else ""))

@@ -516,6 +516,9 @@ def test_distributed_benchmark_commands_and_dry_run(capsys: pytest.CaptureFixtur
     cmd = command("sac", "drl/Pendulum-v0", 2, 3, args, Path("r"))
     assert cmd[1:5] == ["-m", "drl", "train", "sac"] and cmd[-2:] == ["--nproc", "2"] and "--steps" in cmd
     assert "--nproc" not in command("sac", "drl/Pendulum-v0", 1, 3, args, Path("r"))
+    args = parse_args(["--set", "algo.normalize_obs=true", "--set", "seed=1"])
+    cmd = command("ppo", "drl/Pendulum-v0", 2, 3, args, Path("r"))
+    assert cmd[-6:] == ["--set", "algo.normalize_obs=true", "--set", "seed=1", "--nproc", "2"]
     assert skip_reason(2, "cpu") is None
     assert main(["--dry-run", "--nproc", "1", "2"]) == 0
     assert "2 processes" in capsys.readouterr().out
