@@ -178,7 +178,8 @@ class CAMRL:
             [RewardScaler(max(num_envs // K, 1), cfg.gamma) for _ in range(K)]).to(device)
         discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_field = Field((), torch.int64) if discrete else Field((flat_dim(action_space.shape),))
-        self._routers: dict[int, TaskRouter] = {}
+        self._routers: dict[int, TaskRouter] = {}  # any batch, compared per call (per batch size)
+        self._rollout_routers: dict[int, TaskRouter] = {}  # the training env's, built once (per env count)
         # CAMRL state: B, the order, the loss history (a ring), the term statistics, the update count
         self.B = torch.eye(T, dtype=torch.float32)
         self.order = torch.arange(T)
@@ -212,12 +213,23 @@ class CAMRL:
                          "task_id": Field((), torch.int64)}
 
     def _router(self, ids: torch.Tensor) -> TaskRouter:
-        """The env <-> learner layout for ``ids [N]`` (fixed per env copy: cached per env count, rebuilt when a
-        batch of the same size holds other ids, e.g. the export check's one-task batches)."""
+        """The env <-> learner layout for ``ids [N]`` of any batch (evaluation, the export check): cached per
+        batch size and compared with the cached ids (one host sync), rebuilt when a batch of that size holds
+        other ids (e.g. the export check's one-task batches)."""
         ids = ids if not self.shared else torch.zeros_like(ids)
         router = self._routers.get(ids.numel())
         if router is None or not torch.equal(router.ids, ids):
             router = self._routers[ids.numel()] = TaskRouter(ids, self.num_learners)
+        return router
+
+    def _rollout_router(self, ids: torch.Tensor) -> TaskRouter:
+        """The layout of the training env's ``ids [N]``, built (one host sync) from its first batch and then
+        reused as it is: the multi-task contract fixes each copy's task, so a rollout step compares nothing
+        (no data-dependent host sync per step). :meth:`update` checks the whole rollout's ids against it once."""
+        router = self._rollout_routers.get(ids.numel())
+        if router is None:
+            router = self._rollout_routers[ids.numel()] = TaskRouter(
+                ids if not self.shared else torch.zeros_like(ids), self.num_learners)
         return router
 
     def _inputs(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
@@ -229,13 +241,18 @@ class CAMRL:
     @torch.inference_mode()
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False, update_stats: bool = True
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Actions for ``obs`` ``[N, ...]``: env ``i`` is acted on by learner ``task_id[i]`` (one batched call)."""
+        """Actions for ``obs`` ``[N, ...]``: env ``i`` is acted on by learner ``task_id[i]`` (one batched call).
+
+        A training step (``update_stats=True``: the runner's rollout of the run's env, whose copies keep their
+        tasks) routes by the layout of the env's first batch without reading the ids back (no host sync per
+        step; :meth:`update` raises ValueError if a rollout's ids differ from it). Other calls (evaluation, the
+        export check: ``update_stats=False``) may pass any task layout; each is compared with the cached one."""
         task_id = obs[self.cfg.task_obs].argmax(-1)
         groups = {g: obs[g].flatten(1) for g in self.groups}
         if self.cfg.normalize_obs:
             groups = {g: self.obs_normalizers[g].update_normalize(x, update_stats) for g, x in groups.items()}
         x = self._inputs(groups[self.cfg.actor_obs], task_id)
-        router = self._router(task_id)
+        router = self._rollout_router(task_id) if update_stats else self._router(task_id)
         if router.even:
             action, log_prob = self.model.act(router.to_learners(x), deterministic)
             action, log_prob = router.to_envs(action), router.to_envs(log_prob)
@@ -266,7 +283,11 @@ class CAMRL:
         if asymmetric:
             self._curriculum()
         self._set_transfer(asymmetric)
-        router = self._router(storage["task_id"][0])
+        ids = storage["task_id"]  # [S, N]
+        router = self._rollout_router(ids[0])
+        if not self.shared and not torch.equal(ids, router.ids.expand_as(ids)):  # one check per rollout
+            raise ValueError("CAMRL's rollout holds task ids other than those of the env's first batch: the "
+                             "multi-task contract fixes each env copy's task (env.task_ids)")
         if not router.even:
             raise ValueError("CAMRL trains on equal numbers of envs per task; env.num_envs must be a multiple of "
                              "the number of tasks")
