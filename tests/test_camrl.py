@@ -201,6 +201,54 @@ def test_teachers_follow_the_order():
     assert agent._pull.item() == pytest.approx(agent.cfg.transfer_coef)  # no history yet: sigma ratio 1
 
 
+def test_pull_gradient_reaches_only_each_taught_learners_own_actor():
+    """The w_t-step's pull c' ||w_t - sum_{j before t} B[j, t] sg(w_j)||^2: its gradient is 2 c' (w_t - target) on
+    learner t's actor (hand value), nothing on the critics, and nothing flows back into the teachers' weights (the
+    first task in the order, taught by nobody, gets no gradient from it at all)."""
+    agent, _ = _agent(mode="always_asymmetric")
+    agent.B = torch.tensor([[1.0, 0.2, 0.3], [0.4, 1.0, 0.5], [0.6, 0.7, 1.0]])
+    agent.order = torch.tensor([2, 0, 1])
+    agent._set_transfer(asymmetric=True)
+    g = torch.Generator().manual_seed(0)
+    n = 5
+    mb = {"obs/policy": torch.randn(3, n, 4, generator=g), "actions": torch.randint(0, 2, (3, n), generator=g),
+          "log_probs": torch.full((3, n), -0.7), "advantages": torch.randn(3, n, generator=g),
+          "returns": torch.randn(3, n, generator=g), "task_id": torch.arange(3).unsqueeze(1).expand(3, n)}
+    params = list(agent.model.parameters())
+
+    def gradients(weight: float) -> list[torch.Tensor]:
+        agent._pull = torch.tensor(weight)
+        return torch.autograd.grad(agent._minibatch_loss(mb)["loss"], params)
+
+    pull_grad = [a - b for a, b in zip(gradients(0.5), gradients(0.0), strict=True)]
+    actor = {id(p) for p in agent.model.actor_parameters()}
+    A = agent._teachers  # A[j, t] = B[j, t] for j before t: 2 teaches 0 and 1, 0 teaches 1
+    for p, grad in zip(params, pull_grad, strict=True):
+        if id(p) not in actor:
+            assert torch.equal(grad, torch.zeros_like(grad))
+            continue
+        w = p.detach().reshape(3, -1)
+        expected = 2 * 0.5 * (w - A.T @ w)
+        expected[2] = 0.0  # task 2 comes first: no pull, and its students' pulls do not reach it
+        torch.testing.assert_close(grad.reshape(3, -1), expected, rtol=1e-4, atol=1e-6)
+        assert torch.equal(grad.reshape(3, -1)[2], torch.zeros_like(w[2]))
+
+
+def test_pull_weight_is_read_from_the_composite_losss_running_stds():
+    """The w_t-step weighs the pull by c sigma_0^2 / sigma_1^2 with J_t's own running stds (term0, term1), which the
+    curriculum has just recorded (T(T+1)/2 evaluations), so the first asymmetric update is weighted like the later
+    ones; a separate statistic recorded after each update left it undefined there (weight c in raw units)."""
+    agent, _ = _agent(mode="always_asymmetric")
+    agent._record_losses(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))
+    agent._curriculum()
+    agent._set_transfer(asymmetric=True)
+    assert int(agent.term_weights.count) == 3 + 2 + 1
+    sigma = agent.term_weights.sigma()
+    assert float(sigma[0]) != 1.0 and float(sigma[1]) != 1.0  # both defined at the first asymmetric update
+    assert agent._pull.item() == pytest.approx(agent.cfg.transfer_coef * float(sigma[0] ** 2 / sigma[1] ** 2))
+    assert agent._pull.item() != pytest.approx(agent.cfg.transfer_coef)
+
+
 def test_curriculum_keeps_b_feasible_with_unit_diagonal():
     agent, _ = _agent(mode="always_asymmetric", b_norm="l1", b_radius=0.7)
     agent._record_losses(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))
