@@ -7,9 +7,10 @@
 
 Suites (``--only`` names), each the config ``configs/camrl/<env id, / as ->.yaml`` with its env id replaced by
 the argument: ``minigrid`` (a MiniGrid task set), ``mt10`` (Meta-World MT10), ``cartpole`` (the torch-batched
-CartPole variants). Methods: ``algo.mode`` = ``camrl``, ``independent`` (T single-task PPO learners),
-``shared`` (MT-PPO: one network, one-hot task input) and ``always_asymmetric`` (CAMRL without the mode
-switch): the same config, budget (env steps), envs and seeds otherwise. ``--set`` overrides every run's config.
+CartPole variants). Methods: ``algo.mode`` = ``camrl`` (agent ``camrl``) and the baselines of agent ``mt-ppo``:
+``independent`` (T single-task PPO learners), ``shared`` (MT-PPO: one network, one-hot task input) and
+``always_asymmetric`` (CAMRL without the mode switch): the same config, budget (env steps), envs and seeds
+otherwise. ``--set`` overrides every run's config.
 
 Score of a trained run: its deterministic policy on ``--episodes`` episodes of every eval env copy; per task
 the mean return and, when the env reports ``info["success"]``, the success rate (an episode succeeds when any
@@ -78,7 +79,8 @@ def config(suite: Suite, method: str, seed: int, args: argparse.Namespace) -> An
     from drl.api import load_config
     from drl.config import merge, parse_overrides
 
-    overrides: dict[str, Any] = {"seed": seed, "progress": False, "log_interval": -1, "checkpoint_interval": 0,
+    overrides: dict[str, Any] = {"agent": "camrl" if method == "camrl" else "mt-ppo",  # mt-ppo runs the baselines
+                                 "seed": seed, "progress": False, "log_interval": -1, "checkpoint_interval": 0,
                                  "torch_threads": 1, "device": args.device,
                                  "env": {"id": getattr(args, suite.env_arg)}, "algo": {"mode": method}}
     if args.steps is not None:

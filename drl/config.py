@@ -113,9 +113,23 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
+        """Ranges, finite kwargs, and for a multi-task env id (:func:`envs.multi_task_sources.min_copies`: its
+        number of tasks T) copy counts that are multiples of T (each task gets ``num_envs / T`` copies). Runs
+        before the agent's config is validated, so a wrong count is reported as such first (not as an agent
+        key that depends on it, e.g. a minibatch that must divide ``num_steps x num_envs``)."""
         check_range(self.num_envs, f"{prefix}.num_envs", 1, MAX_NUM_ENVS)
         check_range(self.num_eval_envs, f"{prefix}.num_eval_envs", 1, MAX_NUM_ENVS)
         _check_finite_tree(self.kwargs, f"{prefix}.kwargs")
+        from envs.multi_task_sources import min_copies  # the env registry (it imports torch)
+
+        tasks = min_copies(self.id, self.kwargs)
+        for name in ("num_envs", "num_eval_envs"):
+            value = getattr(self, name)
+            if tasks > 1 and value % tasks:
+                nearest = sorted({tasks * max(1, value // tasks), tasks * (value // tasks + 1)})
+                raise ConfigError(f"config key '{prefix}.{name}': '{self.id}' has {tasks} tasks, so {prefix}.{name} "
+                                  f"must be a multiple of {tasks} (nearest valid: {' or '.join(map(str, nearest))}), "
+                                  f"got {value}")
 
 
 @dataclass

@@ -40,7 +40,11 @@ class AgentSpec:
 
     ``prepare(cfg, run_dir, overwrite) -> run_dir``, when set, runs in :func:`drl.api.train` before the
     runner is built (e.g. AACD trains its teacher first); it may choose and create the run folder (given
-    None) and write into the sub-folders the agent class names in ``run_subfolders``."""
+    None) and write into the sub-folders the agent class names in ``run_subfolders``.
+
+    ``choices`` narrows ``algo`` keys for this registry name: ``{key: the values it accepts}`` (when one agent
+    class backs several names, each runs its own variants; another value is one ConfigError line naming the
+    registry name that runs it, checked by :func:`resolve_config`)."""
 
     agent_class: type
     config_class: type
@@ -49,6 +53,7 @@ class AgentSpec:
     default_env: str = "drl/CartPole-v0"
     defaults: dict[str, Any] = field(default_factory=dict)
     prepare: Callable[[TrainConfig, Path | None, bool], Path | None] | None = None
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -90,12 +95,14 @@ AGENTS: dict[str, AgentSpec] = {
                           default_env="drl/PandaPush-v0", defaults={"env": {"num_envs": 1}}),
     # multi-task (issue 16): one PPO learner per task on a task axis; the baselines are algo.mode switches
     "camrl": AgentSpec(CAMRL, CAMRLConfig, OnPolicyRunner, "CAMRL (Huang et al. 2023): per-task PPO learners on a "
-                       "task axis, mode indicator, curriculum, transfer matrix B (algo.mode: camrl | independent | "
-                       "shared | always_asymmetric)", default_env="drl/MT-CartPole-v0",
-                       defaults={"env": {"num_envs": 16}}),
-    "mt-ppo": AgentSpec(CAMRL, CAMRLConfig, OnPolicyRunner, "MT-PPO: one shared PPO network reading the one-hot "
-                        "task (CAMRL's algo.mode: shared)", default_env="drl/MT-CartPole-v0",
-                        defaults={"env": {"num_envs": 16}, "algo": {"mode": "shared"}}),
+                       "task axis, mode indicator, curriculum, transfer matrix B (its baselines: mt-ppo)",
+                       default_env="drl/MT-CartPole-v0", defaults={"env": {"num_envs": 16}},
+                       choices={"mode": ("camrl",)}),
+    "mt-ppo": AgentSpec(CAMRL, CAMRLConfig, OnPolicyRunner, "CAMRL's baselines: MT-PPO, one shared PPO network "
+                        "reading the one-hot task (algo.mode: shared | independent | always_asymmetric)",
+                        default_env="drl/MT-CartPole-v0",
+                        defaults={"env": {"num_envs": 16}, "algo": {"mode": "shared"}},
+                        choices={"mode": ("shared", "independent", "always_asymmetric")}),
     "ppo-residual": AgentSpec(PPOResidual, PPOResidualConfig, OnPolicyRunner, "On-policy residual: PPO learning a "
                               "correction on a frozen base policy (--base; continuous)",
                               default_env="drl/PandaPush-v0"),
@@ -152,7 +159,22 @@ def resolve_config(raw: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"config key 'algo': must be a mapping of {spec.config_class.__name__} fields")
     cfg = build(TrainConfig, merged)
     cfg.algo = build(spec.config_class, algo_raw, prefix="algo")
+    _check_choices(agent, spec, cfg.algo)
     cfg.validate()
     cfg.env.validate("env")
     cfg.algo.validate("algo", cfg)
     return cfg
+
+
+def _check_choices(agent: str, spec: AgentSpec, algo: Any) -> None:
+    """One ConfigError line unless every ``algo`` key of ``spec.choices`` holds a value this registry name runs;
+    it names the values it takes and the registry name(s) of the same agent class that run the value given."""
+    for key, allowed in spec.choices.items():
+        value = getattr(algo, key)
+        if value in allowed:
+            continue
+        others = [name for name, other in AGENTS.items() if name != agent and other.agent_class is spec.agent_class
+                  and value in other.choices.get(key, (value,))]
+        hint = f"; {value!r} is agent {' or '.join(repr(n) for n in others)} (drl train {others[0]})" if others else ""
+        raise ConfigError(f"config key 'algo.{key}': agent {agent!r} takes {' | '.join(map(str, allowed))}, "
+                          f"got {value!r}{hint}")

@@ -201,6 +201,54 @@ def test_teachers_follow_the_order():
     assert agent._pull.item() == pytest.approx(agent.cfg.transfer_coef)  # no history yet: sigma ratio 1
 
 
+def test_pull_gradient_reaches_only_each_taught_learners_own_actor():
+    """The w_t-step's pull c' ||w_t - sum_{j before t} B[j, t] sg(w_j)||^2: its gradient is 2 c' (w_t - target) on
+    learner t's actor (hand value), nothing on the critics, and nothing flows back into the teachers' weights (the
+    first task in the order, taught by nobody, gets no gradient from it at all)."""
+    agent, _ = _agent(mode="always_asymmetric")
+    agent.B = torch.tensor([[1.0, 0.2, 0.3], [0.4, 1.0, 0.5], [0.6, 0.7, 1.0]])
+    agent.order = torch.tensor([2, 0, 1])
+    agent._set_transfer(asymmetric=True)
+    g = torch.Generator().manual_seed(0)
+    n = 5
+    mb = {"obs/policy": torch.randn(3, n, 4, generator=g), "actions": torch.randint(0, 2, (3, n), generator=g),
+          "log_probs": torch.full((3, n), -0.7), "advantages": torch.randn(3, n, generator=g),
+          "returns": torch.randn(3, n, generator=g), "task_id": torch.arange(3).unsqueeze(1).expand(3, n)}
+    params = list(agent.model.parameters())
+
+    def gradients(weight: float) -> list[torch.Tensor]:
+        agent._pull = torch.tensor(weight)
+        return torch.autograd.grad(agent._minibatch_loss(mb)["loss"], params)
+
+    pull_grad = [a - b for a, b in zip(gradients(0.5), gradients(0.0), strict=True)]
+    actor = {id(p) for p in agent.model.actor_parameters()}
+    A = agent._teachers  # A[j, t] = B[j, t] for j before t: 2 teaches 0 and 1, 0 teaches 1
+    for p, grad in zip(params, pull_grad, strict=True):
+        if id(p) not in actor:
+            assert torch.equal(grad, torch.zeros_like(grad))
+            continue
+        w = p.detach().reshape(3, -1)
+        expected = 2 * 0.5 * (w - A.T @ w)
+        expected[2] = 0.0  # task 2 comes first: no pull, and its students' pulls do not reach it
+        torch.testing.assert_close(grad.reshape(3, -1), expected, rtol=1e-4, atol=1e-6)
+        assert torch.equal(grad.reshape(3, -1)[2], torch.zeros_like(w[2]))
+
+
+def test_pull_weight_is_read_from_the_composite_losss_running_stds():
+    """The w_t-step weighs the pull by c sigma_0^2 / sigma_1^2 with J_t's own running stds (term0, term1), which the
+    curriculum has just recorded (T(T+1)/2 evaluations), so the first asymmetric update is weighted like the later
+    ones; a separate statistic recorded after each update left it undefined there (weight c in raw units)."""
+    agent, _ = _agent(mode="always_asymmetric")
+    agent._record_losses(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))
+    agent._curriculum()
+    agent._set_transfer(asymmetric=True)
+    assert int(agent.term_weights.count) == 3 + 2 + 1
+    sigma = agent.term_weights.sigma()
+    assert float(sigma[0]) != 1.0 and float(sigma[1]) != 1.0  # both defined at the first asymmetric update
+    assert agent._pull.item() == pytest.approx(agent.cfg.transfer_coef * float(sigma[0] ** 2 / sigma[1] ** 2))
+    assert agent._pull.item() != pytest.approx(agent.cfg.transfer_coef)
+
+
 def test_curriculum_keeps_b_feasible_with_unit_diagonal():
     agent, _ = _agent(mode="always_asymmetric", b_norm="l1", b_radius=0.7)
     agent._record_losses(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))
@@ -263,13 +311,100 @@ def test_bad_config_and_env():
     assert AGENTS["mt-ppo"].defaults["algo"]["mode"] == "shared"
 
 
+def test_each_registry_name_takes_its_own_modes():
+    """camrl runs CAMRL only, mt-ppo only the baselines: another mode is one ConfigError line naming algo.mode,
+    the values the name takes and the name that runs the value given (it was accepted and ran under the wrong name)."""
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"agent": "mt-ppo", "env": {"id": "drl/MT-CartPole-v0"}, "algo": {"mode": "camrl"}})
+    message = str(err.value)
+    assert "\n" not in message and "'algo.mode'" in message
+    assert "shared | independent | always_asymmetric" in message and "drl train camrl" in message
+    for mode in ("shared", "independent", "always_asymmetric"):
+        with pytest.raises(ConfigError, match=r"'algo.mode'.*takes camrl, got .*drl train mt-ppo"):
+            resolve_config({"agent": "camrl", "algo": {"mode": mode}})
+        assert resolve_config({"agent": "mt-ppo", "algo": {"mode": mode}}).algo.mode == mode
+    assert resolve_config({"agent": "camrl"}).algo.mode == "camrl"
+    assert resolve_config({"agent": "mt-ppo"}).algo.mode == "shared"
+
+
+@pytest.mark.parametrize("env, key, message", [
+    ({"num_envs": 10}, "env.num_envs", "has 4 tasks, so env.num_envs must be a multiple of 4 (nearest valid: 8 or 12), "
+                                       "got 10"),
+    ({"num_envs": 2}, "env.num_envs", "(nearest valid: 4), got 2"),
+    ({"num_envs": 16, "num_eval_envs": 6}, "env.num_eval_envs", "(nearest valid: 4 or 8), got 6"),
+    ({"num_envs": 16, "kwargs": {"tasks": ["nominal", "short_pole", "weak_push"]}}, "env.num_envs",
+     "has 3 tasks, so env.num_envs must be a multiple of 3 (nearest valid: 15 or 18), got 16"),
+])
+@pytest.mark.parametrize("agent", ["camrl", "mt-ppo"])
+def test_num_envs_not_a_multiple_of_the_tasks_is_the_first_error(agent, env, key, message):
+    """The copy count is reported before the minibatch that must divide num_steps x num_envs (a 512 minibatch
+    divides neither 128 x 10 nor 128 x 2, and was the error shown)."""
+    with pytest.raises(ConfigError) as err:
+        resolve_config({"agent": agent, "env": {"id": "drl/MT-CartPole-v0", "num_eval_envs": 4, **env},
+                        "algo": {"num_steps": 128, "minibatch_size": 512}})
+    assert str(err.value).startswith(f"config key '{key}': 'drl/MT-CartPole-v0' ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+_HOST_SYNCS = {"equal", "__bool__", "item", "tolist", "__int__", "__float__", "__index__", "nonzero", "bincount",
+               "unique", "cpu", "numpy", "masked_select", "argwhere", "allclose", "any", "all"}
+
+
+class _TorchCalls(torch.overrides.TorchFunctionMode):
+    """Records the name of every torch function and tensor method called inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mode", ["camrl", "shared"])
+def test_rollout_steps_read_nothing_back_from_the_device(mode):
+    """After the env's first batch, a training step (act with update_stats=True) calls no op that reads a tensor
+    back to the host (torch.equal, bool(), .item(), ...: each a device sync on GPU); the router used to compare the
+    batch's task ids with the cached ones at every step. The actions stay those of the checked path, bitwise."""
+    agent, env = _agent(mode)
+    obs, _ = env.reset(seed=0)
+    agent.act(obs)  # the first batch builds the layout
+    for step in range(3):
+        torch.manual_seed(step)
+        with _TorchCalls() as calls:
+            action, record = agent.act(obs)
+        assert not _HOST_SYNCS & set(calls.names), sorted(_HOST_SYNCS & set(calls.names))
+        torch.manual_seed(step)
+        checked, checked_record = agent.act(obs, update_stats=False)  # the per-batch, compared path
+        assert torch.equal(action, checked) and torch.equal(record["log_probs"], checked_record["log_probs"])
+        obs = env.step(action)[0]
+
+
+def test_a_rollout_whose_task_ids_change_is_refused_at_the_update():
+    from drl.storage import RolloutBuffer
+
+    agent, env = _agent()
+    storage = RolloutBuffer(8, 6, agent.storage_fields(), torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    for t in range(8):
+        if t == 5:  # copies 0 and 5 swap tasks mid-rollout (against the multi-task contract)
+            obs = {**obs, "task": obs["task"][[5, 1, 2, 3, 4, 0]]}
+        action, record = agent.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        storage.add(agent.record_outcome(record, reward, terminated, truncated, info["final_obs"]))
+    with pytest.raises(ValueError, match="task ids other than those of the env's first batch"):
+        agent.update(storage)
+
+
 # --- runs on the fixture ------------------------------------------------------------------------------
 
 
 def _train(tmp_path, name: str, mode: str, steps: int, seed: int = 0, **algo):
     from drl.api import train
 
-    cfg = resolve_config({"agent": "camrl", "env": {"id": FIXTURE_ID, "num_envs": 6, "num_eval_envs": 3},
+    agent = "camrl" if mode == "camrl" else "mt-ppo"  # mt-ppo runs the baselines
+    cfg = resolve_config({"agent": agent, "env": {"id": FIXTURE_ID, "num_envs": 6, "num_eval_envs": 3},
                           "total_steps": steps, "seed": seed, "eval_interval": 0, "eval_episodes": 6,
                           "progress": False, "log_interval": -1, "device": "cpu",
                           "algo": {"mode": mode, "num_steps": 64, "minibatch_size": 96, "num_epochs": 2,

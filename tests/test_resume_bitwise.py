@@ -39,11 +39,11 @@ def _no_curve_plots(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cfg(env_id: str, env_kwargs: dict[str, Any] | None = None, device: str = "cpu", checkpoint_interval: int = 0,
-         **algo: Any):
+         num_eval_envs: int = 2, **algo: Any):
     return api.load_config("ppo", env_id, overrides={
         "total_steps": ITERATIONS * NUM_STEPS * NUM_ENVS, "progress": False, "device": device, "seed": 3,
         "eval_interval": 2 * NUM_STEPS * NUM_ENVS, "eval_episodes": 2, "checkpoint_interval": checkpoint_interval,
-        "env": {"num_envs": NUM_ENVS, "num_eval_envs": 2, "kwargs": env_kwargs or {}},
+        "env": {"num_envs": NUM_ENVS, "num_eval_envs": num_eval_envs, "kwargs": env_kwargs or {}},
         "algo": {"num_steps": NUM_STEPS, "minibatch_size": 32, "num_epochs": 2, "normalize_obs": True,
                  "normalize_reward": True, "compile": False, **algo},
     })
@@ -117,8 +117,7 @@ def test_resume_is_bitwise_identical_pendulum(tmp_path: Path) -> None:
 
 def test_resume_is_bitwise_identical_multi_task(tmp_path: Path) -> None:
     """drl/MT-CartPole-v0, one copy per task: every task env's state and the per-task columns resume exactly."""
-    cfg = _cfg("drl/MT-CartPole-v0", {"max_episode_steps": 20})
-    cfg.env.num_eval_envs = 4
+    cfg = _cfg("drl/MT-CartPole-v0", {"max_episode_steps": 20}, num_eval_envs=4)  # copies: a multiple of 4 tasks
     _check_bitwise_resume(cfg, tmp_path)
     assert "ep_return/short_pole" in _learning_rows(tmp_path / "whole")[-1]
     _assert_trees_equal(_final_state(tmp_path / "whole")["task_stats"], _final_state(tmp_path / "parts")["task_stats"])

@@ -15,7 +15,11 @@ Each update first chooses a mode:
       (1 + mu sum_{j != t} B[t, j]) L_t(w_t) + c (sigma_0^2 / sigma_1^2) ||w_t - sum_{j before t} B[j, t] sg(w_j)||^2
 
   (the actor's weights pulled toward the B-weighted combination of the weights of the tasks before it in
-  the order; ``sg``: no gradient; no pull for the first task).
+  the order; ``sg``: no gradient; no pull for the first task). This is the ``w_t``-step of the alternating
+  optimisation of ``J_t`` below (its terms that depend on ``w_t``: term0's ``L_t(w_t)`` and the weight
+  regression, divided through by term0's weight ``1 / sigma_0^2``), so ``sigma_0, sigma_1`` are ``J_t``'s own
+  running stds of term0 and term1, the ones the curriculum just used for ``b_t`` (the released code's ``lossw``
+  reads the same ``terms_history`` as its ``losst``/``lossb``); ``c`` is the released code's ``/ 10``.
 
 The composite loss of task ``t``'s row ``b`` (``l``: the tasks' losses of the last update, ``W [T, P]``:
 the actors' flat weights, ``R``: the tasks not yet ordered, besides ``t``; ``pi``: the order so far)::
@@ -178,7 +182,8 @@ class CAMRL:
             [RewardScaler(max(num_envs // K, 1), cfg.gamma) for _ in range(K)]).to(device)
         discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_field = Field((), torch.int64) if discrete else Field((flat_dim(action_space.shape),))
-        self._routers: dict[int, TaskRouter] = {}
+        self._routers: dict[int, TaskRouter] = {}  # any batch, compared per call (per batch size)
+        self._rollout_routers: dict[int, TaskRouter] = {}  # the training env's, built once (per env count)
         # CAMRL state: B, the order, the loss history (a ring), the term statistics, the update count
         self.B = torch.eye(T, dtype=torch.float32)
         self.order = torch.arange(T)
@@ -186,7 +191,6 @@ class CAMRL:
         self.history_count = torch.zeros((), dtype=torch.int64)
         self.updates = torch.zeros((), dtype=torch.int64)
         self.term_weights = cm.UncertaintyWeights(NUM_TERMS)
-        self.train_terms = cm.UncertaintyWeights(2)  # the weights' update: the RL loss and the weight pull
         # read by the loss of the current update (set per update)
         self._scale = torch.ones(K, device=device)  # (1 + mu sum_j B[t, j]) per learner
         self._teachers = torch.zeros(K, K, device=device)  # A[j, t] = B[j, t] for j before t, else 0
@@ -200,7 +204,8 @@ class CAMRL:
 
     @property
     def metric_columns(self) -> list[str]:
-        return ["camrl/indicator", "camrl/asymmetric", "camrl/transfer_pull", "transfer_loss", "grad_norm",
+        return ["camrl/indicator", "camrl/asymmetric", "camrl/transfer_pull", "transfer_loss", "camrl/pull_weighted",
+                "camrl/pull_grad_norm", "grad_norm",
                 *[f"camrl/task_loss_{t}" for t in range(self.num_tasks)]]
 
     # --- rollout side --------------------------------------------------------------------------
@@ -212,12 +217,23 @@ class CAMRL:
                          "task_id": Field((), torch.int64)}
 
     def _router(self, ids: torch.Tensor) -> TaskRouter:
-        """The env <-> learner layout for ``ids [N]`` (fixed per env copy: cached per env count, rebuilt when a
-        batch of the same size holds other ids, e.g. the export check's one-task batches)."""
+        """The env <-> learner layout for ``ids [N]`` of any batch (evaluation, the export check): cached per
+        batch size and compared with the cached ids (one host sync), rebuilt when a batch of that size holds
+        other ids (e.g. the export check's one-task batches)."""
         ids = ids if not self.shared else torch.zeros_like(ids)
         router = self._routers.get(ids.numel())
         if router is None or not torch.equal(router.ids, ids):
             router = self._routers[ids.numel()] = TaskRouter(ids, self.num_learners)
+        return router
+
+    def _rollout_router(self, ids: torch.Tensor) -> TaskRouter:
+        """The layout of the training env's ``ids [N]``, built (one host sync) from its first batch and then
+        reused as it is: the multi-task contract fixes each copy's task, so a rollout step compares nothing
+        (no data-dependent host sync per step). :meth:`update` checks the whole rollout's ids against it once."""
+        router = self._rollout_routers.get(ids.numel())
+        if router is None:
+            router = self._rollout_routers[ids.numel()] = TaskRouter(
+                ids if not self.shared else torch.zeros_like(ids), self.num_learners)
         return router
 
     def _inputs(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
@@ -229,13 +245,18 @@ class CAMRL:
     @torch.inference_mode()
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False, update_stats: bool = True
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Actions for ``obs`` ``[N, ...]``: env ``i`` is acted on by learner ``task_id[i]`` (one batched call)."""
+        """Actions for ``obs`` ``[N, ...]``: env ``i`` is acted on by learner ``task_id[i]`` (one batched call).
+
+        A training step (``update_stats=True``: the runner's rollout of the run's env, whose copies keep their
+        tasks) routes by the layout of the env's first batch without reading the ids back (no host sync per
+        step; :meth:`update` raises ValueError if a rollout's ids differ from it). Other calls (evaluation, the
+        export check: ``update_stats=False``) may pass any task layout; each is compared with the cached one."""
         task_id = obs[self.cfg.task_obs].argmax(-1)
         groups = {g: obs[g].flatten(1) for g in self.groups}
         if self.cfg.normalize_obs:
             groups = {g: self.obs_normalizers[g].update_normalize(x, update_stats) for g, x in groups.items()}
         x = self._inputs(groups[self.cfg.actor_obs], task_id)
-        router = self._router(task_id)
+        router = self._rollout_router(task_id) if update_stats else self._router(task_id)
         if router.even:
             action, log_prob = self.model.act(router.to_learners(x), deterministic)
             action, log_prob = router.to_envs(action), router.to_envs(log_prob)
@@ -266,7 +287,11 @@ class CAMRL:
         if asymmetric:
             self._curriculum()
         self._set_transfer(asymmetric)
-        router = self._router(storage["task_id"][0])
+        ids = storage["task_id"]  # [S, N]
+        router = self._rollout_router(ids[0])
+        if not self.shared and not torch.equal(ids, router.ids.expand_as(ids)):  # one check per rollout
+            raise ValueError("CAMRL's rollout holds task ids other than those of the env's first batch: the "
+                             "multi-task contract fixes each env copy's task (env.task_ids)")
         if not router.even:
             raise ValueError("CAMRL trains on equal numbers of envs per task; env.num_envs must be a multiple of "
                              "the number of tasks")
@@ -310,9 +335,6 @@ class CAMRL:
         task_loss = torch.stack(stats.pop("task_loss")).mean(0).double().cpu()  # [K]
         if not self.shared:
             self._record_losses(task_loss)
-        if asymmetric:  # the running stds that weigh the RL loss against the pull
-            pull = torch.stack(stats["transfer_loss"]).mean().double().cpu()
-            self.train_terms.record(torch.stack([task_loss.mean(), pull]))
         self.updates += 1
         metrics = {k: torch.stack(v).mean().item() for k, v in stats.items()}
         metrics |= {"learning_rate": lr, "camrl/indicator": indicator, "camrl/asymmetric": float(asymmetric),
@@ -353,9 +375,16 @@ class CAMRL:
         with torch.no_grad():
             approx_kl = ((ratio - 1.0) - log_ratio).mean()
             clip_fraction = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+            # the pull's size beside the RL loss, over the taught learners: what it adds to a learner's loss, and
+            # its gradient's norm on that learner's actor (2 x weight x ||w_t - target||)
+            taught = (self._teachers.sum(0) > 0).to(pull.dtype)
+            count = taught.sum().clamp(min=1.0)
+            pull_weighted = (self._pull * pull * taught).sum() / count
+            pull_grad_norm = (2.0 * self._pull * pull.sqrt() * taught).sum() / count
         return {"loss": loss, "policy_loss": policy_loss.mean().detach(), "value_loss": value_loss.mean().detach(),
                 "entropy": ent.mean().detach(), "approx_kl": approx_kl, "clip_fraction": clip_fraction,
-                "transfer_loss": pull.mean().detach(), "task_loss": task_loss.detach()}
+                "transfer_loss": pull.mean().detach(), "camrl/pull_weighted": pull_weighted,
+                "camrl/pull_grad_norm": pull_grad_norm, "task_loss": task_loss.detach()}
 
     # --- CAMRL: mode, curriculum, transfer matrix ------------------------------------------------
     def _history(self) -> torch.Tensor:
@@ -455,7 +484,7 @@ class CAMRL:
         off = ~torch.eye(T, dtype=torch.bool)
         self._teachers.copy_(torch.where(earlier & off, self.B, 0.0))
         self._scale.copy_(1 + self.cfg.mu * (self.B * off).sum(1))
-        sigma = self.train_terms.sigma()
+        sigma = self.term_weights.sigma()  # J_t's running stds; the curriculum has just recorded T(T+1)/2 values
         self._pull.fill_(self.cfg.transfer_coef * float(sigma[0] ** 2 / sigma[1] ** 2))
 
     def _log_transfer(self) -> None:
@@ -469,8 +498,7 @@ class CAMRL:
                 "obs_normalizers": self.obs_normalizers.state_dict(),
                 "reward_scalers": self.reward_scalers.state_dict(), "B": self.B.clone(), "order": self.order.clone(),
                 "loss_history": self.loss_history.clone(), "history_count": self.history_count.clone(),
-                "updates": self.updates.clone(), "term_weights": self.term_weights.state_dict(),
-                "train_terms": self.train_terms.state_dict()}
+                "updates": self.updates.clone(), "term_weights": self.term_weights.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -479,8 +507,7 @@ class CAMRL:
         self.reward_scalers.load_state_dict(state["reward_scalers"])
         for name in ("B", "order", "loss_history", "history_count", "updates"):
             getattr(self, name).copy_(state[name])
-        self.term_weights.load_state_dict(state["term_weights"])
-        self.train_terms.load_state_dict(state["train_terms"])
+        self.term_weights.load_state_dict(state["term_weights"])  # (older checkpoints' "train_terms": unused now)
 
     def on_env_reset(self) -> None:
         """Every env was reset outside a rollout: the reward scalers' running returns restart at 0."""
