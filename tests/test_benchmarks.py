@@ -225,7 +225,9 @@ def test_normalizer_cost_prints_one_row_per_num_envs(capsys):
     assert normalizer_cost(["--num-envs", "1", "3", "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split("|") for line in lines if line.strip()[:1].isdigit()]
-    assert [int(row[0]) for row in rows] == [1, 3] and all(len(row) == 5 for row in rows)
+    assert [int(row[0]) for row in rows] == [1, 3] and all(len(row) == 6 for row in rows)
+    off, on = (int(n) for n in rows[0][4].split("/"))
+    assert off > 0 and on == off  # numba on the CPU: the normalisers add no torch op to a step
 
 
 # --- SAC / TD3 rows (issue 9) ---------------------------------------------------------------

@@ -60,8 +60,9 @@ class PPOConfig:
     squash_actions: bool = False  # tanh-squash Gaussian actions into the bounds
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
     critic_obs: str = "policy"  # obs group the critic reads: "critic" for a privileged critic
-    # fuse each minibatch step (forward, backward, clipping, Adam) into one torch.compile'd graph;
-    # "auto": only for runs long enough to repay the compile time (see COMPILE_AUTO_MIN_STEPS)
+    # fuse each minibatch step (forward, backward, clipping, Adam) into one torch.compile'd graph (on CUDA
+    # also the obs normalisers' per-step update + normalise, RunningMeanStd.compile_cuda); "auto": only for
+    # runs long enough to repay the compile time (see COMPILE_AUTO_MIN_STEPS)
     compile: bool | Literal["auto"] = "auto"
     # run the update's network passes (actor, critic) under bfloat16 autocast; the losses stay float32. "none":
     # float32 throughout. An opt-in for large minibatches on hardware with fast bf16 matmuls (GPUs, AMX CPUs)

@@ -5,9 +5,15 @@ Both run once per env step, so they are built to cost little there:
 * on the CPU with numba, a step is one compiled call (:mod:`drl.nn.kernels`) that updates the
   float64 statistics in place and writes the float32 result; with one env its values are bitwise
   those of the definition below, with several equal to float64 rounding (tested);
-* elsewhere (a GPU, no numba) a step is a handful of in-place torch ops: the batch
-  moments in one ``var_mean``, the sample count kept on the host (no device sync, no 0-d tensor
-  arithmetic), the float32 mean and std cached until the statistics change.
+* elsewhere (a GPU, no numba) a step is a handful of in-place torch ops and no host sync: the batch
+  moments in one ``var_mean`` (float64), the merge in four in-place ops with the sample count kept on
+  the host (a float known without reading the device), the float32 mean and std cached until the
+  statistics change; an update + normalise is 14 ops (13 kernels on CUDA), a normalise with unchanged
+  statistics 3;
+* on CUDA, with ``compile_cuda`` (PPO sets it when ``algo.compile`` holds), the update + normalise is
+  one ``torch.compile``d graph (a few fused kernels, the count updated on the device too), which also
+  hands back the rounded mean and std for the normalisations that follow; if compiling fails it warns
+  once and the eager ops above run instead.
 
 The definition (Chan et al.'s parallel update of a mean and variance with a batch of ``B``)::
 
@@ -18,7 +24,9 @@ The definition (Chan et al.'s parallel update of a mean and variance with a batc
     count = total
 
 in float64, from ``mean = 0, var = 1, count = 1e-4``; ``normalize(x) = clamp((x - mean) / sqrt(var +
-eps), -clip, clip)`` with the mean and std rounded to ``x``'s dtype first.
+eps), -clip, clip)`` with the mean and std rounded to ``x``'s dtype first. The torch path computes the
+merge as ``mean += delta * B/total``, ``var = var * count/total + (batch_var + delta**2 * count/total) *
+B/total`` (a ``lerp`` once ``B/total < 1/2``): the same values to float64 rounding (tested).
 
 Under torchrun (:mod:`drl.distributed`) a :class:`RunningMeanStd` merges the ranks' statistics in one of two
 ways (``rank_merge``): ``"update"`` merges every batch's moments across the ranks before folding it in (one
@@ -29,8 +37,10 @@ once per iteration in :func:`merge_ranks`.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -46,6 +56,59 @@ __all__ = ["RunningMeanStd", "RewardScaler", "merge_ranks"]
 # normalisations cost 16 us (torch: 133) at 1 row, 160 (1,113) at 4,096 and 675 (5,213; with two
 # threads 9,690) at 32,768: one pass over the rows beats torch's strided column reductions.
 _KERNELS = kernels.numba is not None
+
+
+# where the compiled path may run (a test adds "cpu", where inductor builds C++ kernels)
+_COMPILE_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+class _Compiled:
+    """The process's compiled graph: built on first use, dropped for good if compiling fails."""
+
+    update_normalize: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+    failed = False  # a compile failed: eager from then on
+    checked = False  # a first call succeeded: later calls run unguarded
+    triton: bool | None = None  # whether inductor can build CUDA kernels (looked up once)
+
+
+def _compilable(x: torch.Tensor) -> bool:
+    """Whether ``x`` may take the compiled path: a floating tensor on a device in ``_COMPILE_DEVICES`` where
+    inductor can build kernels (Triton on CUDA), a single process (across ranks the moments merge eagerly)."""
+    device = x.device.type
+    if _Compiled.failed or device not in _COMPILE_DEVICES or not x.is_floating_point() or distributed.active():
+        return False
+    if device == "cuda":
+        if _Compiled.triton is None:
+            from torch.utils._triton import has_triton
+            _Compiled.triton = has_triton()
+        return _Compiled.triton
+    return True
+
+
+def _fused_update_normalize(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor,
+                            epsilon: float, clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`RunningMeanStd.update_normalize`'s arithmetic as one graph (what gets compiled).
+
+    ``x[B, D]``; ``mean``, ``var`` ``[D]`` and ``count[1]``, float64 views of the buffers (inductor drops
+    writes to 0-d inputs), updated in place. Returns ``(normalised x [B, D], mean [D], std [D])``, the last
+    two rounded to ``x``'s dtype (kept for later normalisations with these statistics).
+
+    The quotient of the rounded values is taken in float64 and rounded back: float32 division in Triton is
+    not correctly rounded, float64 division is, and a float64 quotient of two float32 values rounded to
+    float32 is the correctly rounded float32 quotient (53 >= 2 * 24 + 2), so the result has the eager bits.
+    """
+    batch_var, batch_mean = torch.var_mean(x.to(torch.float64), 0, correction=0)
+    total = count + x.shape[0]
+    weight = (x.shape[0] / total)[0]
+    keep = (count / total)[0]
+    delta = batch_mean - mean
+    mean.add_(delta * weight)
+    var.mul_(keep).add_((batch_var + delta * delta * keep) * weight)
+    count.copy_(total)
+    dtype = x.dtype
+    mean_x, std_x = mean.to(dtype), torch.sqrt(var + epsilon).to(dtype)
+    out = ((x - mean_x).double() / std_x.double()).to(dtype).clamp(-clip, clip)
+    return out, mean_x, std_x
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -76,10 +139,11 @@ class _Cached:
 class _Caches:
     """What a normaliser derives from its buffers (a plain object: nn.Module attribute access is slow)."""
 
-    __slots__ = ("views", "count", "scale", "base")
+    __slots__ = ("views", "count", "scale", "flat", "base")
 
     def __init__(self) -> None:
         self.views: tuple | None = None  # (mean, var, count tensors, shape, (mean, var, count) numpy views)
+        self.flat: tuple | None = None  # (mean, var, count tensors, their views [D], [D], [1])
         self.count: _Cached | None = None  # count as a Python float
         self.scale: dict[tuple[str, torch.dtype], _Cached] = {}  # mean / std in a dtype, for normalize
         # rank_merge "boundary" under torchrun: (count, mean, var) as of the last merge of the ranks (the
@@ -110,13 +174,17 @@ class RunningMeanStd(nn.Module):
         clip: normalised values are clipped to ``[-clip, clip]``.
         epsilon: added to the variance before the square root.
         rank_merge: ``"update"`` or ``"boundary"``, see above.
+        compile_cuda: on CUDA, run :meth:`update_normalize` of floating batches as one ``torch.compile``d
+            graph (a few fused kernels instead of 13; :meth:`normalize` then reuses the rounded mean and std
+            it returns: 3 ops). The first call compiles (seconds), so it pays off in long runs only. If
+            compiling fails it warns once and stays eager.
 
     Raises:
         ValueError: ``rank_merge`` is neither.
     """
 
     def __init__(self, shape: tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8,
-                 rank_merge: Literal["update", "boundary"] = "update"):
+                 rank_merge: Literal["update", "boundary"] = "update", compile_cuda: bool = False):
         super().__init__()
         if rank_merge not in ("update", "boundary"):
             raise ValueError(f"rank_merge must be 'update' or 'boundary', got {rank_merge!r}")
@@ -126,7 +194,9 @@ class RunningMeanStd(nn.Module):
         self.clip = clip
         self.epsilon = epsilon
         self.rank_merge = rank_merge
+        self.compile_cuda = compile_cuda
         self._caches = _Caches()
+        self._caches.count = _Cached((self.count,), 1e-4)
 
     # --- caches (never saved; a copy keeps the merge base) --------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -139,13 +209,16 @@ class RunningMeanStd(nn.Module):
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> RunningMeanStd:
         base = self._caches.base
+        count = self._buffers["count"]
+        known = self._caches.count
+        known = known.value if known is not None and known.valid_for((count,)) else None
         self._caches = _Caches()  # .to(), .double() ...: new buffers
         self._caches.base = base  # moved to the buffers' device when the ranks merge
-        return super()._apply(fn, *args, **kwargs)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._caches.base = None  # loaded statistics (every rank loads the same): the next base
+        out = super()._apply(fn, *args, **kwargs)
+        moved = self._buffers["count"]
+        if known is not None and count.dtype is moved.dtype is torch.float64:  # the same value: still known
+            self._caches.count = _Cached((moved,), known)
+        return out
 
     def stats_changed(self) -> None:
         """Call after writing the statistics through :meth:`numpy_views` (as the kernels do): no version
@@ -182,7 +255,17 @@ class RunningMeanStd(nn.Module):
         arrays = self.numpy_views()
         return arrays if arrays is not None and shape[1:] == self._caches.views[3] else None
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        loaded = state_dict.get(prefix + "count")
+        count = self._buffers["count"]
+        if isinstance(loaded, torch.Tensor) and loaded.shape == count.shape:  # read now, not on the next step
+            self._caches.count = _Cached((count,), float(loaded))
+        self._caches.base = None  # loaded statistics (every rank loads the same): the next base
+
     def _host_count(self) -> float:
+        """The count as a Python float: kept beside the buffer by every update, so a step reads no device
+        value (``.item()`` only after the buffer was written some other way, e.g. ``count.fill_``)."""
         count = self._buffers["count"]
         cache = self._caches.count
         if cache is None or not cache.valid_for((count,)):
@@ -256,17 +339,24 @@ class RunningMeanStd(nn.Module):
             self.stats_changed()
             return
         with torch.no_grad():
-            mean, var, count = self.mean, self.var, self.count
-            batch_var, batch_mean = torch.var_mean(batch.to(torch.float64), 0, correction=0)
+            buffers = self._buffers
+            mean, var, count = buffers["mean"], buffers["var"], buffers["count"]
+            batch_var, batch_mean = torch.var_mean(batch.to(torch.float64), 0, correction=0)  # 2 ops
             n = batch.shape[0]
             if not (distributed.active() and self._folds_locally()):
                 n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
             old_count = self._host_count()
             total = old_count + n
+            weight = n / total
             delta = batch_mean.sub_(mean)
-            mean.add_(delta, alpha=n / total)
-            var.mul_(old_count / total).add_(batch_var, alpha=n / total).addcmul_(
-                delta, delta, value=old_count * n / total / total)
+            mean.add_(delta, alpha=weight)
+            # var * count/total + (batch_var + delta^2 count/total) * B/total: the definition, rearranged
+            keep = old_count / total
+            target = batch_var.addcmul_(delta, delta, value=keep)
+            if weight < 0.5:  # lerp's formula there is var + weight * (target - var): no cancellation
+                var.lerp_(target, weight)
+            else:  # (the first batches): lerp would form 1 - weight, which loses digits when count << B
+                var.mul_(keep).add_(target, alpha=weight)
             count.fill_(total)
             self._caches.count = _Cached((count,), total)
 
@@ -283,8 +373,10 @@ class RunningMeanStd(nn.Module):
         var = self._buffers["var"]
         cache = self._caches.scale.get(("std", dtype))
         if cache is None or not cache.valid_for((var,)):
-            with torch.no_grad():
-                std = var.add(self.epsilon).sqrt_().to(dtype)
+            with torch.no_grad():  # the float64 root rounded as it is stored: one kernel on CUDA (two on the CPU)
+                std = var.add(self.epsilon)
+                std = torch.sqrt(std, out=torch.empty_like(std, dtype=dtype)) if dtype.is_floating_point else \
+                    std.sqrt_().to(dtype)
             cache = self._caches.scale[("std", dtype)] = _Cached((var,), std)
         return cache.value
 
@@ -305,6 +397,10 @@ class RunningMeanStd(nn.Module):
             if update:
                 self.stats_changed()
             return torch.from_numpy(out)
+        if update and self.compile_cuda and _compilable(x):
+            out = self._compiled_update_normalize(x)
+            if out is not None:
+                return out
         if update:
             self.update(x)
         with torch.no_grad():
@@ -312,6 +408,40 @@ class RunningMeanStd(nn.Module):
                 mean, std = self.mean.to(x.dtype), torch.sqrt(self.var + self.epsilon).to(x.dtype)
                 return torch.clamp((x - mean) / std, -self.clip, self.clip)
             return torch.sub(x, self._mean_as(x.dtype)).div_(self.std_as(x.dtype)).clamp_(-self.clip, self.clip)
+
+    def _compiled_update_normalize(self, x: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`update_normalize` through the compiled graph; None (and eager from then on) if compiling fails."""
+        buffers, caches = self._buffers, self._caches
+        mean, var, count = buffers["mean"], buffers["var"], buffers["count"]
+        flat = caches.flat
+        if flat is None or flat[0] is not mean or flat[1] is not var or flat[2] is not count:
+            flat = caches.flat = (mean, var, count, mean.view(-1), var.view(-1), count.view(1))
+        old_count = self._host_count()
+        rows = x if x.dim() == 2 else x.reshape(x.shape[0], -1)
+        fn = _Compiled.update_normalize
+        if fn is None:
+            fn = _Compiled.update_normalize = torch.compile(_fused_update_normalize)
+        with contextlib.nullcontext() if not torch.is_grad_enabled() else torch.no_grad():
+            if _Compiled.checked:
+                out, mean_x, std_x = fn(rows, flat[3], flat[4], flat[5], self.epsilon, self.clip)
+            else:  # the first call compiles; a failure there leaves the statistics as they were
+                saved = [t.clone() for t in (mean, var, count)]
+                try:
+                    out, mean_x, std_x = fn(rows, flat[3], flat[4], flat[5], self.epsilon, self.clip)
+                except Exception as err:  # noqa: BLE001 - any compiler failure: the eager ops are always valid
+                    for t, before in zip((mean, var, count), saved, strict=True):
+                        t.copy_(before)
+                    _Compiled.failed = True
+                    warnings.warn(f"torch.compile of the observation normaliser failed ({type(err).__name__}: "
+                                  f"{err}); continuing eagerly", stacklevel=3)
+                    return None
+                _Compiled.checked = True
+        # the buffers changed inside the graph (whether or not their version counters saw it): what was
+        # derived from them is replaced by what the graph derived
+        caches.count = _Cached((count,), old_count + x.shape[0])
+        caches.scale = {("mean", x.dtype): _Cached((mean,), mean_x.view(mean.shape)),
+                        ("std", x.dtype): _Cached((var,), std_x.view(var.shape))}
+        return out if out.shape == x.shape else out.view(x.shape)
 
 
 def merge_ranks(normalizers: Iterable[RunningMeanStd]) -> None:
@@ -399,8 +529,8 @@ class RewardScaler(nn.Module):
                 stats.stats_changed()
             return torch.from_numpy(out)
         with torch.no_grad():
-            if update:
-                returns.mul_(self.gamma).add_(reward)
+            if update:  # returns * gamma + reward, in one op
+                torch.add(reward, returns, alpha=self.gamma, out=returns)
                 stats.update(returns)
                 returns.masked_fill_(done if truncated is done else done | truncated, 0.0)
             return torch.div(reward, stats.std_as(reward.dtype)).clamp_(-self.clip, self.clip)
@@ -433,22 +563,21 @@ class RewardScaler(nn.Module):
 
     @torch.no_grad()
     def _scale_rollout_torch(self, rewards: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
-        """The torch path of :meth:`scale_rollout` in about 2T + 12 ops (per-step calls: 13T), for GPUs.
+        """The torch path of :meth:`scale_rollout` in about T + 14 kernels (per-step calls: 13T), for GPUs.
 
-        The running returns of all T steps are built on the device (two ops per step); their per-step
-        batch moments come to the host in one transfer; the T statistics updates are the definition's
-        float64 arithmetic on Python floats; the T stds go back in one transfer.
+        The running returns of all T steps are built on the device (one op per step); their per-step
+        batch moments come to the host in one transfer (the rollout's one host sync); the T statistics
+        updates are the definition's float64 arithmetic on Python floats; the T stds go back in one transfer.
         """
         stats: RunningMeanStd = self._modules["return_stats"]
         returns = self._buffers["returns"]
         steps, num = rewards.shape
         keep_gamma = (~done).to(torch.float64).mul_(self.gamma)  # gamma where the episode goes on, else 0
-        running = torch.empty(steps, num, dtype=torch.float64, device=rewards.device)
-        rows, reward_rows, keep_rows = running.unbind(0), rewards.unbind(0), keep_gamma.unbind(0)  # views, made once
-        previous = returns
-        for t in range(steps):  # returns_t = returns_{t-1} * gamma (0 after an episode end) + reward_t
-            torch.mul(previous, self.gamma if t == 0 else keep_rows[t - 1], out=rows[t]).add_(reward_rows[t])
-            previous = rows[t]
+        running = rewards.to(torch.float64, copy=True)  # row t becomes returns_t in place
+        rows, keep_rows = running.unbind(0), keep_gamma.unbind(0)  # views, made once
+        rows[0].add_(returns, alpha=self.gamma)
+        for t in range(1, steps):  # returns_t = reward_t + returns_{t-1} * gamma (0 after an episode end)
+            rows[t].addcmul_(rows[t - 1], keep_rows[t - 1])
         batch_var, batch_mean = torch.var_mean(running, 1, correction=0)
         num, batch_mean, batch_var = distributed.merge_moments(num, batch_mean, batch_var)  # [T] each, all ranks
         returns.copy_(rows[-1]).masked_fill_(done[-1], 0.0)
