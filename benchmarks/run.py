@@ -1,7 +1,7 @@
 """drl vs Stable-Baselines3 (and rsl_rl on torch-batched envs), side by side on this machine, in one run.
 
     python -m benchmarks.run --suite quick|full|tiny|offpolicy|rslrl|rslrl-tiny [--device cpu|cuda|auto]
-                             [--out DIR] [--seeds N]
+                             [--out DIR] [--seeds N] [--steps N]
                              [--only NAME ...] [--keep-runs] [--dry-run] [--floor [N]]
 
 Runs every row of the suite (see ``benchmarks/harness/suites.py`` and ``benchmarks/README.md``),
@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<suite>/)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the suite's)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None, help="run only these rows")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="env steps per run in every row, instead of the suite's (short probes: the numbers are "
+                             "not the suite's, and drl's compile: auto may then stay off)")
     parser.add_argument("--keep-runs", action="store_true", help="keep drl's run folders under OUT/runs/")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, then exit")
     parser.add_argument("--floor", type=int, nargs="?", const=FLOOR_UPDATES, default=None, metavar="N",
@@ -102,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1 env steps, got {args.steps}")
     if args.floor is not None and args.floor < 1:
         parser.error(f"--floor must be >= 1 updates, got {args.floor}")
     names = [r.name for r in SUITES[args.suite].rows]
@@ -148,6 +153,8 @@ def plan(suite: Suite, args: argparse.Namespace) -> tuple[list[dict], list[tuple
     for row in suite.rows:
         if args.only and row.name not in args.only:
             continue
+        if args.steps is not None:
+            row = dataclasses.replace(row, total_steps=args.steps, log_every=min(row.log_every, args.steps))
         seeds = args.seeds or row.seeds
         status = "ok"
         if row.kind == "offpolicy" and row.agent not in AGENTS:

@@ -275,7 +275,7 @@ def _quick_row(name: str):
 
 
 def test_every_suite_has_the_four_offpolicy_rows_with_sb3_defaults():
-    from benchmarks.harness.suites import OFFPOLICY_TARGET_RATIO, SUITES
+    from benchmarks.harness.suites import AMP_LABEL, OFFPOLICY_TARGET_RATIO, SUITES
 
     for suite in SUITES.values():
         if all(r.kind == "batched" for r in suite.rows):  # the drl vs rsl_rl suites (tests/test_rslrl_side.py)
@@ -286,7 +286,12 @@ def test_every_suite_has_the_four_offpolicy_rows_with_sb3_defaults():
             assert row.agent == name.split("-")[0] and row.num_envs == 1 and row.hparams == "sb3-defaults"
             assert row.env_id == ("HalfCheetah-v5" if "halfcheetah" in name else "Pendulum-v1")
             assert row.target_ratio == (OFFPOLICY_TARGET_RATIO if "halfcheetah" in name else None)
-            assert [v.lib for v in row.variants] == ["drl", "sb3"] and row.total_steps % row.log_every == 0
+            assert row.total_steps % row.log_every == 0
+            if name == "td3-halfcheetah":  # a second drl side: algo.amp (bfloat16), not drl's default
+                assert [(v.label, v.lib) for v in row.variants] == [("drl", "drl"), (AMP_LABEL, "drl"), ("SB3", "sb3")]
+                assert row.variants[1].overrides == {"algo": {"amp": True}} and not row.variants[0].overrides
+            else:
+                assert [v.lib for v in row.variants] == ["drl", "sb3"]
             assert row.seeds == (1 if suite.name == "tiny" else 3)
     assert OFFPOLICY_TARGET_RATIO == 1.5
 
@@ -366,11 +371,11 @@ def test_dry_run_lists_the_offpolicy_rows(capsys, tmp_path, monkeypatch):
             "ok" if agent in AGENTS else no_agent(agent)), lines[name]
     from drl.registry import AgentSpec
 
-    for agent in ("sac", "td3"):  # registered: the rows are planned (3 seeds x 2 sides each)
+    for agent in ("sac", "td3"):  # registered: the rows are planned (3 seeds x 2 sides each; td3-halfcheetah 3 sides)
         monkeypatch.setitem(AGENTS, agent, AgentSpec(object, FakeOffPolicyConfig, object, "fake"))
     assert main(["--suite", "quick", "--dry-run", "--device", "cpu", "--only", *OFFPOLICY_ROWS]) == 0
     out = capsys.readouterr().out
-    assert "24 training runs" in out and all(f"{name}" in out for name in OFFPOLICY_ROWS)
+    assert "27 training runs" in out and all(f"{name}" in out for name in OFFPOLICY_ROWS)
     assert not (tmp_path / "results.json").exists()
 
 
@@ -445,6 +450,31 @@ def test_offpolicy_comparison_and_report_from_recorded_runs(sb3_sac_run, tmp_pat
     assert report.count("_No row of this kind in this run._") == 3  # sections 1, 2 and 3 are empty here
     results = _results_with(runs, [row], {"status": "floor not measured (run with --floor)"})
     assert "floor not measured (run with --floor)" in write_report(results, tmp_path).read_text()
+
+
+def test_second_drl_side_gets_its_own_comparison_against_the_same_sb3_runs(sb3_sac_run, tmp_path):
+    """A row with two drl sides (fp32 2x and amp 3x SB3's speed): two comparisons, the second titled with its
+    label and judged against no target, each reading only its own drl runs."""
+    from benchmarks.harness.report import write_report
+
+    runs = []
+    for seed in range(2):
+        sb3 = {**sb3_sac_run, "seed": seed}  # recorded as row sac-pendulum, named so below
+        for label, speed in (("drl", 2.0), ("drl amp", 3.0)):
+            runs.append({**sb3, "lib": "drl", "variant": label, "sps": sb3["sps"] * speed,
+                         "train_s": sb3["train_s"] / speed})
+        runs.append(sb3)
+    row = {"name": "sac-pendulum", "title": "TD3, Pendulum-v1, 1 env", "kind": "offpolicy", "env_id": "Pendulum-v1",
+           "agent": "td3", "status": "ok", "target_ratio": 1.5, "seeds": 2,
+           "variants": [{"label": "drl", "lib": "drl"}, {"label": "drl amp", "lib": "drl"},
+                        {"label": "SB3", "lib": "sb3"}]}
+    results = _results_with(runs, [row], None)
+    fp32, amp = results["comparisons"]["off_policy"]
+    assert fp32["throughput"]["median_ratio"] == pytest.approx(2.0) and fp32["speed_verdict"] == "met"
+    assert amp["throughput"]["median_ratio"] == pytest.approx(3.0) and amp["speed_verdict"] is None
+    assert amp["title"] == "TD3, Pendulum-v1, 1 env (drl amp)" and len(amp["returns"]["drl"]["seeds"]) == 2
+    report = write_report(results, tmp_path).read_text()
+    assert "**2.00x** | 1.5x: met |" in report and "| **TD3, Pendulum-v1, 1 env (drl amp)** | **median** |" in report
 
 
 def test_not_worse_beyond_seed_noise_against_hand_values():

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from drl.nn import onednn
 from drl.nn.critics import (
     EnsembleMLP,
     QEnsemble,
@@ -139,3 +140,33 @@ def test_td_critic_loss_hand_values() -> None:
     assert loss.item() == pytest.approx(-(2 * target * torch.log_softmax(torch.zeros(3), -1)).sum().item(), rel=1e-6)
     assert q_values(target_logits, support).squeeze(-1).tolist() == pytest.approx(
         [(torch.softmax(high, -1) @ support).item(), (torch.softmax(low, -1) @ support).item()])
+
+
+@pytest.mark.skipif(not onednn.available(), reason="torch has no oneDNN linear kernel here")
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_onednn_linear_matches_aten_values_and_gradients(monkeypatch, shared_input: bool) -> None:
+    """drl.nn.onednn (opt-in) gives batched_linear's values and gradients, eagerly and under torch.func.grad."""
+    torch.manual_seed(0)
+    net = EnsembleMLP(7, [48, 40], 3, num_heads=2)
+    params = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(16, 7) if shared_input else torch.randn(2, 16, 7)
+
+    def loss(ps: list[torch.Tensor]) -> torch.Tensor:
+        return net.apply_params(ps, x).square().sum()
+
+    results = {}
+    for enabled in (False, True):
+        monkeypatch.setattr(onednn, "ENABLED", enabled)
+        value = net.apply_params(params, x)
+        grads = torch.func.grad(loss)(params)
+        leaves = [p.clone().requires_grad_(True) for p in params]
+        loss(leaves).backward()
+        results[enabled] = (value, grads, [p.grad for p in leaves])
+    (v0, g0, _), (v1, g1, a1) = results[False], results[True]
+    torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-5)
+    for ref, func_grad, autograd_grad in zip(g0, g1, a1, strict=True):
+        torch.testing.assert_close(func_grad, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(autograd_grad, ref, rtol=1e-4, atol=1e-4)
+    # no gradient (acting): ATen's ops, bitwise the default path
+    with torch.no_grad():
+        assert torch.equal(net.apply_params(params, x), v0)

@@ -60,8 +60,8 @@ def _ratio(a: Any, b: Any) -> float | None:
     return a / b if finite(a) and finite(b) and b > 0 else None
 
 
-def _throughput(row: dict, runs: list[dict]) -> dict[str, Any]:
-    drl, sb3 = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], "sb3")
+def _throughput(row: dict, runs: list[dict], drl_variant: str | None = None) -> dict[str, Any]:
+    drl, sb3 = _runs(runs, row["name"], "drl", drl_variant), _runs(runs, row["name"], "sb3")
     by_seed = {r["seed"]: r for r in sb3}
     per_seed = [{"seed": d["seed"], "drl_sps": d["sps"], "sb3_sps": by_seed[d["seed"]]["sps"],
                  "drl_train_s": d["train_s"], "sb3_train_s": by_seed[d["seed"]]["train_s"],
@@ -84,8 +84,8 @@ def _side_returns(runs: list[dict]) -> dict[str, Any]:
             "eval_episodes": runs[0]["final_eval"]["episodes"] if runs else None}
 
 
-def _returns(row: dict, runs: list[dict]) -> dict[str, Any]:
-    drl, sb3 = _runs(runs, row["name"], "drl"), _runs(runs, row["name"], "sb3")
+def _returns(row: dict, runs: list[dict], drl_variant: str | None = None) -> dict[str, Any]:
+    drl, sb3 = _runs(runs, row["name"], "drl", drl_variant), _runs(runs, row["name"], "sb3")
     return {"row": row["name"], "title": row["title"], "env_id": row["env_id"], "status": row["status"],
             "steps": drl[0]["steps"] if drl else (sb3[0]["steps"] if sb3 else None),
             "drl": _side_returns(drl), "sb3": _side_returns(sb3)}
@@ -138,14 +138,27 @@ def not_worse(drl: list[float], sb3: list[float]) -> dict[str, Any]:
     return {"difference": difference, "margin": margin, "verdict": "not worse" if difference >= -margin else "worse"}
 
 
-def _offpolicy(row: dict, runs: list[dict], floor: dict[str, Any] | None) -> dict[str, Any]:
+def _offpolicy_rows(row: dict, runs: list[dict], floor: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One comparison per drl side of an off-policy row (:func:`_offpolicy`), each against the same SB3 runs; a
+    drl side other than the first is titled ``<row title> (<its label>)`` and judged against no target."""
+    drl_labels = [v["label"] for v in row["variants"] if v["lib"] == "drl"]
+    if len(drl_labels) < 2:
+        return [_offpolicy(row, runs, floor)]
+    out = [_offpolicy(row, runs, floor, drl_labels[0])]
+    for label in drl_labels[1:]:
+        out.append(_offpolicy(row | {"title": f"{row['title']} ({label})", "target_ratio": None}, runs, None, label))
+    return out
+
+
+def _offpolicy(row: dict, runs: list[dict], floor: dict[str, Any] | None,
+               drl_variant: str | None = None) -> dict[str, Any]:
     out = {"agent": row["agent"], "row": row["name"], "title": row["title"], "env_id": row["env_id"],
-           "status": row["status"], "target_ratio": row.get("target_ratio")}
+           "status": row["status"], "target_ratio": row.get("target_ratio"), "drl_variant": drl_variant}
     if row["agent"] == "sac" and floor is not None:
         out["floor"] = floor
     if row["status"] != "ok":
         return out
-    throughput, returns = _throughput(row, runs), _returns(row, runs)
+    throughput, returns = _throughput(row, runs, drl_variant), _returns(row, runs, drl_variant)
     ratio, target = throughput["median_ratio"], row.get("target_ratio")
     out |= {
         "throughput": throughput, "returns": returns,
@@ -203,7 +216,7 @@ def compare(rows: list[dict], runs: list[dict], floor: dict[str, Any] | None = N
         elif row["kind"] == "solve":
             out["cartpole_solve"].append(_solve(row, runs))
         elif row["kind"] == "offpolicy":
-            out["off_policy"].append(_offpolicy(row, runs, floor))
+            out["off_policy"].extend(_offpolicy_rows(row, runs, floor))
         elif row["kind"] == "batched":
             out["batched"].append(_batched(row, runs))
     return out

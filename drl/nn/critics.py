@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from drl.nn import onednn
+
 __all__ = [
     "ACTIVATION_FNS",
     "EnsembleMLP",
@@ -33,6 +35,15 @@ __all__ = [
 ACTIVATION_FNS = {"relu": F.relu, "tanh": torch.tanh, "elu": F.elu, "silu": F.silu}
 
 
+def _onednn_applies(x: torch.Tensor) -> bool:
+    """Training in float32 on the CPU, eagerly (not compiling or tracing), outside autocast (see
+    :func:`batched_linear`): inside a compiled :func:`torch.func.grad` the oneDNN op would not be differentiated
+    through its own backward, so compiled steps keep ATen's ops."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
 def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """K linear maps at once: ``x[K, B, in]`` (or ``[B, in]``, shared) ``@ weight[K, in, out] + bias[K, 1, out]``.
 
@@ -42,8 +53,21 @@ def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     its backward ~120 us vs ~10 us). So: one head -> ``addmm``; an input shared by all heads -> one
     ``addmm`` against the heads' weights side by side (``[in, K * out]``); a thin layer (<= 32 in or
     out) -> one ``addmm`` per head; otherwise ``baddbmm``. All give the same values.
+
+    When training eagerly in float32 on a CPU where :data:`drl.nn.onednn.ENABLED` (gradient mode on, no
+    autocast, not compiling or tracing), a layer wider than 32 both in and out runs through oneDNN's kernel
+    instead (:func:`drl.nn.onednn.linear`, one product per head for per-head inputs; thin layers stay
+    ``addmm``, which oneDNN is slower at): the same values up to float32 summation order.
     """
     heads, fan_in, fan_out = weight.shape
+    if fan_in > 32 and fan_out > 32 and onednn.ENABLED and _onednn_applies(x):
+        if x.dim() == 3:
+            return torch.stack([onednn.linear(x[k], weight[k], bias[k, 0]) for k in range(heads)])
+        if heads == 1:
+            return onednn.linear(x, weight[0], bias[0, 0]).unsqueeze(0)
+        wide = onednn.linear(x, weight.transpose(0, 1).reshape(fan_in, heads * fan_out),
+                             bias.transpose(0, 1).reshape(heads * fan_out))
+        return wide.view(x.shape[0], heads, fan_out).transpose(0, 1)
     if heads == 1:
         return torch.addmm(bias[0], x if x.dim() == 2 else x[0], weight[0]).unsqueeze(0)
     if x.dim() == 2:
