@@ -313,6 +313,7 @@ def test_happo_exports_one_file_per_agent_matching_its_actions(case: str, tmp_pa
 def test_camrl_exports_one_plain_actor_per_task(env_id: str, mode: str, tmp_path: Path) -> None:
     obs_space, act_space, task_names = _env_spaces(env_id, 8)
     T = len(task_names)
+    torch.manual_seed(0)  # the learners' initial weights: independent of which tests ran before
     agent = CAMRL(obs_space, act_space, CAMRLConfig(mode=mode, normalize_obs=True, minibatch_size=T), 2 * T, CPU)
     _skew(agent.obs_normalizers, _obs(obs_space, 256), [agent.model], 5)
     obs = _obs(obs_space, 96)
