@@ -42,7 +42,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -51,7 +51,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "init", "shutdown", "active", "rank", "world_size", "is_main", "launched",
            "rank_seed", "rank_device", "average_gradients_", "mean_scalar", "mean_std", "any_rank", "merge_moments",
-           "all_gather_rows",
+           "fold_moments", "all_gather_rows",
            "check_agree", "check_in_sync", "torchrun_command", "launch", "torchrun_main", "NullLogger",
            "DEFAULT_TIMEOUT_S"]
 
@@ -197,10 +197,8 @@ def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Te
                   ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Every rank's batch moments merged into the moments of all their samples together.
 
-    ``count`` samples with ``mean[*S]`` and population variance ``var[*S]`` on each rank; the merge
-    (Chan, Golub & LeVeque 1979) folds the ranks in rank order: ``n = n_a + n_b``,
-    ``mean = mean_a + (mean_b - mean_a) n_b / n``,
-    ``var = (n_a var_a + n_b var_b + (mean_b - mean_a)^2 n_a n_b / n) / n``; every rank gets the same result
+    ``count`` samples with ``mean[*S]`` and population variance ``var[*S]`` on each rank, folded in rank order
+    by :func:`fold_moments` (Chan, Golub & LeVeque 1979); every rank gets the same result
     (one all-gather of ``[1 + 2 prod(S)]`` float64 values). Without other ranks the inputs come back.
     """
     if not active():
@@ -212,19 +210,36 @@ def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Te
     with _collective("merging the running observation statistics"):
         dist.all_gather(gathered, mine)
     size = mean.numel()
+    n, m, v = fold_moments((float(part[0]), part[1:1 + size], part[1 + size:]) for part in gathered)
+    return n, m.reshape(shape).to(mean.dtype), v.reshape(shape).to(var.dtype)
+
+
+def fold_moments(parts: Iterable[tuple[float, torch.Tensor, torch.Tensor]]
+                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """``(count, mean, var)`` of all the samples of ``parts`` (each ``(n, mean[*S], population var[*S])``), folded
+    in the order given with Chan, Golub & LeVeque's (1979) pairwise merge: ``n = n_a + n_b``,
+    ``mean = mean_a + (mean_b - mean_a) n_b / n``,
+    ``var = (n_a var_a + n_b var_b + (mean_b - mean_a)^2 n_a n_b / n) / n``.
+    The first part is taken as it is; a later part with ``n <= 0`` changes nothing.
+
+    Raises:
+        ValueError: ``parts`` is empty.
+    """
     n, m, v = 0.0, None, None
-    for part in gathered:
-        n_b = float(part[0])
-        m_b, v_b = part[1:1 + size], part[1 + size:]
+    for n_b, m_b, v_b in parts:
         if m is None:
             n, m, v = n_b, m_b, v_b
+            continue
+        if n_b <= 0:
             continue
         total = n + n_b
         delta = m_b - m
         m = m + delta * (n_b / total)
         v = (v * n + v_b * n_b + delta * delta * (n * n_b / total)) / total
         n = total
-    return n, m.reshape(shape).to(mean.dtype), v.reshape(shape).to(var.dtype)
+    if m is None or v is None:
+        raise ValueError("fold_moments needs at least one (count, mean, var) part")
+    return n, m, v
 
 
 def check_agree(value: int, what: str) -> None:

@@ -38,6 +38,7 @@ once per iteration in :func:`merge_ranks`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -310,17 +311,10 @@ class RunningMeanStd(nn.Module):
         mean_t, var_t, count_t = self._buffers["mean"], self._buffers["var"], self._buffers["count"]
         base = self._caches.base
         if base is None:
-            n, mean, var = self._host_count(), mean_t.detach().clone(), var_t.detach().clone()
+            base = (self._host_count(), mean_t.detach().clone(), var_t.detach().clone())
         else:
-            n, mean, var = base[0], base[1].to(mean_t.device), base[2].to(var_t.device)
-        for n_b, mean_b, var_b in parts:
-            if n_b <= 0:
-                continue
-            total = n + n_b
-            delta = mean_b - mean
-            mean = mean + delta * (n_b / total)
-            var = (var * n + var_b * n_b + delta * delta * (n * n_b / total)) / total
-            n = total
+            base = (base[0], base[1].to(mean_t.device), base[2].to(var_t.device))
+        n, mean, var = distributed.fold_moments(itertools.chain([base], parts))
         mean_t.copy_(mean.reshape(mean_t.shape))
         var_t.copy_(var.reshape(var_t.shape))
         count_t.fill_(n)
