@@ -133,11 +133,10 @@ def test_tiny_suite_end_to_end_produces_a_row(tmp_path):
 
 
 def test_cuda_rows_without_cuda_say_why_they_were_skipped(monkeypatch):
-    import argparse
 
     from benchmarks.harness.analysis import compare
     from benchmarks.harness.suites import BATCHED_CUDA_TARGET_RATIO, BATCHED_TARGET_RATIO, SUITES
-    from benchmarks.run import plan
+    from benchmarks.run import parse_args, plan
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     suite = SUITES["rslrl"]
@@ -148,7 +147,7 @@ def test_cuda_rows_without_cuda_say_why_they_were_skipped(monkeypatch):
                        "pendulum-4096env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO,
                        "pendulum-65536env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO,
                        "halfcheetah-4096env-rslrl-cuda": BATCHED_CUDA_TARGET_RATIO}
-    args = argparse.Namespace(only=None, seeds=None, device="auto")
+    args = parse_args(["--suite", "rslrl"])  # the real CLI defaults, so a new flag cannot be missing here
     rows, runs, _ = plan(suite, args)
     assert {v.device for _, v, _ in runs} == {"cpu"} and len(runs) == 4 * 3 * 2
     status = {c["row"]: c["status"] for c in compare(rows, [])["batched"]}
