@@ -133,7 +133,6 @@ def test_tiny_suite_end_to_end_produces_a_row(tmp_path):
 
 
 def test_cuda_rows_without_cuda_say_why_they_were_skipped(monkeypatch):
-
     from benchmarks.harness.analysis import compare
     from benchmarks.harness.suites import BATCHED_CUDA_TARGET_RATIO, BATCHED_TARGET_RATIO, SUITES
     from benchmarks.run import parse_args, plan
