@@ -119,6 +119,13 @@ BLOCKS: dict[str, Block] = {
               "team and the env's scripted opponents over training, 3 seeds at 320,000 env steps (issue 13: both "
               "teams improve against the frozen league): `python -m benchmarks.competitive --seeds 3 --steps "
               "320000 --schedules simultaneous`."),
+    "rarl": Block(
+        after="competitive", heading="### RARL vs PPO: robustness to mass and friction errors",
+        intro="The RARL protagonist (trained against a force-applying adversary, alternating updates) and PPO with "
+              "the same protagonist env steps, swept over body-mass and friction scales without the adversary, 3 "
+              "seeds (issue 12: RARL's mean and worst case over the mass sweep at least PPO's, nominal return not "
+              "worse beyond seed noise; not met yet on Hopper): `python -m benchmarks.rarl --seeds 3 --out "
+              "benchmarks/results/rarl`."),
     "embedding_reward": Block(
         after="competitive", heading="### Embedding-similarity reward from goal demos on PandaReach",
         intro="PPO trained only on the `embedding_reward` wrapper's reward (an encoder trained on the scripted "
