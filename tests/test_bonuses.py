@@ -237,6 +237,7 @@ def test_icm_and_continuous_actions():
 
 @pytest.mark.parametrize("env_id, variant, suffix", [("drl/MountainCarContinuous-v0", "rnd", "rnd"),
                                                      ("MiniGrid-DoorKey-8x8-v0", "rnd-e3b", "combined"),
+                                                     ("MiniGrid-MultiRoom-N2-S4-v0", "rnd-e3b", "combined"),
                                                      ("MiniGrid-MultiRoom-N4-S5-v0", "rnd-e3b", "combined")])
 def test_committed_bonus_configs_are_the_benchmark_variants(env_id, variant, suffix):
     """configs/ppo/<env>-<suffix>.yaml = the base config + what benchmarks/exploration.py's variant switches on."""
