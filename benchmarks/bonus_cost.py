@@ -1,16 +1,18 @@
-"""Per-step cost of the intrinsic-bonus wrapper, next to the bare env and to one extra critic pass.
+"""Per-step cost of the shaping and intrinsic-bonus wrappers, next to the bare env and one extra critic pass.
 
     python -m benchmarks.bonus_cost [--device cpu|cuda] [--repeats 5] [--only NAME ...]
                                     [--out benchmarks/results/bonus_cost] [--dry-run]
 
-Issue 14's cost targets: per-step overhead below 15% for counts, and below the cost of one extra critic pass
-for RND / E3B. Two cases: ``drl/CartPole-v0`` with 4096 envs (a batched env, where the bonus's batched
+Issue 14's cost targets: per-step overhead below 15% for shaping (``potential_shaping``, ``barfi``) and
+counts, and below the cost of one extra critic pass for RND / E3B. Two cases: ``drl/CartPole-v0`` with 4096 envs (a batched env, where the bonus's batched
 networks matter) and ``HalfCheetah-v5`` with one env (a CPU simulator, where per-call overhead matters).
 
 Per case and variant: ``env.step`` (random actions drawn up front) timed over a block of steps after a
 warm-up, the median over ``--repeats`` blocks, divided by the steps: seconds per vectorised step. Variants:
-``bare`` (no wrapper), ``count``, ``rnd``, ``icm``, ``e3b``, ``rnd-e3b`` (the ``bonus`` wrapper's parts, with
-its default networks: two hidden layers of 256, embedding 64). The reference ``critic`` is one forward pass
+``bare`` (no wrapper), ``shaping`` (``potential_shaping``: CartPole's upright potential, a linear potential
+of HalfCheetah's observation), ``barfi`` (two heuristics with learned blend weights: CartPole's upright term
+and a step penalty, HalfCheetah's action cost and a step penalty), ``count``, ``rnd``, ``icm``, ``e3b``,
+``rnd-e3b`` (the ``bonus`` wrapper's parts, with its default networks). The reference ``critic`` is one forward pass
 of PPO's default critic (MLP 64-64, tanh) on the step's observations, no env step. ``update()`` (training the
 learned parts on one iteration's recorded steps) runs once per iteration, not per step: timed separately,
 per recorded env step. One torch thread. Writes ``results.json`` and ``report.md`` to ``--out``.
@@ -34,14 +36,34 @@ from benchmarks.harness.report import study_header, write_lines
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # case -> (num_envs, steps per timed block, recorded steps per update = one PPO iteration's rollout length)
 CASES = {"drl/CartPole-v0": (4096, 50, 16), "HalfCheetah-v5": (1, 500, 2048)}
+# variant -> its wrapper config, per case where the wrapper needs the task's observation layout (None: no wrapper)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "bare": None,
-    "count": {"global_bonus": "none", "episodic_bonus": "count"},
-    "rnd": {"global_bonus": "rnd"},
-    "icm": {"global_bonus": "icm"},
-    "e3b": {"global_bonus": "none", "episodic_bonus": "e3b"},
-    "rnd-e3b": {"global_bonus": "rnd", "episodic_bonus": "e3b"},
+    "shaping": {"name": "potential_shaping"},
+    "barfi": {"name": "barfi"},
+    "count": {"name": "bonus", "global_bonus": "none", "episodic_bonus": "count"},
+    "rnd": {"name": "bonus", "global_bonus": "rnd"},
+    "icm": {"name": "bonus", "global_bonus": "icm"},
+    "e3b": {"name": "bonus", "global_bonus": "none", "episodic_bonus": "e3b"},
+    "rnd-e3b": {"name": "bonus", "global_bonus": "rnd", "episodic_bonus": "e3b"},
 }
+PER_CASE: dict[str, dict[str, dict[str, Any]]] = {
+    "drl/CartPole-v0": {
+        "shaping": {"potential": "cartpole_upright"},
+        "barfi": {"heuristics": ["cartpole_upright", {"fn": "step_penalty", "kwargs": {"cost": 2.0}}]},
+    },
+    "HalfCheetah-v5": {
+        "shaping": {"potential": "linear", "potential_kwargs": {"weights": [1.0] * 17}},
+        "barfi": {"heuristics": ["action_cost", "step_penalty"]},
+    },
+}
+SHAPING = ("shaping", "barfi", "count")  # the variants with the 15% target; the rest: one critic pass
+
+
+def wrapper_config(case: str, variant: str) -> dict[str, Any] | None:
+    """The wrapper ``variant`` adds on ``case`` (None for ``bare``)."""
+    spec = VARIANTS[variant]
+    return None if spec is None else {**spec, **PER_CASE[case].get(variant, {})}
 WARMUP = 10
 
 
@@ -89,9 +111,9 @@ def measure(case: str, variant: str, args: argparse.Namespace) -> dict[str, Any]
     num_envs, block, record = CASES[case]
     block = max(1, int(block * args.scale))
     env = make_vec_env(case, num_envs, device)
-    spec = VARIANTS[variant]
+    spec = wrapper_config(case, variant)
     if spec is not None:
-        env = wrap_env(env, [{"name": "bonus", **spec}], defaults={"seed": 0})
+        env = wrap_env(env, [spec], defaults={"seed": 0})
     env.reset(seed=0)
     actions = _actions(env, block, device)
     for a in actions[:WARMUP]:
@@ -106,7 +128,7 @@ def measure(case: str, variant: str, args: argparse.Namespace) -> dict[str, Any]
         times.append((time.perf_counter() - start) / block)
     out: dict[str, Any] = {"case": case, "variant": variant, "num_envs": num_envs, "step_s": statistics.median(times),
                            "step_s_all": times}
-    if spec is not None and env.learners:
+    if spec is not None and env.records_transitions:  # a learned part: time its per-iteration update too
         env.recorded_batch()
         steps = max(1, int(record * args.scale))
         for a in _actions(env, steps, device):
@@ -167,9 +189,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
-    lines = study_header("Intrinsic-bonus wrapper: per-step cost", meta)
-    lines += ["Targets (issue 14): overhead < 15% of the bare step for counts; < one extra critic pass for RND / "
-              "E3B. `overhead` = wrapped step - bare step (median over blocks); `critic` = one forward pass of PPO's "
+    lines = study_header("Shaping and intrinsic-bonus wrappers: per-step cost", meta)
+    lines += ["Targets (issue 14): overhead < 15% of the bare step for shaping (`shaping`, `barfi`) and counts; "
+              "< one extra critic pass for RND / E3B. `overhead` = wrapped step - bare step (median over blocks); `critic` = one forward pass of PPO's "
               "default critic (64-64 tanh) on the step's observations.", "",
               "| case | bare step (us) | variant | step (us) | overhead (us) | overhead % | critic pass (us) | "
               "overhead / critic | update per env step (us) |", "|---|---|---|---|---|---|---|---|---|"]
