@@ -4,8 +4,9 @@
                                     [--out benchmarks/results/bonus_cost] [--dry-run]
 
 Issue 14's cost targets: per-step overhead below 15% for shaping (``potential_shaping``, ``barfi``) and
-counts, and below the cost of one extra critic pass for RND / E3B. Two cases: ``drl/CartPole-v0`` with 4096 envs (a batched env, where the bonus's batched
-networks matter) and ``HalfCheetah-v5`` with one env (a CPU simulator, where per-call overhead matters).
+counts, and below the cost of one extra critic pass for RND / E3B. Two cases: ``drl/CartPole-v0`` with
+4096 envs (a batched env, where the bonus's batched networks matter) and ``HalfCheetah-v5`` with one env (a
+CPU simulator, where per-call overhead matters).
 
 Per case and variant: ``env.step`` (random actions drawn up front) timed over a block of steps after a
 warm-up, the median over ``--repeats`` blocks, divided by the steps: seconds per vectorised step. Variants:
@@ -191,8 +192,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
     lines = study_header("Shaping and intrinsic-bonus wrappers: per-step cost", meta)
     lines += ["Targets (issue 14): overhead < 15% of the bare step for shaping (`shaping`, `barfi`) and counts; "
-              "< one extra critic pass for RND / E3B. `overhead` = wrapped step - bare step (median over blocks); `critic` = one forward pass of PPO's "
-              "default critic (64-64 tanh) on the step's observations.", "",
+              "< one extra critic pass for RND / E3B. `overhead` = wrapped step - bare step (median over blocks); "
+              "`critic` = one forward pass of PPO's default critic (64-64 tanh) on the step's observations.", "",
               "| case | bare step (us) | variant | step (us) | overhead (us) | overhead % | critic pass (us) | "
               "overhead / critic | update per env step (us) |", "|---|---|---|---|---|---|---|---|---|"]
     bare = {r["case"]: r["step_s"] * 1e6 for r in results["runs"] if r["variant"] == "bare" and "error" not in r}
