@@ -85,7 +85,8 @@ BLOCKS: dict[str, Block] = {
         after="active_search", heading="### Behaviour-aligned shaping (BARFI) vs naive shaping",
         intro="PPO on `drl/CartPole-v0` with a helpful heuristic (`cartpole_upright`) and a misaligned one "
               "(`step_penalty`, cost 2): the env's reward only, the naive sum with fixed weights, and the "
-              "`barfi` wrapper's learned blend weights, at equal env steps, 5 seeds (issue 14: naive shaping "
+              "`barfi` wrapper's learned blend weights (the shaped two with reward normalisation, and the unshaped "
+              "config with it as a control), at equal env steps, 5 seeds (issue 14: naive shaping "
               "hurts the primary return, BARFI matches or beats the unshaped baseline): `python -m "
               "benchmarks.shaping --seeds 5`."),
     "exploration": Block(
