@@ -64,7 +64,7 @@ def select_group(obs: Obs, group: str | None) -> torch.Tensor:
         obs = obs[key]
     elif group not in (None, "policy"):
         raise KeyError(f"obs group '{group}' asked of an observation without groups (use null or 'policy')")
-    return obs.reshape(obs.shape[0], -1)
+    return obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)  # [N, D] already: no view op per step
 
 
 def select_group_space(space: Any, group: str | None) -> Any:
@@ -141,8 +141,14 @@ class TorchVectorWrapper(VectorWrapper):
     # --- logged means -----------------------------------------------------------------------
     def _log_mean(self, key: str, values: torch.Tensor) -> None:
         """Accumulate ``values`` (any shape) for the logged mean ``<name>/<key>`` (no device sync here)."""
-        total = values.detach().float().sum()
-        self._sums[key] = self._sums[key] + total if key in self._sums else total
+        if values.dtype is not torch.float32:
+            values = values.float()
+        total = (values.detach() if values.requires_grad else values).sum()  # a new tensor, owned here
+        held = self._sums.get(key)
+        if held is None:
+            self._sums[key] = total
+        else:  # the same float32 sum as ``held + total``, without a new tensor each step
+            held.add_(total)
         self._counts[key] = self._counts.get(key, 0) + values.numel()
 
     def metrics(self) -> dict[str, float]:

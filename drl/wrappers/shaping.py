@@ -78,10 +78,29 @@ def resolve_function(spec: str | Callable[..., Any], registry: dict[str, Callabl
 @register_potential("linear")
 def linear_potential(obs: torch.Tensor, weights: list[float], bias: float = 0.0) -> torch.Tensor:
     """``weights . obs + bias``: ``obs [N, D]``, ``weights`` D floats -> ``[N]``."""
-    w = torch.as_tensor(weights, dtype=obs.dtype, device=obs.device)
+    if obs.dtype is torch.float32 and isinstance(weights, (list, tuple)):  # the per-step case: made once
+        w, b = _linear_constants(tuple(weights), float(bias), obs.device)
+    else:
+        w, b = torch.as_tensor(weights, dtype=obs.dtype, device=obs.device), bias
     if w.shape != obs.shape[1:]:
         raise ValueError(f"linear potential: weights has {w.numel()} entries, the observation {obs.shape[1]}")
-    return obs @ w + bias
+    return obs @ w + b
+
+
+_LINEAR: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _linear_constants(weights: tuple[Any, ...], bias: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 ``weights [D]`` and ``bias []`` of :func:`linear_potential` on ``device``, made once: a 0-dim
+    float32 tensor adds what the Python float adds (``float32(bias)``), without wrapping it at every step."""
+    key = (weights, bias, device)
+    found = _LINEAR.get(key)
+    if found is None:
+        if len(_LINEAR) >= 64:
+            _LINEAR.clear()
+        found = _LINEAR[key] = (torch.as_tensor(weights, dtype=torch.float32, device=device),
+                                torch.tensor(bias, dtype=torch.float32, device=device))
+    return found
 
 
 @register_potential("distance_to_goal")
@@ -155,6 +174,11 @@ class PotentialShaping(TorchVectorWrapper):
         self.potential = resolve_function(potential, POTENTIALS, "potential", potential_kwargs)
         self.gamma = float(gamma)
         self.group = group
+        self._phi_shape = (self.num_envs,)
+        # the step's constants as 0-dim float32 tensors: the same products as the Python floats, without
+        # wrapping a scalar at every step
+        self._zero = torch.zeros((), device=self.device)
+        self._gamma = torch.tensor(self.gamma, dtype=torch.float32, device=self.device)
         sample = zero_obs(env, self.num_envs, self.device)
         try:
             self.phi = self._phi(sample)  # checks the potential now; [N]
@@ -164,8 +188,9 @@ class PotentialShaping(TorchVectorWrapper):
                              f"per step): {err}; choose another potential or set group") from None
 
     def _phi(self, obs: Obs) -> torch.Tensor:
-        value = self.potential(select_group(obs, self.group).float())
-        if not isinstance(value, torch.Tensor) or value.shape != (self.num_envs,):
+        x = select_group(obs, self.group)
+        value = self.potential(x if x.dtype is torch.float32 else x.float())
+        if not isinstance(value, torch.Tensor) or value.shape != self._phi_shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ValueError(f"the potential must return a tensor [{self.num_envs}], got {shape}")
         return value
@@ -179,13 +204,18 @@ class PotentialShaping(TorchVectorWrapper):
         obs, reward, terminated, truncated, info = self._inner_step(actions)
         phi_obs = self._phi(obs)  # the next transition's Phi(s): at a done step, the new episode's first obs
         final = info.get("final_obs")
-        phi_next = phi_obs if final is None else self._phi(final)  # Phi of the true s' (final obs when done)
-        phi_next = torch.where(terminated, 0.0, phi_next)  # absorbing terminal state: Phi = 0
-        shaping = self.gamma * phi_next - self.phi
+        # Phi of the true s' (the final obs when done; the same tensor as obs: the same Phi)
+        phi_next = phi_obs if final is None or final is obs else self._phi(final)
+        if phi_next.dtype is torch.float32 and self.phi.dtype is torch.float32:  # the ops below, fewer tensors
+            shaping = torch.where(terminated, self._zero, phi_next).mul_(self._gamma).sub_(self.phi)
+        else:
+            phi_next = torch.where(terminated, 0.0, phi_next)  # absorbing terminal state: Phi = 0
+            shaping = self.gamma * phi_next - self.phi
         self.phi = phi_obs
         info["shaping"] = shaping
         self._log_mean("shaping", shaping)
-        return obs, self._replace_reward(info, reward, reward + shaping.to(reward.dtype)), terminated, truncated, info
+        new_reward = reward + (shaping if shaping.dtype is reward.dtype else shaping.to(reward.dtype))
+        return obs, self._replace_reward(info, reward, new_reward), terminated, truncated, info
 
     def _episode_state(self) -> dict[str, Any]:
         return {"phi": self.phi.clone()}
