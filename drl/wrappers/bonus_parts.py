@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from drl.nn import make_mlp
+from drl.wrappers import count_kernels
 
 COUNT_BITS = 20  # an episodic count's bits in a slot of EpisodicCount's table; the episode stamp above them
 COUNT_MASK = (1 << COUNT_BITS) - 1
@@ -186,7 +188,9 @@ class EpisodicCount:
     O(N) (two keys sharing a slot share a count: with ``m`` distinct states in an episode about
     ``m / buckets`` of them do; counts saturate at 2^20 - 1). The bonus of reaching a
     state counted ``n`` times (this visit included) is ``1 / sqrt(n)`` (``inv_sqrt``) or ``1{n = 1}``
-    (``first_visit``, Henaff et al. 2023's episodic count).
+    (``first_visit``, Henaff et al. 2023's episodic count). On the CPU (with numba) the step after the
+    projection runs in the kernels of :mod:`drl.wrappers.count_kernels`, in place, with bitwise the same keys,
+    counts and bonuses (``use_kernels = False``: the torch path everywhere).
     """
 
     def __init__(self, num_envs: int, obs_dim: int, buckets: int, key: str, bits: int, cell: torch.Tensor | float,
@@ -197,15 +201,51 @@ class EpisodicCount:
         self.multipliers = (torch.randint(1, 2**62, (obs_dim,), generator=generator) * 2 + 1).to(device)
         self.table = torch.zeros(num_envs, buckets, dtype=torch.int64, device=device)
         self.episode = torch.zeros(num_envs, dtype=torch.int64, device=device)  # episodes finished, per env
+        self.use_kernels = count_kernels.numba is not None  # CPU tensors: the numba kernels (same results)
+        self._views: tuple[Any, ...] = (None, None, None)  # (table, episode, their numpy views or None)
+        self._projection_t: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self._projected: torch.Tensor | None = None  # the kernels' [N, bits] buffer of projections
+
+    def _kernel_views(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Numpy views of ``table`` and ``episode`` when the kernels can count in them in place (CPU,
+        contiguous, numba installed); None otherwise. Made again when either tensor is replaced (a load)."""
+        table, episode, views = self._views
+        if table is not self.table or episode is not self.episode:
+            table, episode, views = self.table, self.episode, None
+            if (self.use_kernels and table.is_cpu and episode.is_cpu and table.dtype is episode.dtype is torch.int64
+                    and table.is_contiguous() and episode.is_contiguous() and table.dim() == 2):
+                views = (table.numpy(), episode.numpy())
+            self._views = (table, episode, views)
+        return views
 
     def hash(self, whitened: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """``[N, D] -> [N]`` int64 keys."""
         if self.key == "simhash":
-            return ((whitened @ self.projection.T > 0).to(torch.float64) @ self.powers).long()
+            held, transposed = self._projection_t
+            if held is not self.projection:  # the same view as ``projection.T`` each step, made once
+                held, transposed = self._projection_t = (self.projection, self.projection.T)
+            if (self.use_kernels and whitened.is_cpu and transposed.is_cpu and whitened.dtype is torch.float32
+                    and transposed.dtype is torch.float32 and whitened.dim() == 2 and not whitened.requires_grad):
+                shape = (whitened.shape[0], transposed.shape[1])
+                if self._projected is None or self._projected.shape != shape:
+                    self._projected = torch.empty(shape)
+                # the same product into a buffer kept across steps (no fresh [N, bits] block each step)
+                projected = torch.matmul(whitened, transposed, out=self._projected)
+                keys = np.empty(shape[0], np.int64)
+                count_kernels.simhash_keys(projected.numpy(), keys)
+                return torch.from_numpy(keys)
+            return ((whitened @ transposed > 0).to(torch.float64) @ self.powers).long()
         return (torch.floor(raw.float() / self.cell).long() * self.multipliers).sum(-1)
 
     def bonus(self, keys: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """Count ``keys [N]`` in each env's episode table; the envs with ``done [N]`` start a new episode."""
+        if keys.is_cpu and done.is_cpu and keys.dtype is torch.int64 and done.dtype is torch.bool:
+            views = self._kernel_views()
+            if views is not None and keys.shape == done.shape == self.episode.shape:
+                out = np.empty(keys.shape[0], np.float32)
+                count_kernels.episodic_count(keys.numpy(), done.numpy(), views[0], views[1], COUNT_BITS,
+                                             self.mode == "first_visit", out)
+                return torch.from_numpy(out)
         slot = torch.remainder(keys, self.buckets)[:, None]
         held = self.table.gather(1, slot).squeeze(1)
         this_episode = self.episode + 1

@@ -123,6 +123,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         self.update_epochs, self.minibatch_size = int(update_epochs), int(minibatch_size)
         self.env_steps = 0
         num_envs, device = self.num_envs, self.device
+        self._coef = torch.tensor(self.coef, dtype=torch.float32, device=device)  # float32(coef): the step's factor
         obs_dim = flat_dim(select_group_space(self.single_observation_space, obs_group).shape)
         self.generator = torch.Generator().manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):  # the networks' init draws from the seed, not the run's RNG
@@ -175,7 +176,11 @@ class IntrinsicBonus(TorchVectorWrapper):
         """``b [N]`` for the transitions ``obs -> next_obs`` (true next obs) under ``actions``; updates the
         obs statistics, the bonus stds and the episodic memories (then forgets the envs with ``done``)."""
         raw_next = select_group(next_obs, self.obs_group)
-        white_next = self.obs_stats.update_normalize(raw_next.float()) if self.whitens else raw_next
+        if self.whitens:
+            white_next = self.obs_stats.update_normalize(raw_next if raw_next.dtype is torch.float32 else
+                                                         raw_next.float())
+        else:
+            white_next = raw_next
         out = None
         if self.global_part is not None:
             white_obs = None if self.global_kind == "rnd" else self.obs_stats.normalize(
@@ -198,7 +203,10 @@ class IntrinsicBonus(TorchVectorWrapper):
         obs = self._inner_obs
         next_obs, reward, terminated, truncated, info = self._inner_step(actions)
         b = self.bonus(obs, actions, info.get("final_obs", next_obs), terminated | truncated)
-        intrinsic = self.current_coef() * b
+        if self.coef_decay == "none" and b.dtype is torch.float32 and b.device == self._coef.device:
+            intrinsic = b * self._coef  # the product with the Python float, without wrapping it each step
+        else:
+            intrinsic = self.current_coef() * b
         self.env_steps += self.num_envs
         self._log_mean("bonus", b)  # what was added: coef (logged by update()) x this
         info = dict(info)
