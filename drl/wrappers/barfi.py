@@ -163,6 +163,7 @@ class BARFI(TorchVectorWrapper):
         self.heuristics = [resolve_function(h["fn"] if isinstance(h, dict) else h, HEURISTICS, "heuristic",
                                             h.get("kwargs") if isinstance(h, dict) else None) for h in heuristics]
         self.labels = [_label(h) for h in heuristics]
+        self._log_keys = tuple(f"h_{label}" for label in self.labels)
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"heuristic labels must differ, got {self.labels} (give a 'label' to repeats)")
         k = len(self.heuristics)
@@ -205,16 +206,23 @@ class BARFI(TorchVectorWrapper):
         obs, reward, terminated, truncated, info = self._inner_step(actions)
         if prev is None:
             raise RuntimeError("barfi: step() before reset()")
-        s, s_next = select_group(prev, self.group).float(), select_group(info.get("final_obs", obs), self.group).float()
-        h = torch.stack([fn(s, actions, s_next) for fn in self.heuristics], dim=-1)  # [N, K]
+        s, s_next = select_group(prev, self.group), select_group(info.get("final_obs", obs), self.group)
+        s, s_next = (x if x.dtype is torch.float32 else x.float() for x in (s, s_next))
+        terms = [fn(s, actions, s_next) for fn in self.heuristics]
+        h = torch.stack(terms, dim=-1)  # [N, K]
         primary = info.get("env_reward", reward)  # the env's own reward, whatever wraps inside
-        self._streams.append(torch.cat([primary[:, None].float(), h], dim=-1))
+        if primary.dtype is not torch.float32:
+            primary = primary.float()
+        if h.dtype is torch.float32 and primary.dim() == 1:  # the same [N, 1 + K] as the cat below, in one op
+            self._streams.append(torch.stack([primary, *terms], dim=-1))
+        else:
+            self._streams.append(torch.cat([primary[:, None], h], dim=-1))
         if len(self._streams) > self.max_record_steps:
             del self._streams[0]
-        for i, label in enumerate(self.labels):
-            self._log_mean(f"h_{label}", h[:, i])
+        self._log_mean_columns(self._log_keys, h)
         info["heuristics"] = h
-        blended = reward + (h @ self.phi).to(reward.dtype)
+        blend = h @ self.phi
+        blended = reward + (blend if blend.dtype is reward.dtype else blend.to(reward.dtype))
         return obs, self._replace_reward(info, reward, blended), terminated, truncated, info
 
     def advantages(self, batch: dict[str, Any], streams: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -102,6 +102,7 @@ class TorchVectorWrapper(VectorWrapper):
         self.device = torch.device(getattr(env, "device", "cpu"))
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._columns: dict[tuple[str, ...], tuple[torch.Tensor, list[torch.Tensor]]] = {}  # _log_mean_columns
         self._record: list[tuple[torch.Tensor, ...]] = []
         self._inner_obs: Obs | None = None  # the inner env's last obs (the `obs` of the next transition)
         self._last_out: Obs | None = None  # what an obs-changing wrapper returned last (see _out)
@@ -143,13 +144,45 @@ class TorchVectorWrapper(VectorWrapper):
         """Accumulate ``values`` (any shape) for the logged mean ``<name>/<key>`` (no device sync here)."""
         if values.dtype is not torch.float32:
             values = values.float()
-        total = (values.detach() if values.requires_grad else values).sum()  # a new tensor, owned here
+        if values.requires_grad:
+            values = values.detach()
         held = self._sums.get(key)
-        if held is None:
-            self._sums[key] = total
-        else:  # the same float32 sum as ``held + total``, without a new tensor each step
-            held.add_(total)
+        if values.dim() == 1 and values.shape[0] == 1 and (held is None or held.dim() == 1):
+            # one value (one env): the sum of [v] is 0 + v, so one in-place add per step gives the same bits
+            if held is None:
+                self._sums[key] = torch.zeros_like(values).add_(values)
+            else:
+                held.add_(values)
+        else:
+            total = values.sum()  # a new tensor, owned here
+            if held is None:
+                self._sums[key] = total
+            else:  # the same float32 sum as ``held + total``, without a new tensor each step
+                held.add_(total)
         self._counts[key] = self._counts.get(key, 0) + values.numel()
+
+    def _log_mean_columns(self, keys: tuple[str, ...], values: torch.Tensor) -> None:
+        """:meth:`_log_mean` of each column ``values[:, i]`` under ``keys[i]``, ``values [N, K]``; with one env
+        (``N = 1``, float32) all K in one in-place add per step into a ``[1, K]`` total the keys view."""
+        if values.shape[0] != 1 or values.dtype is not torch.float32 or values.dim() != 2:
+            for i, key in enumerate(keys):
+                self._log_mean(key, values[:, i])
+            return
+        if values.requires_grad:
+            values = values.detach()
+        columns = self._columns.get(keys)
+        if columns is None or self._sums.get(keys[0]) is not columns[1][0]:  # new, or the means were read
+            if any(key in self._sums for key in keys):  # logged some other way since: keep to that
+                for i, key in enumerate(keys):
+                    self._log_mean(key, values[:, i])
+                return
+            total = torch.zeros_like(values)  # 0 + v, as the sum of [v]
+            columns = self._columns[keys] = (total, [total[:, i] for i in range(len(keys))])
+            for key, view in zip(keys, columns[1], strict=True):
+                self._sums[key] = view
+        columns[0].add_(values)
+        for key in keys:
+            self._counts[key] = self._counts.get(key, 0) + 1
 
     def metrics(self) -> dict[str, float]:
         """The means logged since the last call (then cleared), keyed ``<name>/<key>``."""
