@@ -116,7 +116,9 @@ def mountaincar_energy_gain(obs: torch.Tensor, actions: torch.Tensor, next_obs: 
 @register_heuristic("action_cost")
 def action_cost(obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
     """``-||a||^2`` of a continuous action ``[N, A]``: a control-effort penalty."""
-    return -actions.reshape(actions.shape[0], -1).float().square().sum(-1)
+    if actions.dim() != 2:
+        actions = actions.reshape(actions.shape[0], -1)
+    return (actions if actions.dtype is torch.float32 else actions.float()).square().sum(-1).neg_()
 
 
 def _label(entry: Any) -> str:
