@@ -108,3 +108,70 @@ def test_bonus_wrapper_with_kernels_equals_the_torch_path_and_resumes():
     resumed_slow, _ = _run(False, 10, fast_state)
     for a, b in zip(resumed_fast[:-1], resumed_slow[:-1], strict=True):
         assert all(_same(x, y) for x, y in zip(a[:4], b[:4], strict=True))
+
+
+def test_exact_simhash_keys_are_the_float32_matmul_signs_or_give_up():
+    from drl.wrappers import count_kernels
+
+    gen = torch.Generator().manual_seed(5)
+    projection = torch.randn(32, 17, generator=gen)
+    certain = uncertain = 0
+    for trial in range(200):
+        white = torch.randn(64, 17, generator=gen).clamp(-5, 5)
+        white[0] = 0.0  # all-zero terms: 0, not > 0, either way
+        if trial % 4 == 0:  # rows nearly orthogonal to one projection: a sign too close to call
+            p = projection[trial % 32]
+            white[1:] -= (white[1:] @ p)[:, None] * p / (p @ p)
+        keys = torch.empty(64, dtype=torch.int64)
+        powers = 2.0 ** torch.arange(32, dtype=torch.float64)
+        expected = ((white @ projection.T > 0).to(torch.float64) @ powers).long()
+        if count_kernels.simhash_keys_exact(white.numpy(), projection.numpy(), keys.numpy()):
+            certain += 1
+            assert torch.equal(keys, expected)
+        else:
+            uncertain += 1
+    white[5, 3] = float("nan")
+    assert not count_kernels.simhash_keys_exact(white.numpy(), projection.numpy(), keys.numpy())
+    assert certain > 100 and uncertain > 10
+
+
+@pytest.mark.parametrize("exact_limit", [10**9, 0])
+def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monkeypatch, exact_limit):
+    from drl.wrappers import bonuses, count_kernels
+
+    monkeypatch.setattr(bonuses, "_EXACT_PROJECTIONS", exact_limit)  # float64 projections (or the matmul) always
+
+    calls = {"exact": 0, "gave_up": 0}
+    exact = count_kernels.simhash_keys_exact
+
+    def counted(*args):
+        ok = exact(*args)
+        calls["exact"] += 1
+        calls["gave_up"] += not ok
+        return ok
+
+    monkeypatch.setattr(count_kernels, "simhash_keys_exact", counted)
+
+    def run(kernels: bool) -> list:
+        env = make_vec_env("drl/CartPole-v0", 512, torch.device("cpu"), env_kwargs={"max_episode_steps": 25})
+        env = wrap_env(env, [{"name": "bonus", "global_bonus": "none", "episodic_bonus": "count", "coef": 0.3}],
+                       defaults={"seed": 3})
+        env.counts.use_kernels = kernels
+        env.reset(seed=0)
+        gen = torch.Generator().manual_seed(6)
+        out = [env.step(torch.randint(0, 2, (512,), generator=gen)) for _ in range(60)]
+        return [(o[1], o[4]["intrinsic_reward"], o[4]["env_reward"]) for o in out] + [env.metrics(), env.state_dict(),
+                                                                                       env.learner_state_dict()]
+
+    fast, slow = run(True), run(False)
+    if exact_limit:  # 512 envs: some projections too close to call, so both ways are taken
+        assert calls["exact"] == 60 and calls["gave_up"] > 0
+    else:
+        assert calls["exact"] == 0
+    for a, b in zip(fast[:60], slow[:60], strict=True):
+        assert all(_same(x, y) for x, y in zip(a, b, strict=True))
+    assert fast[60] == slow[60]
+    for key in ("table", "episode"):
+        assert _same(fast[61]["wrapper/bonus"]["episode"][key], slow[61]["wrapper/bonus"]["episode"][key])
+    for key in ("mean", "var", "count"):
+        assert _same(fast[62]["obs_stats"][key], slow[62]["obs_stats"][key])

@@ -28,20 +28,23 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from drl.nn import RunningMeanStd
+from drl.nn import RunningMeanStd, kernels
 from drl.nn.mlp import flat_dim
 from drl.optim import TrainStep
+from drl.wrappers import count_kernels
 from drl.wrappers.base import TorchVectorWrapper, register_wrapper, select_group, select_group_space
-from drl.wrappers.bonus_parts import E3B, ICM, RND, ActionCoder, EpisodicCount
+from drl.wrappers.bonus_parts import COUNT_BITS, E3B, ICM, RND, ActionCoder, EpisodicCount
 
 __all__ = ["IntrinsicBonus"]
 
 GLOBAL = ("rnd", "icm", "none")
 EPISODIC = ("count", "e3b", "none")
 OBS_CLIP = 5.0
+_EXACT_PROJECTIONS = 4096  # envs x bits x obs dims up to which the count step projects in float64 (numba)
 
 
 def _one_of(value: Any, name: str, valid: tuple[str, ...]) -> None:
@@ -150,6 +153,10 @@ class IntrinsicBonus(TorchVectorWrapper):
         self.learners = [p for p in (self.global_part, self.e3b) if p is not None]
         self.whitens = bool(self.learners) or count_key == "simhash"  # a grid count alone reads the raw obs
         self.records_transitions = bool(self.learners)  # a count alone has nothing to train
+        # a SimHash count alone, constant coefficient, on the CPU: the step in numba kernels (same values)
+        self._fused_count = (self.counts is not None and not self.learners and count_key == "simhash"
+                             and coef_decay == "none" and device.type == "cpu" and count_kernels.numba is not None)
+        self._white: np.ndarray | None = None  # the whitened obs [N, D] of the kernel step (a buffer)
         self.train_steps = []
         for part in self.learners:
             part.to(device)
@@ -202,6 +209,10 @@ class IntrinsicBonus(TorchVectorWrapper):
     def step(self, actions: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         obs = self._inner_obs
         next_obs, reward, terminated, truncated, info = self._inner_step(actions)
+        if self._fused_count:
+            fused = self._count_step_kernels(next_obs, reward, terminated, truncated, info)
+            if fused is not None:
+                return fused
         b = self.bonus(obs, actions, info.get("final_obs", next_obs), terminated | truncated)
         if self.coef_decay == "none" and b.dtype is torch.float32 and b.device == self._coef.device:
             intrinsic = b * self._coef  # the product with the Python float, without wrapping it each step
@@ -212,6 +223,47 @@ class IntrinsicBonus(TorchVectorWrapper):
         info = dict(info)
         info["intrinsic_reward"] = info["intrinsic_reward"] + intrinsic if "intrinsic_reward" in info else intrinsic
         return next_obs, self._replace_reward(info, reward, reward + intrinsic), terminated, truncated, info
+
+    def _count_step_kernels(self, next_obs: Any, reward: torch.Tensor, terminated: torch.Tensor,
+                            truncated: torch.Tensor, info: dict) -> tuple | None:
+        """:meth:`step` of a SimHash count alone with a constant coefficient on the CPU, in three numba calls:
+        the obs statistics' kernel whitens into a buffer kept across steps, the keys take the projection's
+        signs where they are certain (torch's float32 matmul otherwise), and one kernel counts and forms the
+        bonus, the intrinsic reward and the new reward. The same values as the torch path, bitwise (tested);
+        None (take that path) when the tensors or settings are not these."""
+        counts = self.counts
+        raw = select_group(info.get("final_obs", next_obs), self.obs_group)
+        if not (counts.use_kernels and raw.dtype is reward.dtype is torch.float32 and raw.is_cpu and reward.is_cpu
+                and terminated.dtype is truncated.dtype is torch.bool and reward.dim() == 1
+                and not raw.requires_grad and not reward.requires_grad and "hash" not in vars(counts)
+                and "bonus" not in vars(counts) and torch.get_float32_matmul_precision() == "highest"):
+            return None
+        table_views, stats_views = counts._kernel_views(), self.obs_stats.kernel_views(raw)
+        projection = counts.projection
+        if table_views is None or stats_views is None or not (projection.is_cpu and projection.dtype is torch.float32):
+            return None
+        num = raw.shape[0]
+        white = self._white
+        if white is None or white.shape != raw.shape:
+            white = self._white = np.empty(tuple(raw.shape), np.float32)
+        stats = self.obs_stats
+        kernels.rms_update_normalize(raw.numpy(), *stats_views, True, stats.epsilon, stats.clip, white)
+        stats.stats_changed()
+        keys = np.empty(num, np.int64)
+        # few envs: the float64 projections in the kernel beat a matmul call; many: the matmul is faster
+        small = num * projection.numel() <= _EXACT_PROJECTIONS
+        if not (small and count_kernels.simhash_keys_exact(white, projection.numpy(), keys)):  # or a sign too close
+            keys = counts.hash(torch.from_numpy(white), raw).numpy()
+        bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
+        count_kernels.episodic_count_reward(keys, terminated.numpy(), truncated.numpy(), reward.numpy(),
+                                            float(self._coef), table_views[0], table_views[1], COUNT_BITS,
+                                            counts.mode == "first_visit", bonus, intrinsic, new_reward)
+        intrinsic_t = torch.from_numpy(intrinsic)
+        self.env_steps += num
+        self._log_mean("bonus", torch.from_numpy(bonus))
+        info = dict(info)
+        info["intrinsic_reward"] = info["intrinsic_reward"] + intrinsic_t if "intrinsic_reward" in info else intrinsic_t
+        return next_obs, self._replace_reward(info, reward, torch.from_numpy(new_reward)), terminated, truncated, info
 
     # --- learning ----------------------------------------------------------------------------
     def update(self, batch: dict[str, Any] | None = None) -> dict[str, float]:
