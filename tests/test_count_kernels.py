@@ -136,7 +136,8 @@ def test_exact_simhash_keys_are_the_float32_matmul_signs_or_give_up():
 
 
 @pytest.mark.parametrize("exact_limit", [10**9, 0])
-def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monkeypatch, exact_limit):
+@pytest.mark.parametrize("num_envs", [512, 1])
+def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monkeypatch, exact_limit, num_envs):
     from drl.wrappers import bonuses, count_kernels
 
     monkeypatch.setattr(bonuses, "_EXACT_PROJECTIONS", exact_limit)  # float64 projections (or the matmul) always
@@ -153,24 +154,24 @@ def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monke
     monkeypatch.setattr(count_kernels, "simhash_keys_exact", counted)
 
     def run(kernels: bool) -> list:
-        env = make_vec_env("drl/CartPole-v0", 512, torch.device("cpu"), env_kwargs={"max_episode_steps": 25})
+        env = make_vec_env("drl/CartPole-v0", num_envs, torch.device("cpu"), env_kwargs={"max_episode_steps": 25})
         env = wrap_env(env, [{"name": "bonus", "global_bonus": "none", "episodic_bonus": "count", "coef": 0.3}],
                        defaults={"seed": 3})
         env.counts.use_kernels = kernels
         env.reset(seed=0)
         gen = torch.Generator().manual_seed(6)
-        out = [env.step(torch.randint(0, 2, (512,), generator=gen)) for _ in range(60)]
+        out = [env.step(torch.randint(0, 2, (num_envs,), generator=gen)) for _ in range(60)]
         return [(o[1], o[4]["intrinsic_reward"], o[4]["env_reward"]) for o in out] + [env.metrics(), env.state_dict(),
                                                                                        env.learner_state_dict()]
 
     fast, slow = run(True), run(False)
     if exact_limit:  # 512 envs: some projections too close to call, so both ways are taken
-        assert calls["exact"] == 60 and calls["gave_up"] > 0
+        assert calls["exact"] == 60 and (calls["gave_up"] > 0 or num_envs == 1)
     else:
         assert calls["exact"] == 0
     for a, b in zip(fast[:60], slow[:60], strict=True):
         assert all(_same(x, y) for x, y in zip(a, b, strict=True))
-    assert fast[60] == slow[60]
+    assert {k: repr(v) for k, v in fast[60].items()} == {k: repr(v) for k, v in slow[60].items()}
     for key in ("table", "episode"):
         assert _same(fast[61]["wrapper/bonus"]["episode"][key], slow[61]["wrapper/bonus"]["episode"][key])
     for key in ("mean", "var", "count"):
