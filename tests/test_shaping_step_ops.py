@@ -104,3 +104,30 @@ def test_barfi_blocks_are_the_stack_and_cat():
         expected = torch.cat([primary[:, None], expected_h], dim=-1)
         assert _same(h, expected_h) and _same(stream, expected)
         assert h.stride() == expected_h.stride() and stream.stride() == expected.stride()
+
+
+def test_shaping_kernel_step_equals_the_torch_step():
+    for num_envs in (1, 16):
+        runs = []
+        for kernel in (True, False):
+            env = wrap_env(make_vec_env("drl/CartPole-v0", num_envs, torch.device("cpu"),
+                                        env_kwargs={"max_episode_steps": 20}),
+                           [{"name": "potential_shaping", "potential": "cartpole_upright"}], defaults={"gamma": 0.97})
+            env._kernel = kernel
+            env.reset(seed=0)
+            gen = torch.Generator().manual_seed(5)
+            rows = []
+            for step in range(80):
+                _, reward, _, _, info = env.step(torch.randint(0, 2, (num_envs,), generator=gen))
+                rows.append((reward, info["shaping"], info["env_reward"]))
+                if step % 30 == 29:
+                    rows.append({k: repr(v) for k, v in env.metrics().items()})
+            rows.append(env.state_dict()["wrapper/potential_shaping"]["episode"]["phi"])
+            runs.append(rows)
+        for a, b in zip(*runs, strict=True):
+            if isinstance(a, dict):
+                assert a == b
+            elif isinstance(a, tuple):
+                assert all(_same(x, y) for x, y in zip(a, b, strict=True))
+            else:
+                assert _same(a, b)

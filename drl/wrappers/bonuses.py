@@ -157,7 +157,6 @@ class IntrinsicBonus(TorchVectorWrapper):
         self._fused_count = (self.counts is not None and not self.learners and count_key == "simhash"
                              and coef_decay == "none" and device.type == "cpu" and count_kernels.numba is not None)
         self._white: np.ndarray | None = None  # the whitened obs [N, D] of the kernel step (a buffer)
-        self._log_sum: tuple[torch.Tensor, np.ndarray] | None = None  # see _one_env_log_sum
         self._no_log = np.zeros(1, np.float32)
         self.train_steps = []
         for part in self.learners:
@@ -257,7 +256,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         if not (small and count_kernels.simhash_keys_exact(white, projection.numpy(), keys)):  # or a sign too close
             keys = counts.hash(torch.from_numpy(white), raw).numpy()
         bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
-        log_sum = self._one_env_log_sum() if num == 1 else None  # one env: the logged sum in the kernel too
+        log_sum = self._one_env_log_sum("bonus") if num == 1 else None  # one env: the logged sum in the kernel too
         count_kernels.episodic_count_reward(keys, terminated.numpy(), truncated.numpy(), reward.numpy(),
                                             float(self._coef), table_views[0], table_views[1], COUNT_BITS,
                                             counts.mode == "first_visit", bonus, intrinsic, new_reward,
@@ -271,21 +270,6 @@ class IntrinsicBonus(TorchVectorWrapper):
         info = dict(info)
         info["intrinsic_reward"] = info["intrinsic_reward"] + intrinsic_t if "intrinsic_reward" in info else intrinsic_t
         return next_obs, self._replace_reward(info, reward, torch.from_numpy(new_reward)), terminated, truncated, info
-
-    def _one_env_log_sum(self) -> np.ndarray | None:
-        """The float32 ``[1]`` array behind the logged sum of ``bonus`` (made, zero, when the means were read:
-        ``0 + b`` is the sum of ``[b]``), for the kernel to add one env's bonus to; None when that sum is held
-        some other way."""
-        held = self._sums.get("bonus")
-        log = self._log_sum
-        if log is not None and held is log[0]:
-            return log[1]
-        if held is not None:
-            return None
-        array = np.zeros(1, np.float32)
-        self._log_sum = (torch.from_numpy(array), array)
-        self._sums["bonus"] = self._log_sum[0]
-        return array
 
     # --- learning ----------------------------------------------------------------------------
     def update(self, batch: dict[str, Any] | None = None) -> dict[str, float]:
