@@ -127,6 +127,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         self.env_steps = 0
         num_envs, device = self.num_envs, self.device
         self._coef = torch.tensor(self.coef, dtype=torch.float32, device=device)  # float32(coef): the step's factor
+        self._coef32 = float(self._coef)  # its value, for the kernel step (no host read per step)
         obs_dim = flat_dim(select_group_space(self.single_observation_space, obs_group).shape)
         self.generator = torch.Generator().manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):  # the networks' init draws from the seed, not the run's RNG
@@ -258,7 +259,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
         log_sum = self._one_env_log_sum("bonus") if num == 1 else None  # one env: the logged sum in the kernel too
         count_kernels.episodic_count_reward(keys, terminated.numpy(), truncated.numpy(), reward.numpy(),
-                                            float(self._coef), table_views[0], table_views[1], COUNT_BITS,
+                                            self._coef32, table_views[0], table_views[1], COUNT_BITS,
                                             counts.mode == "first_visit", bonus, intrinsic, new_reward,
                                             self._no_log if log_sum is None else log_sum, log_sum is not None)
         intrinsic_t = torch.from_numpy(intrinsic)
