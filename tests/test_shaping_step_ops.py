@@ -92,20 +92,6 @@ def test_barfi_action_cost_is_its_expression():
             assert _same(action_cost(actions, actions, actions), expected)
 
 
-def test_barfi_blocks_are_the_stack_and_cat():
-    from drl.wrappers import barfi
-
-    gen = torch.Generator().manual_seed(4)
-    for n in (1, 3, barfi._COLUMN_COPIES, 3000):
-        primary = _obs(gen, n, 1, True)[:, 0]
-        terms = [_obs(gen, n, 1, True)[:, 0] for _ in range(3)]
-        h, stream = barfi._blocks(primary, terms)
-        expected_h = torch.stack(terms, dim=-1)
-        expected = torch.cat([primary[:, None], expected_h], dim=-1)
-        assert _same(h, expected_h) and _same(stream, expected)
-        assert h.stride() == expected_h.stride() and stream.stride() == expected.stride()
-
-
 def test_shaping_kernel_step_equals_the_torch_step():
     for num_envs in (1, 16):
         runs = []

@@ -211,11 +211,14 @@ class BARFI(TorchVectorWrapper):
         s, s_next = select_group(prev, self.group), select_group(info.get("final_obs", obs), self.group)
         s, s_next = (x if x.dtype is torch.float32 else x.float() for x in (s, s_next))
         terms = [fn(s, actions, s_next) for fn in self.heuristics]
+        h = torch.stack(terms, dim=-1)  # [N, K]
         primary = info.get("env_reward", reward)  # the env's own reward, whatever wraps inside
         if primary.dtype is not torch.float32:
             primary = primary.float()
-        h, stream = _blocks(primary, terms)  # [N, K], [N, 1 + K]
-        self._streams.append(stream)
+        if h.dtype is torch.float32 and primary.dim() == 1:  # the same [N, 1 + K] as the cat below, in one op
+            self._streams.append(torch.stack([primary, *terms], dim=-1))
+        else:
+            self._streams.append(torch.cat([primary[:, None], h], dim=-1))
         if len(self._streams) > self.max_record_steps:
             del self._streams[0]
         self._log_mean_columns(self._log_keys, h)
@@ -276,30 +279,6 @@ class BARFI(TorchVectorWrapper):
         self.updates = int(state["updates"])
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-_COLUMN_COPIES = 256  # from this many envs a stack along the last dimension is slower than column copies
-
-
-def _blocks(primary: torch.Tensor, terms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h = torch.stack(terms, -1) [N, K]`` and the stream row ``cat([primary[:, None], h], -1) [N, 1 + K]``
-    (``primary [N]`` float32), the same values and layout whichever way they are made: with one stack each
-    for few envs (fewest ops); for many envs (float32 ``[N]`` terms) by column copies into new blocks, as a stack
-    or cat along the last dimension interleaves its inputs slowly."""
-    n = primary.shape[0] if primary.dim() == 1 else 0
-    if n >= _COLUMN_COPIES and all(t.dtype is torch.float32 and t.shape == primary.shape and t.device == primary.device
-                                   for t in terms):
-        h = torch.empty(n, len(terms), device=primary.device)
-        for i, term in enumerate(terms):
-            h[:, i] = term
-        stream = torch.empty(n, 1 + len(terms), device=primary.device)
-        stream[:, 0] = primary
-        stream[:, 1:] = h
-        return h, stream
-    h = torch.stack(terms, dim=-1)
-    if h.dtype is torch.float32 and primary.dim() == 1:  # the same [N, 1 + K] as the cat below, in one op
-        return h, torch.stack([primary, *terms], dim=-1)
-    return h, torch.cat([primary[:, None], h], dim=-1)
 
 
 def alignment(advantages: torch.Tensor) -> torch.Tensor:
