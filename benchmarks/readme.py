@@ -93,8 +93,21 @@ BLOCKS: dict[str, Block] = {
         after="shaping", heading="### Exploration bonuses on sparse rewards",
         intro="PPO alone vs PPO with the `bonus` wrapper (RND, episodic counts, E3B, RND x E3B) at equal env "
               "steps, 3 seeds (issue 14: on MountainCarContinuous PPO alone stays near 0 and PPO with a bonus "
-              "reaches >= 90; the MiniGrid DoorKey-8x8 and MultiRoom rows are not run yet): `python -m "
-              "benchmarks.exploration --env drl/MountainCarContinuous-v0 --seeds 3`."),
+              "reaches >= 90; the MiniGrid tasks follow): `python -m benchmarks.exploration --env "
+              "drl/MountainCarContinuous-v0 --seeds 3`."),
+    "exploration_doorkey": Block(
+        after="exploration", heading="#### MiniGrid DoorKey-8x8: PPO alone vs PPO + RND x E3B",
+        intro="The same script on MiniGrid-DoorKey-8x8-v0 (the 7x7 partial view flattened, PPO with an MLP), PPO "
+              "alone vs the combined global x episodic bonus, 1M env steps, 3 seeds (issue 14: PPO + the combined "
+              "bonus solves it sooner, or at all): `python -m benchmarks.exploration --env MiniGrid-DoorKey-8x8-v0 "
+              "--seeds 3 --only ppo rnd-e3b --out benchmarks/results/exploration_doorkey`."),
+    "exploration_multiroom": Block(
+        after="exploration_doorkey", heading="#### MiniGrid MultiRoom-N4-S5: PPO alone vs PPO + RND x E3B",
+        intro="MiniGrid-MultiRoom-N4-S5-v0 (four rooms, three doors), PPO alone vs the combined bonus, 500k env "
+              "steps, 3 seeds (issue 14): `python -m benchmarks.exploration --env MiniGrid-MultiRoom-N4-S5-v0 "
+              "--seeds 3 --only ppo rnd-e3b --steps 500000 --out benchmarks/results/exploration_multiroom`. "
+              "(On MultiRoom-N2-S4 PPO alone already passes the threshold at its first evaluation, 49k steps, so "
+              "that task cannot show a bonus's effect.)"),
     "subpo": Block(
         after="exploration", heading="### SubPO vs modular RL vs greedy on coverage tasks",
         intro="F (the submodular objective) of a whole episode for SubPO, the modular-RL baseline (the same "
