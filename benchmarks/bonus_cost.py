@@ -9,7 +9,9 @@ counts, and below the cost of one extra critic pass for RND / E3B. Two cases: ``
 CPU simulator, where per-call overhead matters).
 
 Per case and variant: ``env.step`` (random actions drawn up front) timed over a block of steps after a
-warm-up, the median over ``--repeats`` blocks, divided by the steps: seconds per vectorised step. Variants:
+warm-up, the median over ``--repeats`` blocks, divided by the steps: seconds per vectorised step. A wrapper
+that learns has its ``update()`` called, untimed, after every rollout's worth of steps (as a PPO iteration
+would), so its recorded transitions do not pile up in the timed steps. Variants:
 ``bare`` (no wrapper), ``shaping`` (``potential_shaping``: CartPole's upright potential, a linear potential
 of HalfCheetah's observation), ``barfi`` (two heuristics with learned blend weights: CartPole's upright term
 and a step penalty, HalfCheetah's action cost and a step penalty), ``count``, ``rnd``, ``icm``, ``e3b``,
@@ -103,6 +105,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _timed_steps(env: Any, actions: list[torch.Tensor], record: int, learns: bool, device: torch.device) -> float:
+    """Seconds spent in ``env.step`` over ``actions``; a wrapper that learns gets its ``update()`` (untimed) after
+    every ``record`` steps, as once per PPO iteration, so its recorded transitions do not pile up."""
+    total = 0.0
+    for first in range(0, len(actions), record):
+        _sync(device)
+        start = time.perf_counter()
+        for a in actions[first:first + record]:
+            env.step(a)
+        _sync(device)
+        total += time.perf_counter() - start
+        if learns:
+            env.update()
+    return total
+
+
 def measure(case: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Seconds per vectorised step (median over blocks) and, for learned parts, update seconds per env step."""
     from drl.wrappers import wrap_env
@@ -117,19 +135,16 @@ def measure(case: str, variant: str, args: argparse.Namespace) -> dict[str, Any]
         env = wrap_env(env, [spec], defaults={"seed": 0})
     env.reset(seed=0)
     actions = _actions(env, block, device)
+    learns = spec is not None and env.records_transitions
     for a in actions[:WARMUP]:
         env.step(a)
-    times = []
-    for _ in range(args.repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for a in actions:
-            env.step(a)
-        _sync(device)
-        times.append((time.perf_counter() - start) / block)
+    if learns:
+        env.update()
+    times = [_timed_steps(env, actions, max(1, int(record * args.scale)), learns, device) / block
+             for _ in range(args.repeats)]
     out: dict[str, Any] = {"case": case, "variant": variant, "num_envs": num_envs, "step_s": statistics.median(times),
                            "step_s_all": times}
-    if spec is not None and env.records_transitions:  # a learned part: time its per-iteration update too
+    if learns:  # a learned part: time its per-iteration update too
         env.recorded_batch()
         steps = max(1, int(record * args.scale))
         for a in _actions(env, steps, device):
