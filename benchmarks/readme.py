@@ -96,13 +96,13 @@ BLOCKS: dict[str, Block] = {
               "reaches >= 90; the MiniGrid tasks follow): `python -m benchmarks.exploration --env "
               "drl/MountainCarContinuous-v0 --seeds 3`."),
     "exploration_doorkey": Block(
-        after="exploration", heading="#### MiniGrid DoorKey-8x8: PPO alone vs PPO + RND x E3B",
+        after="exploration", heading="### Exploration bonuses on MiniGrid DoorKey-8x8",
         intro="The same script on MiniGrid-DoorKey-8x8-v0 (the 7x7 partial view flattened, PPO with an MLP), PPO "
               "alone vs the combined global x episodic bonus, 1M env steps, 3 seeds (issue 14: PPO + the combined "
               "bonus solves it sooner, or at all): `python -m benchmarks.exploration --env MiniGrid-DoorKey-8x8-v0 "
               "--seeds 3 --only ppo rnd-e3b --out benchmarks/results/exploration_doorkey`."),
     "exploration_multiroom": Block(
-        after="exploration_doorkey", heading="#### MiniGrid MultiRoom-N4-S5: PPO alone vs PPO + RND x E3B",
+        after="exploration_doorkey", heading="### Exploration bonuses on MiniGrid MultiRoom-N4-S5",
         intro="MiniGrid-MultiRoom-N4-S5-v0 (four rooms, three doors), PPO alone vs the combined bonus, 500k env "
               "steps, 3 seeds (issue 14): `python -m benchmarks.exploration --env MiniGrid-MultiRoom-N4-S5-v0 "
               "--seeds 3 --only ppo rnd-e3b --steps 500000 --out benchmarks/results/exploration_multiroom`. "
