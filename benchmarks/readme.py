@@ -109,6 +109,12 @@ BLOCKS: dict[str, Block] = {
               "--seeds 3 --only ppo rnd-e3b --steps 500000 --out benchmarks/results/exploration_multiroom`. "
               "(On MultiRoom-N2-S4 PPO alone already passes the threshold at its first evaluation, 49k steps, so "
               "that task cannot show a bonus's effect.)"),
+    "bonus_cost": Block(
+        after="exploration_multiroom", heading="### Per-step cost of the shaping and bonus wrappers",
+        intro="Seconds per vectorised step of each wrapper next to the bare env and one pass of PPO's default "
+              "critic, on `drl/CartPole-v0` with 4096 envs and HalfCheetah-v5 with one env, one torch thread "
+              "(issue 14's targets: under 15% for shaping and counts, under one critic pass for RND / E3B; not "
+              "met): `python -m benchmarks.bonus_cost`."),
     "subpo": Block(
         after="exploration", heading="### SubPO vs modular RL vs greedy on coverage tasks",
         intro="F (the submodular objective) of a whole episode for SubPO, the modular-RL baseline (the same "
