@@ -36,6 +36,12 @@ class Block:
 
 
 BLOCKS: dict[str, Block] = {
+    "rslrl": Block(
+        after="full", heading="### Batched-env PPO side by side with rsl_rl (CPU)",
+        intro="PPO on drl's torch-batched `drl/Pendulum-v0` and MuJoCo Warp `drl/HalfCheetah-v0` with 1024 and "
+              "4096 envs, drl vs rsl_rl (rsl-rl-lib) with the same settings, 3 seeds (issue 19: drl >= 1.5x rsl_rl's "
+              "steps/s at equal return within seed noise; not met: the speed is about equal, and drl's Pendulum "
+              "return is below rsl_rl's at these settings): `python -m benchmarks.run --suite rslrl`."),
     "offpolicy": Block(
         after="full", heading="### SAC side by side with Stable-Baselines3",
         intro="SB3's default SAC hyperparameters on both sides, one env, HalfCheetah-v5 at 25,000 steps, 3 seeds "
