@@ -135,17 +135,7 @@ def mountaincar_energy(obs: torch.Tensor, scale: float = 1.0, gravity: float = 0
 def cartpole_upright(obs: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """``-scale * ((theta / 12 deg)^2 + (x / 2.4)^2)`` of (drl/)CartPole ``obs [N, 4]`` -> ``[N]``: 0 with the
     pole upright over the centre, -2 * scale at both failure limits."""
-    if obs.is_cpu and obs.dtype is torch.float32 and obs.dim() == 2 and obs.shape[1] > 2 and not obs.requires_grad:
-        # the expression below with fewer temporaries: in place, divided by 0-dim float32 limits (what the Python
-        # floats round to); bitwise the same (tested). CPU only: on CUDA a division by a Python float multiplies
-        # by its reciprocal
-        theta, x = obs[:, 2] / _CARTPOLE_THETA, obs[:, 0] / _CARTPOLE_X
-        return theta.square_().add_(x.square_()).mul_(-scale)
     return -scale * ((obs[:, 2] / (12 * math.pi / 180)).square() + (obs[:, 0] / 2.4).square())
-
-
-_CARTPOLE_THETA = torch.tensor(12 * math.pi / 180, dtype=torch.float32)
-_CARTPOLE_X = torch.tensor(2.4, dtype=torch.float32)
 
 
 def zero_obs(env: VectorEnv, n: int, device: torch.device) -> Obs:
