@@ -30,18 +30,18 @@ try:
 except ImportError:  # optional: the torch paths are used instead
     numba = None
 
-__all__ = ["numba", "rms_update", "normalize_into", "rms_update_normalize", "scale_rewards", "scale_reward_rollout",
-           "gaussian_actor"]
+__all__ = ["numba", "jit", "rms_update", "normalize_into", "rms_update_normalize", "scale_rewards",
+           "scale_reward_rollout", "gaussian_actor"]
 
 
-def _jit(**options):
+def jit(**options):
     """``numba.njit(cache=True)``, compiled at the first call; the plain function without numba."""
     def wrap(fn):
         return numba.njit(cache=True, **options)(fn) if numba is not None else fn
     return wrap
 
 
-@_jit(error_model="numpy")
+@jit(error_model="numpy")
 def rms_update(x, mean, var, count):  # pragma: no cover - compiled by numba
     """Fold ``x[B, D]`` into ``mean[D]``, ``var[D]`` (float64) and ``count[1]``, in place.
 
@@ -71,7 +71,7 @@ def rms_update(x, mean, var, count):  # pragma: no cover - compiled by numba
     count[0] = total
 
 
-@_jit(error_model="numpy")
+@jit(error_model="numpy")
 def normalize_into(x, mean, var, epsilon, clip, out):  # pragma: no cover - compiled by numba
     """``out[B, D] = clamp((x - float32(mean)) / float32(sqrt(var + eps)), -clip, clip)`` in float32."""
     low = np.float32(-clip)
@@ -92,7 +92,7 @@ def normalize_into(x, mean, var, epsilon, clip, out):  # pragma: no cover - comp
             out[b, d] = v  # NaN passes through, as torch.clamp lets it
 
 
-@_jit(error_model="numpy")
+@jit(error_model="numpy")
 def rms_update_normalize(x, mean, var, count, update, epsilon, clip, out):  # pragma: no cover
     """:func:`rms_update` (if ``update``) then :func:`normalize_into`, in one call."""
     if update:
@@ -100,7 +100,7 @@ def rms_update_normalize(x, mean, var, count, update, epsilon, clip, out):  # pr
     normalize_into(x, mean, var, epsilon, clip, out)
 
 
-@_jit(error_model="numpy")
+@jit(error_model="numpy")
 def scale_rewards(reward, terminated, truncated, returns, mean, var, count, gamma, update, epsilon, clip,
                   out):  # pragma: no cover - compiled by numba
     """SB3-style reward scaling for one step, in place.
@@ -129,7 +129,7 @@ def scale_rewards(reward, terminated, truncated, returns, mean, var, count, gamm
         out[i] = v
 
 
-@_jit(error_model="numpy")
+@jit(error_model="numpy")
 def scale_reward_rollout(rewards, terminated, truncated, returns, mean, var, count, gamma, epsilon, clip,
                          out):  # pragma: no cover - compiled by numba
     """:func:`scale_rewards` with ``update`` for each step of ``rewards[T, N]`` in turn, into ``out[T, N]``."""
@@ -138,7 +138,7 @@ def scale_reward_rollout(rewards, terminated, truncated, returns, mean, var, cou
                       out[t])
 
 
-@_jit(fastmath={"reassoc", "contract"})  # the dot products vectorise; NaN/inf semantics are kept
+@jit(fastmath={"reassoc", "contract"})  # the dot products vectorise; NaN/inf semantics are kept
 def gaussian_actor(obs, weights, biases, activation, mean_w, mean_b, log_std, noise, squash, low, high,
                    action, log_prob, env_action, normalize, update, obs_mean, obs_var, obs_count, epsilon, clip,
                    normalized):  # pragma: no cover - compiled by numba

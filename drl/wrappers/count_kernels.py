@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from drl.nn.kernels import numba
+from drl.nn.kernels import jit, numba
 
 __all__ = ["numba", "simhash_keys", "episodic_count"]
 
 
-def _jit(fn):
-    """``numba.njit(cache=True)`` with IEEE division, compiled at the first call; the plain function without numba."""
-    return numba.njit(cache=True, error_model="numpy")(fn) if numba is not None else fn
 
-
-@_jit
+@jit(error_model="numpy")
 def simhash_keys(projected, keys):  # pragma: no cover - compiled by numba
     """``keys[i] = sum_j 2^j * (projected[i, j] > 0)`` (int64) for ``projected[N, bits]``, ``bits <= 52``."""
     num, bits = projected.shape
@@ -35,7 +31,7 @@ def simhash_keys(projected, keys):  # pragma: no cover - compiled by numba
         keys[i] = key
 
 
-@_jit
+@jit(error_model="numpy")
 def episodic_count(keys, done, table, episode, count_bits, first_visit, out):  # pragma: no cover - compiled by numba
     """One count step of every env, in place: slot ``keys[i] mod buckets`` of ``table[N, buckets]`` (int64,
     ``(episode + 1) << count_bits | n``) counts one more visit in env ``i``'s current episode (a slot stamped
@@ -66,7 +62,7 @@ def episodic_count(keys, done, table, episode, count_bits, first_visit, out):  #
             out[i] = one / np.sqrt(np.float32(n))
 
 
-@_jit
+@jit(error_model="numpy")
 def simhash_keys_exact(white, projection, keys):  # pragma: no cover - compiled by numba
     """:func:`simhash_keys` of ``white[N, D] @ projection[bits, D].T`` without the float32 product: each
     projection in float64 (the products of two float32 values are exact), and its sign taken only where it
@@ -98,7 +94,7 @@ def simhash_keys_exact(white, projection, keys):  # pragma: no cover - compiled 
     return True
 
 
-@_jit
+@jit(error_model="numpy")
 def episodic_count_reward(keys, terminated, truncated, reward, coef, table, episode, count_bits, first_visit,
                           bonus, intrinsic, new_reward, log_sum, log):  # pragma: no cover - compiled by numba
     """:func:`episodic_count` with ``done = terminated | truncated``, then ``intrinsic = bonus * coef`` and

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from drl.nn.kernels import numba
+from drl.nn.kernels import jit, numba
 
 __all__ = ["numba", "shaping_step"]
 
 
-def _jit(fn):
-    """``numba.njit(cache=True)`` with IEEE division, compiled at the first call; the plain function without numba."""
-    return numba.njit(cache=True, error_model="numpy")(fn) if numba is not None else fn
 
-
-@_jit
+@jit(error_model="numpy")
 def shaping_step(phi_next, phi, terminated, reward, gamma, shaping, new_reward, log_sum, log):  # pragma: no cover
     """``shaping = where(terminated, 0, phi_next) * float32(gamma) - phi`` and ``new_reward = reward + shaping``
     (float32 ``[N]``); with ``log`` (one env) also ``log_sum[0] += shaping[0]``."""
