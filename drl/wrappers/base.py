@@ -27,7 +27,6 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from gymnasium.vector import VectorEnv, VectorWrapper
 
@@ -104,7 +103,6 @@ class TorchVectorWrapper(VectorWrapper):
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._columns: dict[tuple[str, ...], tuple[torch.Tensor, list[torch.Tensor]]] = {}  # _log_mean_columns
-        self._log_arrays: dict[str, tuple[torch.Tensor, Any]] = {}  # _one_env_log_sum
         self._record: list[tuple[torch.Tensor, ...]] = []
         self._inner_obs: Obs | None = None  # the inner env's last obs (the `obs` of the next transition)
         self._last_out: Obs | None = None  # what an obs-changing wrapper returned last (see _out)
@@ -162,22 +160,6 @@ class TorchVectorWrapper(VectorWrapper):
             else:  # the same float32 sum as ``held + total``, without a new tensor each step
                 held.add_(total)
         self._counts[key] = self._counts.get(key, 0) + values.numel()
-
-    def _one_env_log_sum(self, key: str) -> Any:
-        """For a kernel that adds one env's value to the logged sum of ``key`` itself: the float32 ``[1]`` numpy
-        array behind that sum (made, zero, when the means were read: ``0 + v`` is the sum of ``[v]``, so the
-        bits are :meth:`_log_mean`'s); None when the sum is held some other way. The caller counts the value."""
-        held = self._sums.get(key)
-        arrays = self._log_arrays.get(key)
-        if arrays is not None and held is arrays[0]:
-            return arrays[1]
-        if held is not None:
-            return None
-        array = np.zeros(1, np.float32)
-        tensor = torch.from_numpy(array)
-        self._log_arrays[key] = (tensor, array)
-        self._sums[key] = tensor
-        return array
 
     def _log_mean_columns(self, keys: tuple[str, ...], values: torch.Tensor) -> None:
         """:meth:`_log_mean` of each column ``values[:, i]`` under ``keys[i]``, ``values [N, K]``; with one env

@@ -158,7 +158,6 @@ class IntrinsicBonus(TorchVectorWrapper):
         self._fused_count = (self.counts is not None and not self.learners and count_key == "simhash"
                              and coef_decay == "none" and device.type == "cpu" and count_kernels.numba is not None)
         self._white: np.ndarray | None = None  # the whitened obs [N, D] of the kernel step (a buffer)
-        self._no_log = np.zeros(1, np.float32)
         self.train_steps = []
         for part in self.learners:
             part.to(device)
@@ -257,17 +256,12 @@ class IntrinsicBonus(TorchVectorWrapper):
         if not (small and count_kernels.simhash_keys_exact(white, projection.numpy(), keys)):  # or a sign too close
             keys = counts.hash(torch.from_numpy(white), raw).numpy()
         bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
-        log_sum = self._one_env_log_sum("bonus") if num == 1 else None  # one env: the logged sum in the kernel too
         count_kernels.episodic_count_reward(keys, terminated.numpy(), truncated.numpy(), reward.numpy(),
                                             self._coef32, table_views[0], table_views[1], COUNT_BITS,
-                                            counts.mode == "first_visit", bonus, intrinsic, new_reward,
-                                            self._no_log if log_sum is None else log_sum, log_sum is not None)
+                                            counts.mode == "first_visit", bonus, intrinsic, new_reward)
         intrinsic_t = torch.from_numpy(intrinsic)
         self.env_steps += num
-        if log_sum is None:
-            self._log_mean("bonus", torch.from_numpy(bonus))
-        else:
-            self._counts["bonus"] = self._counts.get("bonus", 0) + 1
+        self._log_mean("bonus", torch.from_numpy(bonus))
         info = dict(info)
         info["intrinsic_reward"] = info["intrinsic_reward"] + intrinsic_t if "intrinsic_reward" in info else intrinsic_t
         return next_obs, self._replace_reward(info, reward, torch.from_numpy(new_reward)), terminated, truncated, info

@@ -96,10 +96,9 @@ def simhash_keys_exact(white, projection, keys):  # pragma: no cover - compiled 
 
 @jit(error_model="numpy")
 def episodic_count_reward(keys, terminated, truncated, reward, coef, table, episode, count_bits, first_visit,
-                          bonus, intrinsic, new_reward, log_sum, log):  # pragma: no cover - compiled by numba
+                          bonus, intrinsic, new_reward):  # pragma: no cover - compiled by numba
     """:func:`episodic_count` with ``done = terminated | truncated``, then ``intrinsic = bonus * coef`` and
-    ``new_reward = reward + intrinsic`` (float32, as the torch ops with a float32 ``coef``); with ``log`` (one
-    env) also ``log_sum[0] += bonus[0]`` (float32: the logged mean's running sum)."""
+    ``new_reward = reward + intrinsic`` (float32, as the torch ops with a float32 ``coef``)."""
     num = keys.shape[0]
     done = np.empty(num, np.bool_)
     for i in range(num):
@@ -109,5 +108,3 @@ def episodic_count_reward(keys, terminated, truncated, reward, coef, table, epis
     for i in range(num):
         intrinsic[i] = bonus[i] * c
         new_reward[i] = reward[i] + intrinsic[i]
-    if log:
-        log_sum[0] = log_sum[0] + bonus[0]

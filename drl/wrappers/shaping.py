@@ -182,7 +182,6 @@ class PotentialShaping(TorchVectorWrapper):
         self._zero = torch.zeros((), device=self.device)
         self._gamma = torch.tensor(self.gamma, dtype=torch.float32, device=self.device)
         self._kernel = shaping_kernels.numba is not None and self.device.type == "cpu"  # see _step_kernel
-        self._no_log = np.zeros(1, np.float32)
         sample = zero_obs(env, self.num_envs, self.device)
         try:
             self.phi = self._phi(sample)  # checks the potential now; [N]
@@ -231,17 +230,12 @@ class PotentialShaping(TorchVectorWrapper):
         """The rest of :meth:`step` in one numba call (CPU float32): the same values, bitwise."""
         num = reward.shape[0]
         shaping, new_reward = np.empty(num, np.float32), np.empty(num, np.float32)
-        log_sum = self._one_env_log_sum("shaping") if num == 1 else None
         shaping_kernels.shaping_step(phi_next.numpy(), self.phi.numpy(), terminated.numpy(), reward.numpy(),
-                                     self.gamma, shaping, new_reward, self._no_log if log_sum is None else log_sum,
-                                     log_sum is not None)
+                                     self.gamma, shaping, new_reward)
         self.phi = phi_obs
         shaping_t = torch.from_numpy(shaping)
         info["shaping"] = shaping_t
-        if log_sum is None:
-            self._log_mean("shaping", shaping_t)
-        else:
-            self._counts["shaping"] = self._counts.get("shaping", 0) + 1
+        self._log_mean("shaping", shaping_t)
         return obs, self._replace_reward(info, reward, torch.from_numpy(new_reward)), terminated, truncated, info
 
     def _episode_state(self) -> dict[str, Any]:

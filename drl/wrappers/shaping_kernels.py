@@ -16,14 +16,12 @@ __all__ = ["numba", "shaping_step"]
 
 
 @jit(error_model="numpy")
-def shaping_step(phi_next, phi, terminated, reward, gamma, shaping, new_reward, log_sum, log):  # pragma: no cover
+def shaping_step(phi_next, phi, terminated, reward, gamma, shaping, new_reward):  # pragma: no cover
     """``shaping = where(terminated, 0, phi_next) * float32(gamma) - phi`` and ``new_reward = reward + shaping``
-    (float32 ``[N]``); with ``log`` (one env) also ``log_sum[0] += shaping[0]``."""
+    (float32 ``[N]``)."""
     g = np.float32(gamma)
     zero = np.float32(0.0)
     for i in range(phi_next.shape[0]):
         value = zero if terminated[i] else phi_next[i]
         shaping[i] = value * g - phi[i]
         new_reward[i] = reward[i] + shaping[i]
-    if log:
-        log_sum[0] = log_sum[0] + shaping[0]
