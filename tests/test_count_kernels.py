@@ -110,48 +110,18 @@ def test_bonus_wrapper_with_kernels_equals_the_torch_path_and_resumes():
         assert all(_same(x, y) for x, y in zip(a[:4], b[:4], strict=True))
 
 
-def test_exact_simhash_keys_are_the_float32_matmul_signs_or_give_up():
+@pytest.mark.parametrize("num_envs", [512, 1])
+def test_fused_count_step_equals_the_torch_path(monkeypatch, num_envs):
     from drl.wrappers import count_kernels
 
-    gen = torch.Generator().manual_seed(5)
-    projection = torch.randn(32, 17, generator=gen)
-    certain = uncertain = 0
-    for trial in range(200):
-        white = torch.randn(64, 17, generator=gen).clamp(-5, 5)
-        white[0] = 0.0  # all-zero terms: 0, not > 0, either way
-        if trial % 4 == 0:  # rows nearly orthogonal to one projection: a sign too close to call
-            p = projection[trial % 32]
-            white[1:] -= (white[1:] @ p)[:, None] * p / (p @ p)
-        keys = torch.empty(64, dtype=torch.int64)
-        powers = 2.0 ** torch.arange(32, dtype=torch.float64)
-        expected = ((white @ projection.T > 0).to(torch.float64) @ powers).long()
-        if count_kernels.simhash_keys_exact(white.numpy(), projection.numpy(), keys.numpy()):
-            certain += 1
-            assert torch.equal(keys, expected)
-        else:
-            uncertain += 1
-    white[5, 3] = float("nan")
-    assert not count_kernels.simhash_keys_exact(white.numpy(), projection.numpy(), keys.numpy())
-    assert certain > 100 and uncertain > 10
-
-
-@pytest.mark.parametrize("exact_limit", [10**9, 0])
-@pytest.mark.parametrize("num_envs", [512, 1])
-def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monkeypatch, exact_limit, num_envs):
-    from drl.wrappers import bonuses, count_kernels
-
-    monkeypatch.setattr(bonuses, "_EXACT_PROJECTIONS", exact_limit)  # float64 projections (or the matmul) always
-
-    calls = {"exact": 0, "gave_up": 0}
-    exact = count_kernels.simhash_keys_exact
+    calls = {"fused": 0}
+    fused = count_kernels.episodic_count_reward
 
     def counted(*args):
-        ok = exact(*args)
-        calls["exact"] += 1
-        calls["gave_up"] += not ok
-        return ok
+        calls["fused"] += 1
+        return fused(*args)
 
-    monkeypatch.setattr(count_kernels, "simhash_keys_exact", counted)
+    monkeypatch.setattr(count_kernels, "episodic_count_reward", counted)
 
     def run(kernels: bool) -> list:
         env = make_vec_env("drl/CartPole-v0", num_envs, torch.device("cpu"), env_kwargs={"max_episode_steps": 25})
@@ -164,11 +134,10 @@ def test_fused_count_step_equals_the_torch_path_with_and_without_fallbacks(monke
         return [(o[1], o[4]["intrinsic_reward"], o[4]["env_reward"]) for o in out] + [env.metrics(), env.state_dict(),
                                                                                        env.learner_state_dict()]
 
-    fast, slow = run(True), run(False)
-    if exact_limit:  # 512 envs: some projections too close to call, so both ways are taken
-        assert calls["exact"] == 60 and (calls["gave_up"] > 0 or num_envs == 1)
-    else:
-        assert calls["exact"] == 0
+    fast = run(True)
+    assert calls["fused"] == 60  # every step took the fused kernel path
+    slow = run(False)
+    assert calls["fused"] == 60
     for a, b in zip(fast[:60], slow[:60], strict=True):
         assert all(_same(x, y) for x, y in zip(a, b, strict=True))
     assert {k: repr(v) for k, v in fast[60].items()} == {k: repr(v) for k, v in slow[60].items()}

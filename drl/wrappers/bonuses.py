@@ -44,7 +44,6 @@ __all__ = ["IntrinsicBonus"]
 GLOBAL = ("rnd", "icm", "none")
 EPISODIC = ("count", "e3b", "none")
 OBS_CLIP = 5.0
-_EXACT_PROJECTIONS = 4096  # envs x bits x obs dims up to which the count step projects in float64 (numba)
 
 
 def _one_of(value: Any, name: str, valid: tuple[str, ...]) -> None:
@@ -228,20 +227,18 @@ class IntrinsicBonus(TorchVectorWrapper):
     def _count_step_kernels(self, next_obs: Any, reward: torch.Tensor, terminated: torch.Tensor,
                             truncated: torch.Tensor, info: dict) -> tuple | None:
         """:meth:`step` of a SimHash count alone with a constant coefficient on the CPU, in three numba calls:
-        the obs statistics' kernel whitens into a buffer kept across steps, the keys take the projection's
-        signs where they are certain (torch's float32 matmul otherwise), and one kernel counts and forms the
+        the obs statistics' kernel whitens into a buffer kept across steps, :meth:`EpisodicCount.hash` takes the
+        keys (torch's float32 matmul, then the signs in a kernel), and one kernel counts and forms the
         bonus, the intrinsic reward and the new reward. The same values as the torch path, bitwise (tested);
         None (take that path) when the tensors or settings are not these."""
         counts = self.counts
         raw = select_group(info.get("final_obs", next_obs), self.obs_group)
         if not (counts.use_kernels and raw.dtype is reward.dtype is torch.float32 and raw.is_cpu and reward.is_cpu
                 and terminated.dtype is truncated.dtype is torch.bool and reward.dim() == 1
-                and not raw.requires_grad and not reward.requires_grad and "hash" not in vars(counts)
-                and "bonus" not in vars(counts) and torch.get_float32_matmul_precision() == "highest"):
+                and not raw.requires_grad and not reward.requires_grad and "bonus" not in vars(counts)):
             return None
         table_views, stats_views = counts._kernel_views(), self.obs_stats.kernel_views(raw)
-        projection = counts.projection
-        if table_views is None or stats_views is None or not (projection.is_cpu and projection.dtype is torch.float32):
+        if table_views is None or stats_views is None:
             return None
         num = raw.shape[0]
         white = self._white
@@ -250,11 +247,7 @@ class IntrinsicBonus(TorchVectorWrapper):
         stats = self.obs_stats
         kernels.rms_update_normalize(raw.numpy(), *stats_views, True, stats.epsilon, stats.clip, white)
         stats.stats_changed()
-        keys = np.empty(num, np.int64)
-        # few envs: the float64 projections in the kernel beat a matmul call; many: the matmul is faster
-        small = num * projection.numel() <= _EXACT_PROJECTIONS
-        if not (small and count_kernels.simhash_keys_exact(white, projection.numpy(), keys)):  # or a sign too close
-            keys = counts.hash(torch.from_numpy(white), raw).numpy()
+        keys = counts.hash(torch.from_numpy(white), raw).numpy()
         bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
         count_kernels.episodic_count_reward(keys, terminated.numpy(), truncated.numpy(), reward.numpy(),
                                             self._coef32, table_views[0], table_views[1], COUNT_BITS,

@@ -63,38 +63,6 @@ def episodic_count(keys, done, table, episode, count_bits, first_visit, out):  #
 
 
 @jit(error_model="numpy")
-def simhash_keys_exact(white, projection, keys):  # pragma: no cover - compiled by numba
-    """:func:`simhash_keys` of ``white[N, D] @ projection[bits, D].T`` without the float32 product: each
-    projection in float64 (the products of two float32 values are exact), and its sign taken only where it
-    is certain, i.e. where ``|p| > (D + 1) 2^-23 sum_k |w_k a_k|``, twice the error bound of a float32 dot
-    product of D terms in any order, with or without FMA (Higham's gamma_D): there torch's float32 matmul
-    has the same sign and is not 0. A projection of all-zero terms is 0 either way (not > 0). Returns False
-    (``keys`` partly written) as soon as one sign is not certain, or a value is not finite: the caller then
-    takes torch's matmul."""
-    num, dim = white.shape
-    bits = projection.shape[0]
-    bound = (dim + 1) * 2.0 ** -23
-    one = np.int64(1)
-    for i in range(num):
-        key = np.int64(0)
-        for j in range(bits):
-            total = 0.0
-            size = 0.0
-            for k in range(dim):
-                term = np.float64(white[i, k]) * np.float64(projection[j, k])
-                total += term
-                size += abs(term)
-            if size == 0.0:
-                continue
-            if not abs(total) > size * bound:  # NaN lands here too
-                return False
-            if total > 0.0:
-                key |= one << j
-        keys[i] = key
-    return True
-
-
-@jit(error_model="numpy")
 def episodic_count_reward(keys, terminated, truncated, reward, coef, table, episode, count_bits, first_visit,
                           bonus, intrinsic, new_reward):  # pragma: no cover - compiled by numba
     """:func:`episodic_count` with ``done = terminated | truncated``, then ``intrinsic = bonus * coef`` and
