@@ -397,6 +397,8 @@ def run_metadata() -> dict[str, Any]:
 
 
 def _hparam_value(value: Any) -> int | float | str | bool:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return str(value)  # TensorBoard stores numbers as doubles: an int past 2**53 is not one exactly
     if isinstance(value, (bool, int, float, str)):
         return value
     return str(value)  # lists, dicts, None: TensorBoard's hparams take scalars and strings only

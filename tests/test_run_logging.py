@@ -234,3 +234,19 @@ def test_redirected_stdout_shows_rows_while_training(tmp_path):
     assert lines[1] == "config: tuned config " + str(Path("configs") / "ppo" / "drl-CartPole-v0.yaml") + \
         " + overrides\n"
     assert header.split()[1] == "iter" and [r[:2] for r in rows] == [["64", "1"], ["128", "2"]]
+
+
+def test_hparams_take_an_int_too_large_for_a_double_as_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from drl.logging import write_hparams
+
+    huge = 10**400  # an unchecked int field (e.g. rnn_hidden_size of a feed-forward policy) can hold anything
+    write_hparams(tmp_path, {"algo": {"rnn_hidden_size": huge, "num_steps": 2**53}}, {"final_eval_return": 1.0})
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["algo.rnn_hidden_size"].string_value == str(huge)
+    assert hparams["algo.num_steps"].number_value == 2**53
