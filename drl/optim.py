@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch.func import functional_call, grad
 from drl import distributed
 
 __all__ = ["FlatParameters", "FlatAdam", "TrainStep", "FusedUpdate", "Losses", "clip_by_global_norm",
-           "compiler_available"]
+           "clip_by_group_norm", "compiler_available"]
 
 Losses = dict[str, torch.Tensor]
 
@@ -159,6 +159,19 @@ def clip_by_global_norm(gradient: torch.Tensor, max_norm: float | None) -> tuple
     return gradient * torch.clamp(max_norm / (norm + 1e-6), max=1.0), norm
 
 
+def clip_by_group_norm(gradient: torch.Tensor, max_norm: float, group_ids: torch.Tensor,
+                       num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gradient [P] with each group's L2 norm scaled to at most max_norm, the global norm before)``.
+
+    ``group_ids [P]`` (int64, values in ``[0, num_groups)``) names each coordinate's group; every group is
+    scaled by :func:`clip_by_global_norm`'s rule on its own norm, as ``clip_grad_norm_`` called once per
+    group (rsl_rl's PPO clips its actor and its critic so).
+    """
+    squares = gradient.new_zeros(num_groups).index_add_(0, group_ids, gradient.square())
+    scale = torch.clamp(max_norm / (squares.sqrt() + 1e-6), max=1.0)
+    return gradient * scale[group_ids], squares.sum().sqrt()
+
+
 class TrainStep:
     """One optimiser step of ``loss_fn`` on a minibatch: gradient, global-norm clipping, Adam.
 
@@ -169,19 +182,28 @@ class TrainStep:
         learning_rate: Adam's initial learning rate (see :meth:`set_learning_rate`).
         max_grad_norm: clip the global gradient norm to this; ``None``: no clipping.
         eps: Adam's epsilon.
+        clip_groups: clip each group's gradient norm to ``max_grad_norm`` on its own instead of the
+            global norm: one tuple of parameter-name prefixes per group (e.g. ``(("actor.",),
+            ("critic.",))``); an empty group is allowed. ``None``: one global norm.
         compile: fuse the whole step into one ``torch.compile``d graph. If compiling fails (no C++
             compiler, unsupported op) the step warns and stays eager.
 
     Calling it returns ``loss_fn``'s scalars, detached, plus ``grad_norm``: the global L2 norm of
     the gradient before clipping (non-finite when the loss or the gradient was, which is how a
     caller sees a diverging step without reading the flat gradient).
+
+    Raises:
+        ValueError: a parameter in no group or in two groups of ``clip_groups``.
     """
 
     def __init__(self, module: nn.Module, loss_fn: Callable[[Any], Losses], learning_rate: float,
-                 max_grad_norm: float | None = None, eps: float = 1e-8, compile: bool = False):
+                 max_grad_norm: float | None = None, eps: float = 1e-8, compile: bool = False,
+                 clip_groups: Sequence[Sequence[str]] | None = None):
         self.params = FlatParameters(module)
         self.loss_fn = loss_fn
         self.max_grad_norm = max_grad_norm
+        self.clip_groups = None if clip_groups is None or max_grad_norm is None else tuple(map(tuple, clip_groups))
+        self._group_ids = None if self.clip_groups is None else self._ids_of(self.clip_groups)
         self.adam = FlatAdam(self.params.numel, self.params.data.device, self.params.data.dtype, eps=eps)
         self.lr = torch.tensor(float(learning_rate), dtype=torch.float32, device=self.params.data.device)
         self._loss_module = _LossModule(module, loss_fn)
@@ -239,8 +261,22 @@ class TrainStep:
         losses = functional_call(self._loss_module, self.params.as_dict(flat, prefix="module."), (minibatch,))
         return losses["loss"], losses
 
+    def _ids_of(self, groups: tuple[tuple[str, ...], ...]) -> torch.Tensor:
+        """``[P]`` int64: the index in ``groups`` of each flat coordinate's parameter."""
+        ids = []
+        for name, size in zip(self.params.names, self.params.sizes, strict=True):
+            hits = [i for i, prefixes in enumerate(groups) if name.startswith(prefixes)]
+            if len(hits) != 1:
+                raise ValueError(f"clip_groups: parameter {name!r} is in {len(hits)} groups of {list(groups)}; "
+                                 "each parameter must match the prefixes of exactly one group")
+            ids.append(torch.full((size,), hits[0], dtype=torch.int64))
+        return torch.cat(ids).to(self.params.data.device)
+
     def _clip(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, its norm before)``."""
+        """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, or with each of clip_groups
+        scaled so, its global norm before)``."""
+        if self._group_ids is not None:
+            return clip_by_group_norm(gradient, self.max_grad_norm, self._group_ids, len(self.clip_groups))
         return clip_by_global_norm(gradient, self.max_grad_norm)
 
 

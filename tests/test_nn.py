@@ -494,3 +494,25 @@ def test_make_mlp_variants():
 def test_make_mlp_bad_activation():
     with pytest.raises(ValueError, match=r"unknown activation 'sigmoid'; valid: \['elu', 'relu', 'silu', 'tanh'\]"):
         make_mlp(3, [4], 1, activation="sigmoid")
+
+
+def test_default_init_draws_pytorchs_linear_init_and_orthogonal_is_the_default():
+    import math
+
+    import gymnasium as gym
+
+    from drl.agents.ppo import PPOConfig
+    from drl.nn.actor_critic import ActorCritic
+
+    space = gym.spaces.Box(-1, 1, (2,))
+    torch.manual_seed(0)
+    ortho = ActorCritic(5, 5, space, PPOConfig(actor_hidden=[64, 64], critic_hidden=[64, 64]))
+    torch.manual_seed(0)
+    default = ActorCritic(5, 5, space, PPOConfig(actor_hidden=[64, 64], critic_hidden=[64, 64], init="default"))
+    mean_layer = ortho.head.mean.weight  # orthogonal with gain 0.01: rows of norm 0.01
+    torch.testing.assert_close(mean_layer.norm(dim=1), torch.full((2,), 0.01))
+    for layer in (default.actor_body[0], default.actor_body[2], default.head.mean, default.critic[4]):
+        bound = 1 / math.sqrt(layer.in_features)  # nn.Linear's kaiming_uniform(a=sqrt(5)) and bias bound
+        assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # drawn over the whole range, not shrunk
+    assert default.head.mean.weight.norm(dim=1).min() > 0.1

@@ -148,3 +148,47 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile of the training step failed .*no C\\+\\+ compiler"):
         step(_batches(1)[0])
     assert not step.compiled and not torch.equal(step.params.data, before)
+
+
+def _two_nets() -> torch.nn.ModuleDict:
+    torch.manual_seed(0)
+    return torch.nn.ModuleDict({"actor": make_mlp(4, [8], 2), "critic": make_mlp(4, [8], 1)})
+
+
+def _two_loss(nets: torch.nn.ModuleDict):
+    def loss(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        small = (nets["actor"](batch["x"]) - batch["y"]).square().mean()  # a small gradient ...
+        large = 1e3 * (nets["critic"](batch["x"]).squeeze(-1) - batch["y"][:, 0]).square().mean()  # ... and a large
+        return {"loss": small + large}
+
+    return loss
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not compiler_available(), reason="torch.compile needs a C++ compiler on the CPU"))])
+def test_clip_groups_clip_each_group_like_its_own_clip_grad_norm(compile):
+    nets = _two_nets()
+    reference = copy.deepcopy(nets)
+    step = TrainStep(nets, _two_loss(nets), 1e-2, max_grad_norm=0.5, eps=1e-8, compile=compile,
+                     clip_groups=(("actor.",), ("critic.",)))
+    torch_adam = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-8)
+    reference_loss = _two_loss(reference)
+    for batch in _batches():
+        losses = step(batch)
+        torch_adam.zero_grad()
+        reference_loss(batch)["loss"].backward()
+        actor_norm = torch.nn.utils.clip_grad_norm_(reference["actor"].parameters(), 0.5)
+        critic_norm = torch.nn.utils.clip_grad_norm_(reference["critic"].parameters(), 0.5)
+        assert critic_norm > 10 * 0.5  # the critic's clip is active: a joint clip would have shrunk the actor
+        torch_adam.step()
+        torch.testing.assert_close(losses["grad_norm"], torch.hypot(actor_norm, critic_norm), rtol=1e-4, atol=0)
+    for p, q in zip(nets.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_clip_groups_must_cover_each_parameter_once():
+    nets = _two_nets()
+    with pytest.raises(ValueError, match="'critic.0.weight' is in 0 groups"):
+        TrainStep(nets, _two_loss(nets), 1e-2, max_grad_norm=0.5, clip_groups=(("actor.",),))
+    with pytest.raises(ValueError, match="'actor.0.weight' is in 2 groups"):
+        TrainStep(nets, _two_loss(nets), 1e-2, max_grad_norm=0.5, clip_groups=(("actor.", "critic."), ("actor.",)))

@@ -115,6 +115,37 @@ def test_update_is_deterministic_given_seed():
         assert torch.equal(pa, pb)
 
 
+def _actor_after_update(reward_scale: float, **cfg) -> list[torch.Tensor]:
+    """The actor's parameters after one PPO update on a rollout whose rewards are scaled by ``reward_scale``,
+    from a critic whose output layer is zero (so the advantages scale with the rewards, and their
+    normalisation gives the actor the same loss at every scale)."""
+    agent = _agent(minibatch_size=16, num_epochs=3, **cfg)
+    for p in agent.model.critic[-1].parameters():
+        p.data.zero_()
+    storage = _fill(agent)
+    storage["rewards"].mul_(reward_scale)
+    agent.update(storage)
+    return [p.detach().clone() for p in [*agent.model.actor_body.parameters(), *agent.model.head.parameters()]]
+
+
+def test_per_network_clipping_keeps_the_actor_step_independent_of_the_critic_gradient():
+    # rsl_rl's rule: the actor's gradient is clipped on its own norm, so a critic gradient 1000x larger
+    # (rewards 1000x larger) leaves the actor's update as it is
+    small, large = (_actor_after_update(scale, clip_grad_per_network=True) for scale in (1.0, 1000.0))
+    for p, q in zip(small, large, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    # a joint clip (SB3's rule) scales the actor's gradient by the critic's norm: the actor barely moves
+    small, large = (_actor_after_update(scale) for scale in (1.0, 1000.0))
+    start = _actor_after_update(1.0, learning_rate=0.0)
+    moved = [sum((p - q).abs().sum().item() for p, q in zip(after, start, strict=True)) for after in (small, large)]
+    assert moved[1] < 0.5 * moved[0]
+
+
+def test_adam_eps_reaches_the_optimiser():
+    assert _agent().train_step.adam.eps == 1e-5  # SB3's and CleanRL's PPO default
+    assert _agent(adam_eps=1e-8).train_step.adam.eps == 1e-8
+
+
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler on the CPU")
 def test_compiled_update_matches_eager():
     eager = _agent(minibatch_size=32, num_epochs=2, compile=False)

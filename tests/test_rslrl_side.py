@@ -111,6 +111,10 @@ def test_train_cfg_carries_drls_values_under_rsl_rl_names():
     cfg.algo.target_kl = 0.02
     with pytest.raises(ValueError, match=r"no rsl_rl PPO equivalent: \['anneal_lr', 'target_kl'\]"):
         rslrl_train_cfg(cfg)
+    cfg.algo.anneal_lr, cfg.algo.target_kl = False, None
+    cfg.algo.clip_grad_per_network, cfg.algo.adam_eps, cfg.algo.init = False, 1e-5, "orthogonal"  # drl's defaults
+    with pytest.raises(ValueError, match=r"\['clip_grad_per_network', 'adam_eps', 'init'\]"):
+        rslrl_train_cfg(cfg)
 
 
 def test_tiny_suite_end_to_end_produces_a_row(tmp_path):

@@ -216,11 +216,14 @@ def _drl_view(hp: dict[str, Any]) -> dict[str, Any]:
         "learning rate": f"{lr} (annealed linearly per update)" if algo.get("anneal_lr") else lr,
         "gamma": algo.get("gamma"), "GAE lambda": algo.get("gae_lambda"), "clip": algo.get("clip_coef"),
         "value clip": algo.get("clip_value"), "entropy coef": algo.get("ent_coef"), "value coef": algo.get("vf_coef"),
-        "max grad norm": algo.get("max_grad_norm"), "target KL": algo.get("target_kl"),
+        "max grad norm": f"{algo.get('max_grad_norm')} (actor and critic each)" if algo.get("clip_grad_per_network")
+        else algo.get("max_grad_norm"),
+        "target KL": algo.get("target_kl"),
         "normalize advantages": algo.get("normalize_advantages"),
         "obs / reward normalization": f"{algo.get('normalize_obs')} / {algo.get('normalize_reward')}",
         "actor / critic": f"{algo.get('actor_hidden')} / {algo.get('critic_hidden')} {algo.get('activation')}, "
-                          "separate, orthogonal init",
+                          f"separate, {'PyTorch default' if algo.get('init') == 'default' else 'orthogonal'} init",
+        "Adam eps": algo.get("adam_eps", 1e-5),
         "log std init": algo.get("log_std_init"), "device": hp.get("device"),
         "eval every (env steps)": hp.get("eval_interval") or "end only",
         "torch threads": hp.get("torch_threads"), "torch.compile": algo.get("compile", False),
@@ -466,9 +469,13 @@ BATCHED_NOTES = (
     "bookkeeping subtracted, its TensorBoard logging, episode buffers, console print (to a buffer) and per-step "
     "NaN check included; building the env and the runner (whose constructor does the first reset) excluded. "
     "*Time limits*: drl bootstraps a truncated step with V(final obs); rsl_rl adds gamma x V(s_t) of the "
-    "pre-step obs to a timed-out step's reward (its own convention). *Not the same by design*: rsl_rl clips the "
-    "actor's and the critic's gradient norms separately (drl: their joint norm), keeps PyTorch's default init "
-    "(drl: orthogonal) and Adam's eps 1e-8. *Final eval*: {episodes} deterministic episodes, one per env of a "
+    "pre-step obs to a timed-out step's reward (its own convention). *rsl_rl's fixed choices, set on drl's "
+    "side*: the actor's and the critic's gradient norms clipped apart (`clip_grad_per_network: true`; drl's "
+    "default clips their joint norm, as SB3 does), Adam's eps 1e-8 (`adam_eps`; drl's default 1e-5), PyTorch's "
+    "default init (`init: default`; drl's default orthogonal). With drl's defaults on these unnormalised "
+    "Pendulum returns the critic's gradient dominates the joint norm, the clip shrinks the actor's gradient to "
+    "below Adam's eps and drl's final eval stays near -1,000 (rsl_rl: about -320). *Final eval*: "
+    "{episodes} deterministic episodes, one per env of a "
     "fresh batched env reset with seed `{offset} + seed`, the same code for both sides (not timed). *Training "
     "return*: episodes finished in the last 10% of env steps (n/a when none finished, e.g. HalfCheetah's "
     "1000-step episodes in a short run). drl/CartPole-v0 has no row: rsl_rl (5.5.1) has no discrete action "

@@ -144,24 +144,28 @@ def _register() -> None:
 _register()
 
 
+RSLRL_ADAM_EPS = 1e-8  # rsl_rl builds torch.optim.Adam with its default eps
+
+
 def rslrl_train_cfg(cfg: TrainConfig) -> dict[str, Any]:
     """drl's PPO config -> rsl_rl's ``OnPolicyRunner`` ``train_cfg`` (same values under rsl_rl's names).
 
     Mapped: rollout length (``num_steps_per_env``), epochs, minibatches (``num_steps * num_envs /
     minibatch_size``), fixed learning rate (``schedule: "fixed"``), gamma, lambda, clip, entropy and
     value coefficients (both losses are ``policy + vf_coef * MSE - ent_coef * entropy``), max grad norm
-    (rsl_rl clips the actor's and the critic's gradients separately to it, drl their joint norm),
+    (clipped on the actor's and the critic's norms apart: drl's ``clip_grad_per_network: true``),
     per-minibatch advantage normalisation, value clipping (rsl_rl's uses the policy clip), separate
     actor/critic MLPs with a state-independent Gaussian std parameterised in log space
     (``exp(log_std_init)``), no obs normalisation, bf16 autocast (``algo.autocast: bf16`` ->
-    ``use_mixed_precision``; rsl_rl's covers its whole loss, drl's the network passes). rsl_rl keeps its
-    own defaults for what drl has no setting for: ``check_for_nan`` on, Adam (eps 1e-8), no torch.compile,
-    PyTorch's default init.
+    ``use_mixed_precision``; rsl_rl's covers its whole loss, drl's the network passes). What rsl_rl has no
+    setting for must be its fixed choice on drl's side: Adam's eps 1e-8 (``adam_eps``), PyTorch's default
+    init (``init: default``). rsl_rl keeps ``check_for_nan`` on and runs no torch.compile.
 
     Raises:
         ValueError: a setting rsl_rl's PPO cannot express (annealed lr, reward normalisation, target KL,
             a value clip different from the policy clip, squashed or state-dependent std, a recurrent
-            policy, obs groups other than ``"policy"``, a rollout batch not split evenly into minibatches).
+            policy, obs groups other than ``"policy"``, a rollout batch not split evenly into minibatches,
+            a joint gradient clip, Adam's eps other than 1e-8, orthogonal init).
     """
     a, num_envs = cfg.algo, cfg.env.num_envs
     batch = a.num_steps * num_envs
@@ -170,7 +174,9 @@ def rslrl_train_cfg(cfg: TrainConfig) -> dict[str, Any]:
         ("clip_value", a.clip_value is not None and a.clip_value != a.clip_coef),
         ("squash_actions", a.squash_actions), ("state_dependent_std", a.state_dependent_std),
         ("rnn_type", getattr(a, "rnn_type", "none") != "none"), ("actor_obs", a.actor_obs != "policy"),
-        ("critic_obs", a.critic_obs != "policy"), ("minibatch_size", batch % a.minibatch_size != 0)) if bad]
+        ("critic_obs", a.critic_obs != "policy"), ("minibatch_size", batch % a.minibatch_size != 0),
+        ("clip_grad_per_network", not a.clip_grad_per_network), ("adam_eps", a.adam_eps != RSLRL_ADAM_EPS),
+        ("init", a.init != "default")) if bad]
     if problems:
         raise ValueError(f"algo settings with no rsl_rl PPO equivalent: {problems}")
 
@@ -221,6 +227,7 @@ def rslrl_view(train_cfg: dict[str, Any], iterations: int, num_envs: int, device
         "obs / reward normalization": f"{actor['obs_normalization']} / False",
         "actor / critic": f"{actor['hidden_dims']} / {critic['hidden_dims']} {actor['activation']}, separate, "
                           "PyTorch's default init",
+        "Adam eps": f"{RSLRL_ADAM_EPS} (torch.optim.Adam's default)",
         "log std init": f"{math.log(dist['init_std'])} (init_std {dist['init_std']}, std_type {dist['std_type']})",
         "device": device, "torch threads": 1, "torch.compile": train_cfg.get("torch_compile_mode"),
         "check_for_nan": train_cfg.get("check_for_nan", True), "optimizer": alg["optimizer"],

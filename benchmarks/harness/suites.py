@@ -43,14 +43,17 @@ BATCHED_TARGET_RATIO = 1.5  # issue 19: drl >= 1.5x rsl_rl's end-to-end steps/s 
 BATCHED_CUDA_TARGET_RATIO = 2.0  # issue 19: drl >= 2x rsl_rl's steps/s on a GPU at 4096 envs and more
 # The batched rows' PPO (drl vs rsl_rl), every setting explicit (``hparams="explicit"``): the issue-19
 # setting (32-step rollouts, 5 epochs x 4 minibatches, [64, 64] tanh, fixed lr, no normalisation, no
-# value clipping), gamma / lambda of drl's tuned Pendulum config. ``minibatch_size`` is set per row
-# (rollout batch / 4).
+# value clipping), gamma / lambda of drl's tuned Pendulum config, and rsl_rl's fixed choices where drl has a
+# setting (actor and critic gradients clipped apart, Adam's eps 1e-8, PyTorch's init): with drl's defaults
+# (joint clip, eps 1e-5, orthogonal init) the critic's gradient on unnormalised Pendulum returns shrinks the
+# actor's to below Adam's eps and drl's eval return stays near -1,000 where rsl_rl reaches about -320.
+# ``minibatch_size`` is set per row (rollout batch / 4).
 BATCHED_PPO: dict[str, Any] = {
     "num_steps": 32, "num_epochs": 5, "learning_rate": 1e-3, "anneal_lr": False, "gamma": 0.95, "gae_lambda": 0.9,
     "clip_coef": 0.2, "clip_value": None, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
     "normalize_advantages": True, "normalize_obs": False, "normalize_reward": False, "actor_hidden": [64, 64],
     "critic_hidden": [64, 64], "activation": "tanh", "log_std_init": 0.0, "state_dependent_std": False,
-    "squash_actions": False,
+    "squash_actions": False, "clip_grad_per_network": True, "adam_eps": 1e-8, "init": "default",
 }
 BATCHED_MINIBATCHES = 4
 

@@ -50,7 +50,7 @@ from drl.nn import RewardScaler, RunningMeanStd
 from drl.nn.actor_critic import Actor
 from drl.nn.deploy import CallActor, DeployedActor, FrozenNormalizer
 from drl.nn.heads import LOG_STD_MAX, LOG_STD_MIN
-from drl.nn.mlp import flat_dim, make_mlp
+from drl.nn.mlp import flat_dim, make_mlp, reset_linear_layers
 from drl.optim import TrainStep, compiler_available
 from drl.returns import gae
 from drl.storage import Field, MinibatchSampler, RolloutBuffer
@@ -84,6 +84,7 @@ class HAPPOConfig(PPOConfig):
     share_actor: bool = False  # one actor for every agent (homogeneous teams: same obs and action spaces)
     value_norm: bool = True  # the critic predicts returns normalised by their running mean and std
     huber_delta: float | None = 10.0  # Huber value loss with this delta; null: squared error
+    clip_grad_per_network: bool = True  # each actor and the critic have their own optimiser and gradient norm
 
     def validate(self, prefix: str, train: TrainConfig) -> None:
         def key(name: str) -> str:
@@ -97,6 +98,9 @@ class HAPPOConfig(PPOConfig):
         check(not self.intrinsic_value, key("intrinsic_value"), "is not supported by HAPPO; set it to false")
         check(self.target_kl is None, key("target_kl"), "is not supported by HAPPO; set it to null")
         check(self.numba_actor is not True, key("numba_actor"), "HAPPO acts with torch; set it to false")
+        check(self.clip_grad_per_network, key("clip_grad_per_network"),
+              "HAPPO trains each actor and the critic with its own optimiser, so their gradient norms are always "
+              "clipped apart; leave it true")
         batch = self.num_steps * train.env.num_envs
         # PPO's checks, with the whole rollout standing in for a null minibatch_size
         PPOConfig.validate(replace(self, minibatch_size=self.minibatch_size or batch), prefix, train)
@@ -158,6 +162,8 @@ class HAPPO:
         else:
             self.actors = nn.ModuleDict({a: Actor(self.obs_dims[a], self.action_spaces[a], cfg) for a in self.agents})
         self.critic = make_mlp(state_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
+        if cfg.init == "default":
+            reset_linear_layers(self.critic)
         self.actors.to(device)
         self.critic.to(device)
         compile_step = _should_compile(cfg, num_envs, total_steps)
@@ -166,10 +172,10 @@ class HAPPO:
             actor = self.actors[a]
             if id(actor) not in steps:
                 steps[id(actor)] = TrainStep(actor, _actor_loss_fn(actor, cfg), cfg.learning_rate,
-                                             cfg.max_grad_norm, eps=1e-5, compile=compile_step)
+                                             cfg.max_grad_norm, eps=cfg.adam_eps, compile=compile_step)
         self.actor_steps = {a: steps[id(self.actors[a])] for a in self.agents}
         self.critic_step = TrainStep(self.critic, self._critic_loss, cfg.critic_learning_rate or cfg.learning_rate,
-                                     cfg.max_grad_norm, eps=1e-5, compile=compile_step)
+                                     cfg.max_grad_norm, eps=cfg.adam_eps, compile=compile_step)
         self.value_normalizer = RunningMeanStd((), clip=float("inf")).to(device)
         groups = {**self.obs_dims, STATE_KEY: state_dim}
         self.obs_normalizers = nn.ModuleDict({g: RunningMeanStd((d,)) for g, d in groups.items()}).to(device)

@@ -103,7 +103,7 @@ class PPO:
         # parameters, gradients and Adam's moments each in one flat tensor; optionally one compiled graph
         compile_ = self._should_compile(num_envs, total_steps)
         self.train_step = TrainStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
-                                    eps=1e-5, compile=compile_)
+                                    eps=cfg.adam_eps, compile=compile_, clip_groups=self._clip_groups())
         self.numba_actor = self._make_numba_actor()  # after TrainStep: it keeps views of the final storage
         # under torchrun each rank folds in its own obs during a rollout; sync_ranks merges them at its end;
         # on CUDA the update + normalise is compiled with the step (a few kernels per env step)
@@ -121,6 +121,11 @@ class PPO:
         # env info entries the runner stores with each step: {info key: storage field}
         self.info_fields = {intrinsic.INFO_KEY: intrinsic.FIELD} if cfg.intrinsic_value else {}
         self.info_fields_source = "algo.intrinsic_value"  # the option that asks for them (named in errors)
+
+    def _clip_groups(self) -> tuple[tuple[str, ...], ...] | None:
+        """The parameter groups whose gradient norms are clipped apart (``algo.clip_grad_per_network``); None: one
+        joint norm."""
+        return self.model.clip_groups() if self.cfg.clip_grad_per_network else None
 
     def _actor_dim(self, obs_dim: int) -> int:
         """The width of the actor MLP's input for an actor obs group of ``obs_dim`` values (a subclass may add

@@ -48,6 +48,11 @@ class PPOConfig:
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # clip the actor's and the critic's gradient norms to max_grad_norm each (rsl_rl's rule) instead of their
+    # joint norm (SB3's, CleanRL's). Joint clipping lets a large critic gradient (unnormalised returns) shrink
+    # the actor's step to the scale of adam_eps, where Adam no longer normalises it: the actor stops learning
+    clip_grad_per_network: bool = False
+    adam_eps: float = 1e-5  # Adam's epsilon (SB3's and CleanRL's PPO: 1e-5; PyTorch's and rsl_rl's: 1e-8)
     target_kl: float | None = None  # stop the update's epochs once approx KL exceeds this
     normalize_advantages: bool = True
     normalize_obs: bool = False
@@ -56,6 +61,9 @@ class PPOConfig:
     critic_hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
     log_std_init: float = 0.0
+    # weights of the MLPs and the action head: "orthogonal" (gain sqrt(2) hidden, 0.01 the action mean, 1 the
+    # value; SB3's and CleanRL's), "default" (PyTorch's nn.Linear init, uniform in +-1/sqrt(fan_in); rsl_rl's)
+    init: Literal["orthogonal", "default"] = "orthogonal"
     state_dependent_std: bool = False
     squash_actions: bool = False  # tanh-squash Gaussian actions into the bounds
     actor_obs: str = "policy"  # obs group the actor reads (when the env returns groups)
@@ -117,6 +125,7 @@ class PPOConfig:
         for name in ("ent_coef", "vf_coef"):
             check_range(getattr(self, name), key(name), 0, MAX_LOSS_COEF, what="a weight in the loss")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
+        check(0 < self.adam_eps <= 1, key("adam_eps"), f"must be in (0, 1], got {self.adam_eps}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
         for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
             group = getattr(self, name)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from drl.nn.heads import make_action_head
-from drl.nn.mlp import make_mlp, mlp_forward
+from drl.nn.mlp import make_mlp, mlp_forward, reset_linear_layers
 from drl.nn.recurrent import RecurrentCore
 
 __all__ = ["ActorCritic", "Actor"]
@@ -41,11 +41,20 @@ class ActorCritic(nn.Module):
         # V_I, on the critic's input (algo.intrinsic_value); None otherwise
         self.intrinsic_critic = (make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
                                  if cfg.intrinsic_value else None)
+        if cfg.init == "default":  # PyTorch's init of the MLPs and the head (the recurrent cores keep theirs)
+            for part in (self.actor_body, self.head, self.critic, self.intrinsic_critic):
+                if part is not None:
+                    reset_linear_layers(part)
 
     def cores(self) -> dict[str, RecurrentCore]:
         """The recurrent cores by role (``"actor"``, ``"critic"``); empty for a feed-forward model."""
         return {role: core for role, core in (("actor", self.actor_rnn), ("critic", self.critic_rnn))
                 if core is not None}
+
+    @staticmethod
+    def clip_groups() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Parameter-name prefixes of the actor and of the critic (:class:`drl.optim.TrainStep`'s ``clip_groups``)."""
+        return ("actor_rnn.", "actor_body.", "head."), ("critic_rnn.", "critic.", "intrinsic_critic.")
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         """``[B, critic_dim] -> [B]``."""
@@ -71,6 +80,8 @@ class Actor(nn.Module):
         width = cfg.actor_hidden[-1] if cfg.actor_hidden else obs_dim
         self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
                                      cfg.squash_actions)
+        if cfg.init == "default":
+            reset_linear_layers(self)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, obs_dim] -> (action[B, ...], log_prob[B])``."""
