@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import drl.nn.normalization as normalization
 from drl.nn import RewardScaler, RunningMeanStd
+from drl.nn.numba_actor import numba_available
 from drl.optim import compiler_available
 
 _SYNCS = ("aten._local_scalar_dense", "aten.equal", "aten.is_nonzero")
@@ -244,3 +245,21 @@ def test_cuda_compiled_normaliser_launches_fewer_kernels():
     # normalise; compiled: a few fused kernels (how many is inductor's choice: printed by
     # `python -m benchmarks.normalizer_cost --device cuda --compile`), then the same 3 with the graph's mean and std
     assert 16 <= kernels[False] and kernels[True] < kernels[False], kernels
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_kernel_statistics_do_not_depend_on_the_input_layout():
+    # numba compiles one specialisation per array layout, and a strided one rounds differently from the
+    # contiguous one; the normaliser hands the kernels contiguous rows only, so a strided view of a batch
+    # and its contiguous copy fold in bitwise alike (else which one ran would depend on numba's cache)
+    batch = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))[:, ::2]
+    assert not batch.is_contiguous()
+    results = []
+    for x in (batch, batch.contiguous()):
+        rms = RunningMeanStd((8,))
+        rms.update(torch.full((5, 8), 0.3))
+        rms.update(x)
+        normalized = rms.update_normalize(x)
+        results.append((rms.mean.clone(), rms.var.clone(), normalized))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

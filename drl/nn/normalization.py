@@ -382,7 +382,7 @@ class RunningMeanStd(nn.Module):
         """:meth:`update` with ``x[B, *shape]`` (if ``update``), then :meth:`normalize` it; a new tensor."""
         views = self.kernel_views(x)
         if views is not None:
-            source = (x.detach() if x.requires_grad else x).numpy()
+            source = np.ascontiguousarray((x.detach() if x.requires_grad else x).numpy())
             out = np.empty(source.shape, np.float32)
             if source.ndim == 2:
                 kernels.rms_update_normalize(source, *views, update, self.epsilon, self.clip, out)
@@ -473,10 +473,15 @@ def merge_ranks(normalizers: Iterable[RunningMeanStd]) -> None:
 
 
 def _rows(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``x[B, ...]`` as a ``[B, D]`` numpy array (a view where the memory allows)."""
+    """``x[B, ...]`` as a C-contiguous ``[B, D]`` numpy array (a view where the memory allows, else a copy).
+
+    Contiguous only: numba compiles one specialisation per array layout, and a strided ("A") one may round
+    differently from the contiguous one (another loop vectorisation); which of them a call runs would then
+    depend on which its process compiled or loaded from numba's cache first, and bitwise resume would not
+    hold."""
     if isinstance(x, torch.Tensor):
         x = (x.detach() if x.requires_grad else x).numpy()
-    return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+    return np.ascontiguousarray(x if x.ndim == 2 else x.reshape(x.shape[0], -1))
 
 
 class RewardScaler(nn.Module):
@@ -517,8 +522,8 @@ class RewardScaler(nn.Module):
                 and done.dtype is torch.bool and truncated.dtype is torch.bool
                 and returns.shape == reward.shape == done.shape == truncated.shape):
             out = np.empty(reward.shape[0], np.float32)
-            kernels.scale_rewards(reward.numpy(), done.numpy(), truncated.numpy(), returns.numpy(), *views,
-                                  self.gamma, update, self.epsilon, self.clip, out)
+            kernels.scale_rewards(_contiguous(reward), _contiguous(done), _contiguous(truncated), returns.numpy(),
+                                  *views, self.gamma, update, self.epsilon, self.clip, out)
             if update:
                 stats.stats_changed()
             return torch.from_numpy(out)

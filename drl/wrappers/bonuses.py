@@ -245,7 +245,8 @@ class IntrinsicBonus(TorchVectorWrapper):
         if white is None or white.shape != raw.shape:
             white = self._white = np.empty(tuple(raw.shape), np.float32)
         stats = self.obs_stats
-        kernels.rms_update_normalize(raw.numpy(), *stats_views, True, stats.epsilon, stats.clip, white)
+        kernels.rms_update_normalize(np.ascontiguousarray(raw.numpy()), *stats_views, True, stats.epsilon, stats.clip,
+                                     white)  # contiguous: one numba specialisation (see normalization._rows)
         stats.stats_changed()
         keys = counts.hash(torch.from_numpy(white), raw).numpy()
         bonus, intrinsic, new_reward = (np.empty(num, np.float32) for _ in range(3))
