@@ -192,3 +192,16 @@ def test_clip_groups_must_cover_each_parameter_once():
         TrainStep(nets, _two_loss(nets), 1e-2, max_grad_norm=0.5, clip_groups=(("actor.",),))
     with pytest.raises(ValueError, match="'actor.0.weight' is in 2 groups"):
         TrainStep(nets, _two_loss(nets), 1e-2, max_grad_norm=0.5, clip_groups=(("actor.", "critic."), ("actor.",)))
+
+
+def test_row_chunks_give_the_whole_minibatch_step():
+    whole_net, chunked_net = _net(), _net()
+    whole = TrainStep(whole_net, _loss_fn(whole_net), 1e-2, max_grad_norm=0.5, eps=1e-5)
+    chunked = TrainStep(chunked_net, _loss_fn(chunked_net), 1e-2, max_grad_norm=0.5, eps=1e-5, row_chunk=5)
+    for batch in _batches():  # 16 rows: chunks of 5, 5, 5 and 1
+        expected, got = whole(batch), chunked(batch)
+        for key in ("loss", "mean_error", "grad_norm"):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(chunked.params.data, whole.params.data, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="row_chunk must be >= 1"):
+        TrainStep(whole_net, _loss_fn(whole_net), 1e-2, row_chunk=0)

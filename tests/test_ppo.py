@@ -141,6 +141,23 @@ def test_per_network_clipping_keeps_the_actor_step_independent_of_the_critic_gra
     assert moved[1] < 0.5 * moved[0]
 
 
+def test_row_chunked_update_matches_the_whole_minibatch(monkeypatch):
+    # 64-row minibatches taken in chunks of 24, 24 and 16 rows: the advantages are normalised over the whole
+    # minibatch first, so the step is the same up to float summation order
+    import drl.agents.ppo as ppo_module
+
+    whole = _agent(minibatch_size=64, num_epochs=2, clip_grad_per_network=True)
+    whole_metrics = whole.update(_fill(whole))
+    monkeypatch.setattr(ppo_module, "CPU_ROW_CHUNK", 24)
+    chunked = _agent(minibatch_size=64, num_epochs=2, clip_grad_per_network=True)
+    assert chunked.train_step.row_chunk == 24
+    chunked_metrics = chunked.update(_fill(chunked))
+    for key, value in whole_metrics.items():
+        assert chunked_metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for p, q in zip(chunked.model.parameters(), whole.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
 def test_adam_eps_reaches_the_optimiser():
     assert _agent().train_step.adam.eps == 1e-5  # SB3's and CleanRL's PPO default
     assert _agent(adam_eps=1e-8).train_step.adam.eps == 1e-8

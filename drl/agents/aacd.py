@@ -147,12 +147,12 @@ class AACD(PPO):
                                        if name != "critic"})
             self.train_step = TrainStep(trainable, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                         eps=cfg.adam_eps, compile=self.train_step.compiled,
-                                        clip_groups=self._clip_groups())
+                                        clip_groups=self._clip_groups(), row_chunk=self._row_chunk())
         elif cfg.critic_mode == "finetune" and cfg.critic_learning_rate is not None:
             self.train_step = _CriticLRStep(self.model, self._minibatch_loss, cfg.learning_rate, cfg.max_grad_norm,
                                             cfg.critic_learning_rate / cfg.learning_rate,
                                             compile=self.train_step.compiled, eps=cfg.adam_eps,
-                                            clip_groups=self._clip_groups())
+                                            clip_groups=self._clip_groups(), row_chunk=self._row_chunk())
         self.numba_actor = self._make_numba_actor()  # its views must point at the final parameter storage
 
     def _load_teacher_critic(self) -> None:
@@ -220,9 +220,9 @@ class _CriticLRStep(TrainStep):
 
     def __init__(self, model: nn.Module, loss_fn: Any, learning_rate: float, max_grad_norm: float,
                  critic_lr_ratio: float, compile: bool, eps: float,
-                 clip_groups: tuple[tuple[str, ...], ...] | None):
+                 clip_groups: tuple[tuple[str, ...], ...] | None, row_chunk: int | None):
         super().__init__(model, loss_fn, learning_rate, max_grad_norm, eps=eps, compile=compile,
-                         clip_groups=clip_groups)
+                         clip_groups=clip_groups, row_chunk=row_chunk)
         is_critic = torch.cat([torch.full((size,), name.startswith("critic."), dtype=torch.bool)
                                for name, size in zip(self.params.names, self.params.sizes, strict=True)])
         self.lr_scale = torch.where(is_critic, critic_lr_ratio, 1.0).to(self.params.data)
