@@ -159,17 +159,17 @@ def clip_by_global_norm(gradient: torch.Tensor, max_norm: float | None) -> tuple
     return gradient * torch.clamp(max_norm / (norm + 1e-6), max=1.0), norm
 
 
-def clip_by_group_norm(gradient: torch.Tensor, max_norm: float, group_ids: torch.Tensor,
-                       num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_by_group_norm(gradient: torch.Tensor, max_norm: float,
+                       masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(gradient [P] with each group's L2 norm scaled to at most max_norm, the global norm before)``.
 
-    ``group_ids [P]`` (int64, values in ``[0, num_groups)``) names each coordinate's group; every group is
-    scaled by :func:`clip_by_global_norm`'s rule on its own norm, as ``clip_grad_norm_`` called once per
-    group (rsl_rl's PPO clips its actor and its critic so).
+    ``masks [G, P]`` (0/1, one 1 per column) marks each group's coordinates; every group is scaled by
+    :func:`clip_by_global_norm`'s rule on its own norm, as ``clip_grad_norm_`` called once per group (rsl_rl's
+    PPO clips its actor and its critic so). Plain reductions, no scatter: the same bits on every run and device.
     """
-    squares = gradient.new_zeros(num_groups).index_add_(0, group_ids, gradient.square())
+    squares = (masks * gradient.square()).sum(1)  # [G]
     scale = torch.clamp(max_norm / (squares.sqrt() + 1e-6), max=1.0)
-    return gradient * scale[group_ids], squares.sum().sqrt()
+    return gradient * (scale @ masks), squares.sum().sqrt()
 
 
 class TrainStep:
@@ -184,7 +184,8 @@ class TrainStep:
         eps: Adam's epsilon.
         clip_groups: clip each group's gradient norm to ``max_grad_norm`` on its own instead of the
             global norm: one tuple of parameter-name prefixes per group (e.g. ``(("actor.",),
-            ("critic.",))``); an empty group is allowed. ``None``: one global norm.
+            ("critic.",))``); an empty group is allowed. ``None``: one global norm. Unused (and unchecked)
+            without ``max_grad_norm``.
         row_chunk: an eager step takes the loss and its gradient on at most this many rows at a time and
             sums the gradients, each chunk's loss weighted by its share of the rows, before clipping and
             Adam: the same step up to float summation order, and faster on the CPU once a minibatch's
@@ -212,7 +213,7 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.max_grad_norm = max_grad_norm
         self.clip_groups = None if clip_groups is None or max_grad_norm is None else tuple(map(tuple, clip_groups))
-        self._group_ids = None if self.clip_groups is None else self._ids_of(self.clip_groups)
+        self._group_masks = None if self.clip_groups is None else self._masks_of(self.clip_groups)
         self.adam = FlatAdam(self.params.numel, self.params.data.device, self.params.data.dtype, eps=eps)
         self.lr = torch.tensor(float(learning_rate), dtype=torch.float32, device=self.params.data.device)
         self._loss_module = _LossModule(module, loss_fn)
@@ -288,8 +289,8 @@ class TrainStep:
         losses = functional_call(self._loss_module, self.params.as_dict(flat, prefix="module."), (minibatch,))
         return losses["loss"], losses
 
-    def _ids_of(self, groups: tuple[tuple[str, ...], ...]) -> torch.Tensor:
-        """``[P]`` int64: the index in ``groups`` of each flat coordinate's parameter."""
+    def _masks_of(self, groups: tuple[tuple[str, ...], ...]) -> torch.Tensor:
+        """``[G, P]``: 1 where a flat coordinate's parameter belongs to group g of ``groups``, else 0."""
         ids = []
         for name, size in zip(self.params.names, self.params.sizes, strict=True):
             hits = [i for i, prefixes in enumerate(groups) if name.startswith(prefixes)]
@@ -297,13 +298,15 @@ class TrainStep:
                 raise ValueError(f"clip_groups: parameter {name!r} is in {len(hits)} groups of {list(groups)}; "
                                  "each parameter must match the prefixes of exactly one group")
             ids.append(torch.full((size,), hits[0], dtype=torch.int64))
-        return torch.cat(ids).to(self.params.data.device)
+        ids_t = torch.cat(ids)
+        masks = (ids_t == torch.arange(len(groups)).unsqueeze(1)).to(self.params.data.dtype)
+        return masks.to(self.params.data.device)
 
     def _clip(self, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gradient [P] scaled to a global L2 norm of at most max_grad_norm, or with each of clip_groups
         scaled so, its global norm before)``."""
-        if self._group_ids is not None:
-            return clip_by_group_norm(gradient, self.max_grad_norm, self._group_ids, len(self.clip_groups))
+        if self._group_masks is not None:
+            return clip_by_group_norm(gradient, self.max_grad_norm, self._group_masks)
         return clip_by_global_norm(gradient, self.max_grad_norm)
 
 

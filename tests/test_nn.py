@@ -516,3 +516,16 @@ def test_default_init_draws_pytorchs_linear_init_and_orthogonal_is_the_default()
         assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
         assert layer.weight.abs().max() > 0.9 * bound  # drawn over the whole range, not shrunk
     assert default.head.mean.weight.norm(dim=1).min() > 0.1
+
+
+def test_default_init_keeps_a_state_dependent_log_std_at_log_std_init():
+    import gymnasium as gym
+
+    from drl.agents.ppo import PPOConfig
+    from drl.nn.actor_critic import ActorCritic
+
+    model = ActorCritic(5, 5, gym.spaces.Box(-1, 1, (2,)),
+                        PPOConfig(init="default", state_dependent_std=True, log_std_init=-1.0))
+    assert torch.equal(model.head.log_std_layer.bias, torch.full((2,), -1.0))
+    assert model.head.log_std_layer.weight.abs().max() < 0.05  # orthogonal, gain 0.01, as with init: orthogonal
+    assert model.head.mean.weight.norm(dim=1).min() > 0.1  # the mean layer is redrawn

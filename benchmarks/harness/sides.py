@@ -218,6 +218,8 @@ def sb3_ppo_kwargs(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     a = cfg.algo
     if a.state_dependent_std or a.squash_actions or a.actor_obs != "policy" or a.critic_obs != "policy":
         raise ValueError("state-dependent std, squashed actions and obs groups have no SB3 PPO equivalent")
+    if a.clip_grad_per_network:
+        raise ValueError("algo.clip_grad_per_network has no SB3 PPO equivalent (SB3 clips the joint gradient norm)")
     batch = a.num_steps * cfg.env.num_envs
     activation = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}[a.activation]
     kwargs = {
@@ -229,7 +231,8 @@ def sb3_ppo_kwargs(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         # SB3 stops an update at approx_kl > 1.5 x target_kl; drl at approx_kl > target_kl
         "target_kl": None if a.target_kl is None else a.target_kl / 1.5,
         "policy_kwargs": {"net_arch": {"pi": list(a.actor_hidden), "vf": list(a.critic_hidden)},
-                          "activation_fn": activation, "ortho_init": True, "log_std_init": a.log_std_init},
+                          "activation_fn": activation, "ortho_init": a.init == "orthogonal",
+                          "log_std_init": a.log_std_init, "optimizer_kwargs": {"eps": a.adam_eps}},
     }
     normalize = {}
     if a.normalize_obs or a.normalize_reward:  # drl's RunningMeanStd / RewardScaler = VecNormalize's statistics

@@ -12,7 +12,19 @@ from drl.nn.heads import make_action_head
 from drl.nn.mlp import make_mlp, mlp_forward, reset_linear_layers
 from drl.nn.recurrent import RecurrentCore
 
-__all__ = ["ActorCritic", "Actor"]
+__all__ = ["ActorCritic", "Actor", "reset_init"]
+
+
+def reset_init(body: nn.Module, head: nn.Module, *critics: nn.Module | None) -> None:
+    """``init: default``: PyTorch's ``nn.Linear`` init for the MLPs and the head's mean (or logits) layer; a
+    state-dependent log-std layer keeps its init (bias ``log_std_init``), as the free log-std parameter does."""
+    reset_linear_layers(body)
+    for name, layer in head.named_children():
+        if name != "log_std_layer":
+            reset_linear_layers(layer)
+    for critic in critics:
+        if critic is not None:
+            reset_linear_layers(critic)
 
 
 class ActorCritic(nn.Module):
@@ -41,10 +53,8 @@ class ActorCritic(nn.Module):
         # V_I, on the critic's input (algo.intrinsic_value); None otherwise
         self.intrinsic_critic = (make_mlp(critic_dim, cfg.critic_hidden, 1, cfg.activation, output_gain=1.0)
                                  if cfg.intrinsic_value else None)
-        if cfg.init == "default":  # PyTorch's init of the MLPs and the head (the recurrent cores keep theirs)
-            for part in (self.actor_body, self.head, self.critic, self.intrinsic_critic):
-                if part is not None:
-                    reset_linear_layers(part)
+        if cfg.init == "default":  # PyTorch's init of the MLPs and the action mean (the recurrent cores keep theirs)
+            reset_init(self.actor_body, self.head, self.critic, self.intrinsic_critic)
 
     def cores(self) -> dict[str, RecurrentCore]:
         """The recurrent cores by role (``"actor"``, ``"critic"``); empty for a feed-forward model."""
@@ -81,7 +91,7 @@ class Actor(nn.Module):
         self.head = make_action_head(action_space, width, cfg.log_std_init, cfg.state_dependent_std,
                                      cfg.squash_actions)
         if cfg.init == "default":
-            reset_linear_layers(self)
+            reset_init(self.actor_body, self.head)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, obs_dim] -> (action[B, ...], log_prob[B])``."""
