@@ -166,10 +166,20 @@ def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ranks: ``x.mean(), x.std()``. Not differentiable: for statistics of data (PPO's advantages)."""
     if not active():
         return x.mean(), x.std()
-    flat = x.detach().reshape(-1).double()
-    n, mean, var = merge_moments(flat.numel(), flat.mean().reshape(1), flat.var(correction=0).reshape(1))
+    mean, std = mean_std_rows(x.detach().reshape(1, -1))
+    return mean.reshape(()), std.reshape(())
+
+
+def mean_std_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mean_std` of each row of ``x [K, M]`` over every rank's row k together, in one collective: ``(mean
+    [K], std [K])`` in ``x``'s dtype (e.g. the advantages of an epoch's K minibatches). Without other ranks:
+    ``x.mean(1), x.std(1)``."""
+    if not active():
+        return x.mean(1), x.std(1)
+    flat = x.detach().double()
+    n, mean, var = merge_moments(flat.shape[1], flat.mean(1), flat.var(1, correction=0))
     std = (var * (n / max(n - 1.0, 1.0))).sqrt()
-    return mean.reshape(()).to(x.dtype), std.reshape(()).to(x.dtype)
+    return mean.to(x.dtype), std.to(x.dtype)
 
 
 def any_rank(flag: bool) -> bool:
@@ -207,7 +217,7 @@ def merge_moments(count: float | torch.Tensor, mean: torch.Tensor, var: torch.Te
     mine = torch.cat([torch.tensor([float(count)], dtype=torch.float64, device=mean.device),
                       mean.reshape(-1).double(), var.reshape(-1).double()])
     gathered = [torch.empty_like(mine) for _ in range(world_size())]
-    with _collective("merging the running observation statistics"):
+    with _collective("merging statistics across ranks"):
         dist.all_gather(gathered, mine)
     size = mean.numel()
     n, m, v = fold_moments((float(part[0]), part[1:1 + size], part[1 + size:]) for part in gathered)

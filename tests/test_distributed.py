@@ -162,6 +162,10 @@ def test_ppo_two_ranks_with_half_the_envs_make_the_one_process_update(tmp_path: 
         torch.testing.assert_close(r0[key], ref[key], rtol=1e-9, atol=1e-12)
         assert torch.equal(r0[key], r1[key])
     assert ref["obs_count"].item() == pytest.approx(2 * 16 * 8 + 1e-4)
+    rows = torch.arange(3 * 8, dtype=torch.float32).reshape(3, 8).square()  # each rank held half of every row
+    for r in (r0, r1, ref):
+        torch.testing.assert_close(r["row_mean"], rows.mean(1), rtol=1e-6, atol=0)
+        torch.testing.assert_close(r["row_std"], rows.std(1), rtol=1e-6, atol=0)
     assert ref["errors"] == []  # one process: nothing to compare
     assert r0["errors"] == r1["errors"] == [
         "the ranks disagree on the rank: [0, 1] (rank by rank)",

@@ -375,9 +375,7 @@ class PPO:
         stop = False
         for _ in range(cfg.num_epochs):
             # one gather per field per epoch; the minibatches are then contiguous views
-            for minibatch in minibatches():
-                if cfg.normalize_advantages:
-                    minibatch["advantages"] = self._normalized(minibatch["advantages"])
+            for minibatch in self._normalized_advantages(list(minibatches())):
                 losses = self.train_step(minibatch)
                 for k in stats:
                     stats[k].append(losses[k])
@@ -402,17 +400,24 @@ class PPO:
             metrics["action_std"] = self.model.head.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp().mean().item()
         return metrics
 
-    def _normalized(self, advantages: torch.Tensor) -> torch.Tensor:
-        """A minibatch's advantages ``[M]`` minus their mean, over their std (+1e-8); under torchrun the mean and std
-        of every rank's minibatch together. Done before the training step, so a step that takes the minibatch
-        in row chunks (``TrainStep.row_chunk``) still normalises over all of it."""
-        if advantages.numel() <= 1:
-            return advantages
-        if self.across_ranks:
-            mean, std = distributed.mean_std(advantages)
+    def _normalized_advantages(self, minibatches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """An epoch's minibatches with ``normalize_advantages``: each one's advantages ``[M]`` minus their mean, over
+        their std (+1e-8). Under torchrun the mean and std of every rank's k-th minibatch together, for the whole
+        epoch in one collective (:func:`drl.distributed.mean_std_rows`). Done before the training step, so a step
+        that takes a minibatch in row chunks (``TrainStep.row_chunk``) still normalises over all of it."""
+        sizes = {mb["advantages"].numel() for mb in minibatches}
+        if not self.cfg.normalize_advantages or not minibatches or min(sizes) <= 1:
+            return minibatches
+        if self.across_ranks and len(sizes) == 1:
+            means, stds = distributed.mean_std_rows(torch.stack([mb["advantages"] for mb in minibatches]))
+            stats = list(zip(means, stds, strict=True))
+        elif self.across_ranks:
+            stats = [distributed.mean_std(mb["advantages"]) for mb in minibatches]
         else:
-            mean, std = advantages.mean(), advantages.std()
-        return (advantages - mean) / (std + 1e-8)
+            stats = [(mb["advantages"].mean(), mb["advantages"].std()) for mb in minibatches]
+        for mb, (mean, std) in zip(minibatches, stats, strict=True):
+            mb["advantages"] = (mb["advantages"] - mean) / (std + 1e-8)
+        return minibatches
 
     def _chunked(self, storage: RolloutBuffer, values: torch.Tensor, advantages: torch.Tensor,
                  returns: torch.Tensor, extra: dict[str, torch.Tensor] | None = None
