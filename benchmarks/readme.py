@@ -40,8 +40,8 @@ BLOCKS: dict[str, Block] = {
         after="full", heading="### Batched-env PPO side by side with rsl_rl (CPU)",
         intro="PPO on drl's torch-batched `drl/Pendulum-v0` and MuJoCo Warp `drl/HalfCheetah-v0` with 1024 and "
               "4096 envs, drl vs rsl_rl (rsl-rl-lib) with the same settings, 3 seeds (issue 19: drl >= 1.5x rsl_rl's "
-              "steps/s at equal return within seed noise; met on Pendulum, 1.74x at 1024 envs and 1.67x at 4096 with "
-              "returns within seed noise; not met on HalfCheetah, 1.00x and 1.04x, where the MuJoCo Warp CPU step "
+              "steps/s at equal return within seed noise; met on Pendulum, 1.82x at 1024 envs and 1.93x at 4096 with "
+              "returns within seed noise; not met on HalfCheetah, 1.06x and 1.06x, where the MuJoCo Warp CPU step "
               "both libraries share takes most of the time). drl sets rsl_rl's fixed choices here (gradient norms "
               "clipped per network, Adam eps 1e-8, PyTorch's init; see PPO's optimiser choices above): "
               "`python -m benchmarks.run --suite rslrl`."),
@@ -49,8 +49,8 @@ BLOCKS: dict[str, Block] = {
         after="rslrl", heading="### Where a batched PPO iteration spends its time, drl vs rsl_rl (CPU)",
         intro="The rsl_rl rows' setting, phase by phase, in thread CPU time per env step: `python -m "
               "benchmarks.ppo_profile`. On MuJoCo Warp `drl/HalfCheetah-v0` the env step, which both libraries "
-              "share, takes 85-92% of the time, so even a learner that cost nothing would be at most 1.30x "
-              "rsl_rl at 1024 envs and 1.15x at 4096: issue 19's 1.5x cannot be reached there on the CPU by "
+              "share, takes 87-92% of the time, so even a learner that cost nothing would be at most 1.22x "
+              "rsl_rl at 1024 envs and 1.29x at 4096: issue 19's 1.5x cannot be reached there on the CPU by "
               "the learner."),
     "offpolicy": Block(
         after="full", heading="### SAC side by side with Stable-Baselines3",
