@@ -260,7 +260,7 @@ def test_single_agent_env_is_one_config_error() -> None:
     ({"rnn_type": "gru"}, "algo.rnn_type", "feed-forward"),
     ({"minibatch_size": 7}, "algo.minibatch_size", "must divide the rollout batch"),
     ({"clip_grad_per_network": False}, "algo.clip_grad_per_network", "its own optimiser"),
-    ({"adam_eps": 1e-50}, "algo.adam_eps", "must be in [1.18e-38, 1]"),
+    ({"adam_eps": 1e-50}, "algo.adam_eps", "must be in [1.18e-38 (float32's smallest normal number), 1]"),
 ])
 def test_bad_config_names_the_key(algo: dict, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:

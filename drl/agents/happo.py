@@ -99,8 +99,8 @@ class HAPPOConfig(PPOConfig):
         check(self.target_kl is None, key("target_kl"), "is not supported by HAPPO; set it to null")
         check(self.numba_actor is not True, key("numba_actor"), "HAPPO acts with torch; set it to false")
         check(self.clip_grad_per_network, key("clip_grad_per_network"),
-              "HAPPO trains each actor and the critic with its own optimiser, so their gradient norms are always "
-              "clipped apart; leave it true")
+              "HAPPO and MAPPO train each actor and the critic with its own optimiser, so their gradient norms are "
+              "always clipped apart; leave it true")
         batch = self.num_steps * train.env.num_envs
         # PPO's checks, with the whole rollout standing in for a null minibatch_size
         PPOConfig.validate(replace(self, minibatch_size=self.minibatch_size or batch), prefix, train)

@@ -127,7 +127,8 @@ class PPOConfig:
             check_range(getattr(self, name), key(name), 0, MAX_LOSS_COEF, what="a weight in the loss")
         check(self.max_grad_norm > 0, key("max_grad_norm"), f"must be > 0, got {self.max_grad_norm}")
         tiny = torch.finfo(torch.float32).tiny  # smaller underflows (0 / 0 on a zero gradient) or is subnormal
-        check(tiny <= self.adam_eps <= 1, key("adam_eps"), f"must be in [{tiny:.3g}, 1], got {self.adam_eps}")
+        check(tiny <= self.adam_eps <= 1, key("adam_eps"),
+              f"must be in [{tiny:.3g} (float32's smallest normal number), 1], got {self.adam_eps}")
         check(self.target_kl is None or self.target_kl > 0, key("target_kl"), "must be > 0 or null")
         for name in ("actor_obs", "critic_obs"):  # group names key the obs normalisers (an nn.ModuleDict)
             group = getattr(self, name)
