@@ -247,8 +247,7 @@ class TrainStep:
 
     def _eager_step(self, minibatch: Any) -> Losses:
         self.params.grad.zero_()
-        rows = next(iter(minibatch.values())).shape[0] if self.row_chunk is not None else 0
-        if self.row_chunk is not None and rows > self.row_chunk:
+        if self.row_chunk is not None and (rows := next(iter(minibatch.values())).shape[0]) > self.row_chunk:
             losses = self._chunked_backward(minibatch, rows)
         else:
             losses = self.loss_fn(minibatch)

@@ -401,22 +401,18 @@ class PPO:
         return metrics
 
     def _normalized_advantages(self, minibatches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        """An epoch's minibatches with ``normalize_advantages``: each one's advantages ``[M]`` minus their mean, over
-        their std (+1e-8). Under torchrun the mean and std of every rank's k-th minibatch together, for the whole
-        epoch in one collective (:func:`drl.distributed.mean_std_rows`). Done before the training step, so a step
-        that takes a minibatch in row chunks (``TrainStep.row_chunk``) still normalises over all of it."""
-        sizes = {mb["advantages"].numel() for mb in minibatches}
-        if not self.cfg.normalize_advantages or not minibatches or min(sizes) <= 1:
+        """An epoch's minibatches (all of one size ``M``) with ``normalize_advantages``: each one's advantages
+        ``[M]`` minus their mean, over their std (+1e-8), all K minibatches' statistics in one
+        :func:`drl.distributed.mean_std_rows` call (under torchrun: every rank's k-th minibatch together, in one
+        collective). Done before the training step, so a step that takes a minibatch in row chunks
+        (``TrainStep.row_chunk``) still normalises over all of it."""
+        if not self.cfg.normalize_advantages or not minibatches or minibatches[0]["advantages"].numel() <= 1:
             return minibatches
-        if self.across_ranks and len(sizes) == 1:
-            means, stds = distributed.mean_std_rows(torch.stack([mb["advantages"] for mb in minibatches]))
-            stats = list(zip(means, stds, strict=True))
-        elif self.across_ranks:
-            stats = [distributed.mean_std(mb["advantages"]) for mb in minibatches]
-        else:
-            stats = [(mb["advantages"].mean(), mb["advantages"].std()) for mb in minibatches]
-        for mb, (mean, std) in zip(minibatches, stats, strict=True):
-            mb["advantages"] = (mb["advantages"] - mean) / (std + 1e-8)
+        advantages = torch.stack([mb["advantages"] for mb in minibatches])  # [K, M]
+        means, stds = distributed.mean_std_rows(advantages)
+        normalized = (advantages - means.unsqueeze(1)) / (stds.unsqueeze(1) + 1e-8)
+        for mb, row in zip(minibatches, normalized, strict=True):
+            mb["advantages"] = row
         return minibatches
 
     def _chunked(self, storage: RolloutBuffer, values: torch.Tensor, advantages: torch.Tensor,

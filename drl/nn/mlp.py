@@ -49,13 +49,12 @@ def make_mlp(
     return nn.Sequential(*layers)
 
 
-def reset_linear_layers(module: nn.Module) -> nn.Module:
+def reset_linear_layers(module: nn.Module) -> None:
     """Re-draw every ``nn.Linear`` in ``module`` with PyTorch's own init (``Linear.reset_parameters``: weights and
-    biases uniform in +-1/sqrt(fan_in); rsl_rl's choice) in place of :func:`make_mlp`'s orthogonal one; returns it."""
+    biases uniform in +-1/sqrt(fan_in); rsl_rl's choice) in place of :func:`make_mlp`'s orthogonal one."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             layer.reset_parameters()
-    return module
 
 
 def mlp_output_dim(mlp: nn.Sequential, in_dim: int) -> int:
