@@ -3,7 +3,7 @@
     python -m benchmarks.rarl [--envs InvertedPendulum-v5 Hopper-v5] [--seeds 3] [--steps N] [--episodes 10]
                               [--scales 0.5:1.5:11] [--heatmap-scales 0.5:1.5:11] [--heatmap-episodes 3]
                               [--eval-every N] [--only ppo rarl] [--set KEY=VALUE ...] [--device cpu]
-                              [--out benchmarks/results/rarl] [--dry-run]
+                              [--out benchmarks/results/rarl] [--append] [--dry-run]
 
 Per env and seed: PPO (``configs/ppo/<env>.yaml``) for ``--steps`` env steps and RARL
 (``configs/rarl/<env>.yaml``) for the same protagonist env steps: the env steps of the rollouts the
@@ -17,12 +17,15 @@ come from its training log (``eval_return_adversary``, ``eval_return``).
 Reported per env and method (mean +- std over seeds): nominal return (the last training evaluation), RARL
 with its adversary on, and per sweep the mean over the grid and the worst grid point. Writes
 ``results.json``, ``report.md``, ``<env>-mass.png``, ``<env>-friction.png`` and ``<env>-heatmap.png``
-to ``--out``.
+to ``--out``. ``--append`` keeps the runs of ``--out``'s earlier ``results.json`` that this call does not redo
+(another env, method or seed), so one env or method can be rerun without the others; the report's command
+line then lists every call, in order.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the earlier runs in OUT/results.json that this call does not redo")
     script.add_out(parser, RESULTS_DIR / "rarl")
     args = parser.parse_args(argv)
     script.check_args(parser, args, ("seeds", "steps", "episodes", "heatmap_episodes", "eval_every"),
@@ -217,6 +222,19 @@ def write_plots(results: dict[str, Any], out: Path) -> Path:
     return paths[0] if paths else out
 
 
+def earlier_runs(path: Path, envs: list[str], methods: list[str], seeds: int, meta: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
+    """The runs of an earlier ``results.json`` at ``path`` that this call does not redo (its env, method or seed
+    is outside ``envs`` x ``methods`` x ``range(seeds)``); ``meta["command"]`` becomes the earlier command(s)
+    and this one joined by ``"; "``. No file: no runs."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    redone = {(env, method, seed) for env in envs for method in methods for seed in range(seeds)}
+    meta["command"] = "; ".join(dict.fromkeys([*earlier["meta"]["command"].split("; "), meta["command"]]))
+    return [r for r in earlier["runs"] if (r["env"], r["method"], r["seed"]) not in redone]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -228,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     began, meta = script.start("rarl", argv, args.out, envs=args.envs, seeds=args.seeds, steps=args.steps,
                                episodes=args.episodes, scales=args.scale_list, heatmap_scales=args.heatmap_list,
                                heatmap_episodes=args.heatmap_episodes, overrides=args.set)
+    earlier = earlier_runs(args.out / "results.json", args.envs, methods, args.seeds, meta) if args.append else []
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-rarl-") as tmp:
         results["runs"] = script.run_grid(
@@ -236,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
                       f"worst {_n(r['mass']['worst_point_mean'], 1)}",
             loops=("env", "seed", "method"))
+    results["runs"] = earlier + results["runs"]
     return script.finish(results, began, args.out, summarise, write_report, write_plots)
 
 

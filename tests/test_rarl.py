@@ -200,6 +200,23 @@ def test_benchmark_script_arguments(capsys):
     assert "--scales must be LOW:HIGH:COUNT" in capsys.readouterr().err
 
 
+def test_benchmark_append_keeps_the_runs_it_does_not_redo(tmp_path):
+    """--append: earlier runs of other envs, methods or seeds stay; the redone ones go; the commands are joined."""
+    from benchmarks import rarl as bench
+
+    runs = [{"env": env, "method": method, "seed": seed} for env in ("InvertedPendulum-v5", "Hopper-v5")
+            for method in ("ppo", "rarl") for seed in (0, 1, 2)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"meta": {"command": "python -m benchmarks.rarl --seeds 3"}, "runs": runs}))
+    meta = {"command": "python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 2"}
+    kept = bench.earlier_runs(path, ["Hopper-v5"], ["rarl"], 2, meta)
+    assert kept == [r for r in runs if not (r["env"] == "Hopper-v5" and r["method"] == "rarl" and r["seed"] < 2)]
+    assert len(kept) == 10
+    assert meta["command"] == ("python -m benchmarks.rarl --seeds 3; "
+                               "python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 2")
+    assert bench.earlier_runs(tmp_path / "missing.json", ["Hopper-v5"], ["rarl"], 2, meta) == []
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_run(tmp_path):
     """The whole script on a tiny budget: both methods trained, swept, reported (about a minute)."""
