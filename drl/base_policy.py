@@ -99,6 +99,21 @@ class BasePolicy:
         a new chunk; otherwise :meth:`__call__`). For batches of stored obs (e.g. a TD target's next obs)."""
         return self(obs)
 
+    def peek(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """The action :meth:`__call__` would return for ``obs`` ``[N, ...]`` now, with no state advanced: at a
+        step's true next obs, the action the base executes there if the episode goes on (a chunked base's
+        temporal ensemble or open-loop plan continues). A stateless base: its action."""
+        return self.stateless(obs)
+
+    def along_episodes(self, obs: torch.Tensor | dict[str, torch.Tensor],
+                       next_obs: torch.Tensor | dict[str, torch.Tensor], episode_index: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(actions [M, A], next_actions [M, A])``: what the base would execute at each of ``M`` recorded
+        steps had it driven their episodes (rows grouped by ``episode_index [M]``, in time order within an
+        episode, as in a demo file), and at each step's ``next_obs`` (:meth:`peek` after that step). A stateless
+        base: its actions at ``obs`` and ``next_obs``. The base's own state is untouched."""
+        return self.stateless(obs), self.stateless(next_obs)
+
     def end_episodes(self, done: torch.Tensor) -> None:
         """Restart the per-env state where ``done [N]`` (bool); nothing for a stateless base."""
 
@@ -158,6 +173,32 @@ class _ChunkedBase(_AgentBase):
             action = self.agent.env_action(self.agent.chunks(obs)[:, 0])
         return action.clone()
 
+    def peek(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            action = self.agent.env_action(self.executor.peek(self.agent.chunks(obs)))
+        return action.clone()
+
+    def along_episodes(self, obs: torch.Tensor | dict[str, torch.Tensor],
+                       next_obs: torch.Tensor | dict[str, torch.Tensor], episode_index: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            chunks, next_chunks = _chunks_in_slices(self.agent, obs), _chunks_in_slices(self.agent, next_obs)
+            episodes, slot = torch.unique(episode_index.to(chunks.device), return_inverse=True)  # slot: [M] env
+            rows = torch.arange(slot.shape[0], device=slot.device)
+            start = torch.full((episodes.shape[0],), slot.shape[0], dtype=torch.int64, device=slot.device)
+            position = rows - start.scatter_reduce(0, slot, rows, "amin")[slot]  # step within its episode
+            executor = self.agent.new_executor(episodes.shape[0])
+            actions, next_actions = torch.empty_like(chunks[:, 0]), torch.empty_like(chunks[:, 0])
+            for step in range(int(position.max()) + 1 if position.numel() else 0):
+                at = torch.nonzero(position == step).flatten()  # one row per episode still running
+                now = chunks.new_zeros((episodes.shape[0], *chunks.shape[1:]))
+                then = torch.zeros_like(now)
+                now[slot[at]], then[slot[at]] = chunks[at], next_chunks[at]
+                actions[at] = executor.act(now)[slot[at]]  # an ended episode's slot acts on zeros, never read
+                next_actions[at] = executor.peek(then)[slot[at]]
+            actions, next_actions = self.agent.env_action(actions), self.agent.env_action(next_actions)
+        return actions.clone(), next_actions.clone()
+
     def end_episodes(self, done: torch.Tensor) -> None:
         self.executor.end_episodes(done)
 
@@ -191,6 +232,16 @@ class _SB3Base(BasePolicy):
         action, _ = self.model.predict(x, deterministic=True)
         action = torch.as_tensor(np.asarray(action), dtype=torch.float32, device=self.device)
         return action.reshape(action.shape[0], -1)
+
+
+def _chunks_in_slices(agent: Any, obs: torch.Tensor | dict[str, torch.Tensor], rows: int = 4096) -> torch.Tensor:
+    """``agent.chunks(obs)`` ``[M, k, A]``, ``rows`` obs at a time (bounded memory for a large demo file)."""
+    first = next(iter(obs.values())) if isinstance(obs, dict) else obs
+    parts = []
+    for i in range(0, first.shape[0], rows):
+        part = {k: v[i:i + rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[i:i + rows]
+        parts.append(agent.chunks(part))
+    return torch.cat(parts)
 
 
 def _modules(agent: Any) -> list[torch.nn.Module]:

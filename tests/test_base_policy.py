@@ -82,6 +82,31 @@ def test_chunked_bc_base_keeps_its_own_per_env_state(bc_run: Path) -> None:
     env.close()
 
 
+def test_chunked_base_along_demo_episodes_is_the_base_driving_them(bc_run: Path) -> None:
+    """along_episodes gives, at each demo step, the action the base executes when it is stepped through that
+    episode from its start, and at each next obs the action it would execute there (peek); peek leaves the
+    base's own state as it was."""
+    env = make_vec_env(SEARCH, 2, "cpu")
+    base = load_base_policy(bc_run, env.single_observation_space, env.single_action_space, 2)
+    demos = collect_demos(SEARCH, episodes=3, seed=1, num_envs=2)
+    obs = {k.split("/", 1)[1]: v for k, v in demos.items() if k.startswith("obs/")}
+    next_obs = {k.split("/", 1)[1]: v for k, v in demos.items() if k.startswith("next_obs/")}
+    actions, next_actions = base.along_episodes(obs, next_obs, demos["episode_index"])
+    assert actions.shape == next_actions.shape == demos["actions"].shape
+    saved = [x.clone() for x in (base.executor.history, base.executor.valid)]
+    for episode in demos["episode_index"].unique():
+        rows = torch.nonzero(demos["episode_index"] == episode).flatten()
+        with base.fresh_memory(1):
+            for row in rows.tolist():
+                one = {k: v[row:row + 1] for k, v in obs.items()}
+                then = {k: v[row:row + 1] for k, v in next_obs.items()}
+                assert torch.allclose(base(one)[0], actions[row], atol=1e-6)
+                assert torch.allclose(base.peek(then)[0], next_actions[row], atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(saved, (base.executor.history, base.executor.valid), strict=True))
+    assert not torch.allclose(actions, base.stateless(obs), atol=1e-4)  # the ensemble is not the fresh chunk
+    env.close()
+
+
 def test_bad_bases_give_one_clear_error(tmp_path: Path, sb3_zip: tuple[Path, object], bc_run: Path) -> None:
     pendulum = make_vec_env("drl/Pendulum-v0", 1, "cpu")
     search = make_vec_env(SEARCH, 1, "cpu")

@@ -85,6 +85,22 @@ def test_chunk_executor_open_loop() -> None:
     assert ex.act(chunks[5]).item() == 41.0
 
 
+@pytest.mark.parametrize("execution", ["temporal_ensemble", "open_loop"])
+def test_chunk_executor_peek_is_the_next_act_and_changes_no_state(execution: str) -> None:
+    """peek(c) returns what act(c) returns right after, with the state untouched, at every step of an episode
+    (fresh, mid-chunk, where a chunk is used up) and after an episode start."""
+    ex = ChunkExecutor(2, 3, 2, execution, 0.3, "cpu")
+    chunks = torch.randn(7, 2, 3, 2, generator=torch.Generator().manual_seed(0))
+    for t in range(7):
+        if t == 4:
+            ex.end_episodes(torch.tensor([True, False]))
+        state = [x.clone() for x in (ex.history, ex.valid, ex.plan, ex.position)]
+        peeked = ex.peek(chunks[t])
+        assert all(torch.equal(a, b) for a, b in zip(state, (ex.history, ex.valid, ex.plan, ex.position),
+                                                     strict=True))
+        assert torch.equal(peeked, ex.act(chunks[t]))
+
+
 def test_bc_rejects_bad_input(tmp_path: Path, demos: Path, capsys: pytest.CaptureFixture) -> None:
     assert AGENTS["bc"].agent_class is BC and AGENTS["bc"].runner_class is OfflineToOnlineRunner
     cfg = api.load_config("bc", ENV, overrides={"progress": False})

@@ -151,6 +151,11 @@ def test_training_never_updates_the_base(tmp_path: Path, sb3_zip: Path, bc_run: 
     assert getattr(agent.actor, f"weight{last_layer}").any()  # the residual did train
     if setting != "sb3-batched":
         assert agent.demo_buffer is not None and "base_actions" in agent.demo_buffer.fields
+        # the TD target's next base action is the one the chunked base executed at the next step
+        data, rows = runner.replay.data, len(runner.replay)
+        going_on = ~(data["terminated"][:rows - 1] | data["truncated"][:rows - 1])
+        assert bool(going_on.any())
+        assert torch.equal(data["next_base_actions"][:rows - 1][going_on], data["base_actions"][1:rows][going_on])
     result = api.evaluate(runner.run_dir, episodes=2)
     assert len(result["returns"]) == 2
 

@@ -187,6 +187,20 @@ class ChunkExecutor:
         self.position.add_(1)
         return action
 
+    def peek(self, chunks: torch.Tensor) -> torch.Tensor:
+        """The action ``[N, A]`` :meth:`act` would return for ``chunks [N, k, A]`` now, the state left as it is
+        (e.g. what the policy will execute at a step's next obs)."""
+        if self.k == 1:
+            return chunks[:, 0]
+        if self.execution == "temporal_ensemble":
+            history = torch.cat([chunks[:, None], self.history[:, :-1]], dim=1)
+            valid = torch.cat([torch.ones_like(self.valid[:, :1]), self.valid[:, :-1]], dim=1)
+            return temporal_ensemble(history, valid, self.decay)
+        fresh = self.position >= self.k
+        plan = torch.where(fresh[:, None, None], chunks, self.plan)
+        position = self.position.masked_fill(fresh, 0)
+        return plan[torch.arange(plan.shape[0], device=plan.device), position]
+
     def end_episodes(self, done: torch.Tensor) -> None:
         """Forget the chunks of the envs whose episode ended (``done [N]`` bool): they start afresh."""
         self.valid[done] = False

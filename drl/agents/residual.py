@@ -22,9 +22,11 @@ All of the residual's math is in this file; the TD3 learner it extends is :mod:`
 * the replay's warm-up (the first ``learning_starts`` env steps) acts with the base plus uniform noise
   ``U(-warmup_noise, warmup_noise)`` (the off-policy runner's warm-up hook :meth:`Residual.random_act`).
 
-The next state's base action ``a'_b`` is stored with each transition: the base's action at the true next
-obs as from a fresh episode (:meth:`drl.base_policy.BasePolicy.stateless`: a chunked base's first action of
-a new chunk), computed once when the transition is recorded.
+The next state's base action ``a'_b`` is stored with each transition, computed once when the transition is
+recorded: the action the base will execute at the true next obs if the episode goes on
+(:meth:`drl.base_policy.BasePolicy.peek`; a chunked base's temporal ensemble continues, so ``a'_b`` of step t
+is ``a_b`` of step t + 1). A demo file's ``a_b`` and ``a'_b`` are the base's as if it had driven each demo
+episode (:meth:`drl.base_policy.BasePolicy.along_episodes`).
 """
 
 from __future__ import annotations
@@ -198,10 +200,10 @@ class Residual(TD3):
     @torch.inference_mode()
     def record_outcome(self, record: dict[str, torch.Tensor], reward: torch.Tensor, terminated: torch.Tensor,
                        truncated: torch.Tensor, final_obs: torch.Tensor | dict[str, torch.Tensor]) -> dict:
-        """TD3's, plus ``next_base_actions`` (the base at the true next obs, stateless); the base's per-env
-        state restarts where an episode ended."""
+        """TD3's, plus ``next_base_actions`` (what the base executes at the true next obs if the episode goes on:
+        :meth:`~drl.base_policy.BasePolicy.peek`); then the base's per-env state restarts where an episode ended."""
         record = super().record_outcome(record, reward, terminated, truncated, final_obs)
-        record["next_base_actions"] = self._normalized_base(self.base.stateless(final_obs))
+        record["next_base_actions"] = self._normalized_base(self.base.peek(final_obs))
         self.base.end_episodes(terminated | truncated)
         return record
 
@@ -216,15 +218,14 @@ class Residual(TD3):
         self.base.reset()
 
     def _demo_extra_rows(self, data: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The base's (stateless) actions at the demos' obs and next obs."""
-        rows = {}
-        for part, name in (("obs", "base_actions"), ("next_obs", "next_base_actions")):
-            groups = {key.split("/", 1)[1]: value.float().to(self.device) for key, value in data.items()
-                      if key.startswith(f"{part}/")}
-            obs = groups if self.grouped_obs else groups["policy"]
-            rows[name] = torch.cat([self._normalized_base(self.base.stateless(_rows(obs, i, i + 4096)))
-                                    for i in range(0, data["actions"].shape[0], 4096)])
-        return rows
+        """The base's actions at the demos' obs and next obs, as if it had driven each demo episode."""
+        obs, next_obs = ({key.split("/", 1)[1]: value.float().to(self.device) for key, value in data.items()
+                          if key.startswith(f"{part}/")} for part in ("obs", "next_obs"))
+        if not self.grouped_obs:
+            obs, next_obs = obs["policy"], next_obs["policy"]
+        actions, next_actions = self.base.along_episodes(obs, next_obs, data["episode_index"].to(self.device))
+        return {"base_actions": self._normalized_base(actions),
+                "next_base_actions": self._normalized_base(next_actions)}
 
     # --- learning ---------------------------------------------------------------------------
     def _update_once(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -258,6 +259,3 @@ class Residual(TD3):
         stats["residual"] = (action.detach() - batch["base_actions"]).abs().mean()
         return critic_loss + actor_loss, stats
 
-
-def _rows(obs: torch.Tensor | dict[str, torch.Tensor], start: int, stop: int) -> torch.Tensor | dict:
-    return {k: v[start:stop] for k, v in obs.items()} if isinstance(obs, dict) else obs[start:stop]
