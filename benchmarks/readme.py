@@ -158,11 +158,15 @@ BLOCKS: dict[str, Block] = {
               "320000 --schedules simultaneous`."),
     "rarl": Block(
         after="competitive", heading="### RARL vs PPO: robustness to mass and friction errors",
-        intro="The RARL protagonist (trained against a force-applying adversary, alternating updates) and PPO with "
-              "the same protagonist env steps, swept over body-mass and friction scales without the adversary, 3 "
-              "seeds (issue 12: RARL's mean and worst case over the mass sweep at least PPO's, nominal return not "
-              "worse beyond seed noise; not met yet on Hopper): `python -m benchmarks.rarl --seeds 3 --out "
-              "benchmarks/results/rarl`."),
+        intro=("The RARL protagonist (trained against a force-applying adversary, alternating updates) and PPO "
+               "with the same protagonist env steps, swept over body-mass and friction scales without the "
+               "adversary, 3 seeds (issue 12: RARL's mean and worst case over the mass sweep at least PPO's, "
+               "nominal return not worse beyond seed noise). On Hopper, RARL with a 5 N adversary "
+               "(`adv_fraction: 1.0`, rerun with `--append`) has the better nominal return, with far less spread "
+               "over seeds, but its mass-sweep mean and worst point are within seed noise of PPO's and slightly "
+               "below them, so the claim is not met yet: `python -m benchmarks.rarl --seeds 3 --out "
+               "benchmarks/results/rarl`, then `python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 3 "
+               "--append --out benchmarks/results/rarl`.")),
     "embedding_reward": Block(
         after="competitive", heading="### Embedding-similarity reward from goal demos on PandaReach",
         intro="PPO trained only on the `embedding_reward` wrapper's reward (an encoder trained on the scripted "
