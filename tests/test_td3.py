@@ -108,3 +108,34 @@ def test_categorical_ensemble_with_layer_norm_and_redq_subset_trains() -> None:
     assert batch["heads"].shape == (2,) and batch["heads"].unique().numel() == 2
     stats = agent.update(replay, 4)
     assert all(torch.isfinite(v) for v in stats.values())
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_without_bootstrap_truncated_a_time_limit_ends_the_target(n_step: int) -> None:
+    """bootstrap_truncated false: a window that ends at a truncated row gets discount 0 (hand values); other
+    windows, and every window with the default, are n_step_replay's."""
+    from drl.storage import ReplayBuffer
+
+    gamma = 0.9
+    rewards = [1.0, 2.0, 3.0, 4.0, 5.0]
+    truncated = [False, True, False, False, False]  # episode 1 is rows 0-1 (time limit), episode 2 rows 2-4
+    for bootstrap in (True, False):
+        agent = make_td3(n_step=n_step, gamma=gamma, bootstrap_truncated=bootstrap)
+        replay = ReplayBuffer(8, 1, agent.storage_fields(), agent.device)
+        for r, cut in zip(rewards, truncated, strict=True):
+            replay.add({"obs/policy": torch.zeros(1, 3), "next_obs/policy": torch.zeros(1, 3),
+                        "actions": torch.zeros(1, 2), "rewards": torch.tensor([r]),
+                        "terminated": torch.zeros(1, dtype=torch.bool), "truncated": torch.tensor([cut])})
+        steps = torch.arange(5)
+        returns, discounts, last = agent.td_rows(replay, steps, torch.zeros(5, dtype=torch.int64))
+        if n_step == 1:
+            expected_returns, expected_last = rewards, [0, 1, 2, 3, 4]
+            expected_discounts = [gamma, gamma if bootstrap else 0.0, gamma, gamma, gamma]
+        else:  # row 4 is the newest: its window stops there and bootstraps
+            expected_returns = [1 + 0.9 * 2, 2, 3 + 0.9 * 4 + 0.81 * 5, 4 + 0.9 * 5, 5]
+            expected_last = [1, 1, 4, 4, 4]
+            expected_discounts = [gamma**2 if bootstrap else 0.0, gamma if bootstrap else 0.0, gamma**3, gamma**2,
+                                  gamma]
+        assert returns.tolist() == pytest.approx(expected_returns)
+        assert discounts.tolist() == pytest.approx(expected_discounts)
+        assert last.tolist() == expected_last

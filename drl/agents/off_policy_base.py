@@ -79,6 +79,11 @@ class OffPolicyConfig:
     tau: float = 0.005  # Polyak rate of the target networks
     batch_size: int = 256
     n_step: int = 1  # n-step TD targets (drl.returns.n_step_replay); 1: the usual one-step target
+    # true: a truncated step (time limit) bootstraps from Q(final obs) (Pardo et al. 2018; SB3's
+    # handle_timeout_termination=True). false: it ends the target like a terminated one, for tasks whose time
+    # limit is part of the task and whose obs carry no time (e.g. a sparse success reward within T steps:
+    # failed episodes then anchor Q at 0 instead of only through the discount)
+    bootstrap_truncated: bool = True
     learning_rate: float = 3e-4
     actor_learning_rate: float | None = None  # null: learning_rate
     critic_learning_rate: float | None = None  # null: learning_rate
@@ -362,13 +367,19 @@ class OffPolicyAgent:
     def td_rows(self, replay: ReplayBuffer, steps: torch.Tensor, envs: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(returns [B], discounts [B], last [B])`` of the transitions at ``steps[B]``, ``envs[B]``: the (n-step)
-        TD target is ``returns + discounts * V(next_obs[last])`` (see :meth:`sample_batch`)."""
+        TD target is ``returns + discounts * V(next_obs[last])`` (see :meth:`sample_batch`). Without
+        ``bootstrap_truncated`` a window that ends at a truncated row gets ``discounts = 0``."""
         cfg = self.cfg
         if cfg.n_step == 1:
             rows = replay.gather(steps, envs, ["rewards", "terminated"])
-            return rows["rewards"], cfg.gamma * (1.0 - rows["terminated"].float()), steps
-        return n_step_replay(replay.data["rewards"], replay.data["terminated"], replay.data["truncated"], steps,
-                             envs, replay.step, len(replay), cfg.gamma, cfg.n_step)
+            returns, discounts, last = rows["rewards"], cfg.gamma * (1.0 - rows["terminated"].float()), steps
+        else:
+            returns, discounts, last = n_step_replay(
+                replay.data["rewards"], replay.data["terminated"], replay.data["truncated"], steps, envs,
+                replay.step, len(replay), cfg.gamma, cfg.n_step)
+        if not cfg.bootstrap_truncated:  # the window ends at its first ended row: a truncated last row ends it
+            discounts = discounts * (1.0 - replay.gather(last, envs, ["truncated"])["truncated"].float())
+        return returns, discounts, last
 
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal noise from the agent's generator, on the agent's device."""
