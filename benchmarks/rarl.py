@@ -19,7 +19,7 @@ with its adversary on, and per sweep the mean over the grid and the worst grid p
 ``results.json``, ``report.md``, ``<env>-mass.png``, ``<env>-friction.png`` and ``<env>-heatmap.png``
 to ``--out``. ``--append`` keeps the runs of ``--out``'s earlier ``results.json`` that this call does not redo
 (another env, method or seed), so one env or method can be rerun without the others; the report's command
-line then lists every call, in order.
+line then lists every call, in order, and the machine line is the last call's, with a line per earlier call.
 """
 
 from __future__ import annotations
@@ -140,7 +140,11 @@ def _ms(stats: dict[str, float | None]) -> str:
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
     lines = header_lines("RARL vs PPO: robustness to mass and friction errors", meta)
-    lines += [machine_line(meta, gpu=False), "",
+    lines += [machine_line(meta, gpu=False)]
+    lines += [f"Runs kept from an earlier call (`--append`): made {c['date']}, which took {_n(c['elapsed_s'])} s, "
+              f"load average at start / end {c['load_start']} / {c['load_end']}."
+              for c in meta.get("earlier_calls", [])]
+    lines += ["",
               f"{meta['seeds']} seeds per method; the same protagonist env steps per env (RARL's total is scaled by "
               f"(N_mu + N_nu) / N_mu). Sweeps of the last checkpoint: masses of all bodies and friction of all "
               f"geoms x {meta['scales']} ({meta['episodes']} episodes per point), and the mass x friction grid "
@@ -222,16 +226,33 @@ def write_plots(results: dict[str, Any], out: Path) -> Path:
     return paths[0] if paths else out
 
 
+SAME_ON_APPEND = ("steps", "episodes", "scales", "heatmap_scales", "heatmap_episodes", "eval_every")
+
+
 def earlier_runs(path: Path, envs: list[str], methods: list[str], seeds: int, meta: dict[str, Any]
                  ) -> list[dict[str, Any]]:
     """The runs of an earlier ``results.json`` at ``path`` that this call does not redo (its env, method or seed
-    is outside ``envs`` x ``methods`` x ``range(seeds)``); ``meta["command"]`` becomes the earlier command(s)
-    and this one joined by ``"; "``. No file: no runs."""
+    is outside ``envs`` x ``methods`` x ``range(seeds)``). ``meta`` (this call's) gains the earlier calls:
+    ``command`` becomes every call's command joined by ``"; "``, ``envs`` the union, and ``earlier_calls`` each
+    earlier call's date, duration, load and versions. No file: no runs.
+
+    Raises:
+        ValueError: the earlier runs were made with another budget or sweep (:data:`SAME_ON_APPEND`), so they
+            cannot be averaged with this call's.
+    """
     if not path.is_file():
         return []
     earlier = json.loads(path.read_text())
+    before = earlier["meta"]
+    for name in SAME_ON_APPEND:
+        if name in before and before.get(name) != meta.get(name):
+            raise ValueError(f"--append: {path} was made with {name} = {before.get(name)!r}, this call has "
+                             f"{meta.get(name)!r}; rerun with the same setting or write to another --out")
     redone = {(env, method, seed) for env in envs for method in methods for seed in range(seeds)}
-    meta["command"] = "; ".join(dict.fromkeys([*earlier["meta"]["command"].split("; "), meta["command"]]))
+    meta["command"] = f"{before['command']}; {meta['command']}"
+    meta["envs"] = list(dict.fromkeys([*before.get("envs", []), *meta["envs"]]))
+    call = {k: before.get(k) for k in ("date", "elapsed_s", "load_start", "load_end", "versions")}
+    meta["earlier_calls"] = [*before.get("earlier_calls", []), call]
     return [r for r in earlier["runs"] if (r["env"], r["method"], r["seed"]) not in redone]
 
 
@@ -245,8 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     began, meta = script.start("rarl", argv, args.out, envs=args.envs, seeds=args.seeds, steps=args.steps,
                                episodes=args.episodes, scales=args.scale_list, heatmap_scales=args.heatmap_list,
-                               heatmap_episodes=args.heatmap_episodes, overrides=args.set)
-    earlier = earlier_runs(args.out / "results.json", args.envs, methods, args.seeds, meta) if args.append else []
+                               heatmap_episodes=args.heatmap_episodes, eval_every=args.eval_every,
+                               overrides=args.set)
+    try:
+        earlier = earlier_runs(args.out / "results.json", args.envs, methods, args.seeds, meta) if args.append else []
+    except ValueError as err:
+        print(f"python -m benchmarks.rarl: error: {err}", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-rarl-") as tmp:
         results["runs"] = script.run_grid(
@@ -255,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda r: f"nominal {_n(r['nominal'], 1)}, mass grid mean {_n(r['mass']['grid_mean'], 1)}, "
                       f"worst {_n(r['mass']['worst_point_mean'], 1)}",
             loops=("env", "seed", "method"))
-    results["runs"] = earlier + results["runs"]
-    return script.finish(results, began, args.out, summarise, write_report, write_plots)
+    ran = results["runs"]
+    results["runs"] = earlier + ran
+    code = script.finish(results, began, args.out, summarise, write_report, write_plots)
+    return code if any("error" not in r for r in ran) else 1  # kept runs do not make a failed call a success
 
 
 if __name__ == "__main__":

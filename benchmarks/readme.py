@@ -162,9 +162,11 @@ BLOCKS: dict[str, Block] = {
                "with the same protagonist env steps, swept over body-mass and friction scales without the "
                "adversary, 3 seeds (issue 12: RARL's mean and worst case over the mass sweep at least PPO's, "
                "nominal return not worse beyond seed noise). On Hopper, RARL with a 5 N adversary "
-               "(`adv_fraction: 1.0`, rerun with `--append`) has the better nominal return, with far less spread "
-               "over seeds, but its mass-sweep mean and worst point are within seed noise of PPO's and slightly "
-               "below them, so the claim is not met yet: `python -m benchmarks.rarl --seeds 3 --out "
+               "(`adv_fraction: 1.0`, chosen after a one-seed probe on seed 0, rerun with `--append`, so the PPO "
+               "runs come from an earlier commit with the same defaults) has the higher nominal return and less "
+               "spread over seeds, within seed noise over 3 seeds; its mass-sweep mean and worst point are "
+               "within seed noise of PPO's and slightly below them, so the claim is not met yet: "
+               "`python -m benchmarks.rarl --seeds 3 --out "
                "benchmarks/results/rarl`, then `python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 3 "
                "--append --out benchmarks/results/rarl`.")),
     "embedding_reward": Block(

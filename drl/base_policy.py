@@ -96,7 +96,7 @@ class BasePolicy:
 
     def stateless(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """The action for ``obs`` as from a fresh episode, touching no state (a chunked base: the first action of
-        a new chunk; otherwise :meth:`__call__`). For batches of stored obs (e.g. a TD target's next obs)."""
+        a new chunk; otherwise :meth:`__call__`), for obs outside any running episode."""
         return self(obs)
 
     def peek(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,9 +109,10 @@ class BasePolicy:
                        next_obs: torch.Tensor | dict[str, torch.Tensor], episode_index: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(actions [M, A], next_actions [M, A])``: what the base would execute at each of ``M`` recorded
-        steps had it driven their episodes (rows grouped by ``episode_index [M]``, in time order within an
-        episode, as in a demo file), and at each step's ``next_obs`` (:meth:`peek` after that step). A stateless
-        base: its actions at ``obs`` and ``next_obs``. The base's own state is untouched."""
+        steps had it driven their episodes from their first step, and at each step's ``next_obs`` (:meth:`peek`
+        after that step). An episode is a run of neighbouring rows with the same ``episode_index [M]``, in time
+        order (a demo file's layout; a file concatenated with itself repeats indices in new episodes). A
+        stateless base: its actions at ``obs`` and ``next_obs``. The base's own state is untouched."""
         return self.stateless(obs), self.stateless(next_obs)
 
     def end_episodes(self, done: torch.Tensor) -> None:
@@ -182,20 +183,23 @@ class _ChunkedBase(_AgentBase):
                        next_obs: torch.Tensor | dict[str, torch.Tensor], episode_index: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            chunks, next_chunks = _chunks_in_slices(self.agent, obs), _chunks_in_slices(self.agent, next_obs)
-            episodes, slot = torch.unique(episode_index.to(chunks.device), return_inverse=True)  # slot: [M] env
-            rows = torch.arange(slot.shape[0], device=slot.device)
-            start = torch.full((episodes.shape[0],), slot.shape[0], dtype=torch.int64, device=slot.device)
-            position = rows - start.scatter_reduce(0, slot, rows, "amin")[slot]  # step within its episode
-            executor = self.agent.new_executor(episodes.shape[0])
-            actions, next_actions = torch.empty_like(chunks[:, 0]), torch.empty_like(chunks[:, 0])
-            for step in range(int(position.max()) + 1 if position.numel() else 0):
+            index = episode_index.to(self.device)
+            rows = torch.arange(index.shape[0], device=self.device)
+            actions = torch.empty(index.shape[0], int(np.prod(self.action_space.shape)), device=self.device)
+            next_actions = torch.empty_like(actions)
+            starts = torch.ones_like(index, dtype=torch.bool)
+            starts[1:] = index[1:] != index[:-1]  # an episode: a run of neighbouring rows with one index
+            slot = starts.cumsum(0) - 1  # [M] each row's episode, 0 .. E - 1 (its executor slot)
+            first = rows[starts]  # [E] each episode's first row
+            position = rows - first[slot]  # [M] step within its episode
+            executor = self.agent.new_executor(first.shape[0])
+            for step in range(int(position.max()) + 1 if rows.numel() else 0):
                 at = torch.nonzero(position == step).flatten()  # one row per episode still running
-                now = chunks.new_zeros((episodes.shape[0], *chunks.shape[1:]))
-                then = torch.zeros_like(now)
-                now[slot[at]], then[slot[at]] = chunks[at], next_chunks[at]
-                actions[at] = executor.act(now)[slot[at]]  # an ended episode's slot acts on zeros, never read
-                next_actions[at] = executor.peek(then)[slot[at]]
+                for out, source, method in ((actions, obs, executor.act), (next_actions, next_obs, executor.peek)):
+                    chunks = self.agent.chunks(_take(source, at))  # [R, k, A]: only the running episodes' rows
+                    full = chunks.new_zeros((first.shape[0], *chunks.shape[1:]))  # an ended episode's slot: zeros,
+                    full[slot[at]] = chunks  # acted on but never read
+                    out[at] = method(full)[slot[at]]
             actions, next_actions = self.agent.env_action(actions), self.agent.env_action(next_actions)
         return actions.clone(), next_actions.clone()
 
@@ -234,14 +238,9 @@ class _SB3Base(BasePolicy):
         return action.reshape(action.shape[0], -1)
 
 
-def _chunks_in_slices(agent: Any, obs: torch.Tensor | dict[str, torch.Tensor], rows: int = 4096) -> torch.Tensor:
-    """``agent.chunks(obs)`` ``[M, k, A]``, ``rows`` obs at a time (bounded memory for a large demo file)."""
-    first = next(iter(obs.values())) if isinstance(obs, dict) else obs
-    parts = []
-    for i in range(0, first.shape[0], rows):
-        part = {k: v[i:i + rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[i:i + rows]
-        parts.append(agent.chunks(part))
-    return torch.cat(parts)
+def _take(obs: torch.Tensor | dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor | dict:
+    """The rows ``rows [R]`` of ``obs`` (a tensor or a dict of obs groups)."""
+    return {k: v[rows] for k, v in obs.items()} if isinstance(obs, dict) else obs[rows]
 
 
 def _modules(agent: Any) -> list[torch.nn.Module]:

@@ -84,26 +84,34 @@ def test_chunked_bc_base_keeps_its_own_per_env_state(bc_run: Path) -> None:
 
 def test_chunked_base_along_demo_episodes_is_the_base_driving_them(bc_run: Path) -> None:
     """along_episodes gives, at each demo step, the action the base executes when it is stepped through that
-    episode from its start, and at each next obs the action it would execute there (peek); peek leaves the
-    base's own state as it was."""
+    episode from its start, and at each next obs the action it would execute there (peek). An episode is a run
+    of neighbouring rows: a demo file concatenated with itself repeats its indices in new episodes. The base's
+    own (training) state is left as it was."""
     env = make_vec_env(SEARCH, 2, "cpu")
     base = load_base_policy(bc_run, env.single_observation_space, env.single_action_space, 2)
-    demos = collect_demos(SEARCH, episodes=3, seed=1, num_envs=2)
-    obs = {k.split("/", 1)[1]: v for k, v in demos.items() if k.startswith("obs/")}
-    next_obs = {k.split("/", 1)[1]: v for k, v in demos.items() if k.startswith("next_obs/")}
-    actions, next_actions = base.along_episodes(obs, next_obs, demos["episode_index"])
-    assert actions.shape == next_actions.shape == demos["actions"].shape
+    first_obs, _ = env.reset(seed=2)
+    base(first_obs)
+    base(first_obs)  # the base's own state: two chunks in, not a fresh one
     saved = [x.clone() for x in (base.executor.history, base.executor.valid)]
-    for episode in demos["episode_index"].unique():
-        rows = torch.nonzero(demos["episode_index"] == episode).flatten()
+    demos = collect_demos(SEARCH, episodes=3, seed=1, num_envs=2)
+    index = torch.cat([demos["episode_index"], demos["episode_index"]])  # 0, 0, .., 2, 0, 0, .., 2
+    obs = {k.split("/", 1)[1]: torch.cat([v, v]) for k, v in demos.items() if k.startswith("obs/")}
+    next_obs = {k.split("/", 1)[1]: torch.cat([v, v]) for k, v in demos.items() if k.startswith("next_obs/")}
+    actions, next_actions = base.along_episodes(obs, next_obs, index)
+    assert all(torch.equal(a, b) for a, b in zip(saved, (base.executor.history, base.executor.valid), strict=True))
+    assert actions.shape == next_actions.shape == (index.shape[0], demos["actions"].shape[1])
+    starts = [0] + [i for i in range(1, index.shape[0]) if index[i] != index[i - 1]] + [index.shape[0]]
+    assert len(starts) - 1 == 6
+    for begin, end in zip(starts, starts[1:], strict=False):
         with base.fresh_memory(1):
-            for row in rows.tolist():
+            for row in range(begin, end):
                 one = {k: v[row:row + 1] for k, v in obs.items()}
                 then = {k: v[row:row + 1] for k, v in next_obs.items()}
                 assert torch.allclose(base(one)[0], actions[row], atol=1e-6)
                 assert torch.allclose(base.peek(then)[0], next_actions[row], atol=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(saved, (base.executor.history, base.executor.valid), strict=True))
     assert not torch.allclose(actions, base.stateless(obs), atol=1e-4)  # the ensemble is not the fresh chunk
+    empty = {k: v[:0] for k, v in obs.items()}
+    assert [a.shape for a in base.along_episodes(empty, empty, index[:0])] == [(0, actions.shape[1])] * 2
     env.close()
 
 

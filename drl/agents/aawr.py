@@ -8,7 +8,7 @@ All of AAWR's math is in this file. The policy ``pi(a | z)`` reads the robot's o
   heads drawn at random from the ``num_q`` (5), each update anew (the official code's choice):
   ``L_V = E[|expectile - 1(u < 0)| u^2]``, ``u = Q'(s, a) - V(s)`` (IQL Eq. 5, expectile 0.7);
 * ``Q_k(s, a)``: TD toward ``y = r + gamma (1 - terminated) V(s')`` (IQL Eq. 6; n-step windows with
-  ``n_step > 1``): ``L_Q = 0.5 sum_k E[(Q_k(s, a) - y)^2]``;
+  ``n_step > 1``; a truncated end too with ``bootstrap_truncated: false``): ``L_Q = 0.5 sum_k E[(Q_k(s, a) - y)^2]``;
 * the policy: maximise ``E[w log pi(a | z)]`` over the data's actions with ``w = min(exp(A / beta), max_weight)``
   and ``A = Q'(s, a) - V(s)`` (AAWR Eq. 3; official: ``exp(3 A)`` clipped at 100, so ``beta = 1/3``).
 

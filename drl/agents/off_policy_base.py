@@ -80,9 +80,9 @@ class OffPolicyConfig:
     batch_size: int = 256
     n_step: int = 1  # n-step TD targets (drl.returns.n_step_replay); 1: the usual one-step target
     # true: a truncated step (time limit) bootstraps from Q(final obs) (Pardo et al. 2018; SB3's
-    # handle_timeout_termination=True). false: it ends the target like a terminated one, for tasks whose time
-    # limit is part of the task and whose obs carry no time (e.g. a sparse success reward within T steps:
-    # failed episodes then anchor Q at 0 instead of only through the discount)
+    # handle_timeout_termination=True). false: it ends the target like a terminated one, a biased workaround
+    # where the time limit is part of the task but the obs carry no time (Pardo et al. put time in the obs):
+    # under a sparse success reward failed episodes then anchor Q at 0, not only through the discount
     bootstrap_truncated: bool = True
     learning_rate: float = 3e-4
     actor_learning_rate: float | None = None  # null: learning_rate
@@ -332,7 +332,8 @@ class OffPolicyAgent:
         """A batch ``{obs/g, next_obs/g [B, D], actions [B, A], returns [B], discounts [B]}`` plus noise.
 
         ``returns + discounts * V(next_obs)`` is the TD target: one-step ``discounts = gamma (1 - terminated)``,
-        n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row).
+        n-step ones from :func:`drl.returns.n_step_replay` (next_obs read at the window's last row); 0 where the
+        window ends at a truncated row when ``bootstrap_truncated`` is false (:meth:`td_rows`).
         """
         steps, envs = replay.sample_indices(self.cfg.batch_size, self.generator)
         return self.complete_batch(self.gather_transitions(replay, steps, envs))

@@ -248,7 +248,8 @@ def td_critic_loss(out: torch.Tensor, target_out: torch.Tensor, returns: torch.T
     Args:
         out: ``[K, B, 1 or Z]`` online critic outputs at the stored ``(s, a)``.
         target_out: ``[M, B, 1 or Z]`` target critic outputs at ``(s', a')`` for the M heads of the min.
-        returns: ``[B]`` (n-step) discounted rewards; ``discounts``: ``[B]`` ``gamma^m (1 - terminated)``.
+        returns: ``[B]`` (n-step) discounted rewards; ``discounts``: ``[B]`` ``gamma^m (1 - terminated)``
+            (see ``OffPolicyAgent.td_rows``).
         next_bonus: ``[B]`` added to the next value (SAC: ``-alpha log pi(a'|s')``); None: 0.
         support: ``[Z]`` atoms for a categorical critic; None: scalar critic.
     """
