@@ -144,6 +144,14 @@ BLOCKS: dict[str, Block] = {
               "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 at 200,000 env steps (HARL's curves are at 1e7), 3 "
               "seeds, with HARL's published returns at 1e7 steps as reference rows (issue 13): `python -m "
               "benchmarks.happo --envs mamujoco:HalfCheetah-2x3 --seeds 3 --steps 200000`."),
+    "multi_agent_speed": Block(
+        after="happo", heading="### Multi-agent env steps/s next to single-agent, same robot",
+        intro="Env steps/s of the multi-agent paths (MaMuJoCo HalfCheetah 2x3 through the PettingZoo adapter; the "
+              "MJWarp partition `drl/HalfCheetah-2x3-v0`) next to single-agent HalfCheetah on the same machine and "
+              "num_envs, random actions, one torch thread, machine otherwise idle (issue 13). On the CPU part of "
+              "the gap is MaMuJoCo's own step: gymnasium-robotics' `parallel_env` alone, one copy, ran at about "
+              "0.6x gymnasium's HalfCheetah-v5 here; the rest is drl's PettingZoo adapter: `python -m "
+              "benchmarks.multi_agent_speed`."),
     "camrl": Block(
         after="happo", heading="### CAMRL vs independent, shared and always-asymmetric learners",
         intro="CAMRL and its three baselines (the `algo.mode` switches of one config) on the torch-batched "
