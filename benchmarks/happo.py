@@ -2,7 +2,7 @@
 
     python -m benchmarks.happo [--envs mamujoco:HalfCheetah-2x3 mamujoco:Walker2d-2x3] [--seeds 3] [--steps N]
                                [--eval-every N] [--only happo mappo] [--set KEY=VALUE ...] [--device cpu|cuda|auto]
-                               [--out benchmarks/results/happo] [--dry-run]
+                               [--out benchmarks/results/happo] [--append] [--dry-run]
 
 Per env and seed: HAPPO (``configs/happo/<env>.yaml``) and MAPPO (``configs/mappo/<env>.yaml``: the same
 hyperparameters, only ``update_scheme`` switched), each for ``--steps`` env steps (default: the configs'
@@ -16,7 +16,9 @@ throughput (env steps/s, evaluations excluded). HAPPO beats MAPPO only beyond tw
 difference over seeds. Reference rows: HARL's HAPPO and MAPPO curves at 1e7 steps (read off the plots of Zhong
 et al. 2024, JMLR; see ``REFERENCE``), comparable only when ``--steps`` is 1e7. Writes ``results.json``,
 ``report.md`` and ``curves.png`` (eval return vs env steps, mean and min-max band over seeds, one panel per env)
-to ``--out``.
+to ``--out``. ``--append`` keeps the runs of ``--out``'s earlier ``results.json`` that this call does not redo
+(another env, method or seed; the same budget and evaluation interval, else refused):
+:func:`benchmarks.harness.script.append_runs`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(METHODS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the earlier runs in OUT/results.json that this call does not redo")
     script.add_out(parser, RESULTS_DIR / "happo")
     args = parser.parse_args(argv)
     script.check_args(parser, args, ("seeds", "steps", "eval_every"), list(METHODS))
@@ -128,6 +132,7 @@ def _ms(stats: dict[str, float | None], digits: int = 1) -> str:
 def write_report(results: dict[str, Any], out: Path) -> Path:
     meta, summary = results["meta"], results["summary"]
     lines = study_header("HAPPO vs MAPPO on multi-agent MuJoCo", meta)
+    lines[-1:-1] = script.earlier_call_lines(meta)
     budget = meta["steps"] or "the configs' total_steps"
     lines += [f"{meta['seeds']} seeds per method; budget {budget} env steps per run (all envs together). HAPPO and "
               "MAPPO run the same config (`configs/<method>/<env>.yaml`; the MaMuJoCo ones hold HARL's tuned values) "
@@ -180,6 +185,9 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     return save_figure(fig, out / PLOT, axes=[ax for ax in axes[0][:len(envs)]])
 
 
+SAME_ON_APPEND = ("steps", "eval_every", "device")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -189,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     began, meta = script.start("happo", argv, args.out, envs=args.envs, seeds=args.seeds, steps=args.steps,
                                eval_every=args.eval_every, device=args.device, overrides=args.set)
+    grid = {"env": args.envs, "method": methods, "seed": list(range(args.seeds))}
+    try:
+        earlier = script.append_runs(args.out / "results.json", grid, meta, SAME_ON_APPEND) if args.append else []
+    except ValueError as err:
+        print(f"python -m benchmarks.happo: error: {err}", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {"meta": meta, "runs": []}
     with tempfile.TemporaryDirectory(prefix="drl-happo-") as tmp:
         results["runs"] = script.run_grid(
@@ -196,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda env, method, seed: run_one(method, env, seed, args, Path(tmp)), "{method} {env} seed {seed}",
             lambda r: f"final {_n(r['final'], 1)}, best {_n(r['best'], 1)}, {_n(r['train_sps'])} steps/s",
             loops=("env", "seed", "method"))
-    return script.finish(results, began, args.out, summarise, write_report, write_plot)
+    ran = results["runs"]
+    results["runs"] = earlier + ran
+    code = script.finish(results, began, args.out, summarise, write_report, write_plot)
+    return code if any("error" not in r for r in ran) else 1  # kept runs do not make a failed call a success
 
 
 if __name__ == "__main__":

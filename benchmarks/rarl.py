@@ -25,7 +25,6 @@ line then lists every call, in order, and the machine line is the last call's, w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -141,9 +140,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     meta = results["meta"]
     lines = header_lines("RARL vs PPO: robustness to mass and friction errors", meta)
     lines += [machine_line(meta, gpu=False)]
-    lines += [f"Runs kept from an earlier call (`--append`): made {c['date']}, which took {_n(c['elapsed_s'])} s, "
-              f"load average at start / end {c['load_start']} / {c['load_end']}."
-              for c in meta.get("earlier_calls", [])]
+    lines += script.earlier_call_lines(meta)
     lines += ["",
               f"{meta['seeds']} seeds per method; the same protagonist env steps per env (RARL's total is scaled by "
               f"(N_mu + N_nu) / N_mu). Sweeps of the last checkpoint: masses of all bodies and friction of all "
@@ -229,33 +226,6 @@ def write_plots(results: dict[str, Any], out: Path) -> Path:
 SAME_ON_APPEND = ("steps", "episodes", "scales", "heatmap_scales", "heatmap_episodes", "eval_every")
 
 
-def earlier_runs(path: Path, envs: list[str], methods: list[str], seeds: int, meta: dict[str, Any]
-                 ) -> list[dict[str, Any]]:
-    """The runs of an earlier ``results.json`` at ``path`` that this call does not redo (its env, method or seed
-    is outside ``envs`` x ``methods`` x ``range(seeds)``). ``meta`` (this call's) gains the earlier calls:
-    ``command`` becomes every call's command joined by ``"; "``, ``envs`` the union, and ``earlier_calls`` each
-    earlier call's date, duration, load and versions. No file: no runs.
-
-    Raises:
-        ValueError: the earlier runs were made with another budget or sweep (:data:`SAME_ON_APPEND`), so they
-            cannot be averaged with this call's.
-    """
-    if not path.is_file():
-        return []
-    earlier = json.loads(path.read_text())
-    before = earlier["meta"]
-    for name in SAME_ON_APPEND:
-        if name in before and before.get(name) != meta.get(name):
-            raise ValueError(f"--append: {path} was made with {name} = {before.get(name)!r}, this call has "
-                             f"{meta.get(name)!r}; rerun with the same setting or write to another --out")
-    redone = {(env, method, seed) for env in envs for method in methods for seed in range(seeds)}
-    meta["command"] = f"{before['command']}; {meta['command']}"
-    meta["envs"] = list(dict.fromkeys([*before.get("envs", []), *meta["envs"]]))
-    call = {k: before.get(k) for k in ("date", "elapsed_s", "load_start", "load_end", "versions")}
-    meta["earlier_calls"] = [*before.get("earlier_calls", []), call]
-    return [r for r in earlier["runs"] if (r["env"], r["method"], r["seed"]) not in redone]
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -269,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                                heatmap_episodes=args.heatmap_episodes, eval_every=args.eval_every,
                                overrides=args.set)
     try:
-        earlier = earlier_runs(args.out / "results.json", args.envs, methods, args.seeds, meta) if args.append else []
+        grid = {"env": args.envs, "method": methods, "seed": list(range(args.seeds))}
+        earlier = script.append_runs(args.out / "results.json", grid, meta, SAME_ON_APPEND) if args.append else []
     except ValueError as err:
         print(f"python -m benchmarks.rarl: error: {err}", file=sys.stderr)
         return 2

@@ -378,6 +378,17 @@ def test_benchmark_script_plumbing(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| drl/Rendezvous-v0 | HAPPO | 1 | 640 |" in report and "not judged (one seed)" in report
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # --append: MAPPO rerun alone; HAPPO's run is kept, the report names the earlier call
+    code = bench.main(["--envs", "drl/Rendezvous-v0", "--seeds", "1", "--steps", "640", "--eval-every", "640",
+                       "--only", "mappo", "--set", "eval_episodes=2", "--out", str(tmp_path), "--append"])
+    assert code == 0
+    appended = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in appended["runs"]] == ["happo", "mappo"]
+    assert appended["runs"][0] == results["runs"][0] and len(appended["meta"]["earlier_calls"]) == 1
+    assert "Runs kept from an earlier call (`--append`)" in (tmp_path / "report.md").read_text()
+    assert bench.main(["--envs", "drl/Rendezvous-v0", "--seeds", "1", "--steps", "1280", "--only", "mappo",
+                       "--out", str(tmp_path), "--append"]) == 2  # another budget: refused, nothing written
+    assert json.loads((tmp_path / "results.json").read_text()) == appended
 
 
 def test_train_happo_on_a_single_agent_env_is_one_line(tmp_path: Path, capsys) -> None:

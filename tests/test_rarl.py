@@ -204,26 +204,31 @@ def test_benchmark_append_keeps_the_runs_it_does_not_redo(tmp_path):
     """--append: earlier runs of other envs, methods or seeds stay; the redone ones go; commands are joined, envs
     merged, the earlier call recorded; another budget or sweep is refused."""
     from benchmarks import rarl as bench
+    from benchmarks.harness import script
 
     runs = [{"env": env, "method": method, "seed": seed} for env in ("InvertedPendulum-v5", "Hopper-v5")
             for method in ("ppo", "rarl") for seed in (0, 1, 2)]
-    sweep = {"steps": None, "episodes": 10, "scales": [0.5, 1.0], "heatmap_scales": [0.5, 1.0], "heatmap_episodes": 3}
+    sweep = {"steps": None, "episodes": 10, "scales": [0.5, 1.0], "heatmap_scales": [0.5, 1.0], "heatmap_episodes": 3,
+             "load_start": [0.1], "load_end": [0.2]}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"meta": {"command": "python -m benchmarks.rarl --seeds 3", "date": "d0",
                                          "elapsed_s": 5.0, "envs": ["InvertedPendulum-v5", "Hopper-v5"], **sweep},
                                 "runs": runs}))
     meta = {"command": "python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 2", "envs": ["Hopper-v5"],
             **sweep}
-    kept = bench.earlier_runs(path, ["Hopper-v5"], ["rarl"], 2, meta)
+    grid = {"env": ["Hopper-v5"], "method": ["rarl"], "seed": [0, 1]}
+    kept = script.append_runs(path, grid, meta, bench.SAME_ON_APPEND)
     assert kept == [r for r in runs if not (r["env"] == "Hopper-v5" and r["method"] == "rarl" and r["seed"] < 2)]
     assert len(kept) == 10
     assert meta["command"] == ("python -m benchmarks.rarl --seeds 3; "
                                "python -m benchmarks.rarl --envs Hopper-v5 --only rarl --seeds 2")
     assert meta["envs"] == ["InvertedPendulum-v5", "Hopper-v5"]
     assert [c["date"] for c in meta["earlier_calls"]] == ["d0"] and meta["earlier_calls"][0]["elapsed_s"] == 5.0
-    assert bench.earlier_runs(tmp_path / "missing.json", ["Hopper-v5"], ["rarl"], 2, dict(meta)) == []
+    assert script.append_runs(tmp_path / "missing.json", grid, dict(meta), bench.SAME_ON_APPEND) == []
     with pytest.raises(ValueError, match="--append: .* was made with episodes = 10, this call has 5"):
-        bench.earlier_runs(path, ["Hopper-v5"], ["rarl"], 2, {**meta, "episodes": 5})
+        script.append_runs(path, grid, {**meta, "episodes": 5}, bench.SAME_ON_APPEND)
+    assert script.earlier_call_lines(meta)[0].startswith("Runs kept from an earlier call (`--append`): made d0, "
+                                                         "which took 5 s")
 
 
 @pytest.mark.slow

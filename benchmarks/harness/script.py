@@ -91,6 +91,42 @@ def run_grid(axes: dict[str, list[Any]], run: Callable[..., dict[str, Any]], lab
     return records
 
 
+def append_runs(path: Path, axes: dict[str, list[Any]], meta: dict[str, Any], same: tuple[str, ...]
+                ) -> list[dict[str, Any]]:
+    """``--append``: the runs of an earlier ``results.json`` at ``path`` that this call does not redo (a run is
+    redone when its value of every axis in ``axes`` (``{name: values}``, as :func:`run_grid`'s) is in this call's
+    grid). ``meta`` (this call's, from :func:`start`) gains the earlier calls: ``command`` becomes every call's
+    command joined by ``"; "``, ``envs`` the union (when both have it), and ``earlier_calls`` each earlier call's
+    date, duration, load and versions (:func:`earlier_call_lines` writes them). No file: no runs.
+
+    Raises:
+        ValueError: a field of ``same`` (a budget or sweep setting in ``meta``) differs from the earlier call's,
+            so the runs could not be averaged together; the message names it and both values.
+    """
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    before = earlier["meta"]
+    for name in same:
+        if name in before and before.get(name) != meta.get(name):
+            raise ValueError(f"--append: {path} was made with {name} = {before.get(name)!r}, this call has "
+                             f"{meta.get(name)!r}; rerun with the same setting or write to another --out")
+    meta["command"] = f"{before['command']}; {meta['command']}"
+    if "envs" in meta and "envs" in before:
+        meta["envs"] = list(dict.fromkeys([*before["envs"], *meta["envs"]]))
+    call = {k: before.get(k) for k in ("date", "elapsed_s", "load_start", "load_end", "versions")}
+    meta["earlier_calls"] = [*before.get("earlier_calls", []), call]
+    return [r for r in earlier["runs"] if not all(r.get(name) in values for name, values in axes.items())]
+
+
+def earlier_call_lines(meta: dict[str, Any]) -> list[str]:
+    """One report line per earlier call whose runs were kept by :func:`append_runs` (the machine line is the
+    last call's)."""
+    return [f"Runs kept from an earlier call (`--append`): made {c['date']}, which took "
+            f"{c['elapsed_s']:,.0f} s, load average at start / end {c['load_start']} / {c['load_end']}."
+            for c in meta.get("earlier_calls", [])]
+
+
 def train_run(cfg: Any, run_dir: Path) -> tuple[Path, dict[str, Any], list[dict[str, str]]]:
     """``drl.api.train`` on one torch thread after a garbage collection: the run folder, its summary and its
     ``metrics.csv`` rows."""
