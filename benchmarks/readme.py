@@ -141,9 +141,11 @@ BLOCKS: dict[str, Block] = {
     "happo": Block(
         after="subpo", heading="### HAPPO vs MAPPO on multi-agent MuJoCo",
         intro="HAPPO (sequential actor updates with the compounding factor) and MAPPO (simultaneous) on the same "
-              "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 at 200,000 env steps (HARL's curves are at 1e7), 3 "
-              "seeds, with HARL's published returns at 1e7 steps as reference rows (issue 13): `python -m "
-              "benchmarks.happo --envs mamujoco:HalfCheetah-2x3 --seeds 3 --steps 200000`."),
+              "HARL-tuned configs, MaMuJoCo HalfCheetah 2x3 and Walker2d 2x3 at 200,000 env steps (HARL's curves "
+              "are at 1e7), 3 seeds, with HARL's published returns at 1e7 steps as reference rows (issue 13). At "
+              "this budget Walker2d 2x3 has barely started to learn under either scheme: `python -m "
+              "benchmarks.happo --envs mamujoco:HalfCheetah-2x3 --seeds 3 --steps 200000`, then `python -m "
+              "benchmarks.happo --envs mamujoco:Walker2d-2x3 --seeds 3 --steps 200000 --append`."),
     "multi_agent_speed": Block(
         after="happo", heading="### Multi-agent env steps/s next to single-agent, same robot",
         intro="Env steps/s of the multi-agent paths (MaMuJoCo HalfCheetah 2x3 through the PettingZoo adapter; the "
