@@ -17,7 +17,7 @@ difference over seeds. Reference rows: HARL's HAPPO and MAPPO curves at 1e7 step
 et al. 2024, JMLR; see ``REFERENCE``), comparable only when ``--steps`` is 1e7. Writes ``results.json``,
 ``report.md`` and ``curves.png`` (eval return vs env steps, mean and min-max band over seeds, one panel per env)
 to ``--out``. ``--append`` keeps the runs of ``--out``'s earlier ``results.json`` that this call does not redo
-(another env, method or seed; the same budget and evaluation interval, else refused):
+(another env, method or seed; the same budget, evaluation interval and ``--set``, else refused):
 :func:`benchmarks.harness.script.append_runs`.
 """
 
@@ -185,7 +185,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     return save_figure(fig, out / PLOT, axes=[ax for ax in axes[0][:len(envs)]])
 
 
-SAME_ON_APPEND = ("steps", "eval_every", "device")
+SAME_ON_APPEND = ("steps", "eval_every", "device", "overrides")
 
 
 def main(argv: list[str] | None = None) -> int:

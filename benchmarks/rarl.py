@@ -223,7 +223,7 @@ def write_plots(results: dict[str, Any], out: Path) -> Path:
     return paths[0] if paths else out
 
 
-SAME_ON_APPEND = ("steps", "episodes", "scales", "heatmap_scales", "heatmap_episodes", "eval_every")
+SAME_ON_APPEND = ("steps", "episodes", "scales", "heatmap_scales", "heatmap_episodes", "eval_every", "overrides")
 
 
 def main(argv: list[str] | None = None) -> int:

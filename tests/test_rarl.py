@@ -209,7 +209,7 @@ def test_benchmark_append_keeps_the_runs_it_does_not_redo(tmp_path):
     runs = [{"env": env, "method": method, "seed": seed} for env in ("InvertedPendulum-v5", "Hopper-v5")
             for method in ("ppo", "rarl") for seed in (0, 1, 2)]
     sweep = {"steps": None, "episodes": 10, "scales": [0.5, 1.0], "heatmap_scales": [0.5, 1.0], "heatmap_episodes": 3,
-             "load_start": [0.1], "load_end": [0.2]}
+             "eval_every": None, "overrides": [], "load_start": [0.1], "load_end": [0.2]}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"meta": {"command": "python -m benchmarks.rarl --seeds 3", "date": "d0",
                                          "elapsed_s": 5.0, "envs": ["InvertedPendulum-v5", "Hopper-v5"], **sweep},
@@ -227,6 +227,11 @@ def test_benchmark_append_keeps_the_runs_it_does_not_redo(tmp_path):
     assert script.append_runs(tmp_path / "missing.json", grid, dict(meta), bench.SAME_ON_APPEND) == []
     with pytest.raises(ValueError, match="--append: .* was made with episodes = 10, this call has 5"):
         script.append_runs(path, grid, {**meta, "episodes": 5}, bench.SAME_ON_APPEND)
+    with pytest.raises(ValueError, match="--append: .* was made with overrides = \\[\\], this call has"):
+        script.append_runs(path, grid, {**meta, "overrides": ["algo.num_steps=128"]}, bench.SAME_ON_APPEND)
+    (tmp_path / "bad.json").write_text("{bad")
+    with pytest.raises(ValueError, match="bad.json is not a results.json this script wrote"):
+        script.append_runs(tmp_path / "bad.json", grid, dict(meta), bench.SAME_ON_APPEND)
     assert script.earlier_call_lines(meta)[0].startswith("Runs kept from an earlier call (`--append`): made d0, "
                                                          "which took 5 s")
 

@@ -160,6 +160,25 @@ def test_training_never_updates_the_base(tmp_path: Path, sb3_zip: Path, bc_run: 
     assert len(result["returns"]) == 2
 
 
+def test_demos_of_another_env_or_reward_are_one_clear_error(tmp_path: Path, bc_run: Path, search_demos: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """A demo file recorded on another env id, or with other env kwargs (its rewards are used as stored), is
+    refused in one line before the run folder is claimed."""
+    data = torch.load(search_demos, weights_only=True)
+    other_id = {**data, "meta": {**data["meta"], "env_id": "drl/PandaReach-v0"}}
+    other_kwargs = {**data, "meta": {**data["meta"], "env_kwargs": {"reward_type": "dense"}}}
+    for name, payload, expected in (
+            ("id.pt", other_id, "was recorded on 'drl/PandaReach-v0', this run's env is 'drl/ActiveSearch-v0'"),
+            ("kw.pt", other_kwargs, "was recorded with env kwargs {'reward_type': 'dense'}, this run's env.kwargs "
+                                    "are {}")):
+        torch.save(payload, tmp_path / name)
+        code = main(["train", "residual", "--env", SEARCH, "--base", str(bc_run), "--demos", str(tmp_path / name),
+                     "--steps", "64", "--no-progress", "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and expected in err[0], err
+        assert not (tmp_path / "run").exists()
+
+
 def test_ppo_residual_starts_at_the_base_and_never_updates_it(tmp_path: Path, sb3_zip: Path) -> None:
     cfg = api.load_config("ppo-residual", PENDULUM, overrides={
         "total_steps": 256, "eval_episodes": 2, "progress": False, "log_interval": -1,

@@ -100,13 +100,18 @@ def append_runs(path: Path, axes: dict[str, list[Any]], meta: dict[str, Any], sa
     date, duration, load and versions (:func:`earlier_call_lines` writes them). No file: no runs.
 
     Raises:
-        ValueError: a field of ``same`` (a budget or sweep setting in ``meta``) differs from the earlier call's,
-            so the runs could not be averaged together; the message names it and both values.
+        ValueError: the file is not a results.json; or a field of ``same`` (a budget, sweep or ``--set`` setting in
+            ``meta``) differs from the earlier call's, so the runs could not be averaged together; the message
+            names it and both values.
     """
     if not path.is_file():
         return []
-    earlier = json.loads(path.read_text())
-    before = earlier["meta"]
+    try:
+        earlier = json.loads(path.read_text())
+        before = earlier["meta"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--append: {path} is not a results.json this script wrote ({err}); move it away or "
+                         "write to another --out") from err
     for name in same:
         if name in before and before.get(name) != meta.get(name):
             raise ValueError(f"--append: {path} was made with {name} = {before.get(name)!r}, this call has "

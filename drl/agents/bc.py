@@ -337,6 +337,7 @@ class BC:
               "(drl train bc --demos FILE; record them with drl demos ENV --out FILE)")
         data, actions = load_checked_demos(cfg.demos, {cfg.actor_obs: self.obs_dim}, self.action_dim,
                                            self.action_center, self.action_scale, self.device)
+        self.demo_meta = dict(data.get("meta") or {})  # checked against the run's env by the runner
         obs = data[f"obs/{cfg.actor_obs}"].flatten(1).float().to(self.device)
         targets, mask = chunk_targets(actions, data["episode_index"].to(self.device), cfg.chunk_size)
         self.demos = {"obs": obs, "targets": targets, "mask": mask}

@@ -417,6 +417,7 @@ class OffPolicyAgent:
             return 0
         data, actions = load_checked_demos(path, {g: self.obs_dims[g] for g in self.groups}, self.action_dim,
                                            self.action_center, self.action_scale, self.device)
+        self.demo_meta = dict(data.get("meta") or {})  # checked against the run's env by the runner
         rows = {f"{part}/{g}": data[f"{part}/{g}"].flatten(1).float() for part in ("obs", "next_obs")
                 for g in self.groups}
         rows |= {"actions": actions, "rewards": data["rewards"].float(), "terminated": data["terminated"],

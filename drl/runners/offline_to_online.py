@@ -35,6 +35,7 @@ import torch
 from drl.guards import check_update, writing
 from drl.logging import RunLogger, Stopwatch
 from drl.runners.off_policy import OffPolicyRunner
+from drl.storage.demos import check_demo_env
 
 __all__ = ["OfflineToOnlineRunner"]
 
@@ -50,6 +51,8 @@ class OfflineToOnlineRunner(OffPolicyRunner):
         super()._build_storage()
         algo = self.cfg.algo
         self.num_demos = self.agent.load_demos()
+        if self.num_demos:
+            check_demo_env(getattr(self.agent, "demo_meta", {}), algo.demos, self.cfg.env.id, self.cfg.env.kwargs)
         self.offline_updates = algo.offline_updates if self.num_demos else 0
         if algo.offline_updates and not self.num_demos:
             skipped = (f"note: no demonstrations (algo.demos is not set): no offline phase (algo.offline_updates "

@@ -9,7 +9,7 @@ import torch
 
 from drl.config import ConfigError
 
-__all__ = ["load_checked_demos"]
+__all__ = ["load_checked_demos", "check_demo_env"]
 
 
 def load_checked_demos(path: str | Path, obs_dims: dict[str, int], action_dim: int, action_center: torch.Tensor,
@@ -43,3 +43,22 @@ def load_checked_demos(path: str | Path, obs_dims: dict[str, int], action_dim: i
                           f"space has {action_dim}")
     actions = ((data["actions"].float().to(device) - action_center) / action_scale).clamp(-1.0, 1.0)
     return data, actions
+
+
+def check_demo_env(meta: dict[str, Any], path: str | Path, env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """The demo file ``path`` was recorded on the run's env: its ``meta`` ``env_id`` and ``env_kwargs`` (as
+    :func:`envs.tasks.demos.collect_demos` records them) equal ``env_id`` and ``env_kwargs``. Its rewards are used
+    as stored, so demos recorded with another reward (e.g. ``reward_type``) would mix two reward scales.
+
+    Raises:
+        ConfigError: naming ``algo.demos``, the file, and both envs or both kwargs.
+    """
+    recorded_id, recorded_kwargs = meta.get("env_id"), meta.get("env_kwargs")
+    if recorded_id is not None and recorded_id != env_id:
+        raise ConfigError(f"config key 'algo.demos': demo file '{Path(path)}' was recorded on '{recorded_id}', this "
+                          f"run's env is '{env_id}'; record demos on the env the agent trains on (drl demos {env_id})")
+    kwargs = {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in env_kwargs.items()}
+    if recorded_kwargs is not None and recorded_kwargs != kwargs:
+        raise ConfigError(f"config key 'algo.demos': demo file '{Path(path)}' was recorded with env kwargs "
+                          f"{recorded_kwargs}, this run's env.kwargs are {kwargs}; its rewards are used as stored, so "
+                          "record the demos with the run's kwargs (drl demos ENV --env-kwarg KEY=VALUE)")
