@@ -170,36 +170,37 @@ class ChunkExecutor:
         self.plan = torch.zeros(num_envs, chunk_size, action_dim, device=device)
         self.position = torch.full((num_envs,), chunk_size, dtype=torch.int64, device=device)  # k: plan used up
 
+    def _next(self, chunks: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The action ``[N, A]`` for ``chunks [N, k, A]`` now and the state it leaves (``k > 1``), nothing written:
+        temporal ensemble ``(history, valid)`` aged by one step with ``chunks`` the newest; open loop ``(plan,
+        position)`` with a new plan where the last one is used up."""
+        if self.execution == "temporal_ensemble":
+            history = torch.cat([chunks[:, None], self.history[:, :-1]], dim=1)  # age j -> j + 1; the oldest goes
+            valid = torch.cat([torch.ones_like(self.valid[:, :1]), self.valid[:, :-1]], dim=1)
+            return temporal_ensemble(history, valid, self.decay), (history, valid)
+        fresh = self.position >= self.k
+        plan = torch.where(fresh[:, None, None], chunks, self.plan)
+        position = self.position.masked_fill(fresh, 0)
+        return plan[torch.arange(plan.shape[0], device=plan.device), position], (plan, position)
+
     def act(self, chunks: torch.Tensor) -> torch.Tensor:
         """``chunks [N, k, A]`` predicted for the current obs -> the action ``[N, A]`` to execute now."""
         if self.k == 1:
             return chunks[:, 0]
-        if self.execution == "temporal_ensemble":  # in place: the state stays a normal tensor in inference mode
-            self.history.copy_(torch.roll(self.history, 1, dims=1))  # age j -> j + 1; the oldest is overwritten
-            self.valid.copy_(torch.roll(self.valid, 1, dims=1))
-            self.history[:, 0] = chunks
-            self.valid[:, 0] = True
-            return temporal_ensemble(self.history, self.valid, self.decay)
-        fresh = self.position >= self.k  # open loop: a new chunk where the last one is used up
-        self.plan.copy_(torch.where(fresh[:, None, None], chunks, self.plan))
-        self.position.masked_fill_(fresh, 0)
-        action = self.plan[torch.arange(self.plan.shape[0], device=self.plan.device), self.position]
-        self.position.add_(1)
+        action, state = self._next(chunks)
+        # in place: the state stays a normal tensor in inference mode
+        ensemble = self.execution == "temporal_ensemble"
+        for held, new in zip((self.history, self.valid) if ensemble else (self.plan, self.position), state,
+                             strict=True):
+            held.copy_(new)
+        if not ensemble:
+            self.position.add_(1)
         return action
 
     def peek(self, chunks: torch.Tensor) -> torch.Tensor:
         """The action ``[N, A]`` :meth:`act` would return for ``chunks [N, k, A]`` now, the state left as it is
         (e.g. what the policy will execute at a step's next obs)."""
-        if self.k == 1:
-            return chunks[:, 0]
-        if self.execution == "temporal_ensemble":
-            history = torch.cat([chunks[:, None], self.history[:, :-1]], dim=1)
-            valid = torch.cat([torch.ones_like(self.valid[:, :1]), self.valid[:, :-1]], dim=1)
-            return temporal_ensemble(history, valid, self.decay)
-        fresh = self.position >= self.k
-        plan = torch.where(fresh[:, None, None], chunks, self.plan)
-        position = self.position.masked_fill(fresh, 0)
-        return plan[torch.arange(plan.shape[0], device=plan.device), position]
+        return chunks[:, 0] if self.k == 1 else self._next(chunks)[0]
 
     def end_episodes(self, done: torch.Tensor) -> None:
         """Forget the chunks of the envs whose episode ended (``done [N]`` bool): they start afresh."""
