@@ -57,7 +57,9 @@ def check_demo_env(meta: dict[str, Any], path: str | Path, env_id: str, env_kwar
     if recorded_id is not None and recorded_id != env_id:
         raise ConfigError(f"config key 'algo.demos': demo file '{Path(path)}' was recorded on '{recorded_id}', this "
                           f"run's env is '{env_id}'; record demos on the env the agent trains on (drl demos {env_id})")
-    kwargs = {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in env_kwargs.items()}
+    from envs.tasks.demos import recorded_env_kwargs
+
+    kwargs = recorded_env_kwargs(env_kwargs)
     if recorded_kwargs is not None and recorded_kwargs != kwargs:
         raise ConfigError(f"config key 'algo.demos': demo file '{Path(path)}' was recorded with env kwargs "
                           f"{recorded_kwargs}, this run's env.kwargs are {kwargs}; its rewards are used as stored, so "

@@ -40,6 +40,7 @@ __all__ = [
     "expert_success_rate",
     "scripted_expert",
     "noisy",
+    "recorded_env_kwargs",
 ]
 
 FORMAT_VERSION = 1
@@ -59,6 +60,11 @@ def scripted_expert(env: gym.vector.VectorEnv, env_id: str | None = None) -> Pol
             "collect_demos(..., policy=...) records any policy"
         )
     return lambda _env, _obs: task.expert_action()
+
+
+def recorded_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``env_kwargs`` as a demo file's ``meta`` records them: plain values kept, anything else as its ``repr``."""
+    return {k: v if isinstance(v, int | float | str | bool | None) else repr(v) for k, v in (env_kwargs or {}).items()}
 
 
 def collect_demos(
@@ -105,8 +111,7 @@ def collect_demos(
         "num_envs": num_envs,
         "action_noise": float(action_noise),
         "obs_groups": sorted(key.split("/", 1)[1] for key in demos if key.startswith("obs/")),
-        "env_kwargs": {k: v if isinstance(v, int | float | str | bool | None) else repr(v)
-                       for k, v in (env_kwargs or {}).items()},
+        "env_kwargs": recorded_env_kwargs(env_kwargs),
     }
     return demos
 
