@@ -160,11 +160,15 @@ def eval_points(rows: list[dict[str, str]], name: str = "eval_return", train_s: 
 
 def finish(results: dict[str, Any], began: datetime.datetime, out: Path,
            summarise: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
-           write_report: Callable[[dict[str, Any], Path], Path], write_plot: Callable[[dict[str, Any], Path], Path]
-           ) -> int:
+           write_report: Callable[[dict[str, Any], Path], Path], write_plot: Callable[[dict[str, Any], Path], Path],
+           kept: list[dict[str, Any]] | None = None) -> int:
     """Elapsed time, load average, summary; ``results.json``, the report and the plot in ``out``; the report
-    printed. Exit status 0 when any run succeeded."""
+    printed. ``kept``: earlier runs (:func:`append_runs`) put before this call's. Exit status 0 when any of this
+    call's runs succeeded (kept runs do not make a failed call a success)."""
     from benchmarks.run import _clean
+
+    ran = results["runs"]
+    results["runs"] = [*(kept or []), *ran]
 
     results["meta"]["elapsed_s"] = (datetime.datetime.now().astimezone() - began).total_seconds()
     results["meta"]["load_end"] = load_average()
@@ -173,4 +177,4 @@ def finish(results: dict[str, Any], began: datetime.datetime, out: Path,
     report = write_report(results, out)
     write_plot(results, out)
     print(report.read_text())
-    return 0 if any("error" not in r for r in results["runs"]) else 1
+    return 0 if any("error" not in r for r in ran) else 1
